@@ -1,1 +1,23 @@
-//! comet-server
+//! # comet-server
+//!
+//! A native media server that speaks the APIs CppComet + FreeSWITCH users already call.
+//!
+//! Contract (see `../shared/spec/comet-compat.md` and `ARCHITECTURE.md`):
+//! - [`cometql`]: CometQL, SQL over the MySQL wire protocol, for customers' backends. Errors use
+//!   CometQL's codes; every acknowledged write is durable in the [`store`].
+//! - [`store`]: state that survives restarts, scoped per developer (dev_id).
+//! - [`realtime`]: the seam to live browser connections (the comet WebSocket hub).
+//! - [`conference`]: conference naming (SIP number, call pipe) and live membership.
+//! - [`config`]: embedded defaults < `comet.ini` < command-line flags.
+//! - [`app`]: wiring and start-up.
+//!
+//! Media lives in the workspace crates `comet-sfu` (WebRTC transport), `comet-media` (codecs,
+//! RTP, jitter buffer) and `comet-mixer` (mixing and compositing).
+
+pub mod app;
+pub mod cometql;
+pub mod conference;
+pub mod config;
+pub mod names;
+pub mod realtime;
+pub mod store;

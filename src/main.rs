@@ -1,1 +1,147 @@
-fn main() {}
+//! The `comet-server` binary: parse flags, load configuration, start, wait for a signal.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use comet_server::config::{Config, Override};
+
+/// A native media server speaking CometQL, the comet WebSocket protocol and SIP over WebSocket.
+///
+/// With no flags it runs on the embedded default configuration: every listener on 127.0.0.1.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (INI, as CppComet's comet.ini).
+    #[arg(short, long, value_name = "FILE", env = "COMET_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for persistent state ([main] data_dir).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// CometQL port ([cometql] port; 0 picks a free one).
+    #[arg(long, value_name = "N")]
+    cometql_port: Option<u16>,
+    /// Comet WebSocket port ([ws] port).
+    #[arg(long, value_name = "N")]
+    ws_port: Option<u16>,
+    /// SIP-over-WebSocket port ([sip] port).
+    #[arg(long, value_name = "N")]
+    sip_port: Option<u16>,
+    /// UDP media port ([media] port).
+    #[arg(long, value_name = "N")]
+    media_port: Option<u16>,
+    /// HTTP port ([http] port).
+    #[arg(long, value_name = "N")]
+    http_port: Option<u16>,
+    /// Keep state in memory only ([store] backend = memory).
+    #[arg(long)]
+    memory_store: bool,
+    /// Any setting, as section.key=value (repeatable), e.g. --set sip.host=meet.example.com
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE", value_parser = Override::parse)]
+    set: Vec<Override>,
+    /// Print a comet.ini documenting every key and its default, then exit.
+    #[arg(long)]
+    print_example_config: bool,
+}
+
+impl Cli {
+    fn overrides(&self) -> Vec<Override> {
+        let mut o = Vec::new();
+        let mut add = |section: &str, key: &str, value: String| {
+            o.push(Override {
+                section: section.into(),
+                key: key.into(),
+                value,
+            })
+        };
+        if let Some(d) = &self.data_dir {
+            add("main", "data_dir", d.display().to_string());
+        }
+        for (section, port) in [
+            ("cometql", self.cometql_port),
+            ("ws", self.ws_port),
+            ("sip", self.sip_port),
+            ("media", self.media_port),
+            ("http", self.http_port),
+        ] {
+            if let Some(p) = port {
+                add(section, "port", p.to_string());
+            }
+        }
+        if self.memory_store {
+            add("store", "backend", "memory".into());
+        }
+        o.extend(self.set.iter().cloned());
+        o
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if cli.print_example_config {
+        print!("{}", Config::example_ini());
+        return std::process::ExitCode::SUCCESS;
+    }
+    let (config, report) = match Config::load_file(cli.config.as_deref(), &cli.overrides()) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("comet-server: configuration error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log_level.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    for i in &report.ignored {
+        tracing::info!("{i}");
+    }
+    let origin = match &cli.config {
+        Some(p) => format!("configuration {}", p.display()),
+        None => "embedded default configuration".to_string(),
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("comet-server: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let running = match comet_server::app::start(&config).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("comet-server: {e:#}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        print!("{}", running.banner(&config, &origin));
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        running.stop();
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,638 @@
+//! Executes CometQL statements: the "decide" half of CometQL, with no sockets.
+//!
+//! [`Engine::execute_at`] takes a session, the SQL text and the time, and returns a [`Reply`]
+//! (an OK with counts, or a result set) or a [`CqlError`]. The wire driver encodes the answer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use super::error::{CqlError, CqlResult, code};
+use super::parse::{self, Scalar, Stmt};
+use super::tables::{self, Done, Row, Values, Where, pipes_settings_log_length_key};
+use crate::conference::ConferenceRegistry;
+use crate::realtime::{self, Realtime};
+use crate::store::{DevId, NewPipeMessage, PipeMessage, Store, UserId};
+
+/// Personal messages wait this long for their user to connect.
+pub const QUEUE_TTL_SECS: i64 = 120;
+/// Personal messages kept per offline user.
+pub const QUEUE_PER_USER: usize = 10;
+/// History kept for `trust_*` pipes, which log without settings, and how long.
+const TRUST_PIPE_LOG: usize = 99;
+const TRUST_PIPE_TTL_SECS: i64 = 120;
+/// Highest dev_id: SIP user names carry it as 6 zero-padded digits.
+pub const MAX_DEV_ID: DevId = 999_999;
+
+/// What the engine needs to know from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The dev_key.
+    pub password: String,
+    /// `serverName` announced to browsers.
+    pub sip_host: String,
+    /// `serverPort` announced to browsers.
+    pub sip_port: u16,
+    pub pipesalt: String,
+    /// `conference.node` of conferences created here.
+    pub node: String,
+    /// Known conference profiles.
+    pub profiles: Vec<String>,
+}
+
+impl Settings {
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        Settings {
+            password: c.password.clone(),
+            sip_host: c.sip_host.clone(),
+            sip_port: c.sip.port,
+            pipesalt: c.pipesalt.clone(),
+            node: c.node(),
+            profiles: vec!["default".into(), "audio".into(), "video".into()],
+        }
+    }
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub queries: AtomicU64,
+    pub errors: AtomicU64,
+    pub connections: AtomicU64,
+    pub logins_failed: AtomicU64,
+}
+
+/// Shared state of every CometQL connection.
+pub struct Engine {
+    pub store: Arc<dyn Store>,
+    pub realtime: Arc<dyn Realtime>,
+    pub conferences: Arc<ConferenceRegistry>,
+    pub settings: Settings,
+    pub stats: Stats,
+    started: Instant,
+}
+
+/// Per-connection state.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub dev: DevId,
+    /// `CometQL_v1` or `db_<N>` once selected.
+    pub database: Option<String>,
+    pub connection_id: u32,
+    pub user: String,
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Ok {
+        affected: u64,
+        insert_id: u64,
+    },
+    Rows {
+        table: String,
+        columns: Vec<String>,
+        rows: Vec<Vec<Option<String>>>,
+    },
+}
+
+/// What a statement runs with.
+pub struct Cx<'a> {
+    pub dev: DevId,
+    /// Unix time, seconds.
+    pub now: i64,
+    pub instant: Instant,
+    pub engine: &'a Engine,
+}
+
+impl Cx<'_> {
+    /// Queued personal messages older than this are expired.
+    pub fn queue_horizon(&self) -> i64 {
+        self.now - QUEUE_TTL_SECS
+    }
+}
+
+/// The MySQL server version we announce: parseable as MySQL 5.7 by clients that sniff it.
+pub fn server_version() -> String {
+    format!("5.7.99-comet-server-{}", env!("CARGO_PKG_VERSION"))
+}
+
+fn version_comment() -> String {
+    format!(
+        "comet-server {} (CometQL over the MySQL protocol)",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Parses a login name into a dev_id: `root` and `0` are 0, otherwise a decimal number.
+pub fn dev_id_from_user(user: &str) -> Option<DevId> {
+    if user == "root" {
+        return Some(0);
+    }
+    if user.is_empty() || user.len() > 9 || !user.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    user.parse().ok().filter(|d| *d <= MAX_DEV_ID)
+}
+
+/// Unix time now, in seconds.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Simple SQL LIKE (`%` and `_`, case-insensitive).
+fn like(pattern: &str, s: &str) -> bool {
+    fn go(p: &[u8], s: &[u8]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some((b'%', rest)) => (0..=s.len()).any(|i| go(rest, &s[i..])),
+            Some((b'_', rest)) => !s.is_empty() && go(rest, &s[1..]),
+            Some((c, rest)) => {
+                s.first().is_some_and(|x| x.eq_ignore_ascii_case(c)) && go(rest, &s[1..])
+            }
+        }
+    }
+    go(pattern.as_bytes(), s.as_bytes())
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        realtime: Arc<dyn Realtime>,
+        conferences: Arc<ConferenceRegistry>,
+        settings: Settings,
+    ) -> Self {
+        Engine {
+            store,
+            realtime,
+            conferences,
+            settings,
+            stats: Stats::default(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Checks a `mysql_native_password` login; returns the dev_id.
+    pub fn authenticate(&self, user: &str, scramble: &[u8], response: &[u8]) -> CqlResult<DevId> {
+        let fail = |why: &str| {
+            self.stats.logins_failed.fetch_add(1, Ordering::Relaxed);
+            Err(CqlError::new(
+                code::AUTH,
+                format!("Authentication failure{why}"),
+            ))
+        };
+        let Some(dev) = dev_id_from_user(user) else {
+            return fail(": the user name must be a dev_id (a number, or root for 0)");
+        };
+        if response.len() != 20 {
+            return fail(", authDataLen!=20");
+        }
+        if !super::wire::check_native_password(&self.settings.password, scramble, response) {
+            return fail("");
+        }
+        Ok(dev)
+    }
+
+    /// Selects a database: `CometQL_v1` keeps the dev_id, `db_<N>` switches to dev N.
+    pub fn use_database(&self, session: &mut Session, db: &str) -> CqlResult<()> {
+        let db = db.trim().trim_matches('`');
+        if db.eq_ignore_ascii_case("CometQL_v1") {
+            session.database = Some("CometQL_v1".into());
+            return Ok(());
+        }
+        if let Some(n) = db.strip_prefix("db_") {
+            if let Some(dev) = dev_id_from_user(n).filter(|_| n != "root") {
+                session.dev = dev;
+                session.database = Some(format!("db_{dev}"));
+                return Ok(());
+            }
+        }
+        Err(CqlError::new(
+            code::NOT_FOUND,
+            format!(
+                "Select database failure: unknown database `{db}` (use CometQL_v1 or db_<dev_id>)"
+            ),
+        ))
+    }
+
+    /// Runs one query with the real clock.
+    pub async fn execute(&self, session: &mut Session, sql: &str) -> CqlResult<Reply> {
+        self.execute_at(session, sql, unix_now(), Instant::now())
+            .await
+    }
+
+    /// Runs one query at a given time.
+    pub async fn execute_at(
+        &self,
+        session: &mut Session,
+        sql: &str,
+        now: i64,
+        instant: Instant,
+    ) -> CqlResult<Reply> {
+        self.stats.queries.fetch_add(1, Ordering::Relaxed);
+        let res = self.run(session, sql, now, instant).await;
+        if res.is_err() {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        res
+    }
+
+    async fn run(
+        &self,
+        session: &mut Session,
+        sql: &str,
+        now: i64,
+        instant: Instant,
+    ) -> CqlResult<Reply> {
+        let cx = Cx {
+            dev: session.dev,
+            now,
+            instant,
+            engine: self,
+        };
+        let ok = |d: Done| Reply::Ok {
+            affected: d.affected,
+            insert_id: d.insert_id,
+        };
+        match parse::parse(sql)? {
+            Stmt::Empty | Stmt::Set => Ok(ok(Done::default())),
+            Stmt::Use(db) => {
+                self.use_database(session, &db)?;
+                Ok(ok(Done::default()))
+            }
+            Stmt::Scalars(items) => Ok(self.scalars(session, &items, now)),
+            Stmt::ShowTables => Ok(rows(
+                "",
+                &["Tables"],
+                tables::TABLES
+                    .iter()
+                    .map(|t| vec![t.def().name.to_string()])
+                    .collect(),
+            )),
+            Stmt::ShowDatabases => Ok(rows("", &["Database"], vec![vec!["CometQL_v1".into()]])),
+            Stmt::ShowColumns(name) => {
+                let t = tables::find(&name).ok_or_else(|| CqlError::no_table(&name))?;
+                Ok(rows(
+                    t.def().name,
+                    &["Field", "Type", "Null", "Key", "Default", "Extra"],
+                    t.def()
+                        .columns
+                        .iter()
+                        .map(|c| {
+                            vec![
+                                c.name.to_string(),
+                                c.sql_type.to_string(),
+                                "NO".into(),
+                                if c.key { "PRI".into() } else { String::new() },
+                                String::new(),
+                                String::new(),
+                            ]
+                        })
+                        .collect(),
+                ))
+            }
+            Stmt::ShowVariables(pattern) => Ok(rows(
+                "",
+                &["Variable_name", "Value"],
+                VARIABLES
+                    .iter()
+                    .filter(|(n, _)| pattern.as_deref().is_none_or(|p| like(p, n)))
+                    .map(|(n, _)| {
+                        vec![n.to_string(), self.variable(session, n).unwrap_or_default()]
+                    })
+                    .collect(),
+            )),
+            Stmt::ShowStatus(pattern) => Ok(rows(
+                "",
+                &["Variable_name", "Value"],
+                self.status(session)
+                    .into_iter()
+                    .filter(|(n, _)| pattern.as_deref().is_none_or(|p| like(p, n)))
+                    .map(|(n, v)| vec![n, v])
+                    .collect(),
+            )),
+            Stmt::Select(sel) => {
+                let t = tables::find(&sel.table).ok_or_else(|| CqlError::no_table(&sel.table))?;
+                let def = t.def();
+                for c in &sel.conds {
+                    def.column(&c.column)
+                        .ok_or_else(|| CqlError::no_column(&c.column))?;
+                }
+                let (labels, idx): (Vec<String>, Vec<usize>) = match &sel.columns {
+                    None => (
+                        def.columns.iter().map(|c| c.name.to_string()).collect(),
+                        (0..def.columns.len()).collect(),
+                    ),
+                    Some(cols) => cols
+                        .iter()
+                        .map(|(label, col)| {
+                            def.index(col)
+                                .map(|i| (label.clone(), i))
+                                .ok_or_else(|| CqlError::no_column(col))
+                        })
+                        .collect::<CqlResult<Vec<_>>>()?
+                        .into_iter()
+                        .unzip(),
+                };
+                let w = Where {
+                    def,
+                    conds: &sel.conds,
+                };
+                let all: Vec<Row> = t.select(&cx, &w).await?;
+                let (offset, count) = sel.limit.unwrap_or((0, u64::MAX));
+                let out = all
+                    .into_iter()
+                    .filter(|r| w.matches(r))
+                    .skip(offset.min(usize::MAX as u64) as usize)
+                    .take(count.min(usize::MAX as u64) as usize)
+                    .map(|r| idx.iter().map(|&i| Some(r[i].clone())).collect())
+                    .collect();
+                Ok(Reply::Rows {
+                    table: def.name.to_string(),
+                    columns: labels,
+                    rows: out,
+                })
+            }
+            Stmt::Insert {
+                table,
+                columns,
+                values,
+            } => {
+                let t = tables::find(&table).ok_or_else(|| CqlError::no_table(&table))?;
+                let def = t.def();
+                let pairs = match &columns {
+                    None => {
+                        if values.len() != def.columns.len() {
+                            return Err(CqlError::new(
+                                code::BAD_COLUMNS,
+                                format!(
+                                    "Error in columns list: `{}` has {} columns but {} values were given",
+                                    def.name,
+                                    def.columns.len(),
+                                    values.len()
+                                ),
+                            ));
+                        }
+                        def.columns
+                            .iter()
+                            .map(|c| c.name)
+                            .zip(values.iter())
+                            .collect()
+                    }
+                    Some(cols) => cols
+                        .iter()
+                        .zip(values.iter())
+                        .map(|(c, v)| {
+                            def.column(c)
+                                .map(|col| (col.name, v))
+                                .ok_or_else(|| CqlError::no_column(c))
+                        })
+                        .collect::<CqlResult<Vec<_>>>()?,
+                };
+                Ok(ok(t.insert(&cx, &Values { def, pairs }).await?))
+            }
+            Stmt::Delete { table, conds } => {
+                let t = tables::find(&table).ok_or_else(|| CqlError::no_table(&table))?;
+                let def = t.def();
+                if def.delete_by.is_empty() {
+                    return Err(CqlError::read_only(def.name));
+                }
+                for c in &conds {
+                    def.column(&c.column)
+                        .ok_or_else(|| CqlError::no_column(&c.column))?;
+                    if !def.delete_by.contains(&c.column.as_str()) {
+                        return Err(CqlError::not_implemented(format!(
+                            "DELETE FROM {} can be conditioned only on {}",
+                            def.name,
+                            def.delete_by.join(", ")
+                        )));
+                    }
+                }
+                if conds.is_empty() {
+                    return Err(CqlError::new(
+                        code::KEY_REQUIRED,
+                        format!(
+                            "Deleting without transferring the requested values of the primary \
+                             key is not supported (WHERE {} is required)",
+                            def.delete_by[0]
+                        ),
+                    ));
+                }
+                Ok(ok(t.delete(&cx, &Where { def, conds: &conds }).await?))
+            }
+            Stmt::Update { table, .. } => {
+                let t = tables::find(&table).ok_or_else(|| CqlError::no_table(&table))?;
+                Err(CqlError::not_implemented(format!(
+                    "UPDATE {} is not supported",
+                    t.def().name
+                )))
+            }
+        }
+    }
+
+    fn scalars(&self, session: &Session, items: &[(String, Scalar)], now: i64) -> Reply {
+        let row = items
+            .iter()
+            .map(|(_, s)| match s {
+                Scalar::Variable(v) => self.variable(session, v),
+                Scalar::Database => session.database.clone(),
+                Scalar::Version => Some(server_version()),
+                Scalar::ConnectionId => Some(session.connection_id.to_string()),
+                Scalar::User => Some(format!("{}@localhost", session.user)),
+                Scalar::UnixTime => Some(now.to_string()),
+                Scalar::Lit(l) => l.text().map(str::to_string),
+            })
+            .collect();
+        Reply::Rows {
+            table: String::new(),
+            columns: items.iter().map(|(l, _)| l.clone()).collect(),
+            rows: vec![row],
+        }
+    }
+
+    /// `@@name` values; unknown variables are NULL.
+    fn variable(&self, session: &Session, name: &str) -> Option<String> {
+        Some(match name {
+            "version_comment" => version_comment(),
+            "version" => server_version(),
+            "dev_id" => session.dev.to_string(),
+            _ => VARIABLES
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())?,
+        })
+    }
+
+    fn status(&self, session: &Session) -> Vec<(String, String)> {
+        let s = &self.stats;
+        vec![
+            (
+                "Uptime".into(),
+                self.started.elapsed().as_secs().to_string(),
+            ),
+            ("dev_id".into(), session.dev.to_string()),
+            (
+                "Threads_connected".into(),
+                s.connections.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "Queries".into(),
+                s.queries.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "Conference_members".into(),
+                self.conferences
+                    .members(session.dev, None, Instant::now())
+                    .len()
+                    .to_string(),
+            ),
+        ]
+    }
+
+    /// Delivers a personal event to every live connection of a user, or queues it (as a string)
+    /// while the user is offline. Returns how many connections got it.
+    pub async fn deliver_to_user(
+        &self,
+        cx: &Cx<'_>,
+        user: UserId,
+        event: &str,
+        data: Value,
+    ) -> CqlResult<usize> {
+        let frame = realtime::user_message_frame(event, data.clone());
+        let n = self.realtime.send_to_user(cx.dev, user, &frame);
+        if n == 0 {
+            let text = match data {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            self.store
+                .queue_user_message(cx.dev, user, event, &text, cx.now, QUEUE_PER_USER)
+                .await?;
+        }
+        Ok(n)
+    }
+
+    /// Broadcasts on a pipe and logs it when the pipe keeps history. Returns how many
+    /// connections got it.
+    pub async fn publish_to_pipe(
+        &self,
+        cx: &Cx<'_>,
+        pipe: &str,
+        event: &str,
+        message: &str,
+        sender: UserId,
+    ) -> CqlResult<usize> {
+        let frame = realtime::pipe_message_frame(pipe, event, message, cx.now);
+        let n = self.realtime.send_to_pipe(cx.dev, pipe, &frame);
+        let keep = self.pipe_log_length(cx.dev, pipe).await?;
+        if keep > 0 {
+            let event = if event.is_empty() { "undefined" } else { event };
+            let entry = NewPipeMessage {
+                event,
+                message,
+                user_id: sender,
+                time: cx.now,
+            };
+            self.store
+                .append_pipe_message(cx.dev, pipe, entry, keep)
+                .await?;
+        }
+        Ok(n)
+    }
+
+    /// How many messages a pipe keeps (0: none).
+    pub async fn pipe_log_length(&self, dev: DevId, pipe: &str) -> CqlResult<usize> {
+        if pipe.starts_with("trust_") {
+            return Ok(TRUST_PIPE_LOG);
+        }
+        Ok(self
+            .store
+            .setting(dev, &pipes_settings_log_length_key(pipe))
+            .await?
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0))
+    }
+
+    /// A pipe's history as readers see it: at most 99 messages, oldest first.
+    pub async fn pipe_history(&self, cx: &Cx<'_>, pipe: &str) -> CqlResult<Vec<PipeMessage>> {
+        let mut h = self.store.pipe_messages(cx.dev, pipe).await?;
+        if pipe.starts_with("trust_") {
+            h.retain(|m| m.time >= cx.now - TRUST_PIPE_TTL_SECS);
+        }
+        let skip = h.len().saturating_sub(tables::MAX_HISTORY_READ);
+        Ok(h.split_off(skip))
+    }
+}
+
+fn rows(table: &str, columns: &[&str], rows: Vec<Vec<String>>) -> Reply {
+    Reply::Rows {
+        table: table.to_string(),
+        columns: columns.iter().map(|c| c.to_string()).collect(),
+        rows: rows
+            .into_iter()
+            .map(|r| r.into_iter().map(Some).collect())
+            .collect(),
+    }
+}
+
+/// Server variables clients ask for on connect (`SELECT @@x`, `SHOW VARIABLES`).
+static VARIABLES: &[(&str, &str)] = &[
+    ("auto_increment_increment", "1"),
+    ("autocommit", "1"),
+    ("character_set_client", "utf8mb4"),
+    ("character_set_connection", "utf8mb4"),
+    ("character_set_database", "utf8mb4"),
+    ("character_set_results", "utf8mb4"),
+    ("character_set_server", "utf8mb4"),
+    ("collation_connection", "utf8mb4_general_ci"),
+    ("collation_server", "utf8mb4_general_ci"),
+    ("init_connect", ""),
+    ("interactive_timeout", "28800"),
+    ("license", "AGPL"),
+    ("lower_case_table_names", "0"),
+    ("max_allowed_packet", "1048576"),
+    ("net_buffer_length", "16384"),
+    ("net_write_timeout", "60"),
+    ("performance_schema", "0"),
+    ("query_cache_size", "0"),
+    ("query_cache_type", "OFF"),
+    ("sql_mode", ""),
+    ("system_time_zone", "UTC"),
+    ("time_zone", "SYSTEM"),
+    ("transaction_isolation", "REPEATABLE-READ"),
+    ("tx_isolation", "REPEATABLE-READ"),
+    ("version", ""),
+    ("version_comment", ""),
+    ("wait_timeout", "28800"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns() {
+        assert!(like("lower%", "lower_case_table_names"));
+        assert!(like("%_timeout", "wait_timeout"));
+        assert!(like("VERSION", "version"));
+        assert!(!like("vers", "version"));
+        assert!(like("v_rsion", "version"));
+    }
+
+    #[test]
+    fn dev_ids() {
+        assert_eq!(dev_id_from_user("root"), Some(0));
+        assert_eq!(dev_id_from_user("0"), Some(0));
+        assert_eq!(dev_id_from_user("15"), Some(15));
+        assert_eq!(dev_id_from_user("007"), Some(7));
+        assert_eq!(dev_id_from_user("1000000"), None);
+        assert_eq!(dev_id_from_user("-1"), None);
+        assert_eq!(dev_id_from_user("admin"), None);
+        assert_eq!(dev_id_from_user(""), None);
+    }
+}

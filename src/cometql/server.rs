@@ -1,0 +1,245 @@
+//! The CometQL listener: the "do" half. Owns sockets; moves bytes between them and the codec and
+//! engine.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::engine::{Engine, Reply, Session};
+use super::error::{CqlError, code};
+use super::wire::{self, PacketReader, PacketWriter, Read, com};
+
+/// Largest packet a client may send (reported as `@@max_allowed_packet`).
+pub const MAX_PACKET: usize = 1 << 20;
+
+/// Accepts CometQL connections until the task is dropped.
+pub async fn serve(listener: TcpListener, engine: Arc<Engine>) {
+    let ids = AtomicU32::new(1);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: keep serving the others.
+                tracing::warn!("cometql accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            engine.stats.connections.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = connection(stream, peer, id, &engine).await {
+                tracing::debug!(%peer, "cometql connection {id} ended: {e}");
+            }
+            engine.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// Why a connection ended early.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("peer closed the connection")]
+    Closed,
+    #[error("{0}")]
+    Refused(String),
+}
+
+struct Conn {
+    stream: TcpStream,
+    reader: PacketReader,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn read_packet(&mut self) -> Result<(u8, Vec<u8>), ConnError> {
+        loop {
+            match self.reader.next_packet() {
+                Read::Packet(seq, p) => return Ok((seq, p)),
+                Read::TooLarge(n) => {
+                    let mut w = PacketWriter::new(1);
+                    w.packet(&wire::err_packet(
+                        code::TOO_LONG,
+                        &format!("Data is too long: a {n}-byte packet exceeds max_allowed_packet ({MAX_PACKET})"),
+                    ));
+                    self.stream.write_all(&w.take()).await?;
+                    return Err(ConnError::Refused(format!("{n}-byte packet")));
+                }
+                Read::NeedMore => {
+                    let n = self.stream.read(&mut self.buf).await?;
+                    if n == 0 {
+                        return Err(ConnError::Closed);
+                    }
+                    self.reader.feed(&self.buf[..n]);
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, w: &mut PacketWriter) -> Result<(), ConnError> {
+        self.stream.write_all(&w.take()).await?;
+        Ok(())
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u32,
+    engine: &Engine,
+) -> Result<(), ConnError> {
+    let mut c = Conn {
+        stream,
+        reader: PacketReader::new(MAX_PACKET),
+        buf: vec![0; 16 * 1024],
+    };
+    let scramble = wire::new_scramble();
+    let mut w = PacketWriter::new(0);
+    w.packet(&wire::greeting(
+        &super::engine::server_version(),
+        id,
+        &scramble,
+    ));
+    c.send(&mut w).await?;
+
+    let (seq, payload) = c.read_packet().await?;
+    let hs = match wire::parse_handshake_response(&payload) {
+        Ok(h) => h,
+        Err(e) => {
+            let mut w = PacketWriter::new(seq.wrapping_add(1));
+            w.packet(&wire::err_packet(
+                code::AUTH,
+                &format!("Authentication failure: {e}"),
+            ));
+            c.send(&mut w).await?;
+            return Err(ConnError::Refused(e.to_string()));
+        }
+    };
+    let mut next_seq = seq.wrapping_add(1);
+    let mut response = hs.auth_response.clone();
+    let plugin_ok = hs
+        .auth_plugin
+        .as_deref()
+        .is_none_or(|p| p.is_empty() || p == wire::NATIVE_PASSWORD);
+    if !plugin_ok {
+        // Ask the client (e.g. a MySQL 8 client defaulting to caching_sha2_password) to answer
+        // with mysql_native_password instead.
+        let mut w = PacketWriter::new(next_seq);
+        w.packet(&wire::auth_switch_request(&scramble));
+        c.send(&mut w).await?;
+        let (seq, p) = c.read_packet().await?;
+        response = p;
+        next_seq = seq.wrapping_add(1);
+    }
+    let mut session = match engine.authenticate(&hs.username, &scramble, &response) {
+        Ok(dev) => Session {
+            dev,
+            database: None,
+            connection_id: id,
+            user: hs.username.clone(),
+        },
+        Err(e) => {
+            tracing::info!(%peer, user = %hs.username, "cometql login refused");
+            let mut w = PacketWriter::new(next_seq);
+            w.packet(&wire::err_packet(e.code, &e.message));
+            c.send(&mut w).await?;
+            return Err(ConnError::Refused(e.message));
+        }
+    };
+    if let Some(db) = &hs.database {
+        if let Err(e) = engine.use_database(&mut session, db) {
+            let mut w = PacketWriter::new(next_seq);
+            w.packet(&wire::err_packet(e.code, &e.message));
+            c.send(&mut w).await?;
+            return Err(ConnError::Refused(e.message));
+        }
+    }
+    let mut w = PacketWriter::new(next_seq);
+    w.packet(&wire::ok_packet(0, 0, ""));
+    c.send(&mut w).await?;
+    tracing::debug!(%peer, dev = session.dev, "cometql login");
+
+    loop {
+        let (seq, payload) = c.read_packet().await?;
+        let mut w = PacketWriter::new(seq.wrapping_add(1));
+        let Some((&command, body)) = payload.split_first() else {
+            w.packet(&wire::err_packet(code::SYNTAX, "empty command packet"));
+            c.send(&mut w).await?;
+            continue;
+        };
+        match command {
+            com::QUIT => return Ok(()),
+            com::PING | com::RESET_CONNECTION => w.packet(&wire::ok_packet(0, 0, "")),
+            com::INIT_DB => {
+                let db = String::from_utf8_lossy(body);
+                match engine.use_database(&mut session, &db) {
+                    Ok(()) => w.packet(&wire::ok_packet(0, 0, "")),
+                    Err(e) => w.packet(&wire::err_packet(e.code, &e.message)),
+                }
+            }
+            com::QUERY => match std::str::from_utf8(body) {
+                Ok(sql) => match engine.execute(&mut session, sql).await {
+                    Ok(reply) => encode_reply(&mut w, &reply),
+                    Err(e) => {
+                        tracing::debug!(
+                            dev = session.dev,
+                            code = e.code,
+                            "cometql error: {}",
+                            e.message
+                        );
+                        w.packet(&wire::err_packet(e.code, &e.message))
+                    }
+                },
+                Err(_) => w.packet(&wire::err_packet(
+                    code::SYNTAX,
+                    "the query is not valid UTF-8",
+                )),
+            },
+            com::FIELD_LIST | com::SET_OPTION => w.packet(&wire::eof_packet()),
+            com::STATISTICS => {
+                let s = &engine.stats;
+                w.packet(
+                    format!(
+                        "Threads: {}  Questions: {}",
+                        s.connections.load(Ordering::Relaxed),
+                        s.queries.load(Ordering::Relaxed)
+                    )
+                    .as_bytes(),
+                )
+            }
+            com::STMT_PREPARE => {
+                let e = CqlError::not_implemented(
+                    "prepared statements are not supported by CometQL; send text queries \
+                     (e.g. PDO::ATTR_EMULATE_PREPARES, or mysql_async's query methods)",
+                );
+                w.packet(&wire::err_packet(e.code, &e.message))
+            }
+            other => w.packet(&wire::err_packet(
+                code::NOT_IMPLEMENTED,
+                &format!("command 0x{other:02x} is not supported by CometQL"),
+            )),
+        }
+        c.send(&mut w).await?;
+    }
+}
+
+fn encode_reply(w: &mut PacketWriter, reply: &Reply) {
+    match reply {
+        Reply::Ok {
+            affected,
+            insert_id,
+        } => w.packet(&wire::ok_packet(*affected, *insert_id, "")),
+        Reply::Rows {
+            table,
+            columns,
+            rows,
+        } => wire::write_result_set(w, table, columns, rows),
+    }
+}

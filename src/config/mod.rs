@@ -1,0 +1,736 @@
+//! Configuration: embedded defaults, then `comet.ini`, then command-line flags.
+//!
+//! Every key is declared once in [`KEYS`] with its default, its documentation and its parser;
+//! the defaults, the loader and `comet.ini.example` are all checked against that one table.
+//! Unknown keys warn with `file:line`; invalid values stop start-up with a clear message.
+//! Keys that only meant something to CppComet + FreeSWITCH are accepted and reported as ignored,
+//! so an existing `comet.ini` starts without edits.
+
+pub mod ini;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// The dev_key CppComet shipped with; we keep it as the default for loopback-only use.
+pub const DEFAULT_PASSWORD: &str = "password";
+
+/// A listener address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        std::net::SocketAddr::new(self.ip, self.port).fmt(f)
+    }
+}
+
+/// Where acknowledged writes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// SQLite (WAL) in the data directory: survives restarts and crashes.
+    Sqlite,
+    /// Process memory only: for tests and throw-away runs.
+    Memory,
+}
+
+/// How hard SQLite syncs a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// fsync every commit: an acknowledged write survives a power cut.
+    Full,
+    /// fsync at checkpoints: survives a process crash, may lose the last writes on power loss.
+    Normal,
+}
+
+/// The whole server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[main] password`: the dev_key for CometQL logins and JWT signatures.
+    pub password: String,
+    /// `[main] data_dir`: where the store keeps its files.
+    pub data_dir: PathBuf,
+    /// `[main] server_name`: the `server` field of the comet `serverInfo` frame.
+    pub server_name: String,
+    pub cometql: Listen,
+    pub ws: Listen,
+    pub sip: Listen,
+    /// `[sip] host`: the name browsers are told to connect to (`serverName`).
+    pub sip_host: String,
+    /// `[sip] pipesalt`: salt of the callPipe hash.
+    pub pipesalt: String,
+    pub media: Listen,
+    /// `[media] announce_ip`: the address put in ICE candidates (default: `[media] ip`).
+    pub media_announce_ip: Option<IpAddr>,
+    pub http: Listen,
+    pub http_enabled: bool,
+    pub store_backend: StoreBackend,
+    pub store_sync: SyncMode,
+    /// `[log] level`: a tracing filter such as `info` or `comet_server=debug`.
+    pub log_level: String,
+}
+
+/// A problem that stops start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// `file:line`, `command line` or `configuration`.
+    pub at: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.at, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One configuration key.
+pub struct Key {
+    pub section: &'static str,
+    pub name: &'static str,
+    /// The default, as it would be written in `comet.ini`.
+    pub default: &'static str,
+    pub doc: &'static str,
+    set: fn(&mut Config, &str) -> Result<(), String>,
+}
+
+fn parse_ip(v: &str) -> Result<IpAddr, String> {
+    v.parse()
+        .map_err(|_| format!("`{v}` is not an IP address (for example 127.0.0.1 or 0.0.0.0)"))
+}
+
+fn parse_port(v: &str) -> Result<u16, String> {
+    match v.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("`{v}` is not a port number (1-65535)")),
+    }
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!(
+            "`{v}` is not a boolean (true/false, 1/0, yes/no, on/off)"
+        )),
+    }
+}
+
+fn non_empty(v: &str, what: &str) -> Result<String, String> {
+    if v.is_empty() {
+        Err(format!("{what} must not be empty"))
+    } else {
+        Ok(v.to_string())
+    }
+}
+
+/// Every key we understand, in the order `comet.ini.example` documents them.
+pub static KEYS: &[Key] = &[
+    Key {
+        section: "main",
+        name: "password",
+        default: DEFAULT_PASSWORD,
+        doc: "The dev_key: the password of every CometQL login (any MySQL user name is a dev_id; \
+              `root` means 0) and the HS256 secret of comet JWTs. Change it before listening on \
+              anything but loopback: the server refuses to start otherwise.",
+        set: |c, v| {
+            c.password = non_empty(v, "the password")?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "main",
+        name: "data_dir",
+        default: "data",
+        doc: "Directory for persistent state (the SQLite store). Relative paths are relative to \
+              the working directory. Created if missing.",
+        set: |c, v| {
+            c.data_dir = PathBuf::from(non_empty(v, "data_dir")?);
+            Ok(())
+        },
+    },
+    Key {
+        section: "main",
+        name: "server_name",
+        default: "comet-server",
+        doc: "Name reported to browsers in the comet `serverInfo` frame.",
+        set: |c, v| {
+            c.server_name = non_empty(v, "server_name")?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "cometql",
+        name: "ip",
+        default: "127.0.0.1",
+        doc: "Address of the CometQL (MySQL protocol) listener.",
+        set: |c, v| {
+            c.cometql.ip = parse_ip(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "cometql",
+        name: "port",
+        default: "3300",
+        doc: "Port of the CometQL listener (CppComet's shipped comet.ini used 3307).",
+        set: |c, v| {
+            c.cometql.port = parse_port(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "ws",
+        name: "ip",
+        default: "127.0.0.1",
+        doc: "Address of the comet WebSocket listener (browser events).",
+        set: |c, v| {
+            c.ws.ip = parse_ip(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "ws",
+        name: "port",
+        default: "8087",
+        doc: "Port of the comet WebSocket listener.",
+        set: |c, v| {
+            c.ws.port = parse_port(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "sip",
+        name: "ip",
+        default: "127.0.0.1",
+        doc: "Address of the SIP-over-WebSocket listener (JsSIP in the browser).",
+        set: |c, v| {
+            c.sip.ip = parse_ip(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "sip",
+        name: "port",
+        default: "7443",
+        doc: "Port of the SIP-over-WebSocket listener, announced to browsers as `serverPort`.",
+        set: |c, v| {
+            c.sip.port = parse_port(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "sip",
+        name: "host",
+        default: "127.0.0.1",
+        doc: "Host name announced to browsers as `serverName` (they connect to \
+              wss://host:port) and used as the SIP digest realm.",
+        set: |c, v| {
+            c.sip_host = non_empty(v, "the SIP host")?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "sip",
+        name: "pipesalt",
+        default: "pipesalt",
+        doc: "Salt mixed into the callPipe hash of every conference (keep it stable: browsers \
+              of one conference must compute the same pipe).",
+        set: |c, v| {
+            c.pipesalt = v.to_string();
+            Ok(())
+        },
+    },
+    Key {
+        section: "media",
+        name: "ip",
+        default: "127.0.0.1",
+        doc: "Address of the single UDP port that carries all WebRTC media.",
+        set: |c, v| {
+            c.media.ip = parse_ip(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "media",
+        name: "port",
+        default: "10000",
+        doc: "The UDP media port.",
+        set: |c, v| {
+            c.media.port = parse_port(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "media",
+        name: "announce_ip",
+        default: "",
+        doc: "Address announced in ICE candidates when it differs from `ip` (NAT, 0.0.0.0 \
+              binds). Empty: announce `ip`.",
+        set: |c, v| {
+            c.media_announce_ip = if v.is_empty() {
+                None
+            } else {
+                Some(parse_ip(v)?)
+            };
+            Ok(())
+        },
+    },
+    Key {
+        section: "http",
+        name: "ip",
+        default: "127.0.0.1",
+        doc: "Address of the HTTP listener (demo page, JS API, metrics).",
+        set: |c, v| {
+            c.http.ip = parse_ip(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "http",
+        name: "port",
+        default: "8080",
+        doc: "Port of the HTTP listener.",
+        set: |c, v| {
+            c.http.port = parse_port(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "http",
+        name: "enabled",
+        default: "true",
+        doc: "Serve the HTTP listener at all.",
+        set: |c, v| {
+            c.http_enabled = parse_bool(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "store",
+        name: "backend",
+        default: "sqlite",
+        doc: "`sqlite`: persistent store in data_dir (comet.sqlite3, WAL). `memory`: nothing \
+              survives a restart (tests).",
+        set: |c, v| {
+            c.store_backend = match v {
+                "sqlite" => StoreBackend::Sqlite,
+                "memory" => StoreBackend::Memory,
+                _ => return Err(format!("`{v}` is not a store backend (sqlite or memory)")),
+            };
+            Ok(())
+        },
+    },
+    Key {
+        section: "store",
+        name: "sync",
+        default: "full",
+        doc: "`full`: an acknowledged write survives a power cut (fsync per commit; concurrent \
+              writes share one fsync). `normal`: survives a process crash only.",
+        set: |c, v| {
+            c.store_sync = match v {
+                "full" => SyncMode::Full,
+                "normal" => SyncMode::Normal,
+                _ => return Err(format!("`{v}` is not a sync mode (full or normal)")),
+            };
+            Ok(())
+        },
+    },
+    Key {
+        section: "log",
+        name: "level",
+        default: "info",
+        doc: "Log filter (tracing EnvFilter syntax, e.g. `info` or `comet_server=debug`). The \
+              RUST_LOG environment variable overrides it.",
+        set: |c, v| {
+            c.log_level = non_empty(v, "the log level")?;
+            Ok(())
+        },
+    },
+];
+
+/// CppComet settings that have no meaning here: accepted, reported once, ignored.
+static LEGACY_KEYS: &[(&str, &str)] = &[
+    ("main", "host"),
+    ("main", "node_name"),
+    ("main", "buf_size"),
+    ("main", "fd_limit"),
+    ("main", "usequeryloger"),
+    ("main", "base_dir"),
+    ("ws", "thread_num"),
+    ("ws", "statistics"),
+    ("ws", "uptimetestinterval"),
+    ("ws", "maxuptime"),
+    ("ws", "host"),
+    ("ws", "backlog"),
+    ("ws", "epoll_size"),
+    ("cometql", "thread_num"),
+    ("cometql", "statistics"),
+    ("cometql", "uptimetestinterval"),
+    ("cometql", "maxuptime"),
+    ("cometql", "backlog"),
+    ("cometql", "epoll_size"),
+    ("sip", "freeswitch"),
+    ("sip", "cometql"),
+];
+
+/// Whole CppComet sections with no meaning here (MySQL backend, FreeSWITCH directory, ...).
+static LEGACY_SECTIONS: &[&str] = &[
+    "db",
+    "freeswitch",
+    "content-type",
+    "statistics",
+    "benchmark",
+    "ws-dev",
+    "cometql-dev",
+];
+
+impl Default for Config {
+    /// The embedded default configuration: every listener on 127.0.0.1.
+    fn default() -> Self {
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        let mut c = Config {
+            password: String::new(),
+            data_dir: PathBuf::new(),
+            server_name: String::new(),
+            cometql: Listen {
+                ip: loopback,
+                port: 1,
+            },
+            ws: Listen {
+                ip: loopback,
+                port: 1,
+            },
+            sip: Listen {
+                ip: loopback,
+                port: 1,
+            },
+            sip_host: String::new(),
+            pipesalt: String::new(),
+            media: Listen {
+                ip: loopback,
+                port: 1,
+            },
+            media_announce_ip: None,
+            http: Listen {
+                ip: loopback,
+                port: 1,
+            },
+            http_enabled: true,
+            store_backend: StoreBackend::Sqlite,
+            store_sync: SyncMode::Full,
+            log_level: String::new(),
+        };
+        for k in KEYS {
+            // The defaults are part of the key table; a bad one is a programming error caught by
+            // the `defaults_parse` test, so fall back silently here rather than panic.
+            let _ = (k.set)(&mut c, k.default);
+        }
+        c
+    }
+}
+
+/// What loading produced besides the configuration: things to log once logging is up.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Unknown keys and sections, with `file:line`.
+    pub warnings: Vec<String>,
+    /// CppComet keys that are accepted and ignored.
+    pub ignored: Vec<String>,
+}
+
+/// One override from the command line, `section.key = value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Override {
+    pub section: String,
+    pub key: String,
+    pub value: String,
+}
+
+impl Override {
+    /// Parses `section.key=value`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (path, value) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}`: expected section.key=value"))?;
+        let (section, key) = path
+            .trim()
+            .split_once('.')
+            .ok_or_else(|| format!("`{s}`: expected section.key=value"))?;
+        Ok(Override {
+            section: section.trim().to_ascii_lowercase(),
+            key: key.trim().to_ascii_lowercase(),
+            value: value.trim().to_string(),
+        })
+    }
+}
+
+fn find_key(section: &str, name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.section == section && k.name == name)
+}
+
+impl Config {
+    /// Defaults, then the INI text (if any, named `origin` in messages), then overrides.
+    pub fn load(
+        ini_text: Option<(&str, &str)>,
+        overrides: &[Override],
+    ) -> Result<(Config, LoadReport), ConfigError> {
+        let mut c = Config::default();
+        let mut report = LoadReport::default();
+        if let Some((origin, text)) = ini_text {
+            let entries = ini::parse(text).map_err(|e| ConfigError {
+                at: format!("{origin}:{}", e.line),
+                message: format!("not an INI line: `{}`", e.text.trim()),
+            })?;
+            for e in entries {
+                let at = format!("{origin}:{}", e.line);
+                if let Some(k) = find_key(&e.section, &e.key) {
+                    (k.set)(&mut c, &e.value).map_err(|m| ConfigError {
+                        at,
+                        message: format!("[{}] {}: {m}", e.section, e.key),
+                    })?;
+                } else if LEGACY_SECTIONS.contains(&e.section.as_str())
+                    || LEGACY_KEYS.contains(&(e.section.as_str(), e.key.as_str()))
+                {
+                    report.ignored.push(format!(
+                        "{at}: [{}] {} is a CppComet/FreeSWITCH setting with no effect here",
+                        e.section, e.key
+                    ));
+                } else {
+                    report.warnings.push(format!(
+                        "{at}: unknown key [{}] {} (ignored)",
+                        e.section, e.key
+                    ));
+                }
+            }
+        }
+        for o in overrides {
+            let k = find_key(&o.section, &o.key).ok_or_else(|| ConfigError {
+                at: "command line".into(),
+                message: format!("unknown setting {}.{}", o.section, o.key),
+            })?;
+            (k.set)(&mut c, &o.value).map_err(|m| ConfigError {
+                at: "command line".into(),
+                message: format!("{}.{}: {m}", o.section, o.key),
+            })?;
+        }
+        c.validate()?;
+        Ok((c, report))
+    }
+
+    /// Loads `path` (or only defaults when `None`) and applies overrides.
+    pub fn load_file(
+        path: Option<&Path>,
+        overrides: &[Override],
+    ) -> Result<(Config, LoadReport), ConfigError> {
+        match path {
+            None => Config::load(None, overrides),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError {
+                    at: p.display().to_string(),
+                    message: format!("cannot read the configuration file: {e}"),
+                })?;
+                Config::load(Some((&p.display().to_string(), &text)), overrides)
+            }
+        }
+    }
+
+    /// Cross-key rules.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let listeners = [
+            ("cometql", self.cometql),
+            ("ws", self.ws),
+            ("sip", self.sip),
+            ("media", self.media),
+            ("http", self.http),
+        ];
+        if self.password == DEFAULT_PASSWORD {
+            if let Some((name, l)) = listeners.iter().find(|(_, l)| !l.ip.is_loopback()) {
+                return Err(ConfigError {
+                    at: "configuration".into(),
+                    message: format!(
+                        "[{name}] listens on {l}, which is not loopback, while [main] password is \
+                         still the public default; set a private password first"
+                    ),
+                });
+            }
+        }
+        let tcp: Vec<_> = listeners
+            .iter()
+            .filter(|(n, _)| *n != "media" && (*n != "http" || self.http_enabled))
+            .collect();
+        for (i, (a, la)) in tcp.iter().enumerate() {
+            for (b, lb) in &tcp[i + 1..] {
+                if la.port == lb.port
+                    && (la.ip == lb.ip || la.ip.is_unspecified() || lb.ip.is_unspecified())
+                {
+                    return Err(ConfigError {
+                        at: "configuration".into(),
+                        message: format!("[{a}] and [{b}] both want TCP {la}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The address put into ICE candidates.
+    pub fn media_announce(&self) -> IpAddr {
+        self.media_announce_ip.unwrap_or(self.media.ip)
+    }
+
+    /// The media node string stored in `conference.node`: `<sip host>:<sip port>`.
+    pub fn node(&self) -> String {
+        format!("{}:{}", self.sip_host, self.sip.port)
+    }
+
+    /// The `comet.ini.example` text generated from [`KEYS`].
+    pub fn example_ini() -> String {
+        let mut out = String::from(
+            "; comet-server configuration. Every key is optional: the values shown are the\n\
+             ; embedded defaults. Command-line flags override this file (see --help).\n\
+             ; CppComet keys with no meaning here (e.g. [db], [freeswitch], thread_num) are\n\
+             ; accepted and ignored, so an existing comet.ini works unchanged.\n",
+        );
+        let mut section = "";
+        for k in KEYS {
+            if k.section != section {
+                section = k.section;
+                out.push_str(&format!("\n[{section}]\n"));
+            }
+            for line in wrap(k.doc, 94) {
+                out.push_str("; ");
+                out.push_str(&line);
+                out.push('\n');
+            }
+            out.push_str(&format!("{} = {}\n", k.name, k.default));
+        }
+        out
+    }
+}
+
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut cur = String::new();
+    for w in text.split_whitespace() {
+        if !cur.is_empty() && cur.len() + 1 + w.len() > width {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(w);
+    }
+    if !cur.is_empty() {
+        lines.push(cur);
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let mut c = Config::default();
+        for k in KEYS {
+            assert_eq!(
+                (k.set)(&mut c, k.default),
+                Ok(()),
+                "[{}] {}",
+                k.section,
+                k.name
+            );
+        }
+        let c = Config::default();
+        assert_eq!(c.cometql.port, 3300);
+        assert!(c.cometql.ip.is_loopback());
+        assert!(c.ws.ip.is_loopback() && c.sip.ip.is_loopback() && c.http.ip.is_loopback());
+        assert_eq!(c.node(), "127.0.0.1:7443");
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_flags_override_file() {
+        let ini = "[cometql]\nport = 3307\n[ws]\nport = 9000\n";
+        let (c, r) = Config::load(Some(("comet.ini", ini)), &[]).unwrap();
+        assert_eq!(c.cometql.port, 3307);
+        assert_eq!(c.ws.port, 9000);
+        assert!(r.warnings.is_empty());
+        let o = [Override::parse("cometql.port=4000").unwrap()];
+        let (c, _) = Config::load(Some(("comet.ini", ini)), &o).unwrap();
+        assert_eq!(c.cometql.port, 4000);
+        assert_eq!(c.ws.port, 9000);
+    }
+
+    #[test]
+    fn unknown_keys_warn_with_file_and_line() {
+        let ini = "[main]\npassword = x\n\n[cometql]\nprot = 1\n[bogus]\na = b\n";
+        let (_, r) = Config::load(Some(("/etc/comet.ini", ini)), &[]).unwrap();
+        assert_eq!(r.warnings.len(), 2);
+        assert!(
+            r.warnings[0].starts_with("/etc/comet.ini:5:"),
+            "{:?}",
+            r.warnings
+        );
+        assert!(r.warnings[0].contains("[cometql] prot"));
+        assert!(r.warnings[1].starts_with("/etc/comet.ini:7:"));
+    }
+
+    #[test]
+    fn cppcomet_keys_are_ignored_not_warned() {
+        let ini = "[db]\nhost = localhost\n[ws]\nthread_num = 4\n[sip]\nfreeswitch = []Server=a\n";
+        let (_, r) = Config::load(Some(("comet.ini", ini)), &[]).unwrap();
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        assert_eq!(r.ignored.len(), 3);
+    }
+
+    #[test]
+    fn invalid_values_stop_with_a_clear_message() {
+        let e = Config::load(Some(("c.ini", "[ws]\nport = 70000\n")), &[]).unwrap_err();
+        assert_eq!(e.at, "c.ini:2");
+        assert!(
+            e.message.contains("[ws] port") && e.message.contains("70000"),
+            "{e}"
+        );
+        let e = Config::load(Some(("c.ini", "[cometql]\nip = localhost\n")), &[]).unwrap_err();
+        assert!(e.message.contains("not an IP address"), "{e}");
+        let e = Config::load(Some(("c.ini", "[main]\nnot ini\n")), &[]).unwrap_err();
+        assert_eq!(e.at, "c.ini:2");
+        let e = Config::load(None, &[Override::parse("nope.key=1").unwrap()]).unwrap_err();
+        assert_eq!(e.at, "command line");
+    }
+
+    #[test]
+    fn default_password_refuses_public_listeners() {
+        let e = Config::load(Some(("c.ini", "[cometql]\nip = 0.0.0.0\n")), &[]).unwrap_err();
+        assert!(e.message.contains("password"), "{e}");
+        let ini = "[main]\npassword = s3cret\n[cometql]\nip = 0.0.0.0\n";
+        assert!(Config::load(Some(("c.ini", ini)), &[]).is_ok());
+    }
+
+    #[test]
+    fn port_clash_is_refused() {
+        let e = Config::load(Some(("c.ini", "[ws]\nport = 3300\n")), &[]).unwrap_err();
+        assert!(e.message.contains("[cometql] and [ws]"), "{e}");
+    }
+
+    #[test]
+    fn shipped_example_documents_every_key_and_loads_cleanly() {
+        let shipped = include_str!("../../comet.ini.example");
+        assert_eq!(
+            shipped,
+            Config::example_ini(),
+            "comet.ini.example is out of date: regenerate it with `comet-server --print-example-config > comet.ini.example`"
+        );
+        let (c, r) = Config::load(Some(("comet.ini.example", shipped)), &[]).unwrap();
+        assert!(r.warnings.is_empty() && r.ignored.is_empty());
+        assert_eq!(c.cometql, Config::default().cometql);
+    }
+}
