@@ -78,6 +78,9 @@ pub struct Engine {
 #[derive(Debug, Clone)]
 pub struct Session {
     pub dev: DevId,
+    /// False for load-balancer health checks (`haproxy_check*` users with no password): they may
+    /// connect and ping, and every statement gets error 403.
+    pub authorized: bool,
     /// `CometQL_v1` or `db_<N>` once selected.
     pub database: Option<String>,
     pub connection_id: u32,
@@ -177,6 +180,12 @@ impl Engine {
         }
     }
 
+    /// Whether a login is a load-balancer health check (HAProxy's `mysql-check` logs in with a
+    /// user name and no password): it may connect, and statements get error 403.
+    pub fn is_health_check(user: &str, response: &[u8]) -> bool {
+        user.starts_with("haproxy_check") && response.is_empty()
+    }
+
     /// Checks a `mysql_native_password` login; returns the dev_id.
     pub fn authenticate(&self, user: &str, scramble: &[u8], response: &[u8]) -> CqlResult<DevId> {
         let fail = |why: &str| {
@@ -235,7 +244,11 @@ impl Engine {
         instant: Instant,
     ) -> CqlResult<Reply> {
         self.stats.queries.fetch_add(1, Ordering::Relaxed);
-        let res = self.run(session, sql, now, instant).await;
+        let res = if session.authorized {
+            self.run(session, sql, now, instant).await
+        } else {
+            Err(CqlError::new(code::ACCESS_DENIED, "Access denied"))
+        };
         if res.is_err() {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
         }

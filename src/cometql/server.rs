@@ -138,9 +138,17 @@ async fn connection(
         response = p;
         next_seq = seq.wrapping_add(1);
     }
-    let mut session = match engine.authenticate(&hs.username, &scramble, &response) {
+    let login = if Engine::is_health_check(&hs.username, &response) {
+        Ok(None)
+    } else {
+        engine
+            .authenticate(&hs.username, &scramble, &response)
+            .map(Some)
+    };
+    let mut session = match login {
         Ok(dev) => Session {
-            dev,
+            dev: dev.unwrap_or(0),
+            authorized: dev.is_some(),
             database: None,
             connection_id: id,
             user: hs.username.clone(),
@@ -170,7 +178,7 @@ async fn connection(
         let (seq, payload) = c.read_packet().await?;
         let mut w = PacketWriter::new(seq.wrapping_add(1));
         let Some((&command, body)) = payload.split_first() else {
-            w.packet(&wire::err_packet(code::SYNTAX, "empty command packet"));
+            w.packet(&wire::err_packet(code::UNDEFINED, "empty command packet"));
             c.send(&mut w).await?;
             continue;
         };
@@ -222,8 +230,8 @@ async fn connection(
                 w.packet(&wire::err_packet(e.code, &e.message))
             }
             other => w.packet(&wire::err_packet(
-                code::NOT_IMPLEMENTED,
-                &format!("command 0x{other:02x} is not supported by CometQL"),
+                code::UNDEFINED,
+                &format!("command 0x{other:02x} is undefined in CometQL"),
             )),
         }
         c.send(&mut w).await?;

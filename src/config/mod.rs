@@ -104,11 +104,10 @@ fn parse_ip(v: &str) -> Result<IpAddr, String> {
         .map_err(|_| format!("`{v}` is not an IP address (for example 127.0.0.1 or 0.0.0.0)"))
 }
 
+/// A port number; 0 asks the system for a free one (the banner shows which).
 fn parse_port(v: &str) -> Result<u16, String> {
-    match v.parse::<u16>() {
-        Ok(p) if p > 0 => Ok(p),
-        _ => Err(format!("`{v}` is not a port number (1-65535)")),
-    }
+    v.parse::<u16>()
+        .map_err(|_| format!("`{v}` is not a port number (1-65535, or 0 for any free port)"))
 }
 
 fn parse_bool(v: &str) -> Result<bool, String> {
@@ -566,9 +565,8 @@ impl Config {
             .collect();
         for (i, (a, la)) in tcp.iter().enumerate() {
             for (b, lb) in &tcp[i + 1..] {
-                if la.port == lb.port
-                    && (la.ip == lb.ip || la.ip.is_unspecified() || lb.ip.is_unspecified())
-                {
+                let same_ip = la.ip == lb.ip || la.ip.is_unspecified() || lb.ip.is_unspecified();
+                if la.port != 0 && la.port == lb.port && same_ip {
                     return Err(ConfigError {
                         at: "configuration".into(),
                         message: format!("[{a}] and [{b}] both want TCP {la}"),

@@ -1,0 +1,195 @@
+//! Shared test harness: starts the real `comet-server` binary on loopback with its own data
+//! directory and free ports, and waits (with a deadline) until it says it is ready.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const PASSWORD: &str = "test-dev-key";
+
+/// A running server process; killed when dropped.
+pub struct Server {
+    child: Child,
+    pub cometql: SocketAddr,
+    pub data_dir: PathBuf,
+    pub stdout: Vec<String>,
+    stderr: mpsc::Receiver<String>,
+}
+
+/// Finds a required external program or fails with a clear message (never skips).
+pub fn tool(name: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    for dir in ["/usr/bin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "`{name}` is not installed. The README's test command installs every test dependency \
+         (scripts/setup.sh); run it or install the Debian package that provides `{name}`."
+    );
+}
+
+impl Server {
+    /// Starts a server with a fresh data directory inside `dir`.
+    pub fn start(dir: &Path) -> Server {
+        Self::start_with(dir, &[])
+    }
+
+    /// Starts a server with extra command-line arguments.
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Server {
+        let data_dir = dir.join("data");
+        let mut args: Vec<String> = vec![
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--cometql-port".into(),
+            "0".into(),
+            "--set".into(),
+            format!("main.password={PASSWORD}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_comet-server"))
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start comet-server");
+        let (out_tx, out_rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if out_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (err_tx, err_rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[server] {line}");
+                if err_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match out_rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("READY ") {
+                        let addr = rest
+                            .split_whitespace()
+                            .find_map(|kv| kv.strip_prefix("cometql="))
+                            .expect("READY line names the CometQL address")
+                            .parse()
+                            .expect("CometQL address");
+                        lines.push(line);
+                        return Server {
+                            child,
+                            cometql: addr,
+                            data_dir,
+                            stdout: lines,
+                            stderr: err_rx,
+                        };
+                    }
+                    lines.push(line);
+                }
+                Err(e) => {
+                    let why = match e {
+                        mpsc::RecvTimeoutError::Timeout => "did not become ready within 60 s",
+                        mpsc::RecvTimeoutError::Disconnected => "exited before it was ready",
+                    };
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let err: Vec<String> = err_rx.try_iter().collect();
+                    panic!("comet-server {why}\nstdout: {lines:#?}\nstderr: {err:#?}");
+                }
+            }
+        }
+    }
+
+    /// Kills the process with SIGKILL (no chance to clean up) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops the process with SIGTERM and waits (with a deadline) for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st;
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                panic!("comet-server did not exit within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stderr lines printed so far.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.try_iter().collect()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.cometql.port()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// mysql_async connection options for the test server.
+pub fn mysql_opts(
+    server: &Server,
+    user: &str,
+    password: &str,
+    db: Option<&str>,
+) -> mysql_async::Opts {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname(server.cometql.ip().to_string())
+        .tcp_port(server.port())
+        .user(Some(user))
+        .pass(Some(password))
+        .db_name(db)
+        .prefer_socket(false)
+        .into()
+}
+
+/// Connects as dev 0 with the right key.
+pub async fn connect(server: &Server) -> mysql_async::Conn {
+    mysql_async::Conn::new(mysql_opts(server, "root", PASSWORD, Some("CometQL_v1")))
+        .await
+        .expect("connect to CometQL")
+}
+
+/// The server error code of a failed statement.
+pub fn err_code(e: mysql_async::Error) -> u16 {
+    match e {
+        mysql_async::Error::Server(s) => s.code,
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
