@@ -617,7 +617,7 @@ fn dominant_speaker_follows_turns_without_flapping() {
     let ids: Vec<_> = (0..3).map(|_| m.add_member().unwrap()).collect();
     // Turns: A for 3 s, B for 3 s, A for 3 s.
     let trace = run_dominant(&mut m, &ids, 0..450, |k, i| {
-        let turn = if k < 150 || k >= 300 { 0 } else { 1 };
+        let turn = if (150..300).contains(&k) { 1 } else { 0 };
         if i == turn { 5000.0 } else { 0.0 }
     });
     assert_eq!(trace[149], Some(ids[0]));
