@@ -167,7 +167,8 @@ fn run(level: SimdLevel, k: usize, stereo: bool, master: f32, plans: &[MemberPla
                         rng ^= rng >> 17;
                         rng ^= rng << 5;
                         let t = (frame * len + i) as f32 / 48000.0;
-                        let s = (p.amp as f32 * (t * p.freq as f32 * 6.283_185).sin()) as i32;
+                        let s = (p.amp as f32 * (t * p.freq as f32 * std::f32::consts::TAU).sin())
+                            as i32;
                         let n = if p.noise {
                             (rng % 2001) as i32 - 1000
                         } else {
