@@ -120,21 +120,27 @@ pub(crate) fn render_scalar(
     start: usize,
 ) -> u32 {
     let len = acc.len().min(out.len());
+    let unity = ramp.step == 0.0 && ramp.g0 == 1.0;
     let mut peak = 0u32;
+    let mut put = |n: usize, v: i32| {
+        let a = v.unsigned_abs();
+        peak = peak.max(a);
+        // At unity gain a sample within the knee comes out unchanged (same as `shape`).
+        out[n] = if unity && a <= KNEE as u32 {
+            v as i16
+        } else {
+            shape(v, ramp, n)
+        };
+    };
     match own {
         Some((x, g)) => {
-            let len = len.min(x.len());
-            for n in start..len {
-                let v = acc[n] - ((x[n] as i32 * g) >> 12);
-                peak = peak.max(v.unsigned_abs());
-                out[n] = shape(v, ramp, n);
+            for n in start..len.min(x.len()) {
+                put(n, acc[n] - ((x[n] as i32 * g) >> 12));
             }
         }
         None => {
-            for n in start..len {
-                let v = acc[n];
-                peak = peak.max(v.unsigned_abs());
-                out[n] = shape(v, ramp, n);
+            for (n, &v) in acc.iter().enumerate().take(len).skip(start) {
+                put(n, v);
             }
         }
     }
@@ -262,10 +268,15 @@ mod x86 {
         super::accumulate_scalar(&mut acc[i..len], &x[i..len], gain_q12);
     }
 
-    /// The limiter on eight lanes; same operation order as `super::shape`.
+    /// The limiter on eight lanes; same operation order as `super::shape`. With `constant`
+    /// (a zero ramp step) the gain is `g0`, which equals `g0 + 0 * n` exactly.
     #[target_feature(enable = "avx2")]
-    fn shape_avx2(v: __m256i, g0: __m256, step: __m256, nf: __m256) -> __m256i {
-        let g = _mm256_add_ps(g0, _mm256_mul_ps(step, nf));
+    fn shape_avx2(v: __m256i, g0: __m256, step: __m256, nf: __m256, constant: bool) -> __m256i {
+        let g = if constant {
+            g0
+        } else {
+            _mm256_add_ps(g0, _mm256_mul_ps(step, nf))
+        };
         let y = _mm256_mul_ps(_mm256_cvtepi32_ps(v), g);
         let sign = _mm256_set1_ps(-0.0);
         let a = _mm256_andnot_ps(sign, y);
@@ -286,6 +297,9 @@ mod x86 {
         _mm256_cvtps_epi32(signed)
     }
 
+    /// Sixteen samples per iteration. At unity gain (the common case) a block whose samples
+    /// are all within the knee is passed through in integer arithmetic, which is exactly
+    /// what the float path computes for it.
     #[target_feature(enable = "avx2")]
     pub(super) fn render_avx2(
         acc: &[i32],
@@ -297,35 +311,58 @@ mod x86 {
         if let Some((x, _)) = own {
             len = len.min(x.len());
         }
+        let constant = ramp.step == 0.0;
+        let unity = constant && ramp.g0 == 1.0;
         let g0 = _mm256_set1_ps(ramp.g0);
         let step = _mm256_set1_ps(ramp.step);
+        let knee_i = _mm256_set1_epi32(KNEE as i32);
         let mut idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         let eight = _mm256_set1_epi32(8);
+        let sixteen = _mm256_set1_epi32(16);
         let mut peak = _mm256_setzero_si256();
         let mut i = 0;
-        while i + 8 <= len {
-            // SAFETY: acc[i..i + 8], x[i..i + 8] and out[i..i + 8] are in bounds (loop
+        while i + 16 <= len {
+            // SAFETY: acc[i..i + 16], x[i..i + 16] and out[i..i + 16] are in bounds (loop
             // condition, `len` is the minimum of the lengths).
             unsafe {
-                let mut v = _mm256_loadu_si256(acc.as_ptr().add(i) as *const __m256i);
+                let pa = acc.as_ptr().add(i) as *const __m256i;
+                let mut v0 = _mm256_loadu_si256(pa);
+                let mut v1 = _mm256_loadu_si256(pa.add(1));
                 if let Some((x, g)) = own {
-                    let s =
-                        _mm256_cvtepi16_epi32(_mm_loadu_si128(x.as_ptr().add(i) as *const __m128i));
-                    let c = if g == UNITY_Q12 {
-                        s
-                    } else {
-                        _mm256_srai_epi32::<12>(_mm256_mullo_epi32(s, _mm256_set1_epi32(g)))
-                    };
-                    v = _mm256_sub_epi32(v, c);
+                    let s = _mm256_loadu_si256(x.as_ptr().add(i) as *const __m256i);
+                    let mut c0 = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(s));
+                    let mut c1 = _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(s));
+                    if g != UNITY_Q12 {
+                        let gv = _mm256_set1_epi32(g);
+                        c0 = _mm256_srai_epi32::<12>(_mm256_mullo_epi32(c0, gv));
+                        c1 = _mm256_srai_epi32::<12>(_mm256_mullo_epi32(c1, gv));
+                    }
+                    v0 = _mm256_sub_epi32(v0, c0);
+                    v1 = _mm256_sub_epi32(v1, c1);
                 }
-                peak = _mm256_max_epu32(peak, _mm256_abs_epi32(v));
-                let r = shape_avx2(v, g0, step, _mm256_cvtepi32_ps(idx));
-                let packed =
-                    _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256::<1>(r));
-                _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, packed);
+                let a0 = _mm256_abs_epi32(v0);
+                let a1 = _mm256_abs_epi32(v1);
+                peak = _mm256_max_epu32(peak, _mm256_max_epu32(a0, a1));
+                let over = _mm256_or_si256(
+                    _mm256_cmpgt_epi32(a0, knee_i),
+                    _mm256_cmpgt_epi32(a1, knee_i),
+                );
+                let packed = if unity && _mm256_testz_si256(over, over) == 1 {
+                    _mm256_packs_epi32(v0, v1)
+                } else {
+                    let n0 = _mm256_cvtepi32_ps(idx);
+                    let n1 = _mm256_cvtepi32_ps(_mm256_add_epi32(idx, eight));
+                    _mm256_packs_epi32(
+                        shape_avx2(v0, g0, step, n0, constant),
+                        shape_avx2(v1, g0, step, n1, constant),
+                    )
+                };
+                // packs interleaves 128-bit lanes: restore sample order.
+                let r = _mm256_permute4x64_epi64::<0b11_01_10_00>(packed);
+                _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut __m256i, r);
             }
-            idx = _mm256_add_epi32(idx, eight);
-            i += 8;
+            idx = _mm256_add_epi32(idx, sixteen);
+            i += 16;
         }
         let mut lanes = [0u32; 8];
         // SAFETY: `lanes` is 32 bytes.
@@ -336,8 +373,12 @@ mod x86 {
 
     /// The limiter on four lanes; same operation order as `super::shape`.
     #[target_feature(enable = "sse2")]
-    fn shape_sse2(v: __m128i, g0: __m128, step: __m128, nf: __m128) -> __m128i {
-        let g = _mm_add_ps(g0, _mm_mul_ps(step, nf));
+    fn shape_sse2(v: __m128i, g0: __m128, step: __m128, nf: __m128, constant: bool) -> __m128i {
+        let g = if constant {
+            g0
+        } else {
+            _mm_add_ps(g0, _mm_mul_ps(step, nf))
+        };
         let y = _mm_mul_ps(_mm_cvtepi32_ps(v), g);
         let sign = _mm_set1_ps(-0.0);
         let a = _mm_andnot_ps(sign, y);
@@ -383,6 +424,9 @@ mod x86 {
         if let Some((x, _)) = own {
             len = len.min(x.len());
         }
+        let constant = ramp.step == 0.0;
+        let unity = constant && ramp.g0 == 1.0;
+        let knee_i = _mm_set1_epi32(KNEE as i32);
         let g0 = _mm_set1_ps(ramp.g0);
         let step = _mm_set1_ps(ramp.step);
         let mut idx0 = _mm_setr_epi32(0, 1, 2, 3);
@@ -408,15 +452,18 @@ mod x86 {
                     v0 = _mm_sub_epi32(v0, c0);
                     v1 = _mm_sub_epi32(v1, c1);
                 }
-                peak = max_sse2(peak, abs_sse2(v0));
-                peak = max_sse2(peak, abs_sse2(v1));
-                let idx1 = _mm_add_epi32(idx0, four);
-                let r0 = shape_sse2(v0, g0, step, _mm_cvtepi32_ps(idx0));
-                let r1 = shape_sse2(v1, g0, step, _mm_cvtepi32_ps(idx1));
-                _mm_storeu_si128(
-                    out.as_mut_ptr().add(i) as *mut __m128i,
-                    _mm_packs_epi32(r0, r1),
-                );
+                let (a0, a1) = (abs_sse2(v0), abs_sse2(v1));
+                peak = max_sse2(peak, max_sse2(a0, a1));
+                let over = _mm_or_si128(_mm_cmpgt_epi32(a0, knee_i), _mm_cmpgt_epi32(a1, knee_i));
+                let packed = if unity && _mm_movemask_epi8(over) == 0 {
+                    _mm_packs_epi32(v0, v1)
+                } else {
+                    let idx1 = _mm_add_epi32(idx0, four);
+                    let r0 = shape_sse2(v0, g0, step, _mm_cvtepi32_ps(idx0), constant);
+                    let r1 = shape_sse2(v1, g0, step, _mm_cvtepi32_ps(idx1), constant);
+                    _mm_packs_epi32(r0, r1)
+                };
+                _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, packed);
             }
             idx0 = _mm_add_epi32(idx0, eight);
             i += 8;
