@@ -251,3 +251,43 @@ fn member_count_extremes_identical_across_levels() {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Scaling any source size into any tile gives the same canvas on every level.
+    #[test]
+    fn compose_identical_across_levels(
+        sw in 1u32..300, sh in 1u32..200,
+        tx in 0u32..100, ty in 0u32..60, tw in 1u32..110, th in 1u32..70,
+        seed in any::<u32>(),
+    ) {
+        let mut src = I420Image::new(sw, sh).unwrap();
+        {
+            let (y, u, v) = src.planes_mut();
+            let mut r = seed | 1;
+            for p in y.iter_mut().chain(u.iter_mut()).chain(v.iter_mut()) {
+                r ^= r << 13;
+                r ^= r >> 17;
+                r ^= r << 5;
+                *p = r as u8;
+            }
+        }
+        let rect = Rect::new(tx * 2, ty * 2, tw * 2, th * 2);
+        let canvas = CanvasDesc {
+            width: 424,
+            height: 264,
+            big: None,
+            tiles: vec![TileDesc { member: 1, rect, content: TileContent::Video, border: false }],
+        };
+        let compose = |level| {
+            let mut out = I420Image::new(424, 264).unwrap();
+            Compositor::new(level).compose(&canvas, |_| Some(src.view()), &mut out).unwrap();
+            out
+        };
+        let want = compose(SimdLevel::Scalar);
+        for l in levels() {
+            prop_assert!(compose(l) == want, "{:?}", l);
+        }
+    }
+}

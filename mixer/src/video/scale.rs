@@ -32,10 +32,15 @@ pub(crate) struct PlaneMut<'a> {
 /// Reusable tables and row buffer (grow to the largest size seen, then never allocate).
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
+    /// Left source pixel of each output pixel, relative to the start of the row span.
     xi: Vec<u32>,
-    xf: Vec<u16>,
+    /// Packed 16-bit weights: `(256 - f) | f << 16`.
+    wt: Vec<u32>,
     row: Vec<u8>,
 }
+
+/// Bytes of padding after a scratch row (the vector horizontal pass reads 4 bytes at a time).
+const ROW_PAD: usize = 4;
 
 /// Fixed-point (16.16) centre-aligned source position of output index `i`, clamped.
 fn src_pos(i: usize, src: usize, dst: usize) -> (usize, u16) {
@@ -66,50 +71,81 @@ pub(crate) fn blend_scalar(a: &[u8], b: &[u8], f: u16, out: &mut [u8]) {
     }
 }
 
+/// Horizontal pass: `out[x] = (row[xi] * wa + row[xi + 1] * wb + 128) >> 8`. `xi` must be
+/// non-decreasing and `row` padded so that `row[xi + 3]` exists for every index.
+fn hscale(level: SimdLevel, row: &[u8], xi: &[u32], wt: &[u32], out: &mut [u8]) {
+    let n = out.len().min(xi.len()).min(wt.len());
+    let fits = n == 0 || (xi[n - 1] as usize + ROW_PAD) <= row.len();
+    match level.effective() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `effective` confirmed AVX2; `fits` bounds every 4-byte gather (xi is
+        // non-decreasing, so the last index is the largest).
+        SimdLevel::Avx2 if fits => unsafe {
+            x86::hscale_avx2(row, &xi[..n], &wt[..n], &mut out[..n])
+        },
+        _ => hscale_scalar(row, &xi[..n], &wt[..n], &mut out[..n]),
+    }
+}
+
+fn hscale_scalar(row: &[u8], xi: &[u32], wt: &[u32], out: &mut [u8]) {
+    for ((o, &i), &w) in out.iter_mut().zip(xi).zip(wt) {
+        let i = i as usize;
+        let (wa, wb) = (w & 0xffff, w >> 16);
+        let b = row.get(i + 1).copied().unwrap_or(0) as u32;
+        *o = ((row[i] as u32 * wa + b * wb + 128) >> 8) as u8;
+    }
+}
+
 /// Scales `src` into the region `dst`. Empty regions or sources are a no-op.
 pub(crate) fn scale_plane(level: SimdLevel, src: PlaneRef<'_>, dst: PlaneMut<'_>, s: &mut Scratch) {
     let (sw, sh, dw, dh) = (src.width, src.height, dst.width, dst.height);
     if sw == 0 || sh == 0 || dw == 0 || dh == 0 {
         return;
     }
-    // Horizontal tables: xi[x] is the left source pixel, xf[x] the weight of the right one.
+    if sw == dw && sh == dh {
+        for y in 0..dh {
+            let d = (dst.y + y) * dst.stride + dst.x;
+            dst.data[d..d + dw].copy_from_slice(&src.data[y * src.stride..][..dw]);
+        }
+        return;
+    }
+    // Horizontal tables.
     s.xi.clear();
-    s.xf.clear();
+    s.wt.clear();
+    let lo = src_pos(0, sw, dw).0;
     for x in 0..dw {
         let (i, f) = src_pos(x, sw, dw);
-        s.xi.push(i as u32);
-        s.xf.push(f);
+        s.xi.push((i - lo) as u32);
+        s.wt.push((256 - f as u32) | (f as u32) << 16);
     }
-    let lo = s.xi[0] as usize;
-    let hi = (s.xi[dw - 1] as usize + 1).min(sw - 1); // inclusive
+    let hi = (lo + s.xi[dw - 1] as usize + 1).min(sw - 1); // inclusive
     let span = hi - lo + 1;
-    if s.row.len() < span + 1 {
-        s.row.resize(span + 1, 0);
+    if s.row.len() < span + ROW_PAD {
+        s.row.resize(span + ROW_PAD, 0);
     }
     let identity_x = sw == dw;
     for y in 0..dh {
         let (yi, yf) = src_pos(y, sh, dh);
-        let r0 = &src.data[yi * src.stride..];
-        let drow = &mut dst.data[(dst.y + y) * dst.stride + dst.x..][..dw];
-        // Source row (possibly blended) restricted to [lo, hi].
-        let row: &[u8] = if yf == 0 {
-            &r0[lo..=hi]
+        let r0 = &src.data[yi * src.stride..][lo..=hi];
+        let d = (dst.y + y) * dst.stride + dst.x;
+        let drow = &mut dst.data[d..d + dw];
+        if yf == 0 {
+            if identity_x {
+                drow.copy_from_slice(&r0[..dw]);
+                continue;
+            }
+            s.row[..span].copy_from_slice(r0);
         } else {
-            let r1 = &src.data[(yi + 1) * src.stride..];
-            blend_rows(level, &r0[lo..=hi], &r1[lo..=hi], yf, &mut s.row[..span]);
-            &s.row[..span]
-        };
-        if identity_x {
-            drow.copy_from_slice(&row[..dw]);
-            continue;
+            let r1 = &src.data[(yi + 1) * src.stride..][lo..=hi];
+            if identity_x {
+                blend_rows(level, r0, r1, yf, drow);
+                continue;
+            }
+            blend_rows(level, r0, r1, yf, &mut s.row[..span]);
         }
-        for ((o, &xi), &xf) in drow.iter_mut().zip(&s.xi).zip(&s.xf) {
-            let i = xi as usize - lo;
-            let a = row[i] as u32;
-            // xf != 0 implies i + 1 is inside the span (the position was clamped).
-            let b = if xf == 0 { a } else { row[i + 1] as u32 };
-            *o = ((a * (256 - xf as u32) + b * xf as u32 + 128) >> 8) as u8;
-        }
+        let last = s.row[span - 1];
+        s.row[span..span + ROW_PAD].fill(last);
+        hscale(level, &s.row[..span + ROW_PAD], &s.xi, &s.wt, drow);
     }
 }
 
@@ -150,6 +186,45 @@ mod x86 {
             i += 32;
         }
         super::blend_scalar(&a[i..len], &b[i..len], f, &mut out[i..len]);
+    }
+
+    /// Sixteen output pixels per iteration: gather 4 source bytes at each index, keep the
+    /// first two as 16-bit lanes, and weight them with one `pmaddwd`.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn hscale_avx2(row: &[u8], xi: &[u32], wt: &[u32], out: &mut [u8]) {
+        let n = out.len().min(xi.len()).min(wt.len());
+        let lo_byte = _mm256_set1_epi32(0xff);
+        let hi_byte = _mm256_set1_epi32(0xff00);
+        let half = _mm256_set1_epi32(128);
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let base = row.as_ptr() as *const i32;
+        let mut x = 0;
+        while x + 16 <= n {
+            // SAFETY: xi/wt/out [x..x + 16] are in bounds by the loop condition; every
+            // gather reads row[xi..xi + 4], in bounds by the caller's padding check.
+            unsafe {
+                let one = |off: usize| {
+                    let idx = _mm256_loadu_si256(xi.as_ptr().add(x + off) as *const __m256i);
+                    let g = _mm256_i32gather_epi32::<1>(base, idx);
+                    let pair = _mm256_or_si256(
+                        _mm256_and_si256(g, lo_byte),
+                        _mm256_slli_epi32::<8>(_mm256_and_si256(g, hi_byte)),
+                    );
+                    let w = _mm256_loadu_si256(wt.as_ptr().add(x + off) as *const __m256i);
+                    _mm256_srli_epi32::<8>(_mm256_add_epi32(_mm256_madd_epi16(pair, w), half))
+                };
+                let (r0, r1) = (one(0), one(8));
+                let p = _mm256_packus_epi32(r0, r1);
+                let p = _mm256_packus_epi16(p, p);
+                let p = _mm256_permutevar8x32_epi32(p, order);
+                _mm_storeu_si128(
+                    out.as_mut_ptr().add(x) as *mut __m128i,
+                    _mm256_castsi256_si128(p),
+                );
+            }
+            x += 16;
+        }
+        super::hscale_scalar(row, &xi[x..n], &wt[x..n], &mut out[x..n]);
     }
 
     #[target_feature(enable = "sse2")]
