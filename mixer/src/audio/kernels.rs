@@ -1,0 +1,508 @@
+//! Per-sample audio kernels: energy, weighted accumulation and the output stage (N-1
+//! subtraction, gain ramp, soft-knee limiter, rounding to i16).
+//!
+//! Each kernel has a scalar twin and SSE2/AVX2 versions that produce bit-identical results:
+//! - integer parts (energy, accumulation, subtraction, peak) are exact in every version;
+//! - the float output stage performs the same IEEE-754 single-precision operations in the
+//!   same order in every version (convert, multiply, add, divide, copysign, round half to
+//!   even), never fused, so the results are identical.
+//!
+//! Safety argument for the `unsafe` blocks: the vector functions are only called through the
+//! dispatchers below after [`SimdLevel::effective`] confirmed the CPU has the feature, and every
+//! unaligned load/store reads or writes `[i, i + LANES)` with `i + LANES <= len` of a slice of
+//! at least `len` elements (the loop conditions), so all accesses are in bounds.
+
+use crate::simd::SimdLevel;
+
+/// Start of the soft knee: below this magnitude the limiter is transparent.
+pub(crate) const KNEE: f32 = 24576.0;
+/// Headroom above the knee: outputs approach `KNEE + KNEE_RANGE = 32767` asymptotically.
+pub(crate) const KNEE_RANGE: f32 = 8191.0;
+/// Unity gain in the Q12 fixed-point input gain.
+pub(crate) const UNITY_Q12: i32 = 4096;
+
+/// A linear gain ramp over one frame: sample `n` is multiplied by `g0 + step * n`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Ramp {
+    pub g0: f32,
+    pub step: f32,
+}
+
+/// Sum of squares of `x` (exact).
+pub(crate) fn energy(level: SimdLevel, x: &[i16]) -> u64 {
+    match level.effective() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `effective` confirmed AVX2 is available.
+        SimdLevel::Avx2 => unsafe { x86::energy_avx2(x) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: SSE2 is part of the x86_64 baseline.
+        SimdLevel::Sse2 => unsafe { x86::energy_sse2(x) },
+        _ => energy_scalar(x),
+    }
+}
+
+/// `acc[n] += (x[n] * gain_q12) >> 12` for `n < min(acc.len(), x.len())`.
+/// `gain_q12` must be in `0..=32767`.
+pub(crate) fn accumulate(level: SimdLevel, acc: &mut [i32], x: &[i16], gain_q12: i32) {
+    let gain_q12 = gain_q12.clamp(0, i16::MAX as i32);
+    match level.effective() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `effective` confirmed AVX2 is available.
+        SimdLevel::Avx2 => unsafe { x86::accumulate_avx2(acc, x, gain_q12) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: SSE2 is part of the x86_64 baseline.
+        SimdLevel::Sse2 => unsafe { x86::accumulate_sse2(acc, x, gain_q12) },
+        _ => accumulate_scalar(acc, x, gain_q12),
+    }
+}
+
+/// Output stage. For every sample `v = acc[n] - own(n)` where `own(n) = (x[n] * g) >> 12`
+/// when `own = Some((x, g))`; writes `limit(v * (g0 + step * n))` to `out[n]` and returns
+/// `max |v|`. Processes `min` of the slice lengths.
+pub(crate) fn render(
+    level: SimdLevel,
+    acc: &[i32],
+    own: Option<(&[i16], i32)>,
+    ramp: Ramp,
+    out: &mut [i16],
+) -> u32 {
+    let own = own.map(|(x, g)| (x, g.clamp(0, i16::MAX as i32)));
+    match level.effective() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `effective` confirmed AVX2 is available.
+        SimdLevel::Avx2 => unsafe { x86::render_avx2(acc, own, ramp, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: SSE2 is part of the x86_64 baseline.
+        SimdLevel::Sse2 => unsafe { x86::render_sse2(acc, own, ramp, out) },
+        _ => render_scalar(acc, own, ramp, out, 0),
+    }
+}
+
+pub(crate) fn energy_scalar(x: &[i16]) -> u64 {
+    x.iter().map(|&s| (s as i32 * s as i32) as u32 as u64).sum()
+}
+
+pub(crate) fn accumulate_scalar(acc: &mut [i32], x: &[i16], gain_q12: i32) {
+    if gain_q12 == UNITY_Q12 {
+        for (a, &s) in acc.iter_mut().zip(x) {
+            *a += s as i32;
+        }
+    } else {
+        for (a, &s) in acc.iter_mut().zip(x) {
+            *a += (s as i32 * gain_q12) >> 12;
+        }
+    }
+}
+
+/// The limiter curve and rounding for one sample; the reference the vector code matches.
+#[inline(always)]
+fn shape(v: i32, ramp: Ramp, n: usize) -> i16 {
+    let g = ramp.g0 + ramp.step * (n as f32);
+    let y = (v as f32) * g;
+    let a = y.abs();
+    let comp = if a > KNEE {
+        let over = a - KNEE;
+        KNEE + over * KNEE_RANGE / (over + KNEE_RANGE)
+    } else {
+        a
+    };
+    // |comp| <= 32767 by construction, so the cast never saturates.
+    comp.copysign(y).round_ties_even() as i16
+}
+
+/// Scalar output stage starting at sample index `start` (the vector versions use it for
+/// their tails, so the ramp index stays global).
+pub(crate) fn render_scalar(
+    acc: &[i32],
+    own: Option<(&[i16], i32)>,
+    ramp: Ramp,
+    out: &mut [i16],
+    start: usize,
+) -> u32 {
+    let len = acc.len().min(out.len());
+    let unity = ramp.step == 0.0 && ramp.g0 == 1.0;
+    let mut peak = 0u32;
+    let mut put = |n: usize, v: i32| {
+        let a = v.unsigned_abs();
+        peak = peak.max(a);
+        // At unity gain a sample within the knee comes out unchanged (same as `shape`).
+        out[n] = if unity && a <= KNEE as u32 {
+            v as i16
+        } else {
+            shape(v, ramp, n)
+        };
+    };
+    match own {
+        Some((x, g)) => {
+            for n in start..len.min(x.len()) {
+                put(n, acc[n] - ((x[n] as i32 * g) >> 12));
+            }
+        }
+        None => {
+            for (n, &v) in acc.iter().enumerate().take(len).skip(start) {
+                put(n, v);
+            }
+        }
+    }
+    peak
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{KNEE, KNEE_RANGE, Ramp, UNITY_Q12, render_scalar};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn energy_avx2(x: &[i16]) -> u64 {
+        let len = x.len();
+        let zero = _mm256_setzero_si256();
+        let mut acc = _mm256_setzero_si256();
+        let mut i = 0;
+        while i + 16 <= len {
+            // SAFETY: reads x[i..i + 16], in bounds by the loop condition.
+            let v = unsafe { _mm256_loadu_si256(x.as_ptr().add(i) as *const __m256i) };
+            // Pair sums of squares are <= 2^31: exact when read as u32.
+            let sq = _mm256_madd_epi16(v, v);
+            acc = _mm256_add_epi64(acc, _mm256_unpacklo_epi32(sq, zero));
+            acc = _mm256_add_epi64(acc, _mm256_unpackhi_epi32(sq, zero));
+            i += 16;
+        }
+        let mut lanes = [0u64; 4];
+        // SAFETY: `lanes` is 32 bytes.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
+        lanes.iter().sum::<u64>() + super::energy_scalar(&x[i..])
+    }
+
+    #[target_feature(enable = "sse2")]
+    pub(super) fn energy_sse2(x: &[i16]) -> u64 {
+        let len = x.len();
+        let zero = _mm_setzero_si128();
+        let mut acc = _mm_setzero_si128();
+        let mut i = 0;
+        while i + 8 <= len {
+            // SAFETY: reads x[i..i + 8], in bounds by the loop condition.
+            let v = unsafe { _mm_loadu_si128(x.as_ptr().add(i) as *const __m128i) };
+            let sq = _mm_madd_epi16(v, v);
+            acc = _mm_add_epi64(acc, _mm_unpacklo_epi32(sq, zero));
+            acc = _mm_add_epi64(acc, _mm_unpackhi_epi32(sq, zero));
+            i += 8;
+        }
+        let mut lanes = [0u64; 2];
+        // SAFETY: `lanes` is 16 bytes.
+        unsafe { _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, acc) };
+        lanes[0] + lanes[1] + super::energy_scalar(&x[i..])
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn accumulate_avx2(acc: &mut [i32], x: &[i16], gain_q12: i32) {
+        let len = acc.len().min(x.len());
+        let g = _mm256_set1_epi32(gain_q12);
+        let mut i = 0;
+        if gain_q12 == UNITY_Q12 {
+            while i + 8 <= len {
+                // SAFETY: x[i..i + 8] and acc[i..i + 8] are in bounds by the loop condition.
+                unsafe {
+                    let s =
+                        _mm256_cvtepi16_epi32(_mm_loadu_si128(x.as_ptr().add(i) as *const __m128i));
+                    let p = acc.as_mut_ptr().add(i) as *mut __m256i;
+                    _mm256_storeu_si256(p, _mm256_add_epi32(_mm256_loadu_si256(p), s));
+                }
+                i += 8;
+            }
+        } else {
+            while i + 8 <= len {
+                // SAFETY: as above.
+                unsafe {
+                    let s =
+                        _mm256_cvtepi16_epi32(_mm_loadu_si128(x.as_ptr().add(i) as *const __m128i));
+                    let c = _mm256_srai_epi32::<12>(_mm256_mullo_epi32(s, g));
+                    let p = acc.as_mut_ptr().add(i) as *mut __m256i;
+                    _mm256_storeu_si256(p, _mm256_add_epi32(_mm256_loadu_si256(p), c));
+                }
+                i += 8;
+            }
+        }
+        super::accumulate_scalar(&mut acc[i..len], &x[i..len], gain_q12);
+    }
+
+    /// i16 x i16 -> two vectors of four i32 products (elements 0..4 and 4..8).
+    #[target_feature(enable = "sse2")]
+    fn mul_widen_sse2(s: __m128i, g: __m128i) -> (__m128i, __m128i) {
+        let lo = _mm_mullo_epi16(s, g);
+        let hi = _mm_mulhi_epi16(s, g);
+        (_mm_unpacklo_epi16(lo, hi), _mm_unpackhi_epi16(lo, hi))
+    }
+
+    /// Sign-extends eight i16 to two vectors of four i32.
+    #[target_feature(enable = "sse2")]
+    fn widen_sse2(s: __m128i) -> (__m128i, __m128i) {
+        (
+            _mm_srai_epi32::<16>(_mm_unpacklo_epi16(s, s)),
+            _mm_srai_epi32::<16>(_mm_unpackhi_epi16(s, s)),
+        )
+    }
+
+    #[target_feature(enable = "sse2")]
+    pub(super) fn accumulate_sse2(acc: &mut [i32], x: &[i16], gain_q12: i32) {
+        let len = acc.len().min(x.len());
+        let g = _mm_set1_epi16(gain_q12 as i16);
+        let unity = gain_q12 == UNITY_Q12;
+        let mut i = 0;
+        while i + 8 <= len {
+            // SAFETY: x[i..i + 8] and acc[i..i + 8] are in bounds by the loop condition.
+            unsafe {
+                let s = _mm_loadu_si128(x.as_ptr().add(i) as *const __m128i);
+                let (c0, c1) = if unity {
+                    widen_sse2(s)
+                } else {
+                    let (p0, p1) = mul_widen_sse2(s, g);
+                    (_mm_srai_epi32::<12>(p0), _mm_srai_epi32::<12>(p1))
+                };
+                let p = acc.as_mut_ptr().add(i) as *mut __m128i;
+                _mm_storeu_si128(p, _mm_add_epi32(_mm_loadu_si128(p), c0));
+                let p = p.add(1);
+                _mm_storeu_si128(p, _mm_add_epi32(_mm_loadu_si128(p), c1));
+            }
+            i += 8;
+        }
+        super::accumulate_scalar(&mut acc[i..len], &x[i..len], gain_q12);
+    }
+
+    /// The limiter on eight lanes; same operation order as `super::shape`. With `constant`
+    /// (a zero ramp step) the gain is `g0`, which equals `g0 + 0 * n` exactly.
+    #[target_feature(enable = "avx2")]
+    fn shape_avx2(v: __m256i, g0: __m256, step: __m256, nf: __m256, constant: bool) -> __m256i {
+        let g = if constant {
+            g0
+        } else {
+            _mm256_add_ps(g0, _mm256_mul_ps(step, nf))
+        };
+        let y = _mm256_mul_ps(_mm256_cvtepi32_ps(v), g);
+        let sign = _mm256_set1_ps(-0.0);
+        let a = _mm256_andnot_ps(sign, y);
+        let knee = _mm256_set1_ps(KNEE);
+        let over_mask = _mm256_cmp_ps::<_CMP_GT_OQ>(a, knee);
+        let comp = if _mm256_movemask_ps(over_mask) == 0 {
+            a
+        } else {
+            let range = _mm256_set1_ps(KNEE_RANGE);
+            let over = _mm256_sub_ps(a, knee);
+            let soft = _mm256_add_ps(
+                knee,
+                _mm256_div_ps(_mm256_mul_ps(over, range), _mm256_add_ps(over, range)),
+            );
+            _mm256_blendv_ps(a, soft, over_mask)
+        };
+        let signed = _mm256_or_ps(comp, _mm256_and_ps(y, sign));
+        _mm256_cvtps_epi32(signed)
+    }
+
+    /// Sixteen samples per iteration. At unity gain (the common case) a block whose samples
+    /// are all within the knee is passed through in integer arithmetic, which is exactly
+    /// what the float path computes for it.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn render_avx2(
+        acc: &[i32],
+        own: Option<(&[i16], i32)>,
+        ramp: Ramp,
+        out: &mut [i16],
+    ) -> u32 {
+        let mut len = acc.len().min(out.len());
+        if let Some((x, _)) = own {
+            len = len.min(x.len());
+        }
+        let constant = ramp.step == 0.0;
+        let unity = constant && ramp.g0 == 1.0;
+        let g0 = _mm256_set1_ps(ramp.g0);
+        let step = _mm256_set1_ps(ramp.step);
+        let knee_i = _mm256_set1_epi32(KNEE as i32);
+        let mut idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let eight = _mm256_set1_epi32(8);
+        let sixteen = _mm256_set1_epi32(16);
+        let mut peak = _mm256_setzero_si256();
+        let mut i = 0;
+        while i + 16 <= len {
+            // SAFETY: acc[i..i + 16], x[i..i + 16] and out[i..i + 16] are in bounds (loop
+            // condition, `len` is the minimum of the lengths).
+            unsafe {
+                let pa = acc.as_ptr().add(i) as *const __m256i;
+                let mut v0 = _mm256_loadu_si256(pa);
+                let mut v1 = _mm256_loadu_si256(pa.add(1));
+                if let Some((x, g)) = own {
+                    let s = _mm256_loadu_si256(x.as_ptr().add(i) as *const __m256i);
+                    let mut c0 = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(s));
+                    let mut c1 = _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(s));
+                    if g != UNITY_Q12 {
+                        let gv = _mm256_set1_epi32(g);
+                        c0 = _mm256_srai_epi32::<12>(_mm256_mullo_epi32(c0, gv));
+                        c1 = _mm256_srai_epi32::<12>(_mm256_mullo_epi32(c1, gv));
+                    }
+                    v0 = _mm256_sub_epi32(v0, c0);
+                    v1 = _mm256_sub_epi32(v1, c1);
+                }
+                let a0 = _mm256_abs_epi32(v0);
+                let a1 = _mm256_abs_epi32(v1);
+                peak = _mm256_max_epu32(peak, _mm256_max_epu32(a0, a1));
+                let over = _mm256_or_si256(
+                    _mm256_cmpgt_epi32(a0, knee_i),
+                    _mm256_cmpgt_epi32(a1, knee_i),
+                );
+                let packed = if unity && _mm256_testz_si256(over, over) == 1 {
+                    _mm256_packs_epi32(v0, v1)
+                } else {
+                    let n0 = _mm256_cvtepi32_ps(idx);
+                    let n1 = _mm256_cvtepi32_ps(_mm256_add_epi32(idx, eight));
+                    _mm256_packs_epi32(
+                        shape_avx2(v0, g0, step, n0, constant),
+                        shape_avx2(v1, g0, step, n1, constant),
+                    )
+                };
+                // packs interleaves 128-bit lanes: restore sample order.
+                let r = _mm256_permute4x64_epi64::<0b11_01_10_00>(packed);
+                _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut __m256i, r);
+            }
+            idx = _mm256_add_epi32(idx, sixteen);
+            i += 16;
+        }
+        let mut lanes = [0u32; 8];
+        // SAFETY: `lanes` is 32 bytes.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, peak) };
+        let tail = render_scalar(&acc[..len], own, ramp, &mut out[..len], i);
+        lanes.iter().copied().fold(tail, u32::max)
+    }
+
+    /// The limiter on four lanes; same operation order as `super::shape`.
+    #[target_feature(enable = "sse2")]
+    fn shape_sse2(v: __m128i, g0: __m128, step: __m128, nf: __m128, constant: bool) -> __m128i {
+        let g = if constant {
+            g0
+        } else {
+            _mm_add_ps(g0, _mm_mul_ps(step, nf))
+        };
+        let y = _mm_mul_ps(_mm_cvtepi32_ps(v), g);
+        let sign = _mm_set1_ps(-0.0);
+        let a = _mm_andnot_ps(sign, y);
+        let knee = _mm_set1_ps(KNEE);
+        let over_mask = _mm_cmpgt_ps(a, knee);
+        let comp = if _mm_movemask_ps(over_mask) == 0 {
+            a
+        } else {
+            let range = _mm_set1_ps(KNEE_RANGE);
+            let over = _mm_sub_ps(a, knee);
+            let soft = _mm_add_ps(
+                knee,
+                _mm_div_ps(_mm_mul_ps(over, range), _mm_add_ps(over, range)),
+            );
+            _mm_or_ps(_mm_and_ps(over_mask, soft), _mm_andnot_ps(over_mask, a))
+        };
+        let signed = _mm_or_ps(comp, _mm_and_ps(y, sign));
+        _mm_cvtps_epi32(signed)
+    }
+
+    /// |v| for i32 lanes whose magnitude is below 2^31 (SSE2 has no pabsd).
+    #[target_feature(enable = "sse2")]
+    fn abs_sse2(v: __m128i) -> __m128i {
+        let s = _mm_srai_epi32::<31>(v);
+        _mm_sub_epi32(_mm_xor_si128(v, s), s)
+    }
+
+    /// max for non-negative i32 lanes (SSE2 has no pmaxsd/pmaxud).
+    #[target_feature(enable = "sse2")]
+    fn max_sse2(a: __m128i, b: __m128i) -> __m128i {
+        let m = _mm_cmpgt_epi32(a, b);
+        _mm_or_si128(_mm_and_si128(m, a), _mm_andnot_si128(m, b))
+    }
+
+    #[target_feature(enable = "sse2")]
+    pub(super) fn render_sse2(
+        acc: &[i32],
+        own: Option<(&[i16], i32)>,
+        ramp: Ramp,
+        out: &mut [i16],
+    ) -> u32 {
+        let mut len = acc.len().min(out.len());
+        if let Some((x, _)) = own {
+            len = len.min(x.len());
+        }
+        let constant = ramp.step == 0.0;
+        let unity = constant && ramp.g0 == 1.0;
+        let knee_i = _mm_set1_epi32(KNEE as i32);
+        let g0 = _mm_set1_ps(ramp.g0);
+        let step = _mm_set1_ps(ramp.step);
+        let mut idx0 = _mm_setr_epi32(0, 1, 2, 3);
+        let four = _mm_set1_epi32(4);
+        let eight = _mm_set1_epi32(8);
+        let mut peak = _mm_setzero_si128();
+        let mut i = 0;
+        while i + 8 <= len {
+            // SAFETY: acc[i..i + 8], x[i..i + 8] and out[i..i + 8] are in bounds (loop
+            // condition, `len` is the minimum of the lengths).
+            unsafe {
+                let pa = acc.as_ptr().add(i) as *const __m128i;
+                let mut v0 = _mm_loadu_si128(pa);
+                let mut v1 = _mm_loadu_si128(pa.add(1));
+                if let Some((x, g)) = own {
+                    let s = _mm_loadu_si128(x.as_ptr().add(i) as *const __m128i);
+                    let (c0, c1) = if g == UNITY_Q12 {
+                        widen_sse2(s)
+                    } else {
+                        let (p0, p1) = mul_widen_sse2(s, _mm_set1_epi16(g as i16));
+                        (_mm_srai_epi32::<12>(p0), _mm_srai_epi32::<12>(p1))
+                    };
+                    v0 = _mm_sub_epi32(v0, c0);
+                    v1 = _mm_sub_epi32(v1, c1);
+                }
+                let (a0, a1) = (abs_sse2(v0), abs_sse2(v1));
+                peak = max_sse2(peak, max_sse2(a0, a1));
+                let over = _mm_or_si128(_mm_cmpgt_epi32(a0, knee_i), _mm_cmpgt_epi32(a1, knee_i));
+                let packed = if unity && _mm_movemask_epi8(over) == 0 {
+                    _mm_packs_epi32(v0, v1)
+                } else {
+                    let idx1 = _mm_add_epi32(idx0, four);
+                    let r0 = shape_sse2(v0, g0, step, _mm_cvtepi32_ps(idx0), constant);
+                    let r1 = shape_sse2(v1, g0, step, _mm_cvtepi32_ps(idx1), constant);
+                    _mm_packs_epi32(r0, r1)
+                };
+                _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, packed);
+            }
+            idx0 = _mm_add_epi32(idx0, eight);
+            i += 8;
+        }
+        let mut lanes = [0u32; 4];
+        // SAFETY: `lanes` is 16 bytes.
+        unsafe { _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, peak) };
+        let tail = render_scalar(&acc[..len], own, ramp, &mut out[..len], i);
+        lanes.iter().copied().fold(tail, u32::max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_is_transparent_below_knee_and_bounded_above() {
+        let unity = Ramp { g0: 1.0, step: 0.0 };
+        for v in [-24576, -1000, -1, 0, 1, 1000, 24576] {
+            assert_eq!(shape(v, unity, 0) as i32, v);
+        }
+        let mut last = 24576;
+        for v in (24577..2_000_000).step_by(997) {
+            let s = shape(v, unity, 0) as i32;
+            assert!(s >= last && s <= 32767, "monotone and bounded: {v} -> {s}");
+            assert_eq!(shape(-v, unity, 0) as i32, -s, "odd symmetry");
+            last = s;
+        }
+        assert_eq!(
+            shape(
+                i32::MAX / 4,
+                Ramp {
+                    g0: 64.0,
+                    step: 0.0
+                },
+                0
+            ),
+            32767
+        );
+    }
+}
