@@ -352,6 +352,20 @@ impl JitterBuffer {
             self.stats.reordered += 1;
         }
 
+        let resumes_after_gap =
+            self.packets.is_empty() && self.last_played_seq.is_some_and(|s| seq == s + 1);
+        // First packet after silence (DTX) or a pause: re-anchor playout so that the delay is
+        // back at target, instead of carrying the gap along as buffered audio or calling the
+        // packet late because the sender's clock is a bit slow.
+        if resumes_after_gap && let Some(playout) = self.playout {
+            let target = self.to_ticks(self.target_delay());
+            let anchored = (ts + duration).saturating_sub(target).min(ts);
+            if ts >= playout {
+                self.playout = Some(playout.max(anchored));
+            } else if self.last_was_silence {
+                self.playout = Some(ts);
+            }
+        }
         // Already played (or skipped) timestamps.
         if let Some(playout) = self.playout
             && ts < playout
