@@ -39,6 +39,9 @@ pub struct AudioFrame {
     pub kind: AudioFrameKind,
     /// RFC 6464 level of the packet, if the sender provided one.
     pub audio_level: Option<u8>,
+    /// RTP timestamp (48 kHz) of the first sample, when the frame belongs to the stream's
+    /// timeline (`None` before playout started).
+    pub timestamp: Option<u32>,
 }
 
 impl AudioFrame {
@@ -49,6 +52,7 @@ impl AudioFrame {
             channels,
             kind: AudioFrameKind::Silence,
             audio_level: None,
+            timestamp: None,
         }
     }
 }
@@ -102,6 +106,7 @@ pub struct AudioReceiver {
     pcm: VecDeque<i16>,
     pcm_kind: AudioFrameKind,
     pcm_level: Option<u8>,
+    pcm_ts: Option<u32>,
     concealed_run: Duration,
     cfg: AudioReceiverConfig,
     stats: AudioReceiverStats,
@@ -118,6 +123,7 @@ impl AudioReceiver {
             pcm: VecDeque::new(),
             pcm_kind: AudioFrameKind::Silence,
             pcm_level: None,
+            pcm_ts: None,
             concealed_run: Duration::ZERO,
             cfg,
             stats: AudioReceiverStats::default(),
@@ -140,7 +146,11 @@ impl AudioReceiver {
     /// Exactly one 20 ms frame for this tick.
     pub fn pop(&mut self, now: Instant) -> AudioFrame {
         let want = FRAME_SAMPLES * self.channels as usize;
-        if self.pcm.len() < want {
+        // Packets shorter than 20 ms need several jitter buffer pops per tick.
+        for _ in 0..8 {
+            if self.pcm.len() >= want {
+                break;
+            }
             self.refill(now);
         }
         if self.pcm.len() < want {
@@ -153,7 +163,9 @@ impl AudioReceiver {
             channels: self.channels,
             kind: self.pcm_kind,
             audio_level: self.pcm_level,
+            timestamp: self.pcm_ts,
         };
+        self.pcm_ts = self.pcm_ts.map(|t| t.wrapping_add(FRAME_SAMPLES as u32));
         match frame.kind {
             AudioFrameKind::Decoded => self.stats.decoded += 1,
             AudioFrameKind::FecRecovered => self.stats.fec_recovered += 1,
@@ -167,7 +179,14 @@ impl AudioReceiver {
         let ch = self.channels as usize;
         let mut buf = Vec::with_capacity(FRAME_SAMPLES * ch * 3);
         let silence = |buf: &mut Vec<i16>| buf.resize(FRAME_SAMPLES * ch, 0);
-        let (kind, level) = match self.jb.pop(now) {
+        let playout = self.jb.pop(now);
+        let ts = match &playout {
+            Playout::Buffering => None,
+            Playout::Packet { timestamp, .. }
+            | Playout::Lost { timestamp, .. }
+            | Playout::Silence { timestamp } => Some(*timestamp),
+        };
+        let (kind, level) = match playout {
             Playout::Buffering | Playout::Silence { .. } => {
                 silence(&mut buf);
                 (AudioFrameKind::Silence, None)
@@ -208,6 +227,9 @@ impl AudioReceiver {
         };
         if buf.len() < FRAME_SAMPLES * ch {
             buf.resize(FRAME_SAMPLES * ch, 0);
+        }
+        if self.pcm.is_empty() {
+            self.pcm_ts = ts;
         }
         self.pcm.extend(buf);
         self.pcm_kind = kind;
