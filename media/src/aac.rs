@@ -105,7 +105,7 @@ impl AacEncoder {
         ffmpeg_init();
         sampling_index(cfg.sample_rate)?;
         let out_layout = layout(cfg.channels)?;
-        let in_layout = layout(cfg.input_channels)?;
+        layout(cfg.input_channels)?;
         let aac = encoder::find(codec::Id::AAC)
             .ok_or_else(|| MediaError::codec("FFmpeg", "no AAC encoder"))?;
         let mut ctx = codec::context::Context::new_with_codec(aac)
@@ -123,9 +123,11 @@ impl AacEncoder {
             0 => 1024,
             n => n as usize,
         };
+        // Channel conversion is done here (duplicate / average) so levels are kept; the
+        // resampler only changes rate and sample format.
         let resampler = resampling::Context::get(
             Sample::I16(SampleType::Packed),
-            in_layout,
+            out_layout,
             INPUT_RATE,
             Sample::F32(SampleType::Planar),
             out_layout,
@@ -181,15 +183,23 @@ impl AacEncoder {
         if samples == 0 {
             return Ok(Vec::new());
         }
+        let converted: Vec<i16> = match (in_ch, self.cfg.channels) {
+            (1, 2) => pcm.iter().flat_map(|&s| [s, s]).collect(),
+            (2, 1) => pcm
+                .chunks_exact(2)
+                .map(|lr| ((i32::from(lr[0]) + i32::from(lr[1])) / 2) as i16)
+                .collect(),
+            _ => pcm.to_vec(),
+        };
         let mut input = frame::Audio::new(
             Sample::I16(SampleType::Packed),
             samples,
-            layout(self.cfg.input_channels)?,
+            layout(self.cfg.channels)?,
         );
         input.set_rate(INPUT_RATE);
         {
             let data = input.data_mut(0);
-            for (dst, s) in data.chunks_exact_mut(2).zip(pcm) {
+            for (dst, s) in data.chunks_exact_mut(2).zip(&converted) {
                 dst.copy_from_slice(&s.to_ne_bytes());
             }
         }

@@ -117,7 +117,7 @@ impl H264Encoder {
             .usage_type(UsageType::CameraVideoRealTime)
             .profile(Profile::Baseline)
             .complexity(Complexity::Low)
-            .skip_frames(false)
+            .skip_frames(true)
             .intra_frame_period(IntraFramePeriod::from_num_frames(interval))
             .num_threads(cfg.threads);
         OhEncoder::with_api_config(OpenH264API::from_source(), config).map_err(oh_err)
@@ -144,7 +144,8 @@ impl H264Encoder {
         self.force_key = true;
     }
 
-    /// Encodes one picture (even width and height).
+    /// Encodes one picture (even width and height). When rate control decides to skip the
+    /// picture, `data` is empty (nothing to send).
     pub fn encode(&mut self, frame: &I420Frame) -> Result<EncodedVideoFrame> {
         frame.validate()?;
         if frame.width % 2 != 0 || frame.height % 2 != 0 {
@@ -167,7 +168,8 @@ impl H264Encoder {
         let source = FrameSource(frame);
         let bitstream = self.inner.encode(&source).map_err(oh_err)?;
         let data = bitstream.to_vec();
-        let keyframe = matches!(bitstream.frame_type(), FrameType::IDR | FrameType::I)
+        let keyframe = !data.is_empty()
+            && matches!(bitstream.frame_type(), FrameType::IDR | FrameType::I)
             || split_annexb(&data)
                 .iter()
                 .any(|n| nal_unit_type(n) == nal_type::IDR);
