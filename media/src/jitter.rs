@@ -362,7 +362,8 @@ impl JitterBuffer {
             let anchored = (ts + duration).saturating_sub(target).min(ts);
             if ts >= playout {
                 self.playout = Some(playout.max(anchored));
-            } else if self.last_was_silence {
+            } else if self.last_was_silence && playout - ts <= self.to_ticks(self.cfg.max_delay) {
+                // Silence ran ahead of a slightly slow sender: play the packet anyway.
                 self.playout = Some(ts);
             }
         }
@@ -444,6 +445,14 @@ impl JitterBuffer {
             if self.newest_end.saturating_sub(start) <= max_span {
                 break;
             }
+            if let Some(p) = self.playout
+                && p < first
+            {
+                // Nothing is buffered before the first packet: skip the empty stretch rather
+                // than dropping audio.
+                self.playout = Some(first);
+                continue;
+            }
             let Some((ts, stored)) = self.packets.pop_first() else {
                 break;
             };
@@ -453,6 +462,11 @@ impl JitterBuffer {
             if let Some(p) = self.playout.as_mut() {
                 *p = (*p).max(ts + stored.duration);
             }
+        }
+        if let Some(p) = self.playout
+            && self.newest_end.saturating_sub(p) > max_span
+        {
+            self.playout = Some(self.newest_end - max_span);
         }
     }
 

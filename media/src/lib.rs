@@ -23,9 +23,16 @@
 //! * [`video_codec`] - OpenH264 encoder/decoder, FFmpeg VP8 decoder.
 //! * [`aac`] - AAC-LC encoder for RTMP (48 kHz PCM in, 48 or 44.1 kHz AAC out).
 //! * [`frame`] - the [`I420Frame`] picture type.
+//!
+//! Feature `codecs` (default) brings in the native codecs (libopus, OpenH264, FFmpeg) and the
+//! modules that need them (`audio`, `video`, `video_codec`, `aac`, the Opus encoder and
+//! decoder). Without it the crate is pure Rust: RTP types, payload formats, jitter buffer and
+//! frame assembly (what an SFU or a fuzzer needs).
 
+#[cfg(feature = "codecs")]
 pub mod aac;
 pub mod assembler;
+#[cfg(feature = "codecs")]
 pub mod audio;
 pub mod error;
 pub mod frame;
@@ -33,12 +40,16 @@ pub mod h264;
 pub mod jitter;
 pub mod opus;
 pub mod rtp;
+#[cfg(feature = "codecs")]
 pub mod video;
+#[cfg(feature = "codecs")]
 pub mod video_codec;
 pub mod vp8;
 
+#[cfg(feature = "codecs")]
 pub use aac::{AacConfig, AacEncoder, AacFrame};
 pub use assembler::{AssembledFrame, AssemblerConfig, FrameAssembler};
+#[cfg(feature = "codecs")]
 pub use audio::{
     AudioFrame, AudioFrameKind, AudioReceiver, AudioReceiverConfig, AudioReceiverStats, AudioSender,
 };
@@ -46,12 +57,15 @@ pub use error::{MediaError, Result};
 pub use frame::I420Frame;
 pub use h264::{Depacketizer, H264Depacketizer, H264Packetizer};
 pub use jitter::{JitterBuffer, JitterConfig, JitterStats, Playout, PushOutcome};
+#[cfg(feature = "codecs")]
 pub use opus::{OpusDecoder, OpusEncoder, OpusEncoderConfig};
 pub use rtp::{RtpPacket, RtpPayload};
+#[cfg(feature = "codecs")]
 pub use video::{
     VideoCodec, VideoEvent, VideoReceiver, VideoReceiverConfig, VideoReceiverStats, VideoSender,
     VideoSenderConfig,
 };
+#[cfg(feature = "codecs")]
 pub use video_codec::{
     EncodedVideoFrame, H264Decoder, H264Encoder, H264EncoderConfig, VideoDecoder, Vp8Decoder,
 };

@@ -171,220 +171,230 @@ pub fn parse_packet(data: &[u8]) -> Result<OpusPacketInfo> {
     })
 }
 
-/// Encoder settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OpusEncoderConfig {
-    /// 1 (mono) or 2 (stereo).
-    pub channels: u8,
-    /// Target bitrate in bits per second.
-    pub bitrate: u32,
-    /// 0 (fastest) ..= 10 (best).
-    pub complexity: u8,
-    /// Discontinuous transmission: tiny packets during silence.
-    pub dtx: bool,
-    /// In-band forward error correction (LBRR), effective once a loss hint is set.
-    pub fec: bool,
-    /// Initial expected packet loss in percent (the encoder's loss hint).
-    pub packet_loss_percent: u8,
-}
+/// The libopus encoder and decoder (feature `codecs`).
+#[cfg(feature = "codecs")]
+mod codec {
+    use super::*;
 
-impl Default for OpusEncoderConfig {
-    fn default() -> Self {
-        OpusEncoderConfig {
-            channels: 1,
-            bitrate: 32_000,
-            complexity: 5,
-            dtx: false,
-            fec: true,
-            packet_loss_percent: 0,
+    /// Encoder settings.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct OpusEncoderConfig {
+        /// 1 (mono) or 2 (stereo).
+        pub channels: u8,
+        /// Target bitrate in bits per second.
+        pub bitrate: u32,
+        /// 0 (fastest) ..= 10 (best).
+        pub complexity: u8,
+        /// Discontinuous transmission: tiny packets during silence.
+        pub dtx: bool,
+        /// In-band forward error correction (LBRR), effective once a loss hint is set.
+        pub fec: bool,
+        /// Initial expected packet loss in percent (the encoder's loss hint).
+        pub packet_loss_percent: u8,
+    }
+
+    impl Default for OpusEncoderConfig {
+        fn default() -> Self {
+            OpusEncoderConfig {
+                channels: 1,
+                bitrate: 32_000,
+                complexity: 5,
+                dtx: false,
+                fec: true,
+                packet_loss_percent: 0,
+            }
         }
     }
-}
 
-fn channels(n: u8) -> Result<opus::Channels> {
-    match n {
-        1 => Ok(opus::Channels::Mono),
-        2 => Ok(opus::Channels::Stereo),
-        _ => Err(MediaError::InvalidArgument(format!(
-            "Opus channels must be 1 or 2, not {n}"
-        ))),
+    fn channels(n: u8) -> Result<opus::Channels> {
+        match n {
+            1 => Ok(opus::Channels::Mono),
+            2 => Ok(opus::Channels::Stereo),
+            _ => Err(MediaError::InvalidArgument(format!(
+                "Opus channels must be 1 or 2, not {n}"
+            ))),
+        }
     }
-}
 
-fn opus_err(e: opus::Error) -> MediaError {
-    MediaError::codec("Opus", e)
-}
-
-/// A 48 kHz Opus encoder in VOIP mode producing 20 ms packets.
-pub struct OpusEncoder {
-    inner: opus::Encoder,
-    cfg: OpusEncoderConfig,
-    out: Vec<u8>,
-}
-
-impl std::fmt::Debug for OpusEncoder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpusEncoder")
-            .field("cfg", &self.cfg)
-            .finish()
+    fn opus_err(e: opus::Error) -> MediaError {
+        MediaError::codec("Opus", e)
     }
-}
 
-impl OpusEncoder {
-    /// New encoder.
-    pub fn new(cfg: OpusEncoderConfig) -> Result<Self> {
-        let mut inner = opus::Encoder::new(
-            SAMPLE_RATE,
-            channels(cfg.channels)?,
-            opus::Application::Voip,
-        )
-        .map_err(opus_err)?;
-        inner
-            .set_complexity(i32::from(cfg.complexity.min(10)))
+    /// A 48 kHz Opus encoder in VOIP mode producing 20 ms packets.
+    pub struct OpusEncoder {
+        inner: opus::Encoder,
+        cfg: OpusEncoderConfig,
+        out: Vec<u8>,
+    }
+
+    impl std::fmt::Debug for OpusEncoder {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("OpusEncoder")
+                .field("cfg", &self.cfg)
+                .finish()
+        }
+    }
+
+    impl OpusEncoder {
+        /// New encoder.
+        pub fn new(cfg: OpusEncoderConfig) -> Result<Self> {
+            let mut inner = opus::Encoder::new(
+                SAMPLE_RATE,
+                channels(cfg.channels)?,
+                opus::Application::Voip,
+            )
             .map_err(opus_err)?;
-        inner.set_dtx(cfg.dtx).map_err(opus_err)?;
-        inner.set_inband_fec(cfg.fec).map_err(opus_err)?;
-        let mut enc = OpusEncoder {
-            inner,
-            cfg,
-            out: vec![0; MAX_PACKET],
-        };
-        enc.set_bitrate(cfg.bitrate)?;
-        enc.set_packet_loss_percent(cfg.packet_loss_percent)?;
-        Ok(enc)
-    }
-
-    /// Current settings.
-    pub fn config(&self) -> &OpusEncoderConfig {
-        &self.cfg
-    }
-
-    /// Changes the target bitrate (clamped to 6..=510 kb/s).
-    pub fn set_bitrate(&mut self, bps: u32) -> Result<()> {
-        let bps = bps.clamp(6_000, 510_000);
-        self.inner
-            .set_bitrate(opus::Bitrate::Bits(bps as i32))
-            .map_err(opus_err)?;
-        self.cfg.bitrate = bps;
-        Ok(())
-    }
-
-    /// Sets the loss hint (from RTCP receiver reports); with FEC on, the encoder spends bits on
-    /// redundancy accordingly.
-    pub fn set_packet_loss_percent(&mut self, percent: u8) -> Result<()> {
-        let p = percent.min(100);
-        self.inner
-            .set_packet_loss_perc(i32::from(p))
-            .map_err(opus_err)?;
-        self.cfg.packet_loss_percent = p;
-        Ok(())
-    }
-
-    /// Encodes exactly one 20 ms frame of interleaved 48 kHz PCM (`960 * channels` samples).
-    pub fn encode(&mut self, pcm: &[i16]) -> Result<Vec<u8>> {
-        let want = FRAME_SAMPLES * self.cfg.channels as usize;
-        if pcm.len() != want {
-            return Err(MediaError::InvalidArgument(format!(
-                "Opus encoder wants {want} samples per frame, got {}",
-                pcm.len()
-            )));
+            inner
+                .set_complexity(i32::from(cfg.complexity.min(10)))
+                .map_err(opus_err)?;
+            inner.set_dtx(cfg.dtx).map_err(opus_err)?;
+            inner.set_inband_fec(cfg.fec).map_err(opus_err)?;
+            let mut enc = OpusEncoder {
+                inner,
+                cfg,
+                out: vec![0; MAX_PACKET],
+            };
+            enc.set_bitrate(cfg.bitrate)?;
+            enc.set_packet_loss_percent(cfg.packet_loss_percent)?;
+            Ok(enc)
         }
-        let n = self.inner.encode(pcm, &mut self.out).map_err(opus_err)?;
-        Ok(self.out[..n].to_vec())
-    }
-}
 
-/// A 48 kHz Opus decoder with FEC and packet-loss concealment.
-pub struct OpusDecoder {
-    inner: opus::Decoder,
-    channels: usize,
-}
+        /// Current settings.
+        pub fn config(&self) -> &OpusEncoderConfig {
+            &self.cfg
+        }
 
-impl std::fmt::Debug for OpusDecoder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpusDecoder")
-            .field("channels", &self.channels)
-            .finish()
-    }
-}
+        /// Changes the target bitrate (clamped to 6..=510 kb/s).
+        pub fn set_bitrate(&mut self, bps: u32) -> Result<()> {
+            let bps = bps.clamp(6_000, 510_000);
+            self.inner
+                .set_bitrate(opus::Bitrate::Bits(bps as i32))
+                .map_err(opus_err)?;
+            self.cfg.bitrate = bps;
+            Ok(())
+        }
 
-impl OpusDecoder {
-    /// New decoder producing `channels` (1 or 2) interleaved channels.
-    pub fn new(channels_count: u8) -> Result<Self> {
-        let inner = opus::Decoder::new(SAMPLE_RATE, channels(channels_count)?).map_err(opus_err)?;
-        Ok(OpusDecoder {
-            inner,
-            channels: channels_count as usize,
-        })
-    }
+        /// Sets the loss hint (from RTCP receiver reports); with FEC on, the encoder spends bits on
+        /// redundancy accordingly.
+        pub fn set_packet_loss_percent(&mut self, percent: u8) -> Result<()> {
+            let p = percent.min(100);
+            self.inner
+                .set_packet_loss_perc(i32::from(p))
+                .map_err(opus_err)?;
+            self.cfg.packet_loss_percent = p;
+            Ok(())
+        }
 
-    /// Output channels.
-    pub fn channels(&self) -> usize {
-        self.channels
-    }
-
-    /// Decodes a packet, appending interleaved PCM to `out`. Returns samples per channel.
-    /// The packet is validated first, so malformed data is an error, never a crash.
-    pub fn decode(&mut self, packet: &[u8], out: &mut Vec<i16>) -> Result<usize> {
-        let info = parse_packet(packet)?;
-        let start = out.len();
-        out.resize(start + info.samples.max(FRAME_SAMPLES) * self.channels, 0);
-        match self.inner.decode(packet, &mut out[start..], false) {
-            Ok(n) => {
-                out.truncate(start + n * self.channels);
-                Ok(n)
+        /// Encodes exactly one 20 ms frame of interleaved 48 kHz PCM (`960 * channels` samples).
+        pub fn encode(&mut self, pcm: &[i16]) -> Result<Vec<u8>> {
+            let want = FRAME_SAMPLES * self.cfg.channels as usize;
+            if pcm.len() != want {
+                return Err(MediaError::InvalidArgument(format!(
+                    "Opus encoder wants {want} samples per frame, got {}",
+                    pcm.len()
+                )));
             }
-            Err(e) => {
-                out.truncate(start);
-                Err(opus_err(e))
-            }
+            let n = self.inner.encode(pcm, &mut self.out).map_err(opus_err)?;
+            Ok(self.out[..n].to_vec())
         }
     }
 
-    /// Recovers the frame *before* `next_packet` from its in-band FEC data, appending
-    /// `samples` samples per channel. Falls back to concealment when the packet has no FEC
-    /// data (libopus does that itself).
-    pub fn decode_fec(
-        &mut self,
-        next_packet: &[u8],
-        samples: usize,
-        out: &mut Vec<i16>,
-    ) -> Result<usize> {
-        parse_packet(next_packet)?;
-        self.run_missing(Some(next_packet), samples, out)
+    /// A 48 kHz Opus decoder with FEC and packet-loss concealment.
+    pub struct OpusDecoder {
+        inner: opus::Decoder,
+        channels: usize,
     }
 
-    /// Packet-loss concealment for `samples` samples per channel.
-    pub fn conceal(&mut self, samples: usize, out: &mut Vec<i16>) -> Result<usize> {
-        self.run_missing(None, samples, out)
+    impl std::fmt::Debug for OpusDecoder {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("OpusDecoder")
+                .field("channels", &self.channels)
+                .finish()
+        }
     }
 
-    fn run_missing(
-        &mut self,
-        packet: Option<&[u8]>,
-        samples: usize,
-        out: &mut Vec<i16>,
-    ) -> Result<usize> {
-        // libopus wants a multiple of 2.5 ms.
-        let samples = (samples / 120).max(1) * 120;
-        let start = out.len();
-        out.resize(start + samples * self.channels, 0);
-        let res = match packet {
-            Some(p) => self.inner.decode(p, &mut out[start..], true),
-            None => self.inner.decode(&[], &mut out[start..], false),
-        };
-        match res {
-            Ok(n) => {
-                out.truncate(start + n * self.channels);
-                Ok(n)
+    impl OpusDecoder {
+        /// New decoder producing `channels` (1 or 2) interleaved channels.
+        pub fn new(channels_count: u8) -> Result<Self> {
+            let inner =
+                opus::Decoder::new(SAMPLE_RATE, channels(channels_count)?).map_err(opus_err)?;
+            Ok(OpusDecoder {
+                inner,
+                channels: channels_count as usize,
+            })
+        }
+
+        /// Output channels.
+        pub fn channels(&self) -> usize {
+            self.channels
+        }
+
+        /// Decodes a packet, appending interleaved PCM to `out`. Returns samples per channel.
+        /// The packet is validated first, so malformed data is an error, never a crash.
+        pub fn decode(&mut self, packet: &[u8], out: &mut Vec<i16>) -> Result<usize> {
+            let info = parse_packet(packet)?;
+            let start = out.len();
+            out.resize(start + info.samples.max(FRAME_SAMPLES) * self.channels, 0);
+            match self.inner.decode(packet, &mut out[start..], false) {
+                Ok(n) => {
+                    out.truncate(start + n * self.channels);
+                    Ok(n)
+                }
+                Err(e) => {
+                    out.truncate(start);
+                    Err(opus_err(e))
+                }
             }
-            Err(e) => {
-                out.truncate(start);
-                Err(opus_err(e))
+        }
+
+        /// Recovers the frame *before* `next_packet` from its in-band FEC data, appending
+        /// `samples` samples per channel. Falls back to concealment when the packet has no FEC
+        /// data (libopus does that itself).
+        pub fn decode_fec(
+            &mut self,
+            next_packet: &[u8],
+            samples: usize,
+            out: &mut Vec<i16>,
+        ) -> Result<usize> {
+            parse_packet(next_packet)?;
+            self.run_missing(Some(next_packet), samples, out)
+        }
+
+        /// Packet-loss concealment for `samples` samples per channel.
+        pub fn conceal(&mut self, samples: usize, out: &mut Vec<i16>) -> Result<usize> {
+            self.run_missing(None, samples, out)
+        }
+
+        fn run_missing(
+            &mut self,
+            packet: Option<&[u8]>,
+            samples: usize,
+            out: &mut Vec<i16>,
+        ) -> Result<usize> {
+            // libopus wants a multiple of 2.5 ms.
+            let samples = (samples / 120).max(1) * 120;
+            let start = out.len();
+            out.resize(start + samples * self.channels, 0);
+            let res = match packet {
+                Some(p) => self.inner.decode(p, &mut out[start..], true),
+                None => self.inner.decode(&[], &mut out[start..], false),
+            };
+            match res {
+                Ok(n) => {
+                    out.truncate(start + n * self.channels);
+                    Ok(n)
+                }
+                Err(e) => {
+                    out.truncate(start);
+                    Err(opus_err(e))
+                }
             }
         }
     }
 }
+
+#[cfg(feature = "codecs")]
+pub use codec::{OpusDecoder, OpusEncoder, OpusEncoderConfig};
 
 /// RFC 6464 audio level of interleaved PCM: -dBov, 0 (loudest) ..= 127 (silence).
 pub fn audio_level(pcm: &[i16]) -> u8 {
