@@ -376,3 +376,31 @@ fn huge_jump_resets_instead_of_buffering() {
     assert!(jb.buffered() <= Duration::from_millis(20));
     assert_eq!(jb.stats().resets, 1);
 }
+
+/// Found by fuzzing: after a DTX packet the playout runs on in silence; a packet from far
+/// behind must not rewind it (it is late), and the buffered span stays under the cap.
+#[test]
+fn stale_packet_after_long_silence_is_late_and_cap_holds() {
+    let cfg = JitterConfig::default();
+    let cap = cfg.max_buffered;
+    let base = Instant::now();
+    let mut jb = JitterBuffer::new(cfg);
+    let mut dtx = pkt(0, 0, base);
+    dtx.payload = vec![0x08];
+    jb.push(dtx, base);
+    for k in 0..150u32 {
+        jb.pop(base + MS20 * k);
+    }
+    let now = base + MS20 * 150;
+    assert_eq!(jb.push(pkt(1, FRAME, now), now), PushOutcome::Late);
+    assert!(jb.buffered() <= cap);
+    // A packet from the present plays normally.
+    let p = pkt(2, 152 * FRAME, now);
+    assert_eq!(jb.push(p, now), PushOutcome::Accepted);
+    assert!(jb.buffered() <= cap);
+    let mut seqs = Vec::new();
+    for k in 0..10u32 {
+        seqs.extend(seq_of(&jb.pop(now + MS20 * k)));
+    }
+    assert_eq!(seqs, vec![2]);
+}
