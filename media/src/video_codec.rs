@@ -10,6 +10,10 @@ use openh264::encoder::{
     IntraFramePeriod, Profile, RateControlMode, UsageType,
 };
 use openh264::formats::YUVSource;
+use openh264_sys2::{
+    ENCODER_OPTION_BITRATE, ENCODER_OPTION_MAX_BITRATE, SBitrateInfo, SPATIAL_LAYER_0,
+    SPATIAL_LAYER_ALL,
+};
 
 use crate::error::{MediaError, Result};
 use crate::frame::I420Frame;
@@ -82,6 +86,8 @@ pub struct H264Encoder {
     cfg: H264EncoderConfig,
     frames_since_key: u32,
     force_key: bool,
+    /// Picture size the encoder was initialised with (it initialises on the first frame).
+    dimensions: Option<(u32, u32)>,
 }
 
 impl std::fmt::Debug for H264Encoder {
@@ -105,6 +111,7 @@ impl H264Encoder {
             cfg,
             frames_since_key: 0,
             force_key: true,
+            dimensions: None,
         })
     }
 
@@ -128,15 +135,44 @@ impl H264Encoder {
         &self.cfg
     }
 
-    /// Changes the target bitrate (the encoder is rebuilt; the next frame is a keyframe).
+    /// Changes the target bitrate on the fly (bandwidth estimation), without a keyframe.
+    ///
+    /// Before the first frame, or if OpenH264 refuses the option, the encoder is rebuilt
+    /// instead (and the next frame is a keyframe).
     pub fn set_bitrate(&mut self, bps: u32) -> Result<()> {
+        let bps = bps.max(10_000);
         if bps == self.cfg.bitrate {
             return Ok(());
         }
+        let old = self.cfg.bitrate;
         self.cfg.bitrate = bps;
+        if self.dimensions.is_some()
+            && self.set_bitrate_option(ENCODER_OPTION_MAX_BITRATE, SPATIAL_LAYER_0, bps.max(old))
+            && self.set_bitrate_option(ENCODER_OPTION_BITRATE, SPATIAL_LAYER_ALL, bps)
+            && self.set_bitrate_option(ENCODER_OPTION_MAX_BITRATE, SPATIAL_LAYER_0, bps)
+        {
+            return Ok(());
+        }
         self.inner = Self::build(&self.cfg)?;
+        self.dimensions = None;
         self.force_key = true;
         Ok(())
+    }
+
+    fn set_bitrate_option(&mut self, option: i32, layer: i32, bps: u32) -> bool {
+        let mut info = SBitrateInfo {
+            iLayer: layer,
+            iBitrate: bps.min(i32::MAX as u32) as i32,
+        };
+        // SAFETY: the encoder was initialised by a previous `encode` (checked by the caller
+        // through `dimensions`); both bitrate options read an `SBitrateInfo` through the
+        // pointer during the call only, and `info` outlives the call.
+        let rc = unsafe {
+            self.inner
+                .raw_api()
+                .set_option(option, (&raw mut info).cast())
+        };
+        rc == 0
     }
 
     /// The next encoded frame will be a keyframe (PLI/FIR from a receiver).
@@ -165,6 +201,16 @@ impl H264Encoder {
         if self.force_key || self.frames_since_key + 1 >= self.cfg.keyframe_interval.max(1) {
             self.inner.force_intra_frame();
         }
+        if self
+            .dimensions
+            .is_some_and(|d| d != (frame.width, frame.height))
+        {
+            // A new size re-initialises OpenH264 from its stored configuration: rebuild so
+            // that the current bitrate is used.
+            // A fresh encoder starts with an IDR picture.
+            self.inner = Self::build(&self.cfg)?;
+        }
+        self.dimensions = Some((frame.width, frame.height));
         let source = FrameSource(frame);
         let bitstream = self.inner.encode(&source).map_err(oh_err)?;
         let data = bitstream.to_vec();

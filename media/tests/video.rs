@@ -437,3 +437,48 @@ fn vp8_round_trip_with_and_without_loss() {
     assert!(o.decoded >= 50, "decoded {}", o.decoded);
     assert!(o.min_psnr > 25.0, "{}", o.min_psnr);
 }
+
+#[test]
+fn bitrate_changes_take_effect_without_a_keyframe() {
+    let mut enc = H264Encoder::new(H264EncoderConfig {
+        bitrate: 150_000,
+        fps: 30.0,
+        keyframe_interval: 1000,
+        threads: 1,
+    })
+    .unwrap();
+    // OpenH264's scene-change detection may insert IDRs when the test box wraps around;
+    // what matters is that the frames right after a bitrate change are not keyframes.
+    let bytes = |enc: &mut H264Encoder, from: u32, keys: &mut Vec<u32>| -> usize {
+        (from..from + 60)
+            .map(|i| {
+                let out = enc.encode(&pattern(640, 360, i * 3)).unwrap();
+                if out.keyframe {
+                    keys.push(i);
+                }
+                out.data.len()
+            })
+            .sum()
+    };
+    let mut keys = Vec::new();
+    let _warm_up = bytes(&mut enc, 0, &mut keys);
+    let low = bytes(&mut enc, 60, &mut keys);
+    enc.set_bitrate(1_500_000).unwrap();
+    let high = bytes(&mut enc, 120, &mut keys);
+    enc.set_bitrate(150_000).unwrap();
+    let _settle = bytes(&mut enc, 180, &mut keys);
+    let low_again = bytes(&mut enc, 240, &mut keys);
+    eprintln!("bytes per 2 s: {low} at 150 kb/s, {high} at 1.5 Mb/s, {low_again} back at 150 kb/s");
+    assert_eq!(keys[0], 0);
+    for change in [120, 180] {
+        assert!(
+            !keys.iter().any(|&k| (change..change + 3).contains(&k)),
+            "keyframe after the bitrate change: {keys:?}"
+        );
+    }
+    assert!(high > low * 3, "{high} vs {low}");
+    assert!(low_again * 3 < high, "{low_again} vs {high}");
+    // The rate control roughly meets the targets (2 s of video).
+    assert!(high < 1_500_000 / 8 * 2 * 2, "{high}");
+    assert!(low < 150_000 / 8 * 2 * 3, "{low}");
+}
