@@ -41,11 +41,15 @@ fn bench(c: &mut Criterion) {
         ("insert_conference", INSERT_CONFERENCE),
         ("select_auth", SELECT_AUTH),
     ] {
-        g.bench_function(name, |b| b.iter(|| parse::parse(std::hint::black_box(sql)).unwrap()));
+        g.bench_function(name, |b| {
+            b.iter(|| parse::parse(std::hint::black_box(sql)).unwrap())
+        });
     }
     g.finish();
 
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let sqlite: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&dir.path().join("b.sqlite3"), SyncMode::Normal).unwrap());

@@ -94,8 +94,7 @@ fn main() {
     for &n in &a.clients {
         let total = (n * a.rounds) as u64;
         let bar = ProgressBar::new(total).with_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} rounds {per_sec}")
-                .unwrap(),
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} rounds {per_sec}").unwrap(),
         );
         bar.set_message(format!("{n} clients"));
         let cpu0 = cpu_seconds(pid);
