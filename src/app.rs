@@ -11,14 +11,18 @@ use tokio::task::JoinHandle;
 use crate::cometql::{self, Engine, Settings};
 use crate::conference::ConferenceRegistry;
 use crate::config::{Config, DEFAULT_PASSWORD, StoreBackend};
-use crate::realtime::{Offline, Realtime};
 use crate::store::{MemoryStore, SqliteStore, Store};
+use crate::ws::{self, Hub, WsContext};
 
 /// A running server.
 pub struct Running {
     pub engine: Arc<Engine>,
-    /// Where CometQL actually listens (the configured port may be 0).
+    pub hub: Arc<Hub>,
+    /// Where CometQL actually listens (a configured port may be 0).
     pub cometql_addr: SocketAddr,
+    /// Where the comet WebSocket listens, and whether it is `wss`.
+    pub ws_addr: SocketAddr,
+    pub ws_tls: bool,
     /// Where the store keeps its file, if it has one.
     pub store_path: Option<std::path::PathBuf>,
     tasks: Vec<JoinHandle<()>>,
@@ -44,16 +48,19 @@ impl Running {
             None => "memory (nothing survives a restart)".to_string(),
         };
         let a = self.cometql_addr;
+        let scheme = if self.ws_tls { "wss" } else { "ws" };
         format!(
             "comet-server {ver} ({config_origin})\n\
              \x20 CometQL (MySQL protocol)  {a}   try: mysql -h {ip} -P {port} -u root -p'{pw}' CometQL_v1\n\
+             \x20 comet WebSocket           {scheme}://{ws}/ws/   (CometServer JS API; /info for health)\n\
              \x20 dev_key                   {pw}{key_note}\n\
              \x20 store                     {store}\n\
-             READY cometql={a}\n",
+             READY cometql={a} ws={ws}\n",
             ver = env!("CARGO_PKG_VERSION"),
             ip = a.ip(),
             port = a.port(),
             pw = config.password,
+            ws = self.ws_addr,
         )
     }
 }
@@ -81,25 +88,65 @@ pub fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<std
 /// Binds every listener and starts serving.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let (store, store_path) = open_store(config)?;
-    let realtime: Arc<dyn Realtime> = Arc::new(Offline);
+    let hub = Arc::new(Hub::new());
     let conferences = Arc::new(ConferenceRegistry::new());
     let engine = Arc::new(Engine::new(
         store,
-        realtime,
+        hub.clone(),
         conferences,
         Settings::from_config(config),
     ));
+    let mut tasks = Vec::new();
+
     let listener = TcpListener::bind(SocketAddr::new(config.cometql.ip, config.cometql.port))
         .await
         .with_context(|| format!("cannot listen for CometQL on {}", config.cometql))?;
     let cometql_addr = listener.local_addr()?;
-    let tasks = vec![tokio::spawn(cometql::server::serve(
+    tasks.push(tokio::spawn(cometql::server::serve(
         listener,
         engine.clone(),
-    ))];
+    )));
+
+    let ws_ctx = Arc::new(WsContext {
+        hub: hub.clone(),
+        engine: engine.clone(),
+        server_name: config.server_name.clone(),
+    });
+    let ws_bind = SocketAddr::new(config.ws.ip, config.ws.port);
+    let (ws_addr, ws_tls) = match &config.ws_tls {
+        None => {
+            let l = TcpListener::bind(ws_bind)
+                .await
+                .with_context(|| format!("cannot listen for the comet WebSocket on {ws_bind}"))?;
+            let addr = l.local_addr()?;
+            tasks.push(tokio::spawn(ws::server::serve(l, ws_ctx)));
+            (addr, false)
+        }
+        Some((cert, key)) => {
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot load the [ws] TLS certificate {} and key {}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?;
+            let l = std::net::TcpListener::bind(ws_bind)
+                .with_context(|| format!("cannot listen for the comet WebSocket on {ws_bind}"))?;
+            l.set_nonblocking(true)?;
+            let addr = l.local_addr()?;
+            tasks.push(tokio::spawn(ws::server::serve_tls(l, tls, ws_ctx)));
+            (addr, true)
+        }
+    };
+
     Ok(Running {
         engine,
+        hub,
         cometql_addr,
+        ws_addr,
+        ws_tls,
         store_path,
         tasks,
     })

@@ -6,7 +6,8 @@
 //! - [`cometql`]: CometQL, SQL over the MySQL wire protocol, for customers' backends. Errors use
 //!   CometQL's codes; every acknowledged write is durable in the [`store`].
 //! - [`store`]: state that survives restarts, scoped per developer (dev_id).
-//! - [`realtime`]: the seam to live browser connections (the comet WebSocket hub).
+//! - [`realtime`]: the seam between CometQL and live browser connections.
+//! - [`ws`]: the comet WebSocket protocol: browser events, pipes, call invitations.
 //! - [`conference`]: conference naming (SIP number, call pipe) and live membership.
 //! - [`config`]: embedded defaults < `comet.ini` < command-line flags.
 //! - [`app`]: wiring and start-up.
@@ -21,3 +22,4 @@ pub mod config;
 pub mod names;
 pub mod realtime;
 pub mod store;
+pub mod ws;

@@ -542,20 +542,35 @@ impl Engine {
     ) -> CqlResult<usize> {
         let frame = realtime::pipe_message_frame(pipe, event, message, cx.now);
         let n = self.realtime.send_to_pipe(cx.dev, pipe, &frame);
-        let keep = self.pipe_log_length(cx.dev, pipe).await?;
+        self.log_pipe_message(cx.dev, pipe, event, message, sender, cx.now)
+            .await?;
+        Ok(n)
+    }
+
+    /// Adds a message to a pipe's history if the pipe keeps one (pipes_settings, `trust_*`).
+    pub async fn log_pipe_message(
+        &self,
+        dev: DevId,
+        pipe: &str,
+        event: &str,
+        message: &str,
+        sender: UserId,
+        now: i64,
+    ) -> CqlResult<()> {
+        let keep = self.pipe_log_length(dev, pipe).await?;
         if keep > 0 {
             let event = if event.is_empty() { "undefined" } else { event };
             let entry = NewPipeMessage {
                 event,
                 message,
                 user_id: sender,
-                time: cx.now,
+                time: now,
             };
             self.store
-                .append_pipe_message(cx.dev, pipe, entry, keep)
+                .append_pipe_message(dev, pipe, entry, keep)
                 .await?;
         }
-        Ok(n)
+        Ok(())
     }
 
     /// How many messages a pipe keeps (0: none).
@@ -572,10 +587,15 @@ impl Engine {
     }
 
     /// A pipe's history as readers see it: at most 99 messages, oldest first.
-    pub async fn pipe_history(&self, cx: &Cx<'_>, pipe: &str) -> CqlResult<Vec<PipeMessage>> {
-        let mut h = self.store.pipe_messages(cx.dev, pipe).await?;
+    pub async fn pipe_history(
+        &self,
+        dev: DevId,
+        pipe: &str,
+        now: i64,
+    ) -> CqlResult<Vec<PipeMessage>> {
+        let mut h = self.store.pipe_messages(dev, pipe).await?;
         if pipe.starts_with("trust_") {
-            h.retain(|m| m.time >= cx.now - TRUST_PIPE_TTL_SECS);
+            h.retain(|m| m.time >= now - TRUST_PIPE_TTL_SECS);
         }
         let skip = h.len().saturating_sub(tables::MAX_HISTORY_READ);
         Ok(h.split_off(skip))

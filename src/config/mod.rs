@@ -57,6 +57,8 @@ pub struct Config {
     pub server_name: String,
     pub cometql: Listen,
     pub ws: Listen,
+    /// `[ws] tls_cert` / `tls_key`: PEM files; when both are set the listener speaks wss://.
+    pub ws_tls: Option<(PathBuf, PathBuf)>,
     pub sip: Listen,
     /// `[sip] host`: the name browsers are told to connect to (`serverName`).
     pub sip_host: String,
@@ -125,6 +127,19 @@ fn non_empty(v: &str, what: &str) -> Result<String, String> {
         Err(format!("{what} must not be empty"))
     } else {
         Ok(v.to_string())
+    }
+}
+
+/// Sets the certificate (`part` 0) or key (1) of a TLS pair; the pair is checked in `validate`.
+fn set_tls_part(tls: &mut Option<(PathBuf, PathBuf)>, v: &str, part: usize) {
+    let (mut cert, mut key) = tls.take().unwrap_or_default();
+    if part == 0 {
+        cert = PathBuf::from(v);
+    } else {
+        key = PathBuf::from(v);
+    }
+    if !(cert.as_os_str().is_empty() && key.as_os_str().is_empty()) {
+        *tls = Some((cert, key));
     }
 }
 
@@ -200,6 +215,27 @@ pub static KEYS: &[Key] = &[
         doc: "Port of the comet WebSocket listener.",
         set: |c, v| {
             c.ws.port = parse_port(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "ws",
+        name: "tls_cert",
+        default: "",
+        doc: "PEM certificate chain for wss:// on the comet WebSocket listener (with tls_key). \
+              Empty: plain ws://, meant for loopback or a TLS-terminating proxy.",
+        set: |c, v| {
+            set_tls_part(&mut c.ws_tls, v, 0);
+            Ok(())
+        },
+    },
+    Key {
+        section: "ws",
+        name: "tls_key",
+        default: "",
+        doc: "PEM private key for tls_cert.",
+        set: |c, v| {
+            set_tls_part(&mut c.ws_tls, v, 1);
             Ok(())
         },
     },
@@ -405,6 +441,7 @@ impl Default for Config {
                 ip: loopback,
                 port: 1,
             },
+            ws_tls: None,
             sip: Listen {
                 ip: loopback,
                 port: 1,
@@ -541,6 +578,14 @@ impl Config {
 
     /// Cross-key rules.
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some((cert, key)) = &self.ws_tls {
+            if cert.as_os_str().is_empty() || key.as_os_str().is_empty() {
+                return Err(ConfigError {
+                    at: "configuration".into(),
+                    message: "[ws] tls_cert and tls_key must be set together".into(),
+                });
+            }
+        }
         let listeners = [
             ("cometql", self.cometql),
             ("ws", self.ws),

@@ -16,6 +16,7 @@ pub const PASSWORD: &str = "test-dev-key";
 pub struct Server {
     child: Child,
     pub cometql: SocketAddr,
+    pub ws: SocketAddr,
     pub data_dir: PathBuf,
     pub stdout: Vec<String>,
     stderr: mpsc::Receiver<String>,
@@ -55,6 +56,8 @@ impl Server {
             data_dir.display().to_string(),
             "--cometql-port".into(),
             "0".into(),
+            "--ws-port".into(),
+            "0".into(),
             "--set".into(),
             format!("main.password={PASSWORD}"),
         ];
@@ -92,16 +95,19 @@ impl Server {
             match out_rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(rest) = line.strip_prefix("READY ") {
-                        let addr = rest
-                            .split_whitespace()
-                            .find_map(|kv| kv.strip_prefix("cometql="))
-                            .expect("READY line names the CometQL address")
-                            .parse()
-                            .expect("CometQL address");
+                        let addr = |key: &str| -> SocketAddr {
+                            rest.split_whitespace()
+                                .find_map(|kv| kv.strip_prefix(key))
+                                .unwrap_or_else(|| panic!("READY line names {key}: {rest}"))
+                                .parse()
+                                .expect("an address")
+                        };
+                        let (cometql, ws) = (addr("cometql="), addr("ws="));
                         lines.push(line);
                         return Server {
                             child,
-                            cometql: addr,
+                            cometql,
+                            ws,
                             data_dir,
                             stdout: lines,
                             stderr: err_rx,

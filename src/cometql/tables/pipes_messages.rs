@@ -70,7 +70,7 @@ impl Table for PipesMessages {
         let mut rows = Vec::new();
         let mut index = 0;
         for name in w.require_pipes()? {
-            for m in cx.engine.pipe_history(cx, &name).await? {
+            for m in cx.engine.pipe_history(cx.dev, &name, cx.now).await? {
                 rows.push(vec![
                     m.index.to_string(),
                     m.time.to_string(),

@@ -1,0 +1,560 @@
+//! The comet WebSocket listener (axum): HTTP routing, the upgrade, and one task per connection
+//! that moves frames between the socket, the [`Hub`] and the command handlers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+
+use super::hub::{ConnInfo, Hub, Outgoing};
+use super::protocol::{self, Command};
+use super::{jwt, url};
+use crate::cometql::Engine;
+use crate::cometql::engine::{QUEUE_TTL_SECS, unix_now};
+use crate::names;
+use crate::realtime::{self, Realtime};
+
+/// Largest frame a browser may send.
+pub const MAX_FRAME: usize = 65535;
+
+/// What every connection shares.
+pub struct WsContext {
+    pub hub: Arc<Hub>,
+    pub engine: Arc<Engine>,
+    /// `server` in the serverInfo frame and `node` in `/info`.
+    pub server_name: String,
+}
+
+/// The HTTP routes: the WebSocket paths, `/info`, CORS preflight; everything else is 404.
+pub fn router(ctx: Arc<WsContext>) -> Router {
+    Router::new().fallback(handle).with_state(ctx)
+}
+
+/// Serves plain `ws://` on a bound listener until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<WsContext>) {
+    let app = router(ctx).into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!("comet WebSocket listener stopped: {e}");
+    }
+}
+
+/// Serves `wss://` with rustls on a bound listener until the task is dropped.
+pub async fn serve_tls(
+    listener: std::net::TcpListener,
+    tls: axum_server::tls_rustls::RustlsConfig,
+    ctx: Arc<WsContext>,
+) {
+    let app = router(ctx).into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum_server::from_tcp_rustls(listener, tls).serve(app).await {
+        tracing::error!("comet WebSocket (TLS) listener stopped: {e}");
+    }
+}
+
+fn header_text(h: &HeaderMap, name: header::HeaderName, max: usize) -> String {
+    let mut s = h
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+async fn handle(
+    State(ctx): State<Arc<WsContext>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    if req.method() == Method::OPTIONS {
+        return (
+            [
+                (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+                (header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS"),
+            ],
+            "+OK",
+        )
+            .into_response();
+    }
+    let path = req.uri().path().to_string();
+    let bare = path.trim_start_matches('/');
+    if bare == "info" || bare == "comet-server/info" {
+        return axum::Json(json!({"status": "ok", "node": ctx.server_name})).into_response();
+    }
+    let Some(tail) = url::ws_tail(&path) else {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
+    let params = url::parse(tail);
+    let h = req.headers();
+    let info = ConnInfo {
+        dev: 0,
+        user_id: 0,
+        uuid: String::new(),
+        user_agent: header_text(h, header::USER_AGENT, 250),
+        ip: peer.ip().to_string(),
+        origin: header_text(h, header::ORIGIN, 250),
+        language: header_text(h, header::ACCEPT_LANGUAGE, 64),
+    };
+    let offered = h
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty());
+    let (mut parts, _) = req.into_parts();
+    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &ctx).await {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    // Echo the subprotocol the client offered, as the JS API expects.
+    let ws = match offered {
+        Some(p) => ws.protocols([p]),
+        None => ws,
+    };
+    ws.max_frame_size(MAX_FRAME)
+        .max_message_size(MAX_FRAME)
+        .on_upgrade(move |socket| connection(socket, ctx, params, info))
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+
+async fn send(sink: &mut Sink, text: &str) -> bool {
+    sink.send(Message::Text(text.into())).await.is_ok()
+}
+
+async fn send_and_close(sink: &mut Sink, text: &str) {
+    let _ = send(sink, text).await;
+    let _ = sink.send(Message::Close(None)).await;
+    let _ = sink.close().await;
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn new_hash() -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..32)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+/// The users_auth hash that authorizes this connection, if it is authorized. A valid JWT
+/// authorizes too; a user who has no hash yet gets one (it becomes their SIP password).
+async fn authenticate(
+    ctx: &WsContext,
+    p: &url::ConnectParams,
+    now: i64,
+) -> Result<Option<String>, crate::store::StoreError> {
+    if p.user_id <= 0 || p.session.is_empty() {
+        return Ok(None);
+    }
+    let store = &ctx.engine.store;
+    let stored = store.user_hash(p.dev_id, p.user_id).await?;
+    if let Some(h) = &stored {
+        if constant_time_eq(h, &p.session) {
+            return Ok(stored);
+        }
+    }
+    if !jwt::verify(
+        &p.session,
+        &ctx.engine.settings.password,
+        p.dev_id,
+        p.user_id,
+        now,
+    ) {
+        return Ok(None);
+    }
+    match stored {
+        Some(h) => Ok(Some(h)),
+        None => {
+            let h = new_hash();
+            store.set_user_hash(p.dev_id, p.user_id, &h).await?;
+            Ok(Some(h))
+        }
+    }
+}
+
+/// The identity a connection acts with.
+struct Me {
+    id: super::hub::ConnId,
+    dev: i64,
+    /// 0 when anonymous.
+    user: i64,
+}
+
+async fn connection(
+    socket: WebSocket,
+    ctx: Arc<WsContext>,
+    params: Result<url::ConnectParams, url::UrlError>,
+    mut info: ConnInfo,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let now = unix_now();
+    let p = match params {
+        Ok(p) => p,
+        Err(e) => {
+            send_and_close(&mut sink, &protocol::url_error(e.text(), e.code(), now)).await;
+            return;
+        }
+    };
+    let hash = match authenticate(&ctx, &p, now).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!("comet auth failed on the store: {e}");
+            send_and_close(
+                &mut sink,
+                &protocol::simple_error("internal server error", now),
+            )
+            .await;
+            return;
+        }
+    };
+    let authorized = hash.is_some();
+    info.dev = p.dev_id;
+    info.user_id = if authorized { p.user_id } else { 0 };
+    info.uuid = p.uuid.clone();
+    let first = protocol::server_info(
+        authorized,
+        hash.as_deref().unwrap_or(""),
+        &ctx.server_name,
+        now,
+    );
+    if !send(&mut sink, &first).await {
+        return;
+    }
+    let (mut handle, presence) = match ctx.hub.register(info.clone()) {
+        Ok(x) => x,
+        Err(_) => {
+            let text = format!(
+                "Too many connections for this user (at most {})",
+                super::hub::MAX_CONNECTIONS_PER_USER
+            );
+            send_and_close(&mut sink, &protocol::simple_error(&text, now)).await;
+            return;
+        }
+    };
+    let me = Me {
+        id: handle.id,
+        dev: info.dev,
+        user: info.user_id,
+    };
+    if presence.changed {
+        ctx.hub.send_to_pipe(
+            me.dev,
+            &format!("user_status_{}", me.user),
+            &protocol::presence_frame(me.user, true),
+        );
+    }
+    if authorized {
+        match ctx
+            .engine
+            .store
+            .take_user_messages(me.dev, me.user, now - QUEUE_TTL_SECS)
+            .await
+        {
+            Ok(queued) => {
+                for m in queued.iter().take(crate::cometql::engine::QUEUE_PER_USER) {
+                    if !send(&mut sink, &realtime::queued_message_frame(m)).await {
+                        break;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot read queued messages: {e}"),
+        }
+    }
+
+    loop {
+        tokio::select! {
+            incoming = stream.next() => {
+                let now = unix_now();
+                match incoming {
+                    None | Some(Ok(Message::Close(_))) => break,
+                    Some(Ok(Message::Text(t))) => {
+                        let (replies, close) = command(&ctx, &me, t.as_str(), now).await;
+                        let mut ok = true;
+                        for r in &replies {
+                            ok &= send(&mut sink, r).await;
+                        }
+                        if close {
+                            let _ = sink.send(Message::Close(None)).await;
+                            break;
+                        }
+                        if !ok {
+                            break;
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        send_and_close(&mut sink, &protocol::simple_error("Binary frames are not supported", now)).await;
+                        break;
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Err(e)) => {
+                        // Oversized or malformed frames: tell the peer why, then close.
+                        let text = format!("Invalid frame: {e}");
+                        send_and_close(&mut sink, &protocol::simple_error(&text, now)).await;
+                        break;
+                    }
+                }
+            }
+            out = handle.rx.recv() => match out {
+                Some(Outgoing::Frame(f)) => {
+                    if !send(&mut sink, &f).await {
+                        break;
+                    }
+                }
+                Some(Outgoing::Close(frame)) => {
+                    match frame {
+                        Some(f) => send_and_close(&mut sink, &f).await,
+                        None => {
+                            let _ = sink.send(Message::Close(None)).await;
+                        }
+                    }
+                    break;
+                }
+                None => break,
+            },
+            _ = handle.kill.notified() => {
+                let _ = sink.send(Message::Close(None)).await;
+                break;
+            }
+        }
+    }
+
+    let now = unix_now();
+    if let Some((info, presence)) = ctx.hub.unregister(me.id, now) {
+        if presence.changed && info.user_id > 0 {
+            if let Err(e) = ctx
+                .engine
+                .store
+                .set_last_seen(info.dev, info.user_id, now)
+                .await
+            {
+                tracing::warn!("cannot record last-seen time: {e}");
+            }
+            ctx.hub.send_to_pipe(
+                info.dev,
+                &format!("user_status_{}", info.user_id),
+                &protocol::presence_frame(info.user_id, false),
+            );
+        }
+    }
+}
+
+/// Runs one command; returns frames for this connection and whether to close it.
+async fn command(ctx: &WsContext, me: &Me, text: &str, now: i64) -> (Vec<String>, bool) {
+    match protocol::parse(text) {
+        Command::Subscription(args) => {
+            let s = protocol::subscriptions(args);
+            let mut out = Vec::new();
+            if !s.close {
+                ctx.hub.set_subscriptions(me.id, &s.pipes, now);
+            }
+            if let Some(e) = s.error {
+                out.push(protocol::error_frame(
+                    json!({"code": "403", "error": e}),
+                    now,
+                ));
+            }
+            (out, s.close)
+        }
+        Command::WebPipe2 {
+            pipe,
+            event,
+            auth,
+            message,
+        } => (
+            vec![web_pipe2(ctx, me, pipe, event, auth, message, now).await],
+            false,
+        ),
+        Command::PipeLog { pipe, marker } => {
+            if names::check_pipe(pipe).is_err() {
+                return (
+                    vec![protocol::pipe_error("Invalid channel name.", now)],
+                    false,
+                );
+            }
+            if !protocol::valid_marker(marker) {
+                return (
+                    vec![protocol::pipe_error("Invalid marker value.", now)],
+                    false,
+                );
+            }
+            match ctx.engine.pipe_history(me.dev, pipe, now).await {
+                Ok(h) => (
+                    h.iter()
+                        .map(|m| {
+                            protocol::history_frame(pipe, &m.event, &m.message, m.user_id, m.time)
+                        })
+                        .collect(),
+                    false,
+                ),
+                Err(e) => (vec![protocol::pipe_error(&e.message, now)], false),
+            }
+        }
+        Command::PipeCount { pipe, marker } => {
+            if !(pipe.starts_with("web_") || pipe.starts_with("track_")) {
+                return (
+                    vec![protocol::pipe_error(
+                        "[pipe_count] Invalid channel name. The channel should start with web_",
+                        now,
+                    )],
+                    false,
+                );
+            }
+            if names::check_pipe(pipe).is_err() || !protocol::valid_marker(marker) {
+                return (vec![protocol::pipe_error("Invalid pipe name.", now)], false);
+            }
+            let n = ctx.hub.pipe_subscriber_count(me.dev, pipe);
+            (vec![protocol::pipe_count_answer(marker, n, now)], false)
+        }
+        Command::TrackPipeUsers { pipe, marker } => {
+            if !pipe.starts_with("track_") || names::check_pipe(pipe).is_err() {
+                return (
+                    vec![protocol::error_frame(
+                        json!({"error": "[track_pipe_users] Invalid channel name. The channel should start with track_", "user_id": -1}),
+                        now,
+                    )],
+                    false,
+                );
+            }
+            if !protocol::valid_marker(marker) {
+                return (
+                    vec![protocol::pipe_error("Invalid marker value.", now)],
+                    false,
+                );
+            }
+            let users = ctx.hub.pipe_users(me.dev, pipe);
+            (
+                vec![protocol::track_users_answer(marker, &users, now)],
+                false,
+            )
+        }
+        Command::UserData { marker, user_id } => {
+            if !protocol::valid_marker(marker) {
+                return (
+                    vec![protocol::simple_error("Invalid marker name.", now)],
+                    false,
+                );
+            }
+            match user_id.trim().parse::<i64>() {
+                Ok(u) if u >= 0 => (vec![protocol::user_data_answer(marker, u, "", now)], false),
+                _ => (
+                    vec![protocol::error_frame(
+                        json!({"error": "Invalid user id", "user_data": "", "user_id": -1}),
+                        now,
+                    )],
+                    false,
+                ),
+            }
+        }
+        Command::UserStatus { user_id } => {
+            let Ok(u) = user_id.trim().parse::<i64>() else {
+                return (vec![protocol::simple_error("Invalid user id", now)], false);
+            };
+            let ago = if ctx.hub.is_online(me.dev, u) {
+                0
+            } else {
+                match ctx.engine.store.last_seen(me.dev, u).await {
+                    Ok(Some(t)) => now - t,
+                    Ok(None) => -1,
+                    Err(e) => return (vec![protocol::simple_error(&e.to_string(), now)], false),
+                }
+            };
+            (vec![protocol::user_status_answer(u, ago, now)], false)
+        }
+        Command::Ignored => (Vec::new(), false),
+        Command::Unknown(name) => {
+            let text = format!(
+                "Unknown command `{}`",
+                name.chars().take(32).collect::<String>()
+            );
+            (vec![protocol::simple_error(&text, now)], true)
+        }
+    }
+}
+
+/// Relays a web_pipe2 message to the pipe's other subscribers and logs it when the pipe keeps
+/// history. Returns the answer (or error) frame for the sender.
+async fn web_pipe2(
+    ctx: &WsContext,
+    me: &Me,
+    pipe: &str,
+    event: &str,
+    auth: &str,
+    message: &str,
+    now: i64,
+) -> String {
+    let (pipe, sender) = match pipe.strip_prefix('@') {
+        Some(p) if p.starts_with("web_") => (p, 0),
+        _ if pipe.starts_with("web_") => (pipe, me.user),
+        _ if pipe.starts_with("webauth_") => {
+            if me.user <= 0 {
+                return protocol::pipe_error(
+                    "[webauth_pipe_msg2] Invalid user auth. In to channel with name like webauth_* can not send messages anonim users",
+                    now,
+                );
+            }
+            (pipe, me.user)
+        }
+        _ => {
+            return protocol::pipe_error(
+                "[pipe_msg2] Invalid channel name. The channel should begin with web_",
+                now,
+            );
+        }
+    };
+    match names::check_pipe(pipe) {
+        Ok(()) => {}
+        Err(names::PipeNameError::BadChars) => {
+            return protocol::pipe_error(
+                "The channel name can only contain characters A-Za-z0-9_-",
+                now,
+            );
+        }
+        Err(_) => return protocol::pipe_error("Invalid pipe name length", now),
+    }
+    match names::check_event(event) {
+        Ok(()) => {}
+        Err(names::PipeNameError::BadChars) => {
+            return protocol::simple_error(
+                "The event name can only contain characters A-Za-z0-9_-",
+                now,
+            );
+        }
+        Err(_) => return protocol::simple_error("Invalid event name length", now),
+    }
+    if auth.chars().count() != 1 {
+        return protocol::simple_error("Invalid value auth_type", now);
+    }
+    let escaped = protocol::escape(message);
+    let frame = protocol::relay_frame(pipe, event, &escaped, sender, now);
+    let n = ctx
+        .hub
+        .send_to_pipe_except(me.dev, pipe, &frame, Some(me.id));
+    if let Err(e) = ctx
+        .engine
+        .log_pipe_message(me.dev, pipe, event, message, sender, now)
+        .await
+    {
+        tracing::warn!("cannot log a pipe message: {e}");
+    }
+    protocol::relay_answer(pipe, &escaped, n, now)
+}
