@@ -13,7 +13,7 @@ build_pkgs=(
   libswresample-dev libavfilter-dev libavdevice-dev
 )
 test_pkgs=(
-  mariadb-client php-cli php-mysql python3 python3-pymysql espeak-ng ffmpeg
+  mariadb-client php-cli php-mysql python3 python3-pymysql espeak-ng ffmpeg chromium
 )
 
 pkgs=("${build_pkgs[@]}")
