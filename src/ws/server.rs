@@ -122,8 +122,11 @@ async fn handle(
         Some(p) => ws.protocols([p]),
         None => ws,
     };
+    // Small buffers: 10 000 idle browsers must not cost 256 KiB each (tungstenite's defaults).
     ws.max_frame_size(MAX_FRAME)
         .max_message_size(MAX_FRAME)
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
         .on_upgrade(move |socket| connection(socket, ctx, params, info))
 }
 
