@@ -393,6 +393,11 @@ async fn track_pipes_counts_and_presence() {
     assert_eq!(count["data"], json!(["user_in_pipe", 2]));
     send(&mut u4, "pipe_count\nnot_web\nm9").await;
     assert_eq!(next(&mut u4).await["event"], "error");
+    send(&mut u4, "user_data\nm10\n5").await;
+    let ud = next(&mut u4).await;
+    assert_eq!(ud["pipe"], "_answer");
+    assert_eq!(ud["marker"], "m10");
+    assert_eq!(ud["data"], json!({"user_data": "", "user_id": 5}));
 
     // users_time: 0 while online; presence events on user_status_<id>.
     let (u5, _) = open(&s, 0, 5, "h5").await;

@@ -668,4 +668,79 @@ mod tests {
         assert_eq!(dev_id_from_user("admin"), None);
         assert_eq!(dev_id_from_user(""), None);
     }
+
+    fn engine() -> Engine {
+        Engine::new(
+            Arc::new(crate::store::MemoryStore::new()),
+            Arc::new(crate::realtime::Offline),
+            Arc::new(ConferenceRegistry::new()),
+            Settings::from_config(&crate::config::Config::default()),
+        )
+    }
+
+    fn session() -> Session {
+        Session {
+            dev: 0,
+            authorized: true,
+            database: None,
+            connection_id: 1,
+            user: "root".into(),
+        }
+    }
+
+    async fn count(e: &Engine, s: &mut Session, sql: &str, now: i64) -> usize {
+        match e.execute_at(s, sql, now, Instant::now()).await.unwrap() {
+            Reply::Rows { rows, .. } => rows.len(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_messages_expire_after_120_seconds() {
+        let e = engine();
+        let mut s = session();
+        let t0 = 1_700_000_000;
+        e.execute_at(
+            &mut s,
+            "INSERT INTO users_messages (id, event, message) VALUES (3, 'e', 'm')",
+            t0,
+            Instant::now(),
+        )
+        .await
+        .unwrap();
+        let q = "SELECT * FROM users_messages WHERE id = 3";
+        assert_eq!(count(&e, &mut s, q, t0 + QUEUE_TTL_SECS).await, 1);
+        assert_eq!(count(&e, &mut s, q, t0 + QUEUE_TTL_SECS + 1).await, 0);
+    }
+
+    #[tokio::test]
+    async fn trust_pipes_keep_history_for_120_seconds_without_settings() {
+        let e = engine();
+        let mut s = session();
+        let t0 = 1_700_000_000;
+        for pipe in ["trust_room", "web_room"] {
+            e.execute_at(
+                &mut s,
+                &format!(
+                    "INSERT INTO pipes_messages (name, event, message) VALUES ('{pipe}', 'e', 'm')"
+                ),
+                t0,
+                Instant::now(),
+            )
+            .await
+            .unwrap();
+        }
+        let trust = "SELECT * FROM pipes_messages WHERE name = 'trust_room'";
+        let web = "SELECT * FROM pipes_messages WHERE name = 'web_room'";
+        assert_eq!(count(&e, &mut s, trust, t0 + 10).await, 1);
+        assert_eq!(
+            count(&e, &mut s, web, t0 + 10).await,
+            0,
+            "no pipes_settings: no history"
+        );
+        assert_eq!(
+            count(&e, &mut s, trust, t0 + TRUST_PIPE_TTL_SECS + 1).await,
+            0
+        );
+    }
 }

@@ -922,4 +922,32 @@ mod tests {
             }
         );
     }
+
+    proptest::proptest! {
+        /// Any text gets a statement or a CometQL error, never a panic.
+        #[test]
+        fn arbitrary_text_never_panics(sql in "\\PC{0,300}") {
+            let _ = parse(&sql);
+        }
+
+        /// Mutations of valid statements too.
+        #[test]
+        fn mutated_statements_never_panic(
+            base in proptest::sample::select(vec![
+                "SELECT * FROM users_auth WHERE id IN (1, 2) AND hash = 'x' LIMIT 1, 2",
+                "INSERT INTO conference (name, user_id, message) VALUES ('101', 2, '{}')",
+                "DELETE FROM conference WHERE name = '101' AND user_id = 2",
+                "UPDATE conference_members SET audio = 0 WHERE name = '1' AND user_id = 7",
+                "SELECT @@version_comment, DATABASE() LIMIT 1",
+            ]),
+            cut in 0usize..120,
+            junk in "\\PC{0,8}",
+        ) {
+            let mut s = base.to_string();
+            let at = (cut.min(s.len()) ..= s.len()).find(|i| s.is_char_boundary(*i)).unwrap_or(s.len());
+            s.insert_str(at, &junk);
+            let _ = parse(&s);
+            let _ = parse(&s[..at]);
+        }
+    }
 }

@@ -547,4 +547,30 @@ mod tests {
         assert_eq!(&p[3..9], b"#HY000");
         assert_eq!(&p[9..], b"Authentication failure");
     }
+
+    proptest::proptest! {
+        /// Random bytes as a handshake response: an error or a value, never a panic.
+        #[test]
+        fn arbitrary_handshakes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = parse_handshake_response(&bytes);
+        }
+
+        /// Random byte streams cut into packets, fed in random pieces.
+        #[test]
+        fn arbitrary_streams_never_panic(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400),
+            split in 1usize..64,
+        ) {
+            let mut r = PacketReader::new(1 << 16);
+            for chunk in bytes.chunks(split) {
+                r.feed(chunk);
+                loop {
+                    match r.next_packet() {
+                        Read::Packet(..) => continue,
+                        Read::NeedMore | Read::TooLarge(_) => break,
+                    }
+                }
+            }
+        }
+    }
 }

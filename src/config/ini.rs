@@ -1,7 +1,7 @@
 //! A small INI reader that remembers where every value came from.
 //!
 //! CppComet's `comet.ini` is plain INI: `[section]` headers, `key = value` lines, `;` or `#`
-//! comments. We keep the line number of every entry so that warnings and errors can point at
+//! comments (also after a value, as CppComet read them; quote a value to keep those characters). We keep the line number of every entry so that warnings and errors can point at
 //! `file:line`, which the INI crates on crates.io do not report.
 
 /// One `key = value` line.
@@ -47,10 +47,13 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, SyntaxError> {
                 text: raw.to_string(),
             });
         };
-        let mut value = v.trim();
-        if value.len() >= 2 && value.starts_with('"') && value.ends_with('"') {
-            value = &value[1..value.len() - 1];
-        }
+        let v = v.trim();
+        // A double-quoted value is taken as it is (it may contain `;` and `#`); otherwise, as in
+        // CppComet, a `;` or `#` starts a comment.
+        let value = match v.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+            Some(quoted) => quoted,
+            None => v.split(['#', ';']).next().unwrap_or("").trim_end(),
+        };
         out.push(Entry {
             section: section.clone(),
             key: k.trim().to_ascii_lowercase(),
@@ -89,6 +92,16 @@ mod tests {
         assert_eq!(err.line, 2);
         let err = parse("[main\n").unwrap_err();
         assert_eq!(err.line, 1);
+    }
+
+    #[test]
+    fn trailing_comments_are_cut_unless_quoted() {
+        let e =
+            parse("[ws]\nport = 8087 ; the browser port\n[main]\npassword = \"a;b#c\"\nx = y#z\n")
+                .unwrap();
+        assert_eq!(e[0].value, "8087");
+        assert_eq!(e[1].value, "a;b#c");
+        assert_eq!(e[2].value, "y");
     }
 
     #[test]

@@ -638,7 +638,8 @@ impl Config {
             "; comet-server configuration. Every key is optional: the values shown are the\n\
              ; embedded defaults. Command-line flags override this file (see --help).\n\
              ; CppComet keys with no meaning here (e.g. [db], [freeswitch], thread_num) are\n\
-             ; accepted and ignored, so an existing comet.ini works unchanged.\n",
+             ; accepted and ignored, so an existing comet.ini works unchanged. As in CppComet, `;`\n\
+             ; or `#` starts a comment anywhere; double-quote a value that contains them.\n",
         );
         let mut section = "";
         for k in KEYS {
