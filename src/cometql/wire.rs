@@ -564,12 +564,7 @@ mod tests {
             let mut r = PacketReader::new(1 << 16);
             for chunk in bytes.chunks(split) {
                 r.feed(chunk);
-                loop {
-                    match r.next_packet() {
-                        Read::Packet(..) => continue,
-                        Read::NeedMore | Read::TooLarge(_) => break,
-                    }
-                }
+                while let Read::Packet(..) = r.next_packet() {}
             }
         }
     }
