@@ -68,7 +68,15 @@ fn main() {
     let a = args();
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_comet-server"))
-        .args(["--cometql-port", "0", "--data-dir"])
+        .args([
+            "--cometql-port",
+            "0",
+            "--ws-port",
+            "0",
+            "--http-port",
+            "0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .args(["--set", &format!("main.password={KEY}")])
         .args(["--set", &format!("store.sync={}", a.sync)])

@@ -57,7 +57,15 @@ fn main() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_comet-server"))
-        .args(["--cometql-port", "0", "--ws-port", "0", "--memory-store"])
+        .args([
+            "--cometql-port",
+            "0",
+            "--ws-port",
+            "0",
+            "--http-port",
+            "0",
+            "--memory-store",
+        ])
         .arg("--data-dir")
         .arg(dir.path())
         .args(["--set", &format!("main.password={KEY}")])

@@ -23,6 +23,8 @@ pub struct Running {
     /// Where the comet WebSocket listens, and whether it is `wss`.
     pub ws_addr: SocketAddr,
     pub ws_tls: bool,
+    /// Where the HTTP listener listens, when enabled.
+    pub http_addr: Option<SocketAddr>,
     /// Where the store keeps its file, if it has one.
     pub store_path: Option<std::path::PathBuf>,
     tasks: Vec<JoinHandle<()>>,
@@ -49,13 +51,21 @@ impl Running {
         };
         let a = self.cometql_addr;
         let scheme = if self.ws_tls { "wss" } else { "ws" };
+        let (http_line, http_ready) = match self.http_addr {
+            Some(h) => (
+                format!("  HTTP                      http://{h}/   (/metrics, /healthz)\n"),
+                format!(" http={h}"),
+            ),
+            None => (String::new(), String::new()),
+        };
         format!(
             "comet-server {ver} ({config_origin})\n\
              \x20 CometQL (MySQL protocol)  {a}   try: mysql -h {ip} -P {port} -u root -p'{pw}' CometQL_v1\n\
              \x20 comet WebSocket           {scheme}://{ws}/ws/   (CometServer JS API; /info for health)\n\
+             {http_line}\
              \x20 dev_key                   {pw}{key_note}\n\
              \x20 store                     {store}\n\
-             READY cometql={a} ws={ws}\n",
+             READY cometql={a} ws={ws}{http_ready}\n",
             ver = env!("CARGO_PKG_VERSION"),
             ip = a.ip(),
             port = a.port(),
@@ -141,9 +151,27 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         }
     };
 
+    let http_addr = if config.http_enabled {
+        let bind = SocketAddr::new(config.http.ip, config.http.port);
+        let l = TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {bind}"))?;
+        let addr = l.local_addr()?;
+        let ctx = Arc::new(crate::http::HttpContext {
+            engine: engine.clone(),
+            hub: hub.clone(),
+            metrics_token: config.metrics_token.clone(),
+        });
+        tasks.push(tokio::spawn(crate::http::serve(l, ctx)));
+        Some(addr)
+    } else {
+        None
+    };
+
     Ok(Running {
         engine,
         hub,
+        http_addr,
         cometql_addr,
         ws_addr,
         ws_tls,

@@ -10,6 +10,7 @@
 //! - [`ws`]: the comet WebSocket protocol: browser events, pipes, call invitations.
 //! - [`conference`]: conference naming (SIP number, call pipe) and live membership.
 //! - [`config`]: embedded defaults < `comet.ini` < command-line flags.
+//! - [`http`]: health and Prometheus metrics on `[http]`.
 //! - [`app`]: wiring and start-up.
 //!
 //! Media lives in the workspace crates `comet-sfu` (WebRTC transport), `comet-media` (codecs,
@@ -19,6 +20,7 @@ pub mod app;
 pub mod cometql;
 pub mod conference;
 pub mod config;
+pub mod http;
 pub mod names;
 pub mod realtime;
 pub mod store;

@@ -77,3 +77,45 @@ fn example_config_is_what_the_binary_prints() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/comet.ini.example")).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), shipped);
 }
+
+#[tokio::test]
+async fn metrics_and_health_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let mut c = common::connect(&s).await;
+    use mysql_async::prelude::*;
+    c.query_drop("SELECT 1").await.unwrap();
+    let _ = c.query_drop("SELECT * FROM nope WHERE id = 1").await;
+    let http = s.http.expect("the HTTP listener is on by default");
+    let get = |path: &str| {
+        let path = path.to_string();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut tcp = tokio::net::TcpStream::connect(http).await.unwrap();
+            tcp.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut body = String::new();
+            tcp.read_to_string(&mut body).await.unwrap();
+            body
+        }
+    };
+    assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
+    let m = get("/metrics").await;
+    assert!(m.starts_with("HTTP/1.1 200"), "{m}");
+    assert!(
+        m.contains("# TYPE comet_cometql_queries_total counter"),
+        "{m}"
+    );
+    let value = |name: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {m}"))
+    };
+    assert!(value("comet_cometql_queries_total") >= 2);
+    assert!(value("comet_cometql_errors_total") >= 1);
+    assert_eq!(value("comet_cometql_connections"), 1);
+}

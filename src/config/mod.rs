@@ -69,6 +69,8 @@ pub struct Config {
     pub media_announce_ip: Option<IpAddr>,
     pub http: Listen,
     pub http_enabled: bool,
+    /// `[http] metrics_token`: opens /metrics to non-loopback clients presenting it.
+    pub metrics_token: Option<String>,
     pub store_backend: StoreBackend,
     pub store_sync: SyncMode,
     /// `[log] level`: a tracing filter such as `info` or `comet_server=debug`.
@@ -347,6 +349,17 @@ pub static KEYS: &[Key] = &[
         },
     },
     Key {
+        section: "http",
+        name: "metrics_token",
+        default: "",
+        doc: "Bearer token that lets non-loopback clients read /metrics (Prometheus text format). \
+              Empty: /metrics answers loopback only.",
+        set: |c, v| {
+            c.metrics_token = (!v.is_empty()).then(|| v.to_string());
+            Ok(())
+        },
+    },
+    Key {
         section: "store",
         name: "backend",
         default: "sqlite",
@@ -458,6 +471,7 @@ impl Default for Config {
                 port: 1,
             },
             http_enabled: true,
+            metrics_token: None,
             store_backend: StoreBackend::Sqlite,
             store_sync: SyncMode::Full,
             log_level: String::new(),

@@ -17,6 +17,8 @@ pub struct Server {
     child: Child,
     pub cometql: SocketAddr,
     pub ws: SocketAddr,
+    /// The HTTP listener (unless a test disabled it).
+    pub http: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub stdout: Vec<String>,
     stderr: mpsc::Receiver<String>,
@@ -57,6 +59,8 @@ impl Server {
             "--cometql-port".into(),
             "0".into(),
             "--ws-port".into(),
+            "0".into(),
+            "--http-port".into(),
             "0".into(),
             "--set".into(),
             format!("main.password={PASSWORD}"),
@@ -103,11 +107,16 @@ impl Server {
                                 .expect("an address")
                         };
                         let (cometql, ws) = (addr("cometql="), addr("ws="));
+                        let http = rest
+                            .split_whitespace()
+                            .find_map(|kv| kv.strip_prefix("http="))
+                            .map(|a| a.parse().expect("an address"));
                         lines.push(line);
                         return Server {
                             child,
                             cometql,
                             ws,
+                            http,
                             data_dir,
                             stdout: lines,
                             stderr: err_rx,

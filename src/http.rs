@@ -1,0 +1,145 @@
+//! The `[http]` listener: health and Prometheus metrics (later: the demo page and the JS API).
+//!
+//! `/metrics` is an admin endpoint: it answers requests from loopback, and from elsewhere only
+//! with `Authorization: Bearer <[http] metrics_token>` when a token is configured.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::cometql::Engine;
+use crate::ws::Hub;
+
+/// What the HTTP handlers read.
+pub struct HttpContext {
+    pub engine: Arc<Engine>,
+    pub hub: Arc<Hub>,
+    /// Bearer token that opens `/metrics` to non-loopback clients.
+    pub metrics_token: Option<String>,
+}
+
+pub fn router(ctx: Arc<HttpContext>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .with_state(ctx)
+}
+
+/// Serves until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<HttpContext>) {
+    let app = router(ctx).into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!("HTTP listener stopped: {e}");
+    }
+}
+
+fn authorized(ctx: &HttpContext, peer: SocketAddr, headers: &HeaderMap) -> bool {
+    if peer.ip().is_loopback() {
+        return true;
+    }
+    let Some(token) = &ctx.metrics_token else {
+        return false;
+    };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| {
+            t.len() == token.len()
+                && t.bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |a, (x, y)| a | (x ^ y))
+                    == 0
+        })
+}
+
+async fn metrics(
+    State(ctx): State<Arc<HttpContext>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&ctx, peer, &headers) {
+        return (
+            StatusCode::FORBIDDEN,
+            "metrics are served to loopback or with the token\n",
+        )
+            .into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render(&ctx),
+    )
+        .into_response()
+}
+
+/// One metric in the Prometheus text format.
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// The metrics text.
+pub fn render(ctx: &HttpContext) -> String {
+    let mut out = String::new();
+    let s = &ctx.engine.stats;
+    let h = &ctx.hub.stats;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    metric(
+        &mut out,
+        "comet_cometql_connections",
+        "gauge",
+        "Open CometQL connections.",
+        load(&s.connections),
+    );
+    metric(
+        &mut out,
+        "comet_cometql_queries_total",
+        "counter",
+        "CometQL statements executed.",
+        load(&s.queries),
+    );
+    metric(
+        &mut out,
+        "comet_cometql_errors_total",
+        "counter",
+        "CometQL statements answered with an error.",
+        load(&s.errors),
+    );
+    metric(
+        &mut out,
+        "comet_cometql_logins_failed_total",
+        "counter",
+        "Refused CometQL logins.",
+        load(&s.logins_failed),
+    );
+    metric(
+        &mut out,
+        "comet_ws_connections",
+        "gauge",
+        "Open comet WebSocket connections.",
+        ctx.hub.connections() as u64,
+    );
+    metric(
+        &mut out,
+        "comet_ws_frames_sent_total",
+        "counter",
+        "Frames queued to comet WebSocket connections.",
+        load(&h.frames_sent),
+    );
+    metric(
+        &mut out,
+        "comet_ws_slow_closed_total",
+        "counter",
+        "Connections closed for not keeping up.",
+        load(&h.slow_closed),
+    );
+    out
+}
