@@ -31,9 +31,28 @@ pub(crate) fn classify(buf: &[u8]) -> Option<Kind> {
             (len.is_multiple_of(4) && STUN_HEADER + len == buf.len()).then_some(Kind::Stun)
         }
         20..=63 => (buf.len() >= DTLS_HEADER).then_some(Kind::Dtls),
-        128..=191 => (buf.len() >= SRTCP_MIN).then_some(Kind::Rtp),
+        128..=191 => (buf.len() >= SRTCP_MIN && rtp_structure_ok(buf)).then_some(Kind::Rtp),
         _ => None,
     }
+}
+
+/// The header of an SRTP/SRTCP packet fits in the datagram (the payload stays encrypted).
+fn rtp_structure_ok(buf: &[u8]) -> bool {
+    let pt = buf[1] & 0x7f;
+    if (64..=95).contains(&pt) {
+        // RTCP (RFC 5761): the first packet of the compound fits.
+        let words = u16::from_be_bytes([buf[2], buf[3]]) as usize;
+        return (words + 1) * 4 <= buf.len();
+    }
+    let csrc = (buf[0] & 0x0f) as usize;
+    let mut header = 12 + 4 * csrc;
+    if buf[0] & 0x10 != 0 {
+        let Some(ext) = buf.get(header..header + 4) else {
+            return false;
+        };
+        header += 4 + 4 * u16::from_be_bytes([ext[2], ext[3]]) as usize;
+    }
+    header <= buf.len()
 }
 
 /// For a STUN binding request, the recipient's (our) ufrag from `USERNAME` = `ours:theirs`.
@@ -105,7 +124,19 @@ mod tests {
         assert_eq!(classify(&[]), None);
         assert_eq!(classify(&[22; 13]), Some(Kind::Dtls));
         assert_eq!(classify(&[22; 12]), None);
-        assert_eq!(classify(&[0x80; 40]), Some(Kind::Rtp));
+        let mut rtp = vec![0x80, 111, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2];
+        rtp.extend_from_slice(&[0; 30]);
+        assert_eq!(classify(&rtp), Some(Kind::Rtp));
+        rtp[0] = 0x8f; // 15 CSRCs do not fit
+        assert_eq!(classify(&rtp), None);
+        rtp[0] = 0x90; // extension header claiming 0xffff words
+        rtp[12..16].copy_from_slice(&[0xbe, 0xde, 0xff, 0xff]);
+        assert_eq!(classify(&rtp), None);
+        let mut rtcp = vec![0x80, 200, 0, 6];
+        rtcp.extend_from_slice(&[0; 28]);
+        assert_eq!(classify(&rtcp), Some(Kind::Rtp));
+        rtcp[3] = 60; // longer than the datagram
+        assert_eq!(classify(&rtcp), None);
         assert_eq!(classify(&[0x80; 12]), None);
         assert_eq!(classify(&[100; 40]), None);
         assert_eq!(classify(&[0xff; 40]), None);

@@ -601,6 +601,24 @@ impl Endpoint {
         ext: ExtensionValues,
         now: Instant,
     ) -> Result<(), Error> {
+        let r = self.write_inner(id, kind, payload, rtp_timestamp, marker, ext, now);
+        if r.is_err() {
+            self.metrics.writes_refused += 1;
+        }
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_inner(
+        &mut self,
+        id: ParticipantId,
+        kind: MediaKind,
+        payload: Arc<[u8]>,
+        rtp_timestamp: u32,
+        marker: bool,
+        ext: ExtensionValues,
+        now: Instant,
+    ) -> Result<(), Error> {
         let p = self
             .participants
             .get_mut(&id)
@@ -1017,6 +1035,8 @@ fn map_event(
             metrics.nacks_received += nack_delta(p, s.mid, true, s.nacks);
             None
         }
+        // Nothing to report before the connection is up.
+        SEvent::PeerStats(_) if !p.connected => None,
         SEvent::PeerStats(s) => Some(Event::Stats(ParticipantStats {
             rtt: s.rtt,
             ingress_loss: s.ingress_loss_fraction,
