@@ -129,6 +129,21 @@ pub struct Net {
     pub clients: Vec<Client>,
     pub now: Instant,
     pub events: Vec<(ParticipantId, Event)>,
+    /// Loss: datagrams from the endpoint to client `i` for which this returns true vanish.
+    pub drop_to_client: Option<DropFilter>,
+    /// Loss: datagrams from client `i` to the endpoint for which this returns true vanish.
+    pub drop_to_ep: Option<DropFilter>,
+}
+
+pub type DropFilter = Box<dyn FnMut(usize, &[u8]) -> bool>;
+
+/// The payload type of an (S)RTP datagram, `None` for anything else (RTCP included).
+pub fn rtp_pt(d: &[u8]) -> Option<u8> {
+    if d.len() < 12 || !(128..192).contains(&d[0]) {
+        return None;
+    }
+    let pt = d[1] & 0x7f;
+    (!(64..96).contains(&pt)).then_some(pt)
 }
 
 impl Net {
@@ -138,6 +153,8 @@ impl Net {
             clients: Vec::new(),
             now: Instant::now(),
             events: Vec::new(),
+            drop_to_client: None,
+            drop_to_ep: None,
         }
     }
 
@@ -185,7 +202,8 @@ impl Net {
                 Ok(SOutput::Transmit(t)) => {
                     let bytes: Vec<u8> = t.contents.into();
                     c.sent.push(bytes.clone());
-                    if c.reachable {
+                    let dropped = self.drop_to_ep.as_mut().is_some_and(|f| f(i, &bytes));
+                    if c.reachable && !dropped {
                         out.push((t.source, t.destination, bytes));
                     }
                 }
@@ -215,6 +233,9 @@ impl Net {
                     Output::Transmit(t) => {
                         progressed = true;
                         if let Some(i) = self.clients.iter().position(|c| c.addr == t.to) {
+                            if self.drop_to_client.as_mut().is_some_and(|f| f(i, &t.bytes)) {
+                                continue;
+                            }
                             let c = &mut self.clients[i];
                             if c.rtc.is_alive()
                                 && let Ok(r) = Receive::new(Protocol::Udp, t.from, t.to, &t.bytes)
