@@ -361,16 +361,19 @@ impl Endpoint {
             .get_mut(&id)
             .ok_or(Error::UnknownParticipant(id))?;
         let scan = OfferScan::parse(offer_sdp).map_err(Error::InvalidOffer)?;
-        let audio_mid = p.audio.as_ref().map(|t| t.mid.to_string());
-        let video_mid = p.video.as_ref().map(|t| t.mid.to_string());
+        let audio_mid = p.audio.as_ref().map(|t| t.mid);
+        let video_mid = p.video.as_ref().map(|t| t.mid);
         let plans: Vec<SectionPlan> = scan
             .sections
             .iter()
             .map(|s| {
-                let want = match s.mid.as_deref() {
-                    m if m.is_some() && m == audio_mid.as_deref() => opts.audio,
-                    m if m.is_some() && m == video_mid.as_deref() => opts.video,
-                    _ => return SectionPlan::Reject,
+                let mid = s.mid.as_deref().map(Mid::from);
+                let want = if mid.is_some() && mid == audio_mid {
+                    opts.audio
+                } else if mid.is_some() && mid == video_mid {
+                    opts.video
+                } else {
+                    return SectionPlan::Reject;
                 };
                 if s.port_zero {
                     SectionPlan::Reject
@@ -746,7 +749,9 @@ impl Endpoint {
             p.addrs.push(from);
             if p.addrs.len() > MAX_ADDRS {
                 let gone = p.addrs.remove(0);
-                self.by_addr.remove(&gone);
+                if self.by_addr.get(&gone) == Some(&id) {
+                    self.by_addr.remove(&gone);
+                }
             }
         }
     }
@@ -918,7 +923,7 @@ fn random_u16() -> u16 {
 fn mid_of(mid: Option<&Option<String>>) -> Result<Option<Mid>, Error> {
     match mid {
         None => Ok(None),
-        Some(Some(m)) if !m.is_empty() && m.len() <= 16 => Ok(Some(Mid::from(m.as_str()))),
+        Some(Some(m)) if !m.is_empty() => Ok(Some(Mid::from(m.as_str()))),
         Some(_) => Err(Error::InvalidOffer("m-line without a usable a=mid".into())),
     }
 }
