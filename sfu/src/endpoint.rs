@@ -340,6 +340,7 @@ impl Endpoint {
             audio: p.audio.as_ref().map(|t| t.info),
             video: p.video.as_ref().map(|t| t.info),
         };
+        tracing::debug!(participant = %id, audio = ?result.audio, video = ?result.video, "offer accepted");
         self.by_ufrag.insert(creds.ufrag, id);
         self.participants.insert(id, p);
         self.metrics.participants_accepted += 1;
@@ -868,6 +869,11 @@ impl Endpoint {
             }
         }
         self.metrics.participants_closed += 1;
+        if reason == CloseReason::Internal {
+            tracing::error!(participant = %id, "WebRTC stack panicked; participant discarded");
+        } else {
+            tracing::debug!(participant = %id, ?reason, "participant closed");
+        }
         self.queue
             .push_back(Output::Event(id, Event::Closed(reason)));
     }

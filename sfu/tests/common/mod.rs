@@ -190,7 +190,8 @@ impl Net {
         n
     }
 
-    fn drain_client(&mut self, i: usize) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
+    /// Poll client `i` to its timeout; returns the datagrams it sends (not delivered yet).
+    pub fn drain_client(&mut self, i: usize) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
         let mut out = Vec::new();
         let c = &mut self.clients[i];
         loop {
@@ -215,6 +216,21 @@ impl Net {
             }
         }
         out
+    }
+
+    /// Hand a datagram from the endpoint to the client it is addressed to.
+    pub fn deliver_to_client(&mut self, t: &comet_sfu::Transmit) {
+        if let Some(i) = self.clients.iter().position(|c| c.addr == t.to) {
+            let c = &mut self.clients[i];
+            if c.rtc.is_alive()
+                && let Ok(r) = Receive::new(Protocol::Udp, t.from, t.to, &t.bytes)
+            {
+                let _ = c.rtc.handle_input(Input::Receive(self.now, r));
+            }
+            for (from, to, bytes) in self.drain_client(i) {
+                self.ep.handle_datagram(from, to, &bytes, self.now);
+            }
+        }
     }
 
     /// Exchange everything that can be exchanged at the current time.
