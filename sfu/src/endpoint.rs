@@ -227,7 +227,7 @@ impl Endpoint {
                     Codec::Opus => (
                         SCodec::Opus,
                         Frequency::FORTY_EIGHT_KHZ,
-                        Some(2),
+                        a.channels,
                         FormatParams {
                             min_p_time: Some(10),
                             use_inband_fec: Some(true),
@@ -297,6 +297,23 @@ impl Endpoint {
         .ok_or_else(|| Error::InvalidOffer("WebRTC stack failure on the offer".into()))?;
         let (rtc, answer) = built;
         let answer = answer.map_err(|e| Error::InvalidOffer(e.to_string()))?;
+        // The codec we configured from the offer must be what str0m answered.
+        let answered = |mid: Option<Mid>, pt: u8| {
+            mid.and_then(|m| rtc.media(m))
+                .is_some_and(|m| m.remote_pts().contains(&Pt::from(pt)))
+        };
+        if let Some((a, _)) = &audio_choice
+            && !answered(audio_mid, a.pt)
+        {
+            return Err(Error::NoCommonCodec(MediaKind::Audio));
+        }
+        let video_mid = match &video_choice {
+            Some((v, _)) if !answered(video_mid, v.pt) => {
+                tracing::warn!(pt = v.pt, "chosen video codec missing from the answer");
+                None
+            }
+            _ => video_mid,
+        };
 
         let id = ParticipantId(self.next_id);
         self.next_id += 1;

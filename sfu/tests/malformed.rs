@@ -209,3 +209,70 @@ proptest! {
         prop_assert_eq!(ep.metrics().panics, 0);
     }
 }
+
+/// A STUN binding request with the given attributes (type, value), no integrity unless given.
+fn stun_request(attrs: &[(u16, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (t, v) in attrs {
+        body.extend_from_slice(&t.to_be_bytes());
+        body.extend_from_slice(&(v.len() as u16).to_be_bytes());
+        body.extend_from_slice(v);
+        while body.len() % 4 != 0 {
+            body.push(0);
+        }
+    }
+    let mut d = vec![0x00, 0x01];
+    d.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    d.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+    d.extend_from_slice(&[9; 12]);
+    d.extend_from_slice(&body);
+    d
+}
+
+#[test]
+fn crafted_stun_requests() {
+    let mut net = live_session();
+    let client = net.clients[0].addr;
+    // Our ufrag for this participant, as the client's binding requests carry it.
+    let real = net.clients[0]
+        .sent
+        .iter()
+        .find(|d| d[0] < 4 && d[1] == 1)
+        .cloned()
+        .unwrap();
+    let ufrag = {
+        let mut rest = &real[20..];
+        let mut found = None;
+        while rest.len() >= 4 {
+            let t = u16::from_be_bytes([rest[0], rest[1]]);
+            let l = u16::from_be_bytes([rest[2], rest[3]]) as usize;
+            if t == 6 {
+                let u = std::str::from_utf8(&rest[4..4 + l]).unwrap();
+                found = Some(u.split(':').next().unwrap().to_string());
+                break;
+            }
+            rest = &rest[4 + l.div_ceil(4) * 4..];
+        }
+        found.unwrap()
+    };
+    let username = format!("{ufrag}:someone");
+    let bogus_integrity = [0u8; 20];
+    let cases: Vec<Vec<u8>> = vec![
+        stun_request(&[]),
+        stun_request(&[(0x0006, username.as_bytes())]),
+        stun_request(&[(0x0006, username.as_bytes()), (0x0008, &bogus_integrity)]),
+        stun_request(&[(0x0006, b":"), (0x0008, &bogus_integrity)]),
+        stun_request(&[(0x0006, &[0xff, 0xfe, b':', 0x80])]),
+        stun_request(&[(0x0008, &bogus_integrity), (0x0006, username.as_bytes())]),
+        stun_request(&[(0x8028, &[1, 2, 3, 4])]), // FINGERPRINT only
+    ];
+    let now = net.now;
+    for d in &cases {
+        for from in [client, unknown()] {
+            net.ep.handle_datagram(from, server_addr(), d, now);
+        }
+    }
+    net.settle();
+    assert_eq!(net.ep.metrics().panics, 0);
+    still_alive(&mut net);
+}

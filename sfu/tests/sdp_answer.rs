@@ -400,3 +400,14 @@ fn config_is_checked() {
         Err(Error::Config(_))
     ));
 }
+
+#[test]
+fn opus_without_channel_count() {
+    let offer = CHROME.replace("a=rtpmap:111 opus/48000/2", "a=rtpmap:111 opus/48000");
+    let mut ep = endpoint();
+    let a = ep
+        .accept_offer(&offer, AnswerOptions::default(), Instant::now())
+        .unwrap();
+    assert_eq!(a.audio.unwrap().codec, Codec::Opus);
+    assert_eq!(read_sdp(&a.sdp).mlines[0].pts, [111, 110]);
+}
