@@ -353,7 +353,7 @@ impl Endpoint {
         }
         let result = Answer {
             participant: id,
-            sdp: answer.to_sdp_string(),
+            sdp: sdp::reject_in_answer(&answer.to_sdp_string(), &sdp::rejected_mids(&scan, &plans)),
             audio: p.audio.as_ref().map(|t| t.info),
             video: p.video.as_ref().map(|t| t.info),
         };
@@ -440,7 +440,7 @@ impl Endpoint {
         }
         let result = Answer {
             participant: id,
-            sdp: answer.to_sdp_string(),
+            sdp: sdp::reject_in_answer(&answer.to_sdp_string(), &sdp::rejected_mids(&scan, &plans)),
             audio: p.audio.as_ref().map(|t| t.info),
             video: p.video.as_ref().map(|t| t.info),
         };

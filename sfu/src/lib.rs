@@ -38,14 +38,25 @@
 //!   sends RTCP sender/receiver reports. Keyframes: [`Endpoint::request_keyframe`] sends PLI;
 //!   [`Event::KeyframeRequest`] reports the peer's PLI/FIR. REMB (and TWCC estimates when
 //!   [`EndpointConfig::bwe_initial_bitrate`] is set) arrive as [`Event::BitrateEstimate`].
+//!   Writes are refused with an error (and counted) before [`Event::Connected`], on an
+//!   m-line we do not send on (hold: the peer answered `sendonly`/`inactive`), or for an
+//!   unknown participant; the runtime can check [`Endpoint::media`] first.
 //! * Lifecycle: [`Event::Connected`] once ICE and DTLS are up; [`Event::Disconnected`] /
 //!   [`Event::Reconnected`] while ICE consent comes and goes; exactly one terminal
 //!   [`Event::Closed`] per participant, with a [`CloseReason`] (local close, remote
-//!   close_notify, connect timeout, ICE timeout, protocol failure).
+//!   close_notify, connect timeout, ICE timeout, protocol failure). Ordering per participant:
+//!   nothing but `Closed` comes before `Connected` (no media, stats or keyframe requests),
+//!   nothing comes after `Closed`, and the id is never reused.
 //! * Network input never panics the process and never errors the API: datagrams that are
-//!   garbled, truncated, or not for any participant are dropped and counted in [`Metrics`].
-//!   As a last line of defence every call into str0m runs under `catch_unwind`; a panic
-//!   discards only that participant ([`CloseReason::Internal`], [`Metrics::panics`]).
+//!   garbled, truncated, or not for any participant are dropped and counted in [`Metrics`]
+//!   (`malformed_dropped`, `unknown_dropped`). Forged or replayed SRTP/DTLS records from a
+//!   participant's own address look well-formed here and are discarded by str0m's
+//!   authentication and replay checks (counted only in `datagrams_in`). As a last line of
+//!   defence every call into str0m runs under `catch_unwind`; a panic discards only that
+//!   participant ([`CloseReason::Internal`], [`Metrics::panics`]).
+//! * Limits: UDP host candidates only (no TURN, no ICE-TCP), one IP family per socket (a
+//!   dual-stack `[::]` socket would see IPv4 peers as mapped addresses), no data channels
+//!   (an offered `m=application` is rejected), no simulcast.
 //!
 //! ```no_run
 //! # use std::time::Instant;

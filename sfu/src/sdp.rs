@@ -323,13 +323,7 @@ pub(crate) fn narrow_direction(offered: Direction, want: Direction) -> Direction
 /// Rewrite `sdp` by `plans` (one per m-line, in order): explicit direction attributes, rejected
 /// m-lines with port 0 and without their mid in `a=group:BUNDLE`.
 pub(crate) fn rewrite_offer(sdp: &str, scan: &OfferScan, plans: &[SectionPlan]) -> String {
-    let rejected_mids: Vec<&str> = scan
-        .sections
-        .iter()
-        .zip(plans)
-        .filter(|(_, p)| **p == SectionPlan::Reject)
-        .filter_map(|(s, _)| s.mid.as_deref())
-        .collect();
+    let rejected_mids = rejected_mids(scan, plans);
 
     let mut out = String::with_capacity(sdp.len() + 64);
     let mut section: Option<usize> = None;
@@ -386,6 +380,71 @@ pub(crate) fn rewrite_offer(sdp: &str, scan: &OfferScan, plans: &[SectionPlan]) 
     }
     push_dir(&mut out, section);
     out
+}
+
+/// Make sure the answer rejects what we rejected in the offer (str0m answers an
+/// `m=application` line even with port 0): port 0 and out of `a=group:BUNDLE` for every
+/// section whose mid is in `rejected`.
+pub(crate) fn reject_in_answer(answer: &str, rejected: &[&str]) -> String {
+    if rejected.is_empty() {
+        return answer.to_string();
+    }
+    // Mid of each m-section, in order.
+    let mut mids: Vec<Option<&str>> = Vec::new();
+    for line in answer.lines() {
+        if line.starts_with("m=") {
+            mids.push(None);
+        } else if let (Some(m), Some(last)) =
+            (line.trim_end().strip_prefix("a=mid:"), mids.last_mut())
+        {
+            *last = Some(m);
+        }
+    }
+    let mut out = String::with_capacity(answer.len());
+    let mut section: Option<usize> = None;
+    for line in answer.lines() {
+        let line = line.trim_end();
+        if let Some(m) = line.strip_prefix("m=") {
+            let idx = section.map_or(0, |i| i + 1);
+            section = Some(idx);
+            let reject = mids
+                .get(idx)
+                .copied()
+                .flatten()
+                .is_some_and(|mid| rejected.contains(&mid));
+            if reject {
+                let mut parts: Vec<&str> = m.split_whitespace().collect();
+                if parts.len() > 1 {
+                    parts[1] = "0";
+                }
+                out.push_str("m=");
+                out.push_str(&parts.join(" "));
+                out.push_str("\r\n");
+                continue;
+            }
+        } else if let Some(g) = line.strip_prefix("a=group:BUNDLE") {
+            out.push_str("a=group:BUNDLE");
+            for mid in g.split_whitespace().filter(|m| !rejected.contains(m)) {
+                out.push(' ');
+                out.push_str(mid);
+            }
+            out.push_str("\r\n");
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// Mids of the sections `plans` rejects.
+pub(crate) fn rejected_mids<'a>(scan: &'a OfferScan, plans: &[SectionPlan]) -> Vec<&'a str> {
+    scan.sections
+        .iter()
+        .zip(plans)
+        .filter(|(_, p)| **p == SectionPlan::Reject)
+        .filter_map(|(s, _)| s.mid.as_deref())
+        .collect()
 }
 
 #[cfg(test)]

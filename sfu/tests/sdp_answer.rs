@@ -411,3 +411,30 @@ fn opus_without_channel_count() {
     assert_eq!(a.audio.unwrap().codec, Codec::Opus);
     assert_eq!(read_sdp(&a.sdp).mlines[0].pts, [111, 110]);
 }
+
+#[test]
+fn data_channel_and_extra_lines_are_rejected() {
+    let offer = CHROME.replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0 1 2")
+        + "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=ice-ufrag:Chr0\r\n\
+a=ice-pwd:chromeicepasswordchromeice\r\n\
+a=ice-options:trickle\r\n\
+a=fingerprint:sha-256 7B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
+a=setup:actpass\r\n\
+a=mid:2\r\n\
+a=sctp-port:5000\r\n\
+a=max-message-size:262144\r\n";
+    let mut ep = endpoint();
+    let a = ep
+        .accept_offer(&offer, AnswerOptions::default(), Instant::now())
+        .unwrap();
+    let sdp = read_sdp(&a.sdp);
+    check_common(&sdp, &["0", "1"]);
+    assert_eq!(sdp.mlines.len(), 3, "{}", a.sdp);
+    assert_eq!(
+        (sdp.mlines[2].kind.as_str(), sdp.mlines[2].port),
+        ("application", 0)
+    );
+    assert!(a.audio.is_some() && a.video.is_some());
+}

@@ -551,13 +551,17 @@ async fn one_peer_audio_both_ways_video_pli_close() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h264_video_in() {
     let (sfu, mut ev) = start(vec![VideoCodec::H264, VideoCodec::Vp8]).await;
-    let peer = Peer::new(PeerVideo::H264).await;
+    let mut peer = Peer::new(PeerVideo::H264).await;
     let answer = peer.call(&sfu).await;
     let id = answer.participant;
     let v = answer.video.unwrap();
     assert_eq!(v.codec, Codec::H264);
     assert!(answer.sdp.contains("profile-level-id=42e01f"));
     assert!(ev.wait(id, |e| matches!(e, Event::Connected)).await);
+    assert!(
+        peer.wait_state(|s| s == RTCPeerConnectionState::Connected)
+            .await
+    );
     peer.send_video(5, PeerVideo::H264).await;
     let video = ev.wait_frames(id, 5).await;
     assert!(video.len() >= 10, "{}", video.len());
@@ -586,6 +590,13 @@ async fn several_peers_on_one_port() {
     }
     for id in &ids {
         assert!(ev.wait(*id, |e| matches!(e, Event::Connected)).await);
+    }
+    // The peers' senders are bound once they are connected too (writes before are dropped).
+    for p in &mut peers {
+        assert!(
+            p.wait_state(|s| s == RTCPeerConnectionState::Connected)
+                .await
+        );
     }
     // All talk at once, each with its own level.
     tokio::join!(
