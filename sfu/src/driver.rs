@@ -1,0 +1,401 @@
+//! The thin tokio driver: **the only IO of this crate**. It owns one `UdpSocket` and the wall
+//! clock, runs an [`Endpoint`] in one task, takes commands from any number of [`SfuHandle`]s and
+//! delivers `(ParticipantId, Event)` on a bounded channel.
+//!
+//! Events are never reordered. When the event channel is full, media packets, stats and
+//! bitrate estimates are dropped (counted in [`Metrics::events_dropped`]); lifecycle events
+//! and keyframe requests wait for room, and while they wait later droppable events are dropped
+//! rather than overtaking them. The consumer should read events promptly (the conference
+//! runtime does, every 20 ms tick at the latest).
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::{
+    Answer, AnswerOptions, AudioLevel, Endpoint, EndpointConfig, Error, Event, Metrics, Output,
+    ParticipantId,
+};
+
+/// Sizes of the driver's channels.
+#[derive(Debug, Clone, Copy)]
+pub struct DriverOptions {
+    /// Capacity of the event channel.
+    pub event_capacity: usize,
+    /// Capacity of the command channel (writes wait for room when it is full).
+    pub command_capacity: usize,
+}
+
+impl Default for DriverOptions {
+    fn default() -> Self {
+        DriverOptions {
+            event_capacity: 8192,
+            command_capacity: 8192,
+        }
+    }
+}
+
+/// Events from the driver: `(participant, event)`.
+pub type Events = mpsc::Receiver<(ParticipantId, Event)>;
+
+/// What the driver task runs on; most users call [`bind`] instead.
+#[derive(Debug)]
+enum Command {
+    AcceptOffer {
+        offer: String,
+        opts: AnswerOptions,
+        reply: oneshot::Sender<Result<Answer, Error>>,
+    },
+    AcceptReoffer {
+        id: ParticipantId,
+        offer: String,
+        opts: AnswerOptions,
+        reply: oneshot::Sender<Result<Answer, Error>>,
+    },
+    WriteAudio {
+        id: ParticipantId,
+        payload: Arc<[u8]>,
+        timestamp: u32,
+        level: Option<AudioLevel>,
+    },
+    WriteVideo {
+        id: ParticipantId,
+        payload: Arc<[u8]>,
+        timestamp: u32,
+        marker: bool,
+    },
+    RequestKeyframe {
+        id: ParticipantId,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Close {
+        id: ParticipantId,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Metrics {
+        reply: oneshot::Sender<Metrics>,
+    },
+    Shutdown,
+}
+
+/// A cheap, cloneable handle to a running driver. The driver stops when every handle is
+/// dropped or [`SfuHandle::shutdown`] is called.
+#[derive(Debug, Clone)]
+pub struct SfuHandle {
+    tx: mpsc::Sender<Command>,
+    local_addr: SocketAddr,
+}
+
+/// Bind `bind_addr` and start a driver with `config`. When `config.candidates` is empty the
+/// socket's own address is announced (it must then be a concrete address, not a wildcard).
+pub async fn bind(
+    bind_addr: SocketAddr,
+    mut config: EndpointConfig,
+    opts: DriverOptions,
+) -> io::Result<(SfuHandle, Events, JoinHandle<()>)> {
+    let socket = UdpSocket::bind(bind_addr).await?;
+    let local = socket.local_addr()?;
+    if config.candidates.is_empty() {
+        config.candidates.push(local);
+    }
+    let endpoint = Endpoint::new(config).map_err(io::Error::other)?;
+    Ok(spawn(socket, endpoint, opts))
+}
+
+/// Run `endpoint` on `socket` in a new tokio task.
+pub fn spawn(
+    socket: UdpSocket,
+    endpoint: Endpoint,
+    opts: DriverOptions,
+) -> (SfuHandle, Events, JoinHandle<()>) {
+    let local_addr = socket
+        .local_addr()
+        .unwrap_or_else(|_| endpoint.config().candidates[0]);
+    let (cmd_tx, cmd_rx) = mpsc::channel(opts.command_capacity.max(1));
+    let (ev_tx, ev_rx) = mpsc::channel(opts.event_capacity.max(1));
+    let task = tokio::spawn(run(socket, endpoint, cmd_rx, ev_tx));
+    (
+        SfuHandle {
+            tx: cmd_tx,
+            local_addr,
+        },
+        ev_rx,
+        task,
+    )
+}
+
+impl SfuHandle {
+    /// The local address of the driver's socket.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// [`Endpoint::accept_offer`].
+    pub async fn accept_offer(
+        &self,
+        offer: impl Into<String>,
+        opts: AnswerOptions,
+    ) -> Result<Answer, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::AcceptOffer {
+            offer: offer.into(),
+            opts,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| Error::DriverGone)?
+    }
+
+    /// [`Endpoint::accept_reoffer`].
+    pub async fn accept_reoffer(
+        &self,
+        id: ParticipantId,
+        offer: impl Into<String>,
+        opts: AnswerOptions,
+    ) -> Result<Answer, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::AcceptReoffer {
+            id,
+            offer: offer.into(),
+            opts,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| Error::DriverGone)?
+    }
+
+    /// [`Endpoint::write_audio`], fire and forget (refused writes are counted in
+    /// [`Metrics::writes_refused`]).
+    pub async fn write_audio(
+        &self,
+        id: ParticipantId,
+        payload: Arc<[u8]>,
+        timestamp: u32,
+        level: Option<AudioLevel>,
+    ) -> Result<(), Error> {
+        self.send(Command::WriteAudio {
+            id,
+            payload,
+            timestamp,
+            level,
+        })
+        .await
+    }
+
+    /// [`Endpoint::write_video`], fire and forget.
+    pub async fn write_video(
+        &self,
+        id: ParticipantId,
+        payload: Arc<[u8]>,
+        timestamp: u32,
+        marker: bool,
+    ) -> Result<(), Error> {
+        self.send(Command::WriteVideo {
+            id,
+            payload,
+            timestamp,
+            marker,
+        })
+        .await
+    }
+
+    /// [`Endpoint::request_keyframe`].
+    pub async fn request_keyframe(&self, id: ParticipantId) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::RequestKeyframe { id, reply }).await?;
+        rx.await.map_err(|_| Error::DriverGone)?
+    }
+
+    /// [`Endpoint::close`].
+    pub async fn close(&self, id: ParticipantId) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Close { id, reply }).await?;
+        rx.await.map_err(|_| Error::DriverGone)?
+    }
+
+    /// The endpoint's counters plus the driver's.
+    pub async fn metrics(&self) -> Result<Metrics, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Metrics { reply }).await?;
+        rx.await.map_err(|_| Error::DriverGone)
+    }
+
+    /// Stop the driver (participants are dropped without closing).
+    pub async fn shutdown(&self) {
+        let _ = self.tx.send(Command::Shutdown).await;
+    }
+
+    async fn send(&self, c: Command) -> Result<(), Error> {
+        self.tx.send(c).await.map_err(|_| Error::DriverGone)
+    }
+}
+
+/// Droppable when the consumer is behind: there is always a newer one coming.
+fn droppable(ev: &Event) -> bool {
+    matches!(
+        ev,
+        Event::Media(_) | Event::Stats(_) | Event::BitrateEstimate { .. }
+    )
+}
+
+struct Delivery {
+    tx: mpsc::Sender<(ParticipantId, Event)>,
+    pending: VecDeque<(ParticipantId, Event)>,
+    dropped: u64,
+}
+
+impl Delivery {
+    fn deliver(&mut self, id: ParticipantId, ev: Event) {
+        if self.tx.is_closed() {
+            return;
+        }
+        if !self.pending.is_empty() {
+            if droppable(&ev) {
+                self.dropped += 1;
+            } else {
+                self.pending.push_back((id, ev));
+            }
+            return;
+        }
+        match self.tx.try_send((id, ev)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full((id, ev))) => {
+                if droppable(&ev) {
+                    self.dropped += 1;
+                } else {
+                    self.pending.push_back((id, ev));
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+/// Datagrams read per wakeup before the endpoint's output is flushed.
+const RECV_BATCH: usize = 64;
+
+async fn run(
+    socket: UdpSocket,
+    mut ep: Endpoint,
+    mut cmd_rx: mpsc::Receiver<Command>,
+    ev_tx: mpsc::Sender<(ParticipantId, Event)>,
+) {
+    let local = socket.local_addr().unwrap_or(ep.config().candidates[0]);
+    let mut buf = vec![0u8; 2048];
+    let mut delivery = Delivery {
+        tx: ev_tx,
+        pending: VecDeque::new(),
+        dropped: 0,
+    };
+    let mut send_errors = 0u64;
+    let sleep = tokio::time::sleep(std::time::Duration::ZERO);
+    tokio::pin!(sleep);
+
+    loop {
+        let deadline = loop {
+            match ep.poll_output(Instant::now()) {
+                Output::Transmit(t) => {
+                    if socket.send_to(&t.bytes, t.to).await.is_err() {
+                        send_errors += 1;
+                    }
+                }
+                Output::Event(id, ev) => delivery.deliver(id, ev),
+                Output::Timeout(t) => break t,
+            }
+        };
+        sleep
+            .as_mut()
+            .reset(tokio::time::Instant::from_std(deadline));
+
+        let has_pending = !delivery.pending.is_empty();
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                if let Ok((n, from)) = r {
+                    ep.handle_datagram(from, local, &buf[..n], Instant::now());
+                    // More may be waiting: take them before flushing.
+                    for _ in 1..RECV_BATCH {
+                        match socket.try_recv_from(&mut buf) {
+                            Ok((n, from)) => {
+                                ep.handle_datagram(from, local, &buf[..n], Instant::now())
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                // Receive errors (e.g. ICMP-induced ECONNREFUSED) carry no datagram: go on.
+            }
+            c = cmd_rx.recv() => {
+                let Some(c) = c else { break };
+                if !handle_command(&mut ep, c, delivery.dropped, send_errors) {
+                    break;
+                }
+            }
+            permit = delivery.tx.reserve(), if has_pending => {
+                match permit {
+                    Ok(permit) => {
+                        if let Some(x) = delivery.pending.pop_front() {
+                            permit.send(x);
+                        }
+                    }
+                    Err(_) => delivery.pending.clear(),
+                }
+            }
+            _ = &mut sleep => ep.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+/// Apply one command; `false` to stop the driver.
+fn handle_command(ep: &mut Endpoint, c: Command, events_dropped: u64, send_errors: u64) -> bool {
+    let now = Instant::now();
+    match c {
+        Command::AcceptOffer { offer, opts, reply } => {
+            let _ = reply.send(ep.accept_offer(&offer, opts, now));
+        }
+        Command::AcceptReoffer {
+            id,
+            offer,
+            opts,
+            reply,
+        } => {
+            let _ = reply.send(ep.accept_reoffer(id, &offer, opts, now));
+        }
+        Command::WriteAudio {
+            id,
+            payload,
+            timestamp,
+            level,
+        } => {
+            let _ = ep.write_audio(id, payload, timestamp, level, now);
+        }
+        Command::WriteVideo {
+            id,
+            payload,
+            timestamp,
+            marker,
+        } => {
+            let _ = ep.write_video(id, payload, timestamp, marker, now);
+        }
+        Command::RequestKeyframe { id, reply } => {
+            let _ = reply.send(ep.request_keyframe(id, now));
+        }
+        Command::Close { id, reply } => {
+            let _ = reply.send(ep.close(id, now));
+        }
+        Command::Metrics { reply } => {
+            let _ = reply.send(Metrics {
+                events_dropped,
+                send_errors,
+                ..ep.metrics()
+            });
+        }
+        Command::Shutdown => return false,
+    }
+    true
+}

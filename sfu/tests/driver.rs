@@ -1,0 +1,95 @@
+//! The tokio driver on a real socket: junk datagrams are counted and ignored, offers still
+//! work, and a stopped driver says so.
+
+mod common;
+
+use std::time::Duration;
+
+use comet_sfu::driver::{self, DriverOptions};
+use comet_sfu::{AnswerOptions, EndpointConfig, Error, ParticipantId};
+use tokio::net::UdpSocket;
+use tokio::time::{Instant, sleep};
+
+#[tokio::test]
+async fn junk_datagrams_over_udp() {
+    let (sfu, mut events, task) = driver::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        EndpointConfig::default(),
+        DriverOptions::default(),
+    )
+    .await
+    .unwrap();
+    let to = sfu.local_addr();
+    let junk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut x: u32 = 0x1234_5678;
+    for k in 0..400usize {
+        // xorshift: deterministic junk of every first byte and length.
+        let len = k % 300;
+        let mut d = Vec::with_capacity(len);
+        for _ in 0..len {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            d.push(x as u8);
+        }
+        if let Some(b) = d.first_mut() {
+            *b = k as u8;
+        }
+        junk.send_to(&d, to).await.unwrap();
+        if k % 16 == 0 {
+            // Single-threaded runtime: let the driver read before the socket buffer fills.
+            tokio::task::yield_now().await;
+        }
+    }
+    // Wait (with a deadline) until the driver has read them all.
+    let end = Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        let m = sfu.metrics().await.unwrap();
+        if m.datagrams_in >= 398 || Instant::now() > end {
+            break m;
+        }
+        sleep(Duration::from_millis(10)).await;
+    };
+    // Two of them are empty datagrams; count them or not, everything else arrives.
+    assert!(m.datagrams_in >= 398, "{m:?}");
+    assert_eq!(
+        m.datagrams_in,
+        m.malformed_dropped + m.unknown_dropped,
+        "{m:?}"
+    );
+    assert_eq!((m.datagrams_out, m.participants, m.panics), (0, 0, 0));
+    assert!(events.try_recv().is_err(), "junk produced an event");
+
+    // Still serving.
+    let a = sfu
+        .accept_offer(common::CHROME, AnswerOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        a.sdp
+            .contains(&format!("{} {} typ host", to.ip(), to.port()))
+    );
+
+    // Errors come back through the handle.
+    assert_eq!(
+        sfu.close(ParticipantId(999)).await,
+        Err(Error::UnknownParticipant(ParticipantId(999)))
+    );
+    sfu.shutdown().await;
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("driver stops")
+        .unwrap();
+    assert_eq!(sfu.metrics().await, Err(Error::DriverGone));
+}
+
+#[tokio::test]
+async fn wildcard_bind_needs_candidates() {
+    let r = driver::bind(
+        "0.0.0.0:0".parse().unwrap(),
+        EndpointConfig::default(),
+        DriverOptions::default(),
+    )
+    .await;
+    assert!(r.is_err(), "a wildcard address cannot be announced");
+}
