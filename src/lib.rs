@@ -8,6 +8,8 @@
 //! - [`store`]: state that survives restarts, scoped per developer (dev_id).
 //! - [`realtime`]: the seam to live browser connections (the comet WebSocket hub).
 //! - [`conference`]: conference naming (SIP number, call pipe) and live membership.
+//! - [`sip`]: SIP over WebSocket for JsSIP (REGISTER/INVITE with digest, dialogs), sans-IO core
+//!   plus its WebSocket driver.
 //! - [`config`]: embedded defaults < `comet.ini` < command-line flags.
 //! - [`app`]: wiring and start-up.
 //!
@@ -20,4 +22,5 @@ pub mod conference;
 pub mod config;
 pub mod names;
 pub mod realtime;
+pub mod sip;
 pub mod store;
