@@ -1103,12 +1103,10 @@ impl Connection {
             state: CallState::Offering,
             answered: false,
             reoffer: None,
+            // RFC 7118 5.2: `transport=ws` for both WS and WSS.
             contact: format!(
-                "<sip:{}*{}*{}@{host};transport={}>",
-                number.dev,
-                number.name,
-                number.profile,
-                if self.secure { "wss" } else { "ws" }
+                "<sip:{}*{}*{}@{host};transport=ws>",
+                number.dev, number.name, number.profile
             ),
         };
         let token = self.id();
