@@ -340,6 +340,9 @@ pub fn parse(data: &[u8]) -> Result<Message, ParseError> {
                 Some(last) if n > 1 => {
                     last.push(' ');
                     last.push_str(text.trim());
+                    if last.len() > MAX_LINE_BYTES {
+                        fail(400, "header line too long");
+                    }
                 }
                 _ => fail(400, "continuation line without a header"),
             }
@@ -391,18 +394,23 @@ pub fn parse(data: &[u8]) -> Result<Message, ParseError> {
         }
         let mut h = Headers::new();
         for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
-            let mut any = false;
-            for v in headers.get_all(name) {
-                if !v.is_empty() {
-                    h.push(name, v);
-                    any = true;
-                }
-            }
-            if !any {
-                return None;
+            let mut values = headers.get_all(name).filter(|v| !v.is_empty());
+            let first = values.next()?;
+            h.push(name, first);
+            if name == "Via" {
+                values.for_each(|v| h.push(name, v));
             }
         }
-        Some(ReplyTo {
+        // Answer only what the sender can match: readable top Via, From, To, Call-ID, CSeq.
+        let top_ok = h
+            .get("Via")
+            .and_then(|v| split_list(v).first().copied().and_then(Via::parse))
+            .is_some();
+        let parties_ok = h.get("From").and_then(NameAddr::parse).is_some()
+            && h.get("To").and_then(NameAddr::parse).is_some();
+        let ids_ok = h.get("CSeq").and_then(CSeq::parse).is_some()
+            && !h.get("Call-ID").unwrap_or("").contains([' ', '\t']);
+        (top_ok && parties_ok && ids_ok).then(|| ReplyTo {
             method: method.clone(),
             headers: h,
         })
@@ -460,7 +468,10 @@ fn is_sip_version(s: &str) -> bool {
 }
 
 fn parse_start_line(line: &str) -> Result<StartLine, (u16, &'static str)> {
-    if line.len() >= 4 && line[..4].eq_ignore_ascii_case("SIP/") {
+    if line
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
+    {
         let (version, rest) = line.split_once(' ').ok_or((400, "bad status line"))?;
         if !is_sip_version(version) {
             return Err((505, "unsupported SIP version"));

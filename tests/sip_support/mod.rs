@@ -90,8 +90,9 @@ impl Msg {
 
     pub fn cseq(&self) -> (u32, String) {
         let v = self.h("cseq").expect("CSeq");
-        let (n, m) = v.split_once(' ').unwrap();
-        (n.parse().unwrap(), m.trim().to_string())
+        let mut it = v.split_whitespace();
+        let n = it.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        (n, it.next().unwrap_or("").to_string())
     }
 
     pub fn to_tag(&self) -> Option<String> {
