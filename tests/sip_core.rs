@@ -710,3 +710,30 @@ fn malformed_input() {
     assert_eq!(r.statuses(), [420]);
     assert_eq!(r.last().h("unsupported"), Some("100rel"));
 }
+
+#[test]
+fn work_in_flight_is_bounded() {
+    let mut h = H::new();
+    h.auto_lookup = false;
+    let mut ua = ua();
+    let r = h.feed(&ua.register(600, None));
+    let ch = r.last().clone();
+    for _ in 0..16 {
+        let r = h.feed(&ua.register(600, Some(&ch)));
+        assert!(r.sent.is_empty(), "waits for the store");
+    }
+    let r = h.feed(&ua.register(600, Some(&ch)));
+    assert_eq!(r.statuses(), [503]);
+    assert_eq!(r.last().h("retry-after"), Some("5"));
+
+    // Calls being authorized count against the per-connection call limit (4).
+    let mut h = H::new();
+    h.auto_lookup = false;
+    for _ in 0..4 {
+        let (_, r) = h.invite(&mut ua, "0*101*video");
+        assert_eq!(r.statuses(), [100]);
+    }
+    let mut s = ua.new_session("0*101*video");
+    let r = h.feed(&ua.invite(&mut s, None, SDP_OFFER));
+    assert_eq!(r.statuses(), [100, 486]);
+}

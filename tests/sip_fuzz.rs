@@ -398,3 +398,25 @@ proptest! {
         prop_assert!(w.conn.calls().is_empty());
     }
 }
+
+/// Cases the properties above once found.
+#[test]
+fn regressions() {
+    // A multi-byte character across byte 4 of the start line.
+    check_roundtrip(&[128, 0, 10, 11, 14, 1, 194, 128]);
+    check_roundtrip("NWī'sI\r\n\r\n".as_bytes());
+    // A request with its From twice is answered with a 400 that has it once (and parses).
+    let mut w = World::new();
+    w.run(&Step::Invite, &None);
+    let mut ua = Ua::new("000000123", "hash-of-123", HOST, 1);
+    let mut s = ua.new_session("0*101*video");
+    let text = ua.invite(&mut s, None, SDP_OFFER);
+    let from = text.lines().find(|l| l.starts_with("From:")).unwrap();
+    let twice = text.replacen(from, &format!("{from}\r\n{from}"), 1);
+    let out = w.conn.on_message(twice.as_bytes(), w.now);
+    w.take(out);
+    // A broken Via cannot be answered: dropped, not echoed.
+    let broken = text.replace(";branch=", ";branch=\"");
+    let out = w.conn.on_message(broken.as_bytes(), w.now);
+    assert!(out.is_empty(), "{out:?}");
+}

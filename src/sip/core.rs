@@ -29,6 +29,10 @@ use crate::store::{ConferenceRow, DevId, UserId};
 /// What we accept (`Allow`).
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER";
 const SERVER: &str = concat!("comet-server/", env!("CARGO_PKG_VERSION"));
+/// Store reads in flight per connection at most.
+const MAX_LOOKUPS: usize = 16;
+/// Finished INVITE transactions remembered (for their ACK) per connection at most.
+const MAX_TRACKED_TX: usize = 1024;
 /// Methods we know but do not take.
 const NOT_ALLOWED: &[Method] = &[
     Method::Subscribe,
@@ -520,8 +524,16 @@ impl Connection {
     /// Sends a final response; a non-2xx answer to an INVITE waits for its ACK.
     fn finish(&mut self, out: &mut Vec<Action>, req: &Request, r: Response) {
         if req.method == Method::Invite && r.status >= 300 {
+            // Only for absorbing the ACK: bounded, so a client that never ACKs cannot grow it.
+            let t = Instant::now();
+            if self.completed.len() >= MAX_TRACKED_TX {
+                self.completed.retain(|_, d| *d > t);
+                if self.completed.len() >= MAX_TRACKED_TX {
+                    self.completed.clear();
+                }
+            }
             self.completed
-                .insert(tx_key(req), Instant::now() + Duration::from_secs(32));
+                .insert(tx_key(req), t + Duration::from_secs(32));
         }
         if r.status == 403 {
             bump(&self.cfg.stats.forbidden);
@@ -756,6 +768,19 @@ impl Connection {
     }
 
     fn start_lookup(&mut self, now: Now, for_: LookupFor, lookup: Lookup, out: &mut Vec<Action>) {
+        if self.lookups.len() >= MAX_LOOKUPS {
+            // A client flooding credentials does not get more store reads in flight.
+            let retry = [("Retry-After", "5".to_string())];
+            match for_ {
+                LookupFor::Register(reg) => self.reply_with(out, &reg.req, 503, None, &retry),
+                LookupFor::Invite(key) => {
+                    if let Some(p) = self.pending.remove(&key) {
+                        self.reply_with(out, &p.req, 503, Some(&p.to_tag), &retry);
+                    }
+                }
+            }
+            return;
+        }
         self.lookups
             .insert(lookup.id, (now.mono + self.cfg.limits.lookup_timeout, for_));
         out.push(Action::Lookup(lookup));
@@ -916,7 +941,12 @@ impl Connection {
                 &[("Accept", "application/sdp".into())],
             );
         }
-        if self.calls.len() >= self.cfg.limits.max_calls {
+        let authorizing = self
+            .pending
+            .values()
+            .filter(|p| matches!(p.stage, Stage::Lookup(..)))
+            .count();
+        if self.calls.len() + authorizing >= self.cfg.limits.max_calls {
             return self.reply(out, &req, 486, None);
         }
         let to_tag = random_token(10);
@@ -1355,8 +1385,12 @@ impl Connection {
             headers: h,
             body: String::new(),
         };
+        let t = Instant::now();
+        if self.our_requests.len() >= MAX_TRACKED_TX {
+            self.our_requests.retain(|_, d| *d > t);
+        }
         self.our_requests
-            .insert(branch, Instant::now() + Duration::from_secs(32));
+            .insert(branch, t + Duration::from_secs(32));
         out.push(Action::Send(bye.to_string()));
     }
 
