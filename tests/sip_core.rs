@@ -737,3 +737,42 @@ fn work_in_flight_is_bounded() {
     let r = h.feed(&ua.invite(&mut s, None, SDP_OFFER));
     assert_eq!(r.statuses(), [100, 486]);
 }
+
+#[test]
+fn update_with_and_without_sdp() {
+    let mut h = H::new();
+    let mut ua = ua();
+    let (mut s, _) = h.call(&mut ua);
+    let r = h.feed(&ua.in_dialog(
+        &mut s,
+        "UPDATE",
+        "Content-Type: application/sdp\r\n",
+        SDP_OFFER,
+    ));
+    assert!(r.sent.is_empty(), "no 100 for UPDATE: {:?}", r.sent);
+    let (call, _, token) = r
+        .reoffer()
+        .expect("the UPDATE's offer goes to the media side");
+    let r = h.answer(&call, token, Ok(ANSWER.into()));
+    assert_eq!(r.statuses(), [200]);
+    assert_eq!(r.last().cseq().1, "UPDATE");
+    assert_eq!(r.last().body, ANSWER);
+    // No ACK follows an UPDATE: a re-INVITE right after is not refused as pending.
+    let r = h.feed(&ua.in_dialog(&mut s, "UPDATE", "", ""));
+    assert_eq!(r.statuses(), [200]);
+    let r = h.feed(&ua.in_dialog(
+        &mut s,
+        "INVITE",
+        "Content-Type: application/sdp\r\n",
+        SDP_OFFER,
+    ));
+    assert!(r.reoffer().is_some());
+    // A second offer while one is pending: 491.
+    let r = h.feed(&ua.in_dialog(
+        &mut s,
+        "UPDATE",
+        "Content-Type: application/sdp\r\n",
+        SDP_OFFER,
+    ));
+    assert_eq!(r.statuses(), [491]);
+}

@@ -462,6 +462,13 @@ async fn refusals_never_reach_the_media_side() {
     let (_, fin) = other.invite("0*101*video").await;
     assert_eq!(fin.status(), Some(403));
 
+    assert!(
+        env.fake.offers.lock().unwrap().is_empty(),
+        "no refused call reached the media side"
+    );
+    assert!(env.fake.ended().is_empty());
+    assert!(env.registry.members(0, None, Instant::now()).is_empty());
+
     // The right user, invited: the only call that reaches the media side.
     c.call().await;
     let offers = env.fake.offers.lock().unwrap().clone();
