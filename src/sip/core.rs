@@ -1171,6 +1171,13 @@ impl Connection {
         now: Now,
     ) -> Vec<Action> {
         let mut out = Vec::new();
+        let result = result.and_then(|sdp| {
+            if sdp.trim().is_empty() {
+                Err(MediaError::Failed("empty SDP answer".into()))
+            } else {
+                Ok(sdp)
+            }
+        });
         let key = self.pending.iter().find_map(|(k, p)| match p.stage {
             Stage::Offer {
                 call: c, token: t, ..
