@@ -311,6 +311,8 @@ pub struct Connection {
     completed: HashMap<String, Instant>,
     /// Our BYEs: their responses are absorbed.
     our_requests: HashMap<String, Instant>,
+    /// The time of the input being handled (every entry point sets it).
+    clock: Instant,
 }
 
 fn random_token(len: usize) -> String {
@@ -431,6 +433,7 @@ impl Connection {
             bindings: Vec::new(),
             completed: HashMap::new(),
             our_requests: HashMap::new(),
+            clock: Instant::now(),
         }
     }
 
@@ -525,7 +528,7 @@ impl Connection {
     fn finish(&mut self, out: &mut Vec<Action>, req: &Request, r: Response) {
         if req.method == Method::Invite && r.status >= 300 {
             // Only for absorbing the ACK: bounded, so a client that never ACKs cannot grow it.
-            let t = Instant::now();
+            let t = self.clock;
             if self.completed.len() >= MAX_TRACKED_TX {
                 self.completed.retain(|_, d| *d > t);
                 if self.completed.len() >= MAX_TRACKED_TX {
@@ -537,6 +540,13 @@ impl Connection {
         }
         if r.status == 403 {
             bump(&self.cfg.stats.forbidden);
+            tracing::debug!(
+                peer = %self.peer,
+                method = %req.method,
+                from = req.from().and_then(|f| f.uri.user).as_deref().unwrap_or(""),
+                to = %req.uri,
+                "SIP: refused (403)"
+            );
         }
         Self::send(out, r);
     }
@@ -579,6 +589,7 @@ impl Connection {
 
     /// One message from the connection.
     pub fn on_message(&mut self, data: &[u8], now: Now) -> Vec<Action> {
+        self.clock = now.mono;
         let mut out = Vec::new();
         if data
             .iter()
@@ -990,6 +1001,7 @@ impl Connection {
 
     /// A store lookup finished.
     pub fn on_lookup(&mut self, id: u64, result: LookupResult, now: Now) -> Vec<Action> {
+        self.clock = now.mono;
         let mut out = Vec::new();
         let Some((_, for_)) = self.lookups.remove(&id) else {
             return out; // timed out or cancelled meanwhile
@@ -1170,6 +1182,7 @@ impl Connection {
         result: Result<String, MediaError>,
         now: Now,
     ) -> Vec<Action> {
+        self.clock = now.mono;
         let mut out = Vec::new();
         let result = result.and_then(|sdp| {
             if sdp.trim().is_empty() {
@@ -1392,7 +1405,7 @@ impl Connection {
             headers: h,
             body: String::new(),
         };
-        let t = Instant::now();
+        let t = self.clock;
         if self.our_requests.len() >= MAX_TRACKED_TX {
             self.our_requests.retain(|_, d| *d > t);
         }
@@ -1404,8 +1417,8 @@ impl Connection {
     /// Ends a call from our side: BYE (with `reason` in its Reason header) if it was answered,
     /// else a 480 to its INVITE.
     pub fn hangup(&mut self, id: CallId, reason: &str, now: Now) -> Vec<Action> {
+        self.clock = now.mono;
         let mut out = Vec::new();
-        let _ = now;
         let Some(c) = self.calls.get_mut(&id) else {
             return out;
         };
@@ -1461,6 +1474,7 @@ impl Connection {
 
     /// Handles every deadline that has passed.
     pub fn on_timer(&mut self, now: Now) -> Vec<Action> {
+        self.clock = now.mono;
         let mut out = Vec::new();
         let t = now.mono;
         self.completed.retain(|_, d| *d > t);
