@@ -17,7 +17,10 @@ fn run(conn: &mut Connection, now: Now, actions: Vec<Action>, ended: &mut HashMa
     for a in actions {
         match a {
             Action::Send(text) if text != "\r\n" => {
-                assert!(parse(text.as_bytes()).is_ok(), "unparseable output: {text:?}");
+                assert!(
+                    parse(text.as_bytes()).is_ok(),
+                    "unparseable output: {text:?}"
+                );
             }
             Action::Lookup(l) => {
                 let result = LookupResult::Found {
