@@ -238,6 +238,12 @@ pub fn tls_acceptor(
 /// Accepts SIP-over-WebSocket connections until the listener fails or this future is dropped
 /// (dropping it ends every connection it started, and their calls).
 pub async fn serve(listener: TcpListener, ctx: SipContext) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    if ctx.tls.is_none() && !addr.ip().is_loopback() {
+        // Browsers on https pages only open wss; plain ws off loopback is for a TLS proxy in
+        // front, and carries digests and SDP in clear otherwise.
+        warn!(%addr, "SIP: plain ws (no TLS) on a non-loopback address");
+    }
     let mut tasks = JoinSet::new();
     loop {
         while tasks.try_join_next().is_some() {}
