@@ -9,6 +9,8 @@
 //! - [`realtime`]: the seam between CometQL and live browser connections.
 //! - [`ws`]: the comet WebSocket protocol: browser events, pipes, call invitations.
 //! - [`conference`]: conference naming (SIP number, call pipe) and live membership.
+//! - [`sip`]: SIP over WebSocket for JsSIP (REGISTER/INVITE with digest, dialogs), sans-IO core
+//!   plus its WebSocket driver.
 //! - [`config`]: embedded defaults < `comet.ini` < command-line flags.
 //! - [`http`]: health and Prometheus metrics on `[http]`.
 //! - [`app`]: wiring and start-up.
@@ -23,5 +25,6 @@ pub mod config;
 pub mod http;
 pub mod names;
 pub mod realtime;
+pub mod sip;
 pub mod store;
 pub mod ws;
