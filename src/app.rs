@@ -97,6 +97,8 @@ pub fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<std
 
 /// Binds every listener and starts serving.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    // One rustls crypto backend for the whole process (ring; str0m uses aws-lc directly).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let (store, store_path) = open_store(config)?;
     let hub = Arc::new(Hub::new());
     let conferences = Arc::new(ConferenceRegistry::new());

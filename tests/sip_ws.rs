@@ -194,7 +194,7 @@ impl Client {
         let ca = CA.lock().unwrap().clone().expect("a TLS server");
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.into()).unwrap();
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()

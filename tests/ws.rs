@@ -573,7 +573,7 @@ async fn wss_with_a_configured_certificate() {
         "{:?}",
         s.stdout
     );
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.cert.der().clone()).unwrap();
     let tls = rustls::ClientConfig::builder()

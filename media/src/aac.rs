@@ -174,7 +174,7 @@ impl AacEncoder {
             ));
         }
         let in_ch = self.cfg.input_channels as usize;
-        if pcm.len() % in_ch != 0 {
+        if !pcm.len().is_multiple_of(in_ch) {
             return Err(MediaError::InvalidArgument(
                 "PCM length not a multiple of the channel count".into(),
             ));

@@ -75,7 +75,7 @@ pub fn parse_packet(data: &[u8]) -> Result<OpusPacketInfo> {
             (1, rest)
         }
         1 => {
-            if rest % 2 != 0 {
+            if !rest.is_multiple_of(2) {
                 return Err(MediaError::malformed(FMT, "code 1 with odd length"));
             }
             if rest / 2 > 1275 {
@@ -150,7 +150,7 @@ pub fn parse_packet(data: &[u8]) -> Result<OpusPacketInfo> {
                 sum + last
             } else {
                 let bytes = end - pos;
-                if bytes % count != 0 {
+                if !bytes.is_multiple_of(count) {
                     return Err(MediaError::malformed(FMT, "CBR frames of unequal size"));
                 }
                 if bytes / count > 1275 {

@@ -184,7 +184,7 @@ impl H264Encoder {
     /// picture, `data` is empty (nothing to send).
     pub fn encode(&mut self, frame: &I420Frame) -> Result<EncodedVideoFrame> {
         frame.validate()?;
-        if frame.width % 2 != 0 || frame.height % 2 != 0 {
+        if !frame.width.is_multiple_of(2) || !frame.height.is_multiple_of(2) {
             return Err(MediaError::InvalidArgument(
                 "H.264 encoder needs even dimensions".into(),
             ));

@@ -214,12 +214,12 @@ impl Engine {
             session.database = Some("CometQL_v1".into());
             return Ok(());
         }
-        if let Some(n) = db.strip_prefix("db_") {
-            if let Some(dev) = dev_id_from_user(n).filter(|_| n != "root") {
-                session.dev = dev;
-                session.database = Some(format!("db_{dev}"));
-                return Ok(());
-            }
+        if let Some(n) = db.strip_prefix("db_")
+            && let Some(dev) = dev_id_from_user(n).filter(|_| n != "root")
+        {
+            session.dev = dev;
+            session.database = Some(format!("db_{dev}"));
+            return Ok(());
         }
         Err(CqlError::new(
             code::NOT_FOUND,

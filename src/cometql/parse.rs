@@ -613,17 +613,17 @@ fn insert_checked(
             format!("Error in names list, too many values (at most {MAX_INSERT_NAMES})."),
         ));
     }
-    if let Some(cols) = &columns {
-        if cols.len() != values.len() {
-            return Err(CqlError::new(
-                code::BAD_COLUMNS,
-                format!(
-                    "Error in columns list: {} columns but {} values",
-                    cols.len(),
-                    values.len()
-                ),
-            ));
-        }
+    if let Some(cols) = &columns
+        && cols.len() != values.len()
+    {
+        return Err(CqlError::new(
+            code::BAD_COLUMNS,
+            format!(
+                "Error in columns list: {} columns but {} values",
+                cols.len(),
+                values.len()
+            ),
+        ));
     }
     Ok(Stmt::Insert {
         table,

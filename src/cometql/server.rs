@@ -161,13 +161,13 @@ async fn connection(
             return Err(ConnError::Refused(e.message));
         }
     };
-    if let Some(db) = &hs.database {
-        if let Err(e) = engine.use_database(&mut session, db) {
-            let mut w = PacketWriter::new(next_seq);
-            w.packet(&wire::err_packet(e.code, &e.message));
-            c.send(&mut w).await?;
-            return Err(ConnError::Refused(e.message));
-        }
+    if let Some(db) = &hs.database
+        && let Err(e) = engine.use_database(&mut session, db)
+    {
+        let mut w = PacketWriter::new(next_seq);
+        w.packet(&wire::err_packet(e.code, &e.message));
+        c.send(&mut w).await?;
+        return Err(ConnError::Refused(e.message));
     }
     let mut w = PacketWriter::new(next_seq);
     w.packet(&wire::ok_packet(0, 0, ""));

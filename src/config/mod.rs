@@ -592,13 +592,13 @@ impl Config {
 
     /// Cross-key rules.
     fn validate(&self) -> Result<(), ConfigError> {
-        if let Some((cert, key)) = &self.ws_tls {
-            if cert.as_os_str().is_empty() || key.as_os_str().is_empty() {
-                return Err(ConfigError {
-                    at: "configuration".into(),
-                    message: "[ws] tls_cert and tls_key must be set together".into(),
-                });
-            }
+        if let Some((cert, key)) = &self.ws_tls
+            && (cert.as_os_str().is_empty() || key.as_os_str().is_empty())
+        {
+            return Err(ConfigError {
+                at: "configuration".into(),
+                message: "[ws] tls_cert and tls_key must be set together".into(),
+            });
         }
         let listeners = [
             ("cometql", self.cometql),
@@ -607,16 +607,16 @@ impl Config {
             ("media", self.media),
             ("http", self.http),
         ];
-        if self.password == DEFAULT_PASSWORD {
-            if let Some((name, l)) = listeners.iter().find(|(_, l)| !l.ip.is_loopback()) {
-                return Err(ConfigError {
-                    at: "configuration".into(),
-                    message: format!(
-                        "[{name}] listens on {l}, which is not loopback, while [main] password is \
+        if self.password == DEFAULT_PASSWORD
+            && let Some((name, l)) = listeners.iter().find(|(_, l)| !l.ip.is_loopback())
+        {
+            return Err(ConfigError {
+                at: "configuration".into(),
+                message: format!(
+                    "[{name}] listens on {l}, which is not loopback, while [main] password is \
                          still the public default; set a private password first"
-                    ),
-                });
-            }
+                ),
+            });
         }
         let tcp: Vec<_> = listeners
             .iter()

@@ -53,10 +53,10 @@ impl Credentials {
             return Err("not Digest credentials");
         }
         let field = |name: &'static str| p.get(name).ok_or(name);
-        if let Some(alg) = p.get("algorithm") {
-            if !alg.eq_ignore_ascii_case("MD5") {
-                return Err("algorithm is not MD5");
-            }
+        if let Some(alg) = p.get("algorithm")
+            && !alg.eq_ignore_ascii_case("MD5")
+        {
+            return Err("algorithm is not MD5");
         }
         if !field("qop")
             .map_err(|_| "qop=auth is required")?

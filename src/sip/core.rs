@@ -464,15 +464,14 @@ impl Connection {
     fn response(&self, req: &Headers, status: u16, to_tag: Option<&str>) -> Response {
         let mut r = Response::to_headers(req, status);
         self.stamp_via(&mut r.headers);
-        if status > 100 {
-            if let Some(to) = r.headers.get("To").map(str::to_string) {
-                if NameAddr::parse(&to).is_some_and(|t| t.tag().is_none()) {
-                    let tag = to_tag.map_or_else(|| random_token(10), str::to_string);
-                    r.headers.set("To", format!("{to};tag={tag}"));
-                    // Keep the header order: To after From.
-                    reorder_after(&mut r.headers, "To", "From");
-                }
-            }
+        if status > 100
+            && let Some(to) = r.headers.get("To").map(str::to_string)
+            && NameAddr::parse(&to).is_some_and(|t| t.tag().is_none())
+        {
+            let tag = to_tag.map_or_else(|| random_token(10), str::to_string);
+            r.headers.set("To", format!("{to};tag={tag}"));
+            // Keep the header order: To after From.
+            reorder_after(&mut r.headers, "To", "From");
         }
         r.headers.push("Server", SERVER);
         r
@@ -704,13 +703,13 @@ impl Connection {
         let seq = req.cseq().map_or(0, |c| c.seq);
         let call_id = req.call_id();
         for c in self.calls.values_mut() {
-            if c.info.sip_call_id == call_id && Some(&c.local_tag) == to_tag.as_ref() {
-                if let CallState::AwaitingAck { cseq, .. } = c.state {
-                    if cseq == seq {
-                        c.state = CallState::Confirmed;
-                        return;
-                    }
-                }
+            if c.info.sip_call_id == call_id
+                && Some(&c.local_tag) == to_tag.as_ref()
+                && let CallState::AwaitingAck { cseq, .. } = c.state
+                && cseq == seq
+            {
+                c.state = CallState::Confirmed;
+                return;
             }
         }
         let _ = now;

@@ -527,15 +527,15 @@ fn check_essential(start: &StartLine, h: &Headers) -> Result<(), &'static str> {
         return Err("bad Call-ID");
     }
     let cseq = CSeq::parse(h.get("CSeq").ok_or("missing CSeq")?).ok_or("bad CSeq")?;
-    if let StartLine::Request { method, .. } = start {
-        if cseq.method != *method {
-            return Err("CSeq method differs from the request method");
-        }
+    if let StartLine::Request { method, .. } = start
+        && cseq.method != *method
+    {
+        return Err("CSeq method differs from the request method");
     }
-    if let Some(mf) = h.get("Max-Forwards") {
-        if mf.parse::<u8>().is_err() {
-            return Err("bad Max-Forwards");
-        }
+    if let Some(mf) = h.get("Max-Forwards")
+        && mf.parse::<u8>().is_err()
+    {
+        return Err("bad Max-Forwards");
     }
     Ok(())
 }

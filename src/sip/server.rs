@@ -172,15 +172,15 @@ impl SipContext {
     fn join(&self, call: &CallInfo, tx: &mpsc::UnboundedSender<Cmd>) {
         let key = (call.dev, call.conference.clone(), call.user);
         let mut seats = lock(&self.shared.seats);
-        if let Some(old) = seats.insert(key, call.id) {
-            if old != call.id {
-                self.registry.hangup(
-                    call.dev,
-                    &call.conference,
-                    Some(call.user),
-                    "replaced by a newer call of the same user",
-                );
-            }
+        if let Some(old) = seats.insert(key, call.id)
+            && old != call.id
+        {
+            self.registry.hangup(
+                call.dev,
+                &call.conference,
+                Some(call.user),
+                "replaced by a newer call of the same user",
+            );
         }
         let tx = tx.clone();
         let id = call.id;
@@ -226,7 +226,7 @@ pub fn tls_acceptor(
     certs: Vec<rustls::pki_types::CertificateDer<'static>>,
     key: rustls::pki_types::PrivateKeyDer<'static>,
 ) -> anyhow::Result<TlsAcceptor> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

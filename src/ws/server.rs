@@ -171,10 +171,10 @@ async fn authenticate(
     }
     let store = &ctx.engine.store;
     let stored = store.user_hash(p.dev_id, p.user_id).await?;
-    if let Some(h) = &stored {
-        if constant_time_eq(h, &p.session) {
-            return Ok(stored);
-        }
+    if let Some(h) = &stored
+        && constant_time_eq(h, &p.session)
+    {
+        return Ok(stored);
     }
     if !jwt::verify(
         &p.session,
@@ -342,22 +342,23 @@ async fn connection(
     }
 
     let now = unix_now();
-    if let Some((info, presence)) = ctx.hub.unregister(me.id, now) {
-        if presence.changed && info.user_id > 0 {
-            if let Err(e) = ctx
-                .engine
-                .store
-                .set_last_seen(info.dev, info.user_id, now)
-                .await
-            {
-                tracing::warn!("cannot record last-seen time: {e}");
-            }
-            ctx.hub.send_to_pipe(
-                info.dev,
-                &format!("user_status_{}", info.user_id),
-                &protocol::presence_frame(info.user_id, false),
-            );
+    if let Some((info, presence)) = ctx.hub.unregister(me.id, now)
+        && presence.changed
+        && info.user_id > 0
+    {
+        if let Err(e) = ctx
+            .engine
+            .store
+            .set_last_seen(info.dev, info.user_id, now)
+            .await
+        {
+            tracing::warn!("cannot record last-seen time: {e}");
         }
+        ctx.hub.send_to_pipe(
+            info.dev,
+            &format!("user_status_{}", info.user_id),
+            &protocol::presence_frame(info.user_id, false),
+        );
     }
 }
 
