@@ -9,10 +9,40 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::cometql::{self, Engine, Settings};
-use crate::conference::ConferenceRegistry;
+use crate::conference::{ConferenceRegistry, MediaRuntime, RuntimeConfig};
 use crate::config::{Config, DEFAULT_PASSWORD, StoreBackend};
-use crate::store::{MemoryStore, SqliteStore, Store};
+use crate::realtime::{PipeSubscriber, Realtime};
+use crate::sip::{self, SipContext};
+use crate::store::{DevId, MemoryStore, SqliteStore, Store, UserId};
 use crate::ws::{self, Hub, WsContext};
+
+/// Every live browser connection CometQL can reach: the comet WebSocket hub, plus the SIP
+/// connections for `DELETE FROM users_auth` (their registrations and calls end too).
+struct LiveConnections {
+    hub: Arc<Hub>,
+    sip: SipContext,
+}
+
+impl Realtime for LiveConnections {
+    fn send_to_user(&self, dev: DevId, user: UserId, frame: &str) -> usize {
+        self.hub.send_to_user(dev, user, frame)
+    }
+    fn send_to_pipe(&self, dev: DevId, pipe: &str, frame: &str) -> usize {
+        self.hub.send_to_pipe(dev, pipe, frame)
+    }
+    fn disconnect_user(&self, dev: DevId, user: UserId) -> usize {
+        self.hub.disconnect_user(dev, user) + self.sip.disconnect_user(dev, user)
+    }
+    fn is_online(&self, dev: DevId, user: UserId) -> bool {
+        self.hub.is_online(dev, user)
+    }
+    fn pipe_subscribers(&self, dev: DevId, pipe: &str) -> Vec<PipeSubscriber> {
+        self.hub.pipe_subscribers(dev, pipe)
+    }
+    fn pipe_subscriber_count(&self, dev: DevId, pipe: &str) -> usize {
+        self.hub.pipe_subscriber_count(dev, pipe)
+    }
+}
 
 /// A running server.
 pub struct Running {
@@ -25,6 +55,13 @@ pub struct Running {
     pub ws_tls: bool,
     /// Where the HTTP listener listens, when enabled.
     pub http_addr: Option<SocketAddr>,
+    /// Where SIP over WebSocket listens, and whether it is `wss`.
+    pub sip_addr: SocketAddr,
+    pub sip_tls: bool,
+    /// The UDP media socket, and the address announced in ICE candidates.
+    pub media_addr: SocketAddr,
+    pub media_announced: SocketAddr,
+    pub runtime: Arc<MediaRuntime>,
     /// Where the store keeps its file, if it has one.
     pub store_path: Option<std::path::PathBuf>,
     tasks: Vec<JoinHandle<()>>,
@@ -51,6 +88,7 @@ impl Running {
         };
         let a = self.cometql_addr;
         let scheme = if self.ws_tls { "wss" } else { "ws" };
+        let sip_scheme = if self.sip_tls { "wss" } else { "ws" };
         let (http_line, http_ready) = match self.http_addr {
             Some(h) => (
                 format!("  HTTP                      http://{h}/   (/metrics, /healthz)\n"),
@@ -62,15 +100,22 @@ impl Running {
             "comet-server {ver} ({config_origin})\n\
              \x20 CometQL (MySQL protocol)  {a}   try: mysql -h {ip} -P {port} -u root -p'{pw}' CometQL_v1\n\
              \x20 comet WebSocket           {scheme}://{ws}/ws/   (CometServer JS API; /info for health)\n\
+             \x20 SIP over WebSocket        {sip_scheme}://{sip}   (JsSIP; browsers are told {host}:{sip_port})\n\
+             \x20 media (WebRTC, UDP)       {media}   (announced in ICE: {announced})\n\
              {http_line}\
              \x20 dev_key                   {pw}{key_note}\n\
              \x20 store                     {store}\n\
-             READY cometql={a} ws={ws}{http_ready}\n",
+             READY cometql={a} ws={ws} sip={sip} media={media}{http_ready}\n",
             ver = env!("CARGO_PKG_VERSION"),
             ip = a.ip(),
             port = a.port(),
             pw = config.password,
             ws = self.ws_addr,
+            sip = self.sip_addr,
+            host = config.sip_host,
+            sip_port = self.sip_addr.port(),
+            media = self.media_addr,
+            announced = self.media_announced,
         )
     }
 }
@@ -102,13 +147,79 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let (store, store_path) = open_store(config)?;
     let hub = Arc::new(Hub::new());
     let conferences = Arc::new(ConferenceRegistry::new());
-    let engine = Arc::new(Engine::new(
-        store,
-        hub.clone(),
-        conferences,
-        Settings::from_config(config),
-    ));
     let mut tasks = Vec::new();
+
+    // The WebRTC endpoint: one UDP socket; ICE candidates carry the announced address and the
+    // port actually bound.
+    let media_bind = SocketAddr::new(config.media.ip, config.media.port);
+    let socket = tokio::net::UdpSocket::bind(media_bind)
+        .await
+        .with_context(|| format!("cannot bind the UDP media port {media_bind}"))?;
+    let media_addr = socket.local_addr()?;
+    let media_announced = SocketAddr::new(config.media_announce(), media_addr.port());
+    let endpoint = comet_sfu::Endpoint::new(comet_sfu::EndpointConfig {
+        candidates: vec![media_announced],
+        ..Default::default()
+    })
+    .map_err(|e| anyhow::anyhow!("cannot start the WebRTC endpoint: {e}"))?;
+    let (sfu, events, sfu_task) = comet_sfu::driver::spawn(
+        socket,
+        endpoint,
+        comet_sfu::driver::DriverOptions::default(),
+    );
+    tasks.push(sfu_task);
+    let runtime = MediaRuntime::start(
+        sfu,
+        events,
+        conferences.clone(),
+        RuntimeConfig {
+            max_talkers: config.max_talkers,
+            ..RuntimeConfig::default()
+        },
+    );
+
+    // SIP over WebSocket: JsSIP registers and dials conferences here.
+    let mut sip_ctx = SipContext::new(
+        store.clone(),
+        config.sip_host.clone(),
+        conferences.clone(),
+        runtime.clone(),
+    );
+    if let Some((cert, key)) = &config.sip_tls {
+        sip_ctx = sip_ctx.with_tls(sip::server::tls_acceptor_from_pem(cert, key).with_context(
+            || {
+                format!(
+                    "cannot load the [sip] TLS certificate {} and key {}",
+                    cert.display(),
+                    key.display()
+                )
+            },
+        )?);
+    }
+    let sip_bind = SocketAddr::new(config.sip.ip, config.sip.port);
+    let sip_listener = TcpListener::bind(sip_bind)
+        .await
+        .with_context(|| format!("cannot listen for SIP over WebSocket on {sip_bind}"))?;
+    let sip_addr = sip_listener.local_addr()?;
+    let sip_tls = sip_ctx.tls.is_some();
+    {
+        let ctx = sip_ctx.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = sip::serve(sip_listener, ctx).await {
+                tracing::error!("SIP listener stopped: {e}");
+            }
+        }));
+    }
+
+    let live = Arc::new(LiveConnections {
+        hub: hub.clone(),
+        sip: sip_ctx,
+    });
+    // Browsers are told the port actually bound (the configured one may be 0).
+    let mut settings = Settings::from_config(config);
+    settings.sip_port = sip_addr.port();
+    settings.node = format!("{}:{}", config.sip_host, sip_addr.port());
+    let engine = Arc::new(Engine::new(store, live, conferences, settings));
 
     let listener = TcpListener::bind(SocketAddr::new(config.cometql.ip, config.cometql.port))
         .await
@@ -162,6 +273,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         let ctx = Arc::new(crate::http::HttpContext {
             engine: engine.clone(),
             hub: hub.clone(),
+            runtime: runtime.clone(),
             metrics_token: config.metrics_token.clone(),
         });
         tasks.push(tokio::spawn(crate::http::serve(l, ctx)));
@@ -174,6 +286,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         engine,
         hub,
         http_addr,
+        sip_addr,
+        sip_tls,
+        media_addr,
+        media_announced,
+        runtime,
         cometql_addr,
         ws_addr,
         ws_tls,

@@ -15,12 +15,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::cometql::Engine;
+use crate::conference::MediaRuntime;
 use crate::ws::Hub;
 
 /// What the HTTP handlers read.
 pub struct HttpContext {
     pub engine: Arc<Engine>,
     pub hub: Arc<Hub>,
+    pub runtime: Arc<MediaRuntime>,
     /// Bearer token that opens `/metrics` to non-loopback clients.
     pub metrics_token: Option<String>,
 }
@@ -79,67 +81,103 @@ async fn metrics(
         .into_response()
 }
 
-/// One metric in the Prometheus text format.
-fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    let _ = writeln!(out, "{name} {value}");
-}
-
-/// The metrics text.
+/// The metrics text (Prometheus text format, version 0.0.4).
 pub fn render(ctx: &HttpContext) -> String {
-    let mut out = String::new();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
     let s = &ctx.engine.stats;
     let h = &ctx.hub.stats;
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    metric(
-        &mut out,
-        "comet_cometql_connections",
-        "gauge",
-        "Open CometQL connections.",
-        load(&s.connections),
-    );
-    metric(
-        &mut out,
-        "comet_cometql_queries_total",
-        "counter",
-        "CometQL statements executed.",
-        load(&s.queries),
-    );
-    metric(
-        &mut out,
-        "comet_cometql_errors_total",
-        "counter",
-        "CometQL statements answered with an error.",
-        load(&s.errors),
-    );
-    metric(
-        &mut out,
-        "comet_cometql_logins_failed_total",
-        "counter",
-        "Refused CometQL logins.",
-        load(&s.logins_failed),
-    );
-    metric(
-        &mut out,
-        "comet_ws_connections",
-        "gauge",
-        "Open comet WebSocket connections.",
-        ctx.hub.connections() as u64,
-    );
-    metric(
-        &mut out,
-        "comet_ws_frames_sent_total",
-        "counter",
-        "Frames queued to comet WebSocket connections.",
-        load(&h.frames_sent),
-    );
-    metric(
-        &mut out,
-        "comet_ws_slow_closed_total",
-        "counter",
-        "Connections closed for not keeping up.",
-        load(&h.slow_closed),
-    );
+    let r = &ctx.runtime.stats;
+    let metrics: [(&str, &str, &str, f64); 14] = [
+        (
+            "comet_cometql_connections",
+            "gauge",
+            "Open CometQL connections.",
+            load(&s.connections),
+        ),
+        (
+            "comet_cometql_queries_total",
+            "counter",
+            "CometQL statements executed.",
+            load(&s.queries),
+        ),
+        (
+            "comet_cometql_errors_total",
+            "counter",
+            "CometQL statements answered with an error.",
+            load(&s.errors),
+        ),
+        (
+            "comet_cometql_logins_failed_total",
+            "counter",
+            "Refused CometQL logins.",
+            load(&s.logins_failed),
+        ),
+        (
+            "comet_ws_connections",
+            "gauge",
+            "Open comet WebSocket connections.",
+            ctx.hub.connections() as f64,
+        ),
+        (
+            "comet_ws_frames_sent_total",
+            "counter",
+            "Frames queued to comet WebSocket connections.",
+            load(&h.frames_sent),
+        ),
+        (
+            "comet_ws_slow_closed_total",
+            "counter",
+            "Connections closed for not keeping up.",
+            load(&h.slow_closed),
+        ),
+        (
+            "comet_participants",
+            "gauge",
+            "Members in media conferences.",
+            load(&r.participants),
+        ),
+        (
+            "comet_conferences",
+            "gauge",
+            "Media conferences with members.",
+            load(&r.conferences),
+        ),
+        (
+            "comet_rtp_packets_in_total",
+            "counter",
+            "Audio RTP packets received from participants.",
+            load(&r.rtp_in),
+        ),
+        (
+            "comet_rtp_packets_out_total",
+            "counter",
+            "Audio RTP packets sent to participants.",
+            load(&r.rtp_out),
+        ),
+        (
+            "comet_rtp_packets_lost_total",
+            "counter",
+            "Audio RTP packets never received, of members that left.",
+            load(&r.rtp_lost),
+        ),
+        (
+            "comet_mix_ticks_total",
+            "counter",
+            "20 ms mixing periods run.",
+            load(&r.ticks),
+        ),
+        (
+            "comet_mix_seconds_total",
+            "counter",
+            "Time spent decoding, mixing and encoding.",
+            load(&r.mix_ns) / 1e9,
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in metrics {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    }
     out
 }

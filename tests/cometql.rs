@@ -287,7 +287,8 @@ async fn conference_invitations_and_members() {
     }
     let r = rows(&mut c, "SELECT * FROM conference WHERE name = '101'").await;
     assert_eq!(r.len(), 2);
-    assert_eq!(r[0], ["101", "2", "2", "{}", "video", "", "127.0.0.1:7443"]);
+    let node = format!("127.0.0.1:{}", s.sip.port());
+    assert_eq!(r[0], ["101", "2", "2", "{}", "video", "", node.as_str()]);
     assert_eq!(r[1][1], "3");
 
     // The invited user is offline: the sys_sipCall event waits in the queue, with the
@@ -307,7 +308,7 @@ async fn conference_invitations_and_members() {
     assert_eq!(sys["mode"], "video");
     assert_eq!(sys["caller_id"], 2);
     assert_eq!(sys["serverName"], "127.0.0.1");
-    assert_eq!(sys["serverPort"], 7443);
+    assert_eq!(sys["serverPort"], s.sip.port());
     assert_eq!(sys["sipNumber"], "0*101*video");
     assert_eq!(sys["stream"], 0);
     assert_eq!(
@@ -315,7 +316,7 @@ async fn conference_invitations_and_members() {
         comet_server::conference::callpipe::call_pipe(
             "0*101*video",
             "127.0.0.1",
-            7443,
+            s.sip.port(),
             0,
             "pipesalt"
         )

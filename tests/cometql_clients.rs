@@ -39,7 +39,10 @@ fn mariadb_cli() {
     assert!(ok, "mariadb failed: {err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "12\th12");
-    assert_eq!(lines[1], "101\t12\tvideo\t127.0.0.1:7443");
+    assert_eq!(
+        lines[1],
+        format!("101\t12\tvideo\t127.0.0.1:{}", s.sip.port())
+    );
     assert!(lines[2].contains("comet-server"));
 
     let (ok, _, err) = mariadb(&s, "wrong", "SELECT 1");
@@ -77,7 +80,7 @@ fn php_mysqli_and_pdo_run_the_old_example_backend() {
     assert_eq!(rows[0]["caller_id"], "2");
     assert_eq!(rows[0]["message"], "{}");
     assert_eq!(rows[0]["profile"], "video");
-    assert_eq!(rows[0]["node"], "127.0.0.1:7443");
+    assert_eq!(rows[0]["node"], format!("127.0.0.1:{}", s.sip.port()));
     assert_eq!(v["delete"], 1);
     assert_eq!(v["after_delete"], serde_json::json!([{"user_id": "3"}]));
     assert_eq!(v["error"][0], 13);
@@ -113,7 +116,7 @@ fn python_pymysql() {
     assert_eq!(v["columns"], serde_json::json!(["id", "hash"]));
     assert_eq!(
         v["conference"],
-        serde_json::json!([["42", "audio", "127.0.0.1:7443"]])
+        serde_json::json!([["42", "audio", format!("127.0.0.1:{}", s.sip.port())]])
     );
     assert_eq!(v["or_error"], 2);
 }

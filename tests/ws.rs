@@ -202,7 +202,7 @@ async fn personal_messages_live_and_queued() {
     let pipe = comet_server::conference::callpipe::call_pipe(
         "0*101*video",
         "127.0.0.1",
-        7443,
+        s.sip.port(),
         0,
         "pipesalt",
     );
@@ -220,7 +220,7 @@ async fn personal_messages_live_and_queued() {
                     "conference_name": "101",
                     "mode": "video",
                     "serverName": "127.0.0.1",
-                    "serverPort": 7443,
+                    "serverPort": s.sip.port(),
                     "sipNumber": "0*101*video",
                     "stream": 0
                 }

@@ -138,7 +138,7 @@ async fn chromium_pages_get_invited_and_signal_each_other() {
     let pipe = comet_server::conference::callpipe::call_pipe(
         "0*101*video",
         "127.0.0.1",
-        7443,
+        s.sip.port(),
         0,
         "pipesalt",
     );

@@ -65,8 +65,12 @@ pub struct Config {
     /// `[sip] pipesalt`: salt of the callPipe hash.
     pub pipesalt: String,
     pub media: Listen,
+    /// `[sip] tls_cert` / `tls_key`: PEM files; when both are set the listener speaks wss://.
+    pub sip_tls: Option<(PathBuf, PathBuf)>,
     /// `[media] announce_ip`: the address put in ICE candidates (default: `[media] ip`).
     pub media_announce_ip: Option<IpAddr>,
+    /// `[media] max_talkers`: how many of the loudest talkers a conference mixes.
+    pub max_talkers: usize,
     pub http: Listen,
     pub http_enabled: bool,
     /// `[http] metrics_token`: opens /metrics to non-loopback clients presenting it.
@@ -284,6 +288,27 @@ pub static KEYS: &[Key] = &[
         },
     },
     Key {
+        section: "sip",
+        name: "tls_cert",
+        default: "",
+        doc: "PEM certificate chain for wss:// on the SIP listener (with tls_key). Browsers on \
+              https pages open only wss://. Empty: plain ws://, for loopback or a TLS proxy.",
+        set: |c, v| {
+            set_tls_part(&mut c.sip_tls, v, 0);
+            Ok(())
+        },
+    },
+    Key {
+        section: "sip",
+        name: "tls_key",
+        default: "",
+        doc: "PEM private key for the SIP tls_cert.",
+        set: |c, v| {
+            set_tls_part(&mut c.sip_tls, v, 1);
+            Ok(())
+        },
+    },
+    Key {
         section: "media",
         name: "ip",
         default: "127.0.0.1",
@@ -314,6 +339,20 @@ pub static KEYS: &[Key] = &[
                 None
             } else {
                 Some(parse_ip(v)?)
+            };
+            Ok(())
+        },
+    },
+    Key {
+        section: "media",
+        name: "max_talkers",
+        default: "3",
+        doc: "How many of the loudest talkers each conference mixes (everyone else is heard \
+              when they become one of the loudest).",
+        set: |c, v| {
+            c.max_talkers = match v.parse::<usize>() {
+                Ok(n) if (1..=64).contains(&n) => n,
+                _ => return Err(format!("`{v}` is not a talker count (1-64)")),
             };
             Ok(())
         },
@@ -466,6 +505,8 @@ impl Default for Config {
                 port: 1,
             },
             media_announce_ip: None,
+            sip_tls: None,
+            max_talkers: 3,
             http: Listen {
                 ip: loopback,
                 port: 1,
@@ -592,13 +633,15 @@ impl Config {
 
     /// Cross-key rules.
     fn validate(&self) -> Result<(), ConfigError> {
-        if let Some((cert, key)) = &self.ws_tls
-            && (cert.as_os_str().is_empty() || key.as_os_str().is_empty())
-        {
-            return Err(ConfigError {
-                at: "configuration".into(),
-                message: "[ws] tls_cert and tls_key must be set together".into(),
-            });
+        for (section, tls) in [("ws", &self.ws_tls), ("sip", &self.sip_tls)] {
+            if let Some((cert, key)) = tls
+                && (cert.as_os_str().is_empty() || key.as_os_str().is_empty())
+            {
+                return Err(ConfigError {
+                    at: "configuration".into(),
+                    message: format!("[{section}] tls_cert and tls_key must be set together"),
+                });
+            }
         }
         let listeners = [
             ("cometql", self.cometql),

@@ -17,6 +17,10 @@ pub struct Server {
     child: Child,
     pub cometql: SocketAddr,
     pub ws: SocketAddr,
+    /// SIP over WebSocket (`ws://`), announced to browsers as `127.0.0.1:<port>`.
+    pub sip: SocketAddr,
+    /// The UDP media socket.
+    pub media: SocketAddr,
     /// The HTTP listener (unless a test disabled it).
     pub http: Option<SocketAddr>,
     pub data_dir: PathBuf,
@@ -61,6 +65,10 @@ impl Server {
             "--ws-port".into(),
             "0".into(),
             "--http-port".into(),
+            "0".into(),
+            "--sip-port".into(),
+            "0".into(),
+            "--media-port".into(),
             "0".into(),
             "--set".into(),
             format!("main.password={PASSWORD}"),
@@ -107,6 +115,7 @@ impl Server {
                                 .expect("an address")
                         };
                         let (cometql, ws) = (addr("cometql="), addr("ws="));
+                        let (sip, media) = (addr("sip="), addr("media="));
                         let http = rest
                             .split_whitespace()
                             .find_map(|kv| kv.strip_prefix("http="))
@@ -116,6 +125,8 @@ impl Server {
                             child,
                             cometql,
                             ws,
+                            sip,
+                            media,
                             http,
                             data_dir,
                             stdout: lines,

@@ -1,0 +1,542 @@
+//! The conference runtime: the audio MCU between the SIP calls and the WebRTC endpoint.
+//!
+//! [`MediaRuntime`] is the [`CallHandler`] of the SIP layer. An answered INVITE becomes a
+//! participant of the WebRTC endpoint (`comet-sfu`) and a member of its conference; the
+//! conference exists while it has members. One task owns every conference and member, so the
+//! media path takes no locks. Every 20 ms it runs each conference:
+//!
+//! 1. each member's jitter buffer + Opus decoder (`comet-media`) gives exactly one 20 ms frame
+//!    (decoded, FEC-recovered, concealed or silence);
+//! 2. the `comet-mixer` N-1 mixer mixes the loudest talkers; members who hear the same thing
+//!    share one output;
+//! 3. the shared mix is Opus-encoded once for all who hear it, a talker's own N-1 mix by its own
+//!    encoder; every member's packets carry its own continuous RTP timestamps;
+//! 4. the payloads go out through the endpoint (SRTP).
+//!
+//! Talking members are reported to the [`ConferenceRegistry`] (`conference_members`
+//! `last_talking`). A participant whose WebRTC connection dies is hung up through the registry,
+//! so the browser gets a SIP BYE; a call that ends on the SIP side closes its participant.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use comet_media::{AudioReceiver, AudioReceiverConfig, AudioSender, OpusEncoderConfig, RtpPacket};
+use comet_mixer::{AudioMixer, MemberId, MemberInput, MixerConfig, OutputKind};
+use comet_sfu::driver::{Events, SfuHandle};
+use comet_sfu::{
+    Answer, AnswerOptions, AudioLevel, CloseReason, Codec, Direction, Event, MediaKind,
+    ParticipantId,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::ConferenceRegistry;
+use crate::sip::{CallEvent, CallHandler, CallId, CallInfo, EndReason, MediaError};
+use crate::store::DevId;
+
+/// Samples in one 20 ms, 48 kHz mono frame.
+const FRAME: usize = 960;
+/// The mixing period.
+pub const TICK: Duration = Duration::from_millis(20);
+
+/// Tuning of the audio MCU.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// How many of the loudest talkers are mixed.
+    pub max_talkers: usize,
+    /// Opus bitrate of what we send (cometVideoApi.js asks for 32 kbit/s audio).
+    pub opus_bitrate: u32,
+    /// Opus encoder complexity (0..=10).
+    pub opus_complexity: u8,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            max_talkers: 3,
+            opus_bitrate: 32_000,
+            opus_complexity: 5,
+        }
+    }
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default)]
+pub struct RuntimeStats {
+    pub participants: AtomicU64,
+    pub conferences: AtomicU64,
+    pub rtp_in: AtomicU64,
+    pub rtp_out: AtomicU64,
+    /// Packets never received, over every member that has left (RFC 3550).
+    pub rtp_lost: AtomicU64,
+    /// Frames concealed (loss) over every member that has left.
+    pub concealed: AtomicU64,
+    pub ticks: AtomicU64,
+    /// Time spent decoding + mixing + encoding, nanoseconds.
+    pub mix_ns: AtomicU64,
+}
+
+enum Cmd {
+    Join {
+        call: Box<CallInfo>,
+        answer: Box<Answer>,
+        reply: oneshot::Sender<Result<(), MediaError>>,
+    },
+    Leave {
+        call: CallId,
+    },
+}
+
+/// The audio MCU. Cheap to share: the work happens in its task.
+pub struct MediaRuntime {
+    sfu: SfuHandle,
+    cmds: mpsc::UnboundedSender<Cmd>,
+    /// Which participant carries which call (for re-INVITEs).
+    calls: Mutex<HashMap<CallId, ParticipantId>>,
+    pub stats: Arc<RuntimeStats>,
+}
+
+impl MediaRuntime {
+    /// Starts the runtime on a running endpoint driver.
+    pub fn start(
+        sfu: SfuHandle,
+        events: Events,
+        registry: Arc<ConferenceRegistry>,
+        cfg: RuntimeConfig,
+    ) -> Arc<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(RuntimeStats::default());
+        let task = Task {
+            sfu: sfu.clone(),
+            registry,
+            stats: stats.clone(),
+            cfg,
+            members: HashMap::new(),
+            by_call: HashMap::new(),
+            confs: HashMap::new(),
+            epoch: Instant::now(),
+        };
+        tokio::spawn(task.run(events, rx));
+        Arc::new(MediaRuntime {
+            sfu,
+            cmds: tx,
+            calls: Mutex::new(HashMap::new()),
+            stats,
+        })
+    }
+
+    fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<CallId, ParticipantId>> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What we answer, by conference profile. Video is composed by the video MCU; until a
+    /// profile has it, we neither send nor receive video.
+    fn answer_options(_profile: &str) -> AnswerOptions {
+        AnswerOptions {
+            audio: Direction::SendRecv,
+            video: Direction::Inactive,
+        }
+    }
+}
+
+fn sfu_error(e: comet_sfu::Error) -> MediaError {
+    use comet_sfu::Error as E;
+    match e {
+        E::NoCommonCodec(..) | E::InvalidOffer(..) => MediaError::NotAcceptable(e.to_string()),
+        E::TooManyParticipants | E::DriverGone => MediaError::Unavailable(e.to_string()),
+        other => MediaError::Failed(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl CallHandler for MediaRuntime {
+    async fn offer(&self, call: CallInfo, sdp: &str) -> Result<String, MediaError> {
+        let answer = self
+            .sfu
+            .accept_offer(sdp, Self::answer_options(&call.profile))
+            .await
+            .map_err(sfu_error)?;
+        let pid = answer.participant;
+        match answer.audio {
+            Some(a) if a.codec == Codec::Opus => {}
+            other => {
+                let _ = self.sfu.close(pid).await;
+                return Err(MediaError::NotAcceptable(match other {
+                    Some(a) => format!(
+                        "audio codec {:?}: this server mixes Opus; offer Opus",
+                        a.codec
+                    ),
+                    None => "the offer has no audio".into(),
+                }));
+            }
+        }
+        let sdp = answer.sdp.clone();
+        let id = call.id;
+        let (reply, rx) = oneshot::channel();
+        if self
+            .cmds
+            .send(Cmd::Join {
+                call: Box::new(call),
+                answer: Box::new(answer),
+                reply,
+            })
+            .is_err()
+        {
+            let _ = self.sfu.close(pid).await;
+            return Err(MediaError::Unavailable("the media runtime stopped".into()));
+        }
+        match rx.await {
+            Ok(Ok(())) => {
+                self.calls().insert(id, pid);
+                Ok(sdp)
+            }
+            Ok(Err(e)) => {
+                let _ = self.sfu.close(pid).await;
+                Err(e)
+            }
+            Err(_) => {
+                let _ = self.sfu.close(pid).await;
+                Err(MediaError::Unavailable("the media runtime stopped".into()))
+            }
+        }
+    }
+
+    async fn reoffer(&self, call: &CallInfo, sdp: &str) -> Result<String, MediaError> {
+        let pid = self
+            .calls()
+            .get(&call.id)
+            .copied()
+            .ok_or_else(|| MediaError::Failed("no media for this call".into()))?;
+        let answer = self
+            .sfu
+            .accept_reoffer(pid, sdp, Self::answer_options(&call.profile))
+            .await
+            .map_err(sfu_error)?;
+        Ok(answer.sdp)
+    }
+
+    fn event(&self, _call: &CallInfo, _ev: &CallEvent) {}
+
+    fn ended(&self, call: &CallInfo, reason: &EndReason) {
+        tracing::debug!(call = ?call.id, %reason, "call ended");
+        self.calls().remove(&call.id);
+        let _ = self.cmds.send(Cmd::Leave { call: call.id });
+    }
+}
+
+type ConfKey = (DevId, String);
+
+struct Member {
+    call: CallInfo,
+    conf: ConfKey,
+    mixer_id: MemberId,
+    rx: AudioReceiver,
+    /// Whether we may send audio to this participant (connected, not on hold).
+    connected: bool,
+    /// RTP timestamp of the next frame we send.
+    out_ts: u32,
+    /// Encoder for this member's own mix (a talker hearing N-1), made when first needed.
+    own: Option<AudioSender>,
+    /// This tick's decoded frame.
+    pcm: Vec<i16>,
+    level: Option<u8>,
+}
+
+struct Conf {
+    mixer: AudioMixer,
+    /// Encodes the mix that every non-talker hears, once per tick.
+    shared: AudioSender,
+    members: Vec<ParticipantId>,
+}
+
+struct Task {
+    sfu: SfuHandle,
+    registry: Arc<ConferenceRegistry>,
+    stats: Arc<RuntimeStats>,
+    cfg: RuntimeConfig,
+    members: HashMap<ParticipantId, Member>,
+    by_call: HashMap<CallId, ParticipantId>,
+    confs: HashMap<ConfKey, Conf>,
+    epoch: Instant,
+}
+
+/// An encoded payload and its RFC 6464 level.
+type Encoded = (Arc<[u8]>, Option<u8>);
+
+/// One payload to send.
+struct Write {
+    to: ParticipantId,
+    payload: Arc<[u8]>,
+    ts: u32,
+    level: Option<AudioLevel>,
+}
+
+impl Task {
+    async fn run(mut self, mut events: Events, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some((pid, ev)) => self.on_event(pid, ev).await,
+                    None => {
+                        tracing::error!("the WebRTC endpoint stopped; the media runtime stops");
+                        return;
+                    }
+                },
+                cmd = cmds.recv() => match cmd {
+                    Some(Cmd::Join { call, answer, reply }) => {
+                        let _ = reply.send(self.join(*call, *answer));
+                    }
+                    Some(Cmd::Leave { call }) => {
+                        if let Some(pid) = self.by_call.get(&call).copied() {
+                            self.remove(pid);
+                            let _ = self.sfu.close(pid).await;
+                        }
+                    }
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    let writes = self.tick(Instant::now());
+                    for w in writes {
+                        if self.sfu.write_audio(w.to, w.payload, w.ts, w.level).await.is_ok() {
+                            self.stats.rtp_out.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn encoder_config(&self) -> OpusEncoderConfig {
+        OpusEncoderConfig {
+            channels: 1,
+            bitrate: self.cfg.opus_bitrate,
+            complexity: self.cfg.opus_complexity,
+            dtx: true,
+            fec: true,
+            packet_loss_percent: 0,
+        }
+    }
+
+    fn join(&mut self, call: CallInfo, answer: Answer) -> Result<(), MediaError> {
+        let failed = |e: &dyn std::fmt::Display| MediaError::Failed(e.to_string());
+        let key: ConfKey = (call.dev, call.conference.clone());
+        if !self.confs.contains_key(&key) {
+            let mixer = AudioMixer::new(MixerConfig {
+                max_talkers: self.cfg.max_talkers,
+                ..MixerConfig::default()
+            })
+            .map_err(|e| failed(&e))?;
+            let shared = AudioSender::new(self.encoder_config(), 0).map_err(|e| failed(&e))?;
+            self.confs.insert(
+                key.clone(),
+                Conf {
+                    mixer,
+                    shared,
+                    members: Vec::new(),
+                },
+            );
+            self.stats.conferences.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(dev = call.dev, conference = %call.conference, "conference started");
+        }
+        let conf = self
+            .confs
+            .get_mut(&key)
+            .ok_or_else(|| MediaError::Failed("conference vanished".into()))?;
+        let mixer_id = conf.mixer.add_member().map_err(|e| failed(&e))?;
+        let rx = AudioReceiver::new(AudioReceiverConfig::default()).map_err(|e| failed(&e))?;
+        conf.members.push(answer.participant);
+        self.by_call.insert(call.id, answer.participant);
+        tracing::info!(
+            dev = call.dev, conference = %call.conference, user = call.user,
+            participant = %answer.participant, "member joined"
+        );
+        self.members.insert(
+            answer.participant,
+            Member {
+                call,
+                conf: key,
+                mixer_id,
+                rx,
+                connected: false,
+                out_ts: rand::random(),
+                own: None,
+                pcm: vec![0; FRAME],
+                level: None,
+            },
+        );
+        self.stats.participants.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Removes a member; the conference ends with its last member.
+    fn remove(&mut self, pid: ParticipantId) -> Option<Member> {
+        let m = self.members.remove(&pid)?;
+        self.by_call.remove(&m.call.id);
+        let rs = m.rx.stats();
+        self.stats
+            .rtp_lost
+            .fetch_add(rs.jitter.lost, Ordering::Relaxed);
+        self.stats
+            .concealed
+            .fetch_add(rs.concealed, Ordering::Relaxed);
+        self.stats.participants.fetch_sub(1, Ordering::Relaxed);
+        if let Some(conf) = self.confs.get_mut(&m.conf) {
+            let _ = conf.mixer.remove_member(m.mixer_id);
+            conf.members.retain(|p| *p != pid);
+            if conf.members.is_empty() {
+                self.confs.remove(&m.conf);
+                self.stats.conferences.fetch_sub(1, Ordering::Relaxed);
+                tracing::info!(dev = m.conf.0, conference = %m.conf.1, "conference ended");
+            }
+        }
+        tracing::info!(
+            dev = m.call.dev, conference = %m.call.conference, user = m.call.user,
+            participant = %pid, "member left"
+        );
+        Some(m)
+    }
+
+    async fn on_event(&mut self, pid: ParticipantId, ev: Event) {
+        match ev {
+            Event::Connected | Event::Reconnected => {
+                if let Some(m) = self.members.get_mut(&pid) {
+                    m.connected = true;
+                }
+            }
+            Event::Media(pkt) if pkt.kind == MediaKind::Audio && pkt.codec == Codec::Opus => {
+                self.stats.rtp_in.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = self.members.get_mut(&pid) {
+                    let packet = RtpPacket {
+                        sequence_number: pkt.seq as u16,
+                        timestamp: pkt.timestamp,
+                        marker: pkt.marker,
+                        payload: pkt.payload.to_vec(),
+                        audio_level: pkt.audio_level.map(|l| l.level),
+                        arrival: pkt.arrival,
+                    };
+                    // Malformed payloads are counted by the receiver and dropped.
+                    let _ = m.rx.push(packet, pkt.arrival);
+                }
+            }
+            Event::Closed(reason) => {
+                if let Some(m) = self.remove(pid) {
+                    // The media is gone: end the call so the browser gets a BYE.
+                    let why = match reason {
+                        CloseReason::Remote => "the browser closed the media connection",
+                        CloseReason::ConnectTimeout => "the media connection never came up",
+                        CloseReason::IceTimeout => "the media connection was lost",
+                        _ => "the media connection failed",
+                    };
+                    self.registry
+                        .hangup(m.call.dev, &m.call.conference, Some(m.call.user), why);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// One 20 ms period of every conference; returns what to send.
+    fn tick(&mut self, now: Instant) -> Vec<Write> {
+        let started = Instant::now();
+        let now_ms = now.duration_since(self.epoch).as_millis() as u64;
+        let enc_cfg = self.encoder_config();
+        let mut writes = Vec::new();
+        let Task {
+            members,
+            confs,
+            registry,
+            ..
+        } = self;
+        for (key, conf) in confs.iter_mut() {
+            // 1. One frame per member.
+            for pid in &conf.members {
+                if let Some(m) = members.get_mut(pid) {
+                    let frame = m.rx.pop(now);
+                    if frame.samples.len() == FRAME {
+                        m.pcm.copy_from_slice(&frame.samples);
+                    } else {
+                        m.pcm.fill(0);
+                    }
+                    m.level = frame.audio_level;
+                }
+            }
+            // 2. Mix.
+            let inputs: Vec<MemberInput<'_>> = conf
+                .members
+                .iter()
+                .filter_map(|pid| members.get(pid))
+                .map(|m| MemberInput {
+                    member: m.mixer_id,
+                    pcm: &m.pcm,
+                    audio_level: m.level,
+                })
+                .collect();
+            if let Err(e) = conf.mixer.mix(now_ms, &inputs) {
+                tracing::warn!(conference = %key.1, "mix failed: {e}");
+                continue;
+            }
+            drop(inputs);
+            // 3. Encode: the shared mix once, own mixes per talker.
+            // Encoded on first use, then shared by every member who hears the shared mix.
+            let mut shared: Option<Option<Encoded>> = None;
+            for pid in &conf.members {
+                let Some(m) = members.get_mut(pid) else {
+                    continue;
+                };
+                if conf.mixer.status(m.mixer_id).is_ok_and(|st| st.talking) {
+                    registry.talking(key.0, &key.1, m.call.user, now);
+                }
+                if !m.connected {
+                    continue;
+                }
+                let Ok(out) = conf.mixer.output(m.mixer_id) else {
+                    continue;
+                };
+                let encoded = match out.kind {
+                    OutputKind::Shared => shared
+                        .get_or_insert_with(|| {
+                            conf.shared
+                                .encode(conf.mixer.shared_mix())
+                                .ok()
+                                .flatten()
+                                .map(|p| (Arc::<[u8]>::from(p.payload), p.audio_level))
+                        })
+                        .clone(),
+                    OutputKind::Own => {
+                        if m.own.is_none() {
+                            m.own = AudioSender::new(enc_cfg, 0).ok();
+                        }
+                        m.own
+                            .as_mut()
+                            .and_then(|enc| enc.encode(out.pcm).ok().flatten())
+                            .map(|p| (Arc::<[u8]>::from(p.payload), p.audio_level))
+                    }
+                    // Deaf: nothing to hear; the browser treats the gap like DTX.
+                    OutputKind::Silence => None,
+                };
+                if let Some((payload, level)) = encoded {
+                    writes.push(Write {
+                        to: *pid,
+                        payload,
+                        ts: m.out_ts,
+                        level: level.map(|l| AudioLevel {
+                            level: l,
+                            voice: l < 127,
+                        }),
+                    });
+                }
+                // The timeline moves on even when DTX sends nothing.
+                m.out_ts = m.out_ts.wrapping_add(FRAME as u32);
+            }
+        }
+        self.stats.ticks.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .mix_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        writes
+    }
+}
