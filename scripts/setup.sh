@@ -21,6 +21,12 @@ if [ "$mode" = "test" ]; then
   pkgs+=("${test_pkgs[@]}")
 fi
 
+# Node.js and npm bundle JsSIP for the browser tests; a machine that has them already (from
+# Debian or elsewhere) keeps its own.
+if [ "$mode" = "test" ] && ! command -v npm >/dev/null 2>&1; then
+  pkgs+=(nodejs npm)
+fi
+
 missing=()
 for p in "${pkgs[@]}"; do
   if ! dpkg -s "$p" >/dev/null 2>&1; then
@@ -46,4 +52,14 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "setup: installing the Rust toolchain with rustup" >&2
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy -c rustfmt >&2
   fi
+fi
+
+# Browser-side test libraries (JsSIP 2.0.6 and 3.x from npm, bundled with esbuild).
+if [ "$mode" = "test" ]; then
+  cd "$(dirname "$0")/../tests/browser"
+  if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    echo "setup: npm ci in tests/browser" >&2
+    npm ci --no-audit --no-fund --loglevel=error >&2
+  fi
+  npm run --silent build >&2
 fi

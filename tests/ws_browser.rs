@@ -4,92 +4,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::Duration;
-
-use axum::Json;
-use axum::extract::State;
-use axum::routing::{get, post};
-use common::{Server, connect, tool};
+use axum::routing::get;
+use common::browser::{chromium, serve};
+use common::{Server, connect};
 use mysql_async::prelude::*;
-use serde_json::Value;
-use tokio::sync::{Mutex, mpsc};
 
 const PAGE: &str = include_str!("browser/comet_page.html");
-
-/// A browser process and its throw-away profile directory (removed after the process).
-struct Browser {
-    child: Child,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn chromium(url: &str) -> Browser {
-    let profile = tempfile::tempdir().unwrap();
-    let child = Command::new(tool("chromium"))
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromium");
-    Browser {
-        child,
-        _profile: profile,
-    }
-}
-
-type Reports = Arc<Mutex<mpsc::UnboundedSender<(String, String, Value)>>>;
-
-async fn report(State(tx): State<Reports>, Json(v): Json<Value>) -> &'static str {
-    let page = v["page"].as_str().unwrap_or("").to_string();
-    let event = v["event"].as_str().unwrap_or("").to_string();
-    let _ = tx.lock().await.send((page, event, v["data"].clone()));
-    "ok"
-}
-
-/// Waits (with a deadline) for a report from `page` with `event`.
-async fn wait_for(
-    rx: &mut mpsc::UnboundedReceiver<(String, String, Value)>,
-    seen: &mut Vec<(String, String, Value)>,
-    page: &str,
-    event: &str,
-) -> Value {
-    if let Some(i) = seen.iter().position(|(p, e, _)| p == page && e == event) {
-        return seen.remove(i).2;
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let got = tokio::time::timeout_at(deadline, rx.recv())
-            .await
-            .unwrap_or_else(|_| {
-                panic!("page {page} did not report {event} within 60 s; saw {seen:?}")
-            })
-            .expect("report channel open");
-        if got.0 == page && got.1 == event {
-            return got.2;
-        }
-        seen.push(got);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_pages_get_invited_and_signal_each_other() {
@@ -103,15 +23,10 @@ async fn chromium_pages_get_invited_and_signal_each_other() {
         .await
         .unwrap();
 
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let app = axum::Router::new()
-        .route("/page.html", get(|| async { axum::response::Html(PAGE) }))
-        .route("/report", post(report))
-        .with_state(Arc::new(Mutex::new(tx)));
-    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http_addr = http.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(http, app).await });
-
+    let (http_addr, mut reports) = serve(
+        axum::Router::new().route("/page.html", get(|| async { axum::response::Html(PAGE) })),
+    )
+    .await;
     let page = |role: &str, user: u32, hash: &str| {
         format!(
             "http://{http_addr}/page.html?role={role}&user={user}&hash={hash}&ws={}",
@@ -120,9 +35,8 @@ async fn chromium_pages_get_invited_and_signal_each_other() {
     };
     let _a = chromium(&page("a", 11, "hashEleven"));
     let _b = chromium(&page("b", 12, "hashTwelve"));
-    let mut seen = Vec::new();
     for p in ["a", "b"] {
-        let info = wait_for(&mut rx, &mut seen, p, "serverInfo").await;
+        let info = reports.wait_for(p, "serverInfo", 60).await;
         assert_eq!(info["authorized"], true, "page {p}: {info}");
         assert_eq!(info["hasKey"], true);
     }
@@ -143,7 +57,7 @@ async fn chromium_pages_get_invited_and_signal_each_other() {
         "pipesalt",
     );
     for p in ["a", "b"] {
-        let call = wait_for(&mut rx, &mut seen, p, "sys_sipCall").await;
+        let call = reports.wait_for(p, "sys_sipCall", 60).await;
         assert_eq!(call["sys"]["callPipe"], pipe.as_str(), "page {p}");
         assert_eq!(call["sys"]["conference_name"], "101");
         assert_eq!(call["sys"]["mode"], "video");
@@ -152,11 +66,11 @@ async fn chromium_pages_get_invited_and_signal_each_other() {
     }
 
     // Page a's `accept` reaches page b through the server, escaped and attributed to user 11.
-    let relay = wait_for(&mut rx, &mut seen, "b", "relay").await;
+    let relay = reports.wait_for("b", "relay", 60).await;
     assert_eq!(relay["pipe"], pipe.as_str());
     assert_eq!(relay["user_id"], 11);
     assert_eq!(relay["data"]["status"], "start_accept");
     assert_eq!(relay["data"]["type"], "video");
-    let answer = wait_for(&mut rx, &mut seen, "a", "answer").await;
+    let answer = reports.wait_for("a", "answer", 60).await;
     assert!(answer["number_messages"].as_u64().unwrap() >= 1);
 }

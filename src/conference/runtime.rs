@@ -496,6 +496,14 @@ impl Task {
                 let Ok(out) = conf.mixer.output(m.mixer_id) else {
                     continue;
                 };
+                if tracing::enabled!(tracing::Level::TRACE) {
+                    let st = conf.mixer.status(m.mixer_id).ok();
+                    tracing::trace!(
+                        participant = %pid, mixer_id = m.mixer_id.0, level = ?m.level, input_peak = m.pcm.iter().map(|s| s.unsigned_abs()).max(),
+                        talking = st.map(|s| s.talking), mixed = st.map(|s| s.mixed), output = ?out.kind,
+                        output_peak = out.pcm.iter().map(|s| s.unsigned_abs()).max(), "tick"
+                    );
+                }
                 let encoded = match out.kind {
                     OutputKind::Shared => shared
                         .get_or_insert_with(|| {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -76,7 +78,11 @@ impl Server {
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_comet-server"))
             .args(&args)
-            .env("RUST_LOG", "info")
+            // COMET_TEST_LOG=comet_server=debug shows the server's debug logs in a test's output.
+            .env(
+                "RUST_LOG",
+                std::env::var("COMET_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
