@@ -140,6 +140,33 @@ pub fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<std
     })
 }
 
+/// Publishes every conference event on the comet pipe `conference_<name>` (and its history, when
+/// pipes_settings keeps one), in order. Returns the publishing task.
+fn publish_conference_events(registry: &ConferenceRegistry, engine: Arc<Engine>) -> JoinHandle<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    registry.set_events(Arc::new(move |e| {
+        let _ = tx.send(e);
+    }));
+    tokio::spawn(async move {
+        while let Some(e) = rx.recv().await {
+            let pipe = format!("conference_{}", e.conference);
+            if crate::names::check_pipe(&pipe).is_err() {
+                continue; // conference names over 53 characters have no event pipe
+            }
+            let now = crate::cometql::engine::unix_now();
+            let message = e.data.to_string();
+            let frame = crate::realtime::pipe_message_frame(&pipe, e.event, &message, now);
+            engine.realtime.send_to_pipe(e.dev, &pipe, &frame);
+            if let Err(err) = engine
+                .log_pipe_message(e.dev, &pipe, e.event, &message, 0, now)
+                .await
+            {
+                tracing::warn!("cannot log a conference event: {err}");
+            }
+        }
+    })
+}
+
 /// Binds every listener and starts serving.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     // One rustls crypto backend for the whole process (ring; str0m uses aws-lc directly).
@@ -219,7 +246,26 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let mut settings = Settings::from_config(config);
     settings.sip_port = sip_addr.port();
     settings.node = format!("{}:{}", config.sip_host, sip_addr.port());
-    let engine = Arc::new(Engine::new(store, live, conferences, settings));
+    let engine = Arc::new(Engine::new(store, live, conferences.clone(), settings));
+    tasks.push(publish_conference_events(&conferences, engine.clone()));
+    conferences.set_profile_limits(
+        config
+            .profiles
+            .iter()
+            .filter(|(_, p)| p.max_duration > 0)
+            .map(|(n, p)| (n.clone(), std::time::Duration::from_secs(p.max_duration)))
+            .collect(),
+    );
+    {
+        let registry = conferences.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_millis(500));
+            loop {
+                every.tick().await;
+                registry.enforce_time_limits(std::time::Instant::now());
+            }
+        }));
+    }
 
     let listener = TcpListener::bind(SocketAddr::new(config.cometql.ip, config.cometql.port))
         .await

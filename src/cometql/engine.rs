@@ -38,8 +38,8 @@ pub struct Settings {
     pub pipesalt: String,
     /// `conference.node` of conferences created here.
     pub node: String,
-    /// Known conference profiles.
-    pub profiles: Vec<String>,
+    /// Conference profiles by name.
+    pub profiles: std::collections::BTreeMap<String, crate::config::Profile>,
 }
 
 impl Settings {
@@ -50,7 +50,7 @@ impl Settings {
             sip_port: c.sip.port,
             pipesalt: c.pipesalt.clone(),
             node: c.node(),
-            profiles: vec!["default".into(), "audio".into(), "video".into()],
+            profiles: c.profiles.clone(),
         }
     }
 }
@@ -438,12 +438,19 @@ impl Engine {
                 }
                 Ok(ok(t.delete(&cx, &Where { def, conds: &conds }).await?))
             }
-            Stmt::Update { table, .. } => {
+            Stmt::Update { table, set, conds } => {
                 let t = tables::find(&table).ok_or_else(|| CqlError::no_table(&table))?;
-                Err(CqlError::not_implemented(format!(
-                    "UPDATE {} is not supported",
-                    t.def().name
-                )))
+                let def = t.def();
+                for c in &conds {
+                    def.column(&c.column)
+                        .ok_or_else(|| CqlError::no_column(&c.column))?;
+                }
+                for (col, _) in &set {
+                    def.column(col).ok_or_else(|| CqlError::no_column(col))?;
+                }
+                Ok(ok(t
+                    .update(&cx, &set, &Where { def, conds: &conds })
+                    .await?))
             }
         }
     }
@@ -742,5 +749,212 @@ mod tests {
             count(&e, &mut s, trust, t0 + TRUST_PIPE_TTL_SECS + 1).await,
             0
         );
+    }
+
+    async fn code(e: &Engine, s: &mut Session, sql: &str) -> u16 {
+        match e.execute_at(s, sql, 0, Instant::now()).await {
+            Ok(r) => panic!("`{sql}` should fail, got {r:?}"),
+            Err(err) => err.code,
+        }
+    }
+
+    async fn affected(e: &Engine, s: &mut Session, sql: &str) -> u64 {
+        match e.execute_at(s, sql, 0, Instant::now()).await.unwrap() {
+            Reply::Ok { affected, .. } => affected,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn moderation_updates_flags_layout_and_time_limits() {
+        let e = engine();
+        let mut s = session();
+        let hung = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let t0 = Instant::now();
+        for user in [7, 8] {
+            let h = hung.clone();
+            e.conferences.join(
+                0,
+                "101",
+                user,
+                "video",
+                t0,
+                Arc::new(move |_: &str| {
+                    h.fetch_add(1, Ordering::SeqCst);
+                }),
+            );
+        }
+        let q = "SELECT user_id, audio, video, deaf, video_floor, layout, profile FROM conference_members WHERE name = '101'";
+        let rows = |r: Reply| match r {
+            Reply::Rows { rows, .. } => rows
+                .into_iter()
+                .map(|r| {
+                    r.into_iter()
+                        .map(|c| c.unwrap_or_default())
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        let before = rows(e.execute_at(&mut s, q, 0, t0).await.unwrap());
+        assert_eq!(
+            before[0],
+            ["7", "1", "1", "0", "0", "active-speaker", "video"]
+        );
+        let g = e.conferences.generation();
+        assert_eq!(
+            affected(
+                &e,
+                &mut s,
+                "UPDATE conference_members SET audio = 0 WHERE name = '101' AND user_id = 7"
+            )
+            .await,
+            1
+        );
+        assert!(
+            e.conferences.generation() > g,
+            "the media runtime sees the change"
+        );
+        assert_eq!(
+            affected(&e, &mut s, "UPDATE conference_members SET video = 0, deaf = 1, video_floor = 1 WHERE name = '101' AND user_id IN (7, 8)").await,
+            2
+        );
+        assert_eq!(
+            affected(
+                &e,
+                &mut s,
+                "UPDATE conference_members SET layout = 'grid' WHERE name = '101'"
+            )
+            .await,
+            1
+        );
+        assert_eq!(
+            affected(
+                &e,
+                &mut s,
+                "UPDATE conference_members SET audio = 1 WHERE name = '101' AND user_id = 99"
+            )
+            .await,
+            0,
+            "not a member"
+        );
+        let after = rows(e.execute_at(&mut s, q, 0, t0).await.unwrap());
+        assert_eq!(after[0], ["7", "0", "0", "1", "1", "grid", "video"]);
+        assert_eq!(after[1], ["8", "1", "0", "1", "1", "grid", "video"]);
+
+        // Error codes.
+        assert_eq!(
+            code(
+                &e,
+                &mut s,
+                "UPDATE conference_members SET audio = 0 WHERE user_id = 7"
+            )
+            .await,
+            13
+        );
+        assert_eq!(
+            code(
+                &e,
+                &mut s,
+                "UPDATE conference_members SET audio = 0 WHERE name = '101'"
+            )
+            .await,
+            13
+        );
+        assert_eq!(
+            code(
+                &e,
+                &mut s,
+                "UPDATE conference_members SET volume = 3 WHERE name = '101' AND user_id = 7"
+            )
+            .await,
+            14
+        );
+        assert_eq!(
+            code(
+                &e,
+                &mut s,
+                "UPDATE conference_members SET audio = 2 WHERE name = '101' AND user_id = 7"
+            )
+            .await,
+            12
+        );
+        assert_eq!(
+            code(
+                &e,
+                &mut s,
+                "UPDATE conference_members SET layout = 'mosaic' WHERE name = '101'"
+            )
+            .await,
+            12
+        );
+        assert_eq!(
+            code(
+                &e,
+                &mut s,
+                "UPDATE conference_members SET layout = 'grid' WHERE name = '101' AND user_id = 7"
+            )
+            .await,
+            12
+        );
+        assert_eq!(
+            code(
+                &e,
+                &mut s,
+                "UPDATE conference_members SET talking = 1 WHERE name = '101' AND user_id = 7"
+            )
+            .await,
+            10
+        );
+        assert_eq!(
+            code(
+                &e,
+                &mut s,
+                "UPDATE conference_members SET audio = 1 WHERE name = '101' AND profile = 'video'"
+            )
+            .await,
+            2
+        );
+        assert_eq!(
+            code(&e, &mut s, "UPDATE users_auth SET hash = 'x' WHERE id = 1").await,
+            10
+        );
+        assert_eq!(
+            code(&e, &mut s, "UPDATE nope SET a = 1 WHERE b = 2").await,
+            15
+        );
+
+        // A time limit ends the conference: every member is hung up.
+        assert_eq!(
+            affected(
+                &e,
+                &mut s,
+                "UPDATE conference_members SET max_duration = 30 WHERE name = '101'"
+            )
+            .await,
+            1
+        );
+        let limited = rows(
+            e.execute_at(
+                &mut s,
+                "SELECT max_duration FROM conference_members WHERE name = '101'",
+                0,
+                t0,
+            )
+            .await
+            .unwrap(),
+        );
+        assert_eq!(limited[0], ["30"]);
+        assert_eq!(
+            e.conferences
+                .enforce_time_limits(t0 + std::time::Duration::from_secs(29)),
+            0
+        );
+        assert_eq!(
+            e.conferences
+                .enforce_time_limits(t0 + std::time::Duration::from_secs(30)),
+            1
+        );
+        assert_eq!(hung.load(Ordering::SeqCst), 2);
     }
 }

@@ -1,22 +1,86 @@
-//! Who is in which media conference right now.
+//! Who is in which media conference right now, and what the backend decided about them.
 //!
-//! The conference runtime adds a member when its call is answered and removes it when the call
-//! ends; CometQL reads `conference_members` from here and hangs members up through it (DELETE FROM
-//! conference, DELETE FROM users_auth). Time is passed in, so the registry runs on any clock.
+//! The SIP driver adds a member when its call is answered and removes it when the call ends; the
+//! media runtime reports voice activity and reads the moderation flags; CometQL reads
+//! `conference_members`, changes flags (`UPDATE conference_members ...`) and hangs members up
+//! (`DELETE FROM conference`, `DELETE FROM users_auth`). Every change is also published as a
+//! [`ConferenceEvent`] to the sink installed with [`ConferenceRegistry::set_events`] (the
+//! `conference_<name>` comet pipe). Time is passed in, so the registry runs on any clock.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
 
 use crate::store::{DevId, UserId};
 
 /// Ends one member's call; called with a human-readable reason (it becomes the SIP Reason header).
 pub type Hangup = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// What the backend decided about one member (`UPDATE conference_members ...`). A member the
+/// server muted cannot unmute itself: the flag lives here, not in the browser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberFlags {
+    /// Heard by the others.
+    pub audio: bool,
+    /// Seen by the others.
+    pub video: bool,
+    /// Hears nothing.
+    pub deaf: bool,
+    /// Pinned to the big tile of the canvas.
+    pub video_floor: bool,
+}
+
+impl Default for MemberFlags {
+    fn default() -> Self {
+        MemberFlags {
+            audio: true,
+            video: true,
+            deaf: false,
+            video_floor: false,
+        }
+    }
+}
+
+/// Something that happened in a conference, for the `conference_<name>` event pipe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConferenceEvent {
+    pub dev: DevId,
+    pub conference: String,
+    /// `join`, `leave`, `talking`, `flags`, `layout`, `end`.
+    pub event: &'static str,
+    pub data: Value,
+}
+
+/// Receives every [`ConferenceEvent`], in order.
+pub type EventSink = Arc<dyn Fn(ConferenceEvent) + Send + Sync>;
+
 struct Member {
     joined: Instant,
     last_talking: Option<Instant>,
+    talking: bool,
+    energy: u8,
+    flags: MemberFlags,
+    profile: String,
     hangup: Hangup,
+}
+
+struct Conference {
+    members: BTreeMap<UserId, Member>,
+    layout: Option<String>,
+    /// When the conference ends on its own (`max_duration`).
+    deadline: Option<Instant>,
+    started: Instant,
+}
+
+/// What the media runtime applies to a conference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConferenceState {
+    /// Set by `UPDATE conference_members SET layout = ...` (`None`: the profile's).
+    pub layout: Option<String>,
+    pub flags: Vec<(UserId, MemberFlags)>,
 }
 
 /// One row of `conference_members`.
@@ -28,12 +92,28 @@ pub struct MemberRow {
     pub joined_for: Duration,
     /// Time since the member last spoke, if ever.
     pub silent_for: Option<Duration>,
+    pub talking: bool,
+    /// 0..=100.
+    pub energy: u8,
+    pub flags: MemberFlags,
+    /// The conference's layout (`None`: the profile's).
+    pub layout: Option<String>,
+    pub profile: String,
+    /// The conference's time limit, if any.
+    pub max_duration: Option<Duration>,
 }
+
+type Key = (DevId, String);
 
 /// Live conference membership for all developers.
 #[derive(Default)]
 pub struct ConferenceRegistry {
-    inner: Mutex<HashMap<(DevId, String), BTreeMap<UserId, Member>>>,
+    inner: Mutex<HashMap<Key, Conference>>,
+    /// Bumped by every flag or layout change, so the media runtime re-reads flags only then.
+    generation: AtomicU64,
+    events: OnceLock<EventSink>,
+    /// `max_duration` per profile.
+    limits: OnceLock<HashMap<String, Duration>>,
 }
 
 impl ConferenceRegistry {
@@ -41,51 +121,241 @@ impl ConferenceRegistry {
         Self::default()
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(DevId, String), BTreeMap<UserId, Member>>> {
+    /// Installs the event sink (once).
+    pub fn set_events(&self, sink: EventSink) {
+        let _ = self.events.set(sink);
+    }
+
+    /// Installs the per-profile time limits (once): a conference ends this long after it started.
+    pub fn set_profile_limits(&self, limits: HashMap<String, Duration>) {
+        let _ = self.limits.set(limits);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Conference>> {
         // Every critical section is a single map update; a poisoned lock still holds valid data.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds (or replaces, for a re-join) a member. The conference exists while it has members.
-    pub fn join(&self, dev: DevId, name: &str, user: UserId, now: Instant, hangup: Hangup) {
-        self.lock()
-            .entry((dev, name.to_string()))
-            .or_default()
-            .insert(
+    fn emit(&self, dev: DevId, conference: &str, event: &'static str, data: Value) {
+        if let Some(sink) = self.events.get() {
+            sink(ConferenceEvent {
+                dev,
+                conference: conference.to_string(),
+                event,
+                data,
+            });
+        }
+    }
+
+    /// Changes seen by the media runtime (flags, layouts) since start; compare to re-read.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Adds (or replaces, for a re-join) a member. The conference exists while it has members;
+    /// it starts its profile's time limit when created.
+    pub fn join(
+        &self,
+        dev: DevId,
+        name: &str,
+        user: UserId,
+        profile: &str,
+        now: Instant,
+        hangup: Hangup,
+    ) {
+        {
+            let mut g = self.lock();
+            let conf = g
+                .entry((dev, name.to_string()))
+                .or_insert_with(|| Conference {
+                    members: BTreeMap::new(),
+                    layout: None,
+                    deadline: self
+                        .limits
+                        .get()
+                        .and_then(|l| l.get(profile))
+                        .map(|d| now + *d),
+                    started: now,
+                });
+            conf.members.insert(
                 user,
                 Member {
                     joined: now,
                     last_talking: None,
+                    talking: false,
+                    energy: 0,
+                    flags: MemberFlags::default(),
+                    profile: profile.to_string(),
                     hangup,
                 },
             );
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.emit(
+            dev,
+            name,
+            "join",
+            json!({"user_id": user, "profile": profile}),
+        );
     }
 
-    /// Removes a member; the conference disappears with its last member. True if it was there.
+    /// Removes a member; the conference ends with its last member. True if it was there.
     pub fn leave(&self, dev: DevId, name: &str, user: UserId) -> bool {
-        let mut g = self.lock();
-        let key = (dev, name.to_string());
-        let Some(members) = g.get_mut(&key) else {
-            return false;
+        let (was, ended) = {
+            let mut g = self.lock();
+            let key = (dev, name.to_string());
+            let Some(conf) = g.get_mut(&key) else {
+                return false;
+            };
+            let was = conf.members.remove(&user).is_some();
+            let ended = conf.members.is_empty();
+            if ended {
+                g.remove(&key);
+            }
+            (was, ended)
         };
-        let was = members.remove(&user).is_some();
-        if members.is_empty() {
-            g.remove(&key);
+        if was {
+            self.emit(dev, name, "leave", json!({"user_id": user}));
+        }
+        if ended {
+            self.emit(dev, name, "end", json!({}));
         }
         was
     }
 
+    /// Records a member's voice activity (the media runtime calls this when it changes, and at
+    /// least every second while talking). Publishes talking start/stop.
+    pub fn activity(
+        &self,
+        dev: DevId,
+        name: &str,
+        user: UserId,
+        talking: bool,
+        energy: u8,
+        now: Instant,
+    ) {
+        let changed = {
+            let mut g = self.lock();
+            let Some(m) = g
+                .get_mut(&(dev, name.to_string()))
+                .and_then(|c| c.members.get_mut(&user))
+            else {
+                return;
+            };
+            m.energy = energy;
+            if talking {
+                m.last_talking = Some(now);
+            }
+            let changed = m.talking != talking;
+            m.talking = talking;
+            changed
+        };
+        if changed {
+            self.emit(
+                dev,
+                name,
+                "talking",
+                json!({"user_id": user, "talking": talking}),
+            );
+        }
+    }
+
     /// Records that a member is talking at `now`.
     pub fn talking(&self, dev: DevId, name: &str, user: UserId, now: Instant) {
-        if let Some(m) = self
-            .lock()
-            .get_mut(&(dev, name.to_string()))
-            .and_then(|c| c.get_mut(&user))
+        self.activity(dev, name, user, true, 0, now);
+    }
+
+    /// A member's flags, if it is in the conference.
+    pub fn flags(&self, dev: DevId, name: &str, user: UserId) -> Option<MemberFlags> {
+        self.lock()
+            .get(&(dev, name.to_string()))
+            .and_then(|c| c.members.get(&user))
+            .map(|m| m.flags)
+    }
+
+    /// A conference's layout and every member's flags, for the media runtime.
+    pub fn conference_state(&self, dev: DevId, name: &str) -> Option<ConferenceState> {
+        self.lock()
+            .get(&(dev, name.to_string()))
+            .map(|c| ConferenceState {
+                layout: c.layout.clone(),
+                flags: c.members.iter().map(|(u, m)| (*u, m.flags)).collect(),
+            })
+    }
+
+    /// Changes a member's flags; returns whether the member was there.
+    pub fn update_flags(
+        &self,
+        dev: DevId,
+        name: &str,
+        user: UserId,
+        change: impl FnOnce(&mut MemberFlags),
+    ) -> bool {
+        let flags = {
+            let mut g = self.lock();
+            let Some(m) = g
+                .get_mut(&(dev, name.to_string()))
+                .and_then(|c| c.members.get_mut(&user))
+            else {
+                return false;
+            };
+            change(&mut m.flags);
+            m.flags
+        };
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.emit(
+            dev,
+            name,
+            "flags",
+            json!({
+                "user_id": user,
+                "audio": flags.audio,
+                "video": flags.video,
+                "deaf": flags.deaf,
+                "video_floor": flags.video_floor,
+            }),
+        );
+        true
+    }
+
+    /// Sets a conference's layout; returns whether the conference exists.
+    pub fn set_layout(&self, dev: DevId, name: &str, layout: &str) -> bool {
         {
-            m.last_talking = Some(now);
+            let mut g = self.lock();
+            let Some(c) = g.get_mut(&(dev, name.to_string())) else {
+                return false;
+            };
+            c.layout = Some(layout.to_string());
         }
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.emit(dev, name, "layout", json!({"layout": layout}));
+        true
+    }
+
+    /// Limits a running conference to `limit` from its start (0: no limit); returns whether the
+    /// conference exists.
+    pub fn set_max_duration(&self, dev: DevId, name: &str, limit: Duration) -> bool {
+        let mut g = self.lock();
+        let Some(c) = g.get_mut(&(dev, name.to_string())) else {
+            return false;
+        };
+        c.deadline = (!limit.is_zero()).then(|| c.started + limit);
+        true
+    }
+
+    /// Ends every conference whose time limit has passed: each member is hung up with a reason.
+    /// Returns how many conferences ended.
+    pub fn enforce_time_limits(&self, now: Instant) -> usize {
+        let due: Vec<Key> = self
+            .lock()
+            .iter()
+            .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (dev, name) in &due {
+            self.hangup(*dev, name, None, "the conference reached its time limit");
+        }
+        due.len()
     }
 
     /// Members of one conference, or of every conference of `dev`, ordered by (name, user_id).
@@ -98,12 +368,20 @@ impl ConferenceRegistry {
         confs.sort_by(|a, b| a.0.1.cmp(&b.0.1));
         confs
             .into_iter()
-            .flat_map(|((_, n), members)| {
-                members.iter().map(move |(u, m)| MemberRow {
+            .flat_map(|((_, n), conf)| {
+                conf.members.iter().map(move |(u, m)| MemberRow {
                     name: n.clone(),
                     user_id: *u,
                     joined_for: now.saturating_duration_since(m.joined),
                     silent_for: m.last_talking.map(|t| now.saturating_duration_since(t)),
+                    talking: m.talking,
+                    energy: m.energy,
+                    flags: m.flags,
+                    layout: conf.layout.clone(),
+                    profile: m.profile.clone(),
+                    max_duration: conf
+                        .deadline
+                        .map(|d| d.saturating_duration_since(conf.started)),
                 })
             })
             .collect()
@@ -116,7 +394,8 @@ impl ConferenceRegistry {
             let g = self.lock();
             match g.get(&(dev, name.to_string())) {
                 None => Vec::new(),
-                Some(members) => members
+                Some(conf) => conf
+                    .members
                     .iter()
                     .filter(|(u, _)| user.is_none_or(|x| x == **u))
                     .map(|(_, m)| m.hangup.clone())
@@ -136,7 +415,7 @@ impl ConferenceRegistry {
             let g = self.lock();
             g.iter()
                 .filter(|((d, _), _)| *d == dev)
-                .filter_map(|(_, members)| members.get(&user).map(|m| m.hangup.clone()))
+                .filter_map(|(_, conf)| conf.members.get(&user).map(|m| m.hangup.clone()))
                 .collect()
         };
         for h in &targets {
@@ -149,7 +428,7 @@ impl ConferenceRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     fn counter() -> (Arc<AtomicUsize>, Hangup) {
         let c = Arc::new(AtomicUsize::new(0));
@@ -167,9 +446,9 @@ mod tests {
         let r = ConferenceRegistry::new();
         let t0 = Instant::now();
         let (_, h) = counter();
-        r.join(1, "101", 7, t0, h.clone());
-        r.join(1, "101", 3, t0 + Duration::from_secs(5), h.clone());
-        r.join(2, "101", 9, t0, h.clone());
+        r.join(1, "101", 7, "audio", t0, h.clone());
+        r.join(1, "101", 3, "audio", t0 + Duration::from_secs(5), h.clone());
+        r.join(2, "101", 9, "audio", t0, h.clone());
         r.talking(1, "101", 7, t0 + Duration::from_secs(8));
         let rows = r.members(1, Some("101"), t0 + Duration::from_secs(10));
         assert_eq!(rows.len(), 2, "dev 2 is not visible to dev 1");
@@ -178,6 +457,7 @@ mod tests {
         assert_eq!(rows[0].silent_for, None);
         assert_eq!(rows[1].joined_for, Duration::from_secs(10));
         assert_eq!(rows[1].silent_for, Some(Duration::from_secs(2)));
+        assert_eq!(rows[1].profile, "audio");
         assert!(r.leave(1, "101", 7));
         assert!(r.leave(1, "101", 3));
         assert!(
@@ -193,9 +473,9 @@ mod tests {
         let t0 = Instant::now();
         let (a, ha) = counter();
         let (b, hb) = counter();
-        r.join(1, "x", 1, t0, ha.clone());
-        r.join(1, "x", 2, t0, hb.clone());
-        r.join(1, "y", 1, t0, ha);
+        r.join(1, "x", 1, "default", t0, ha.clone());
+        r.join(1, "x", 2, "default", t0, hb.clone());
+        r.join(1, "y", 1, "default", t0, ha);
         assert_eq!(r.hangup(1, "x", Some(2), "kick"), 1);
         assert_eq!((a.load(Ordering::SeqCst), b.load(Ordering::SeqCst)), (0, 1));
         assert_eq!(r.hangup(1, "x", None, "end"), 2);
@@ -204,5 +484,48 @@ mod tests {
         assert_eq!(a.load(Ordering::SeqCst), 3);
         assert_eq!(r.hangup_user(2, 1, "other dev"), 0);
         assert_eq!(r.hangup(1, "nope", None, "x"), 0);
+    }
+
+    #[test]
+    fn events_flags_and_time_limits() {
+        let r = ConferenceRegistry::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        r.set_events(Arc::new(move |e: ConferenceEvent| {
+            s2.lock().unwrap().push((e.event, e.data));
+        }));
+        r.set_profile_limits(HashMap::from([(
+            "audio".to_string(),
+            Duration::from_secs(60),
+        )]));
+        let t0 = Instant::now();
+        let (kicked, h) = counter();
+        let g0 = r.generation();
+        r.join(0, "r", 5, "audio", t0, h);
+        assert!(r.update_flags(0, "r", 5, |f| f.audio = false));
+        assert!(r.generation() > g0);
+        assert!(!r.flags(0, "r", 5).unwrap().audio);
+        assert!(
+            !r.update_flags(0, "r", 6, |f| f.audio = false),
+            "not a member"
+        );
+        r.activity(0, "r", 5, true, 40, t0);
+        r.activity(0, "r", 5, true, 41, t0);
+        r.activity(0, "r", 5, false, 0, t0);
+        assert!(r.set_layout(0, "r", "grid"));
+        assert_eq!(r.enforce_time_limits(t0 + Duration::from_secs(59)), 0);
+        assert_eq!(r.enforce_time_limits(t0 + Duration::from_secs(60)), 1);
+        assert_eq!(kicked.load(Ordering::SeqCst), 1, "the member was hung up");
+        r.leave(0, "r", 5);
+        let events: Vec<&str> = seen.lock().unwrap().iter().map(|e| e.0).collect();
+        assert_eq!(
+            events,
+            [
+                "join", "flags", "talking", "talking", "layout", "leave", "end"
+            ]
+        );
+        assert_eq!(seen.lock().unwrap()[1].1["audio"], false);
+        assert_eq!(seen.lock().unwrap()[2].1["talking"], true);
+        assert_eq!(seen.lock().unwrap()[3].1["talking"], false);
     }
 }

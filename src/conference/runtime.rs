@@ -117,6 +117,7 @@ impl MediaRuntime {
             by_call: HashMap::new(),
             confs: HashMap::new(),
             epoch: Instant::now(),
+            flags_seen: 0,
         };
         tokio::spawn(task.run(events, rx));
         Arc::new(MediaRuntime {
@@ -242,6 +243,8 @@ struct Member {
     /// This tick's decoded frame.
     pcm: Vec<i16>,
     level: Option<u8>,
+    /// Voice activity as last reported to the registry, and when.
+    reported: Option<(bool, u8, Instant)>,
 }
 
 struct Conf {
@@ -260,6 +263,8 @@ struct Task {
     by_call: HashMap<CallId, ParticipantId>,
     confs: HashMap<ConfKey, Conf>,
     epoch: Instant,
+    /// The registry generation whose moderation flags are applied.
+    flags_seen: u64,
 }
 
 /// An encoded payload and its RFC 6464 level.
@@ -366,6 +371,7 @@ impl Task {
                 own: None,
                 pcm: vec![0; FRAME],
                 level: None,
+                reported: None,
             },
         );
         self.stats.participants.fetch_add(1, Ordering::Relaxed);
@@ -439,8 +445,33 @@ impl Task {
         }
     }
 
+    /// Applies the backend's moderation (`UPDATE conference_members`): muted members are not
+    /// mixed, deaf members hear silence. Runs only when the registry changed.
+    fn apply_flags(&mut self) {
+        let generation = self.registry.generation();
+        if generation == self.flags_seen {
+            return;
+        }
+        self.flags_seen = generation;
+        for ((dev, name), conf) in self.confs.iter_mut() {
+            let Some(state) = self.registry.conference_state(*dev, name) else {
+                continue;
+            };
+            for pid in &conf.members {
+                let Some(m) = self.members.get(pid) else {
+                    continue;
+                };
+                if let Some((_, f)) = state.flags.iter().find(|(u, _)| *u == m.call.user) {
+                    let _ = conf.mixer.set_muted(m.mixer_id, !f.audio);
+                    let _ = conf.mixer.set_deaf(m.mixer_id, f.deaf);
+                }
+            }
+        }
+    }
+
     /// One 20 ms period of every conference; returns what to send.
     fn tick(&mut self, now: Instant) -> Vec<Write> {
+        self.apply_flags();
         let started = Instant::now();
         let now_ms = now.duration_since(self.epoch).as_millis() as u64;
         let enc_cfg = self.encoder_config();
@@ -487,8 +518,22 @@ impl Task {
                 let Some(m) = members.get_mut(pid) else {
                     continue;
                 };
-                if conf.mixer.status(m.mixer_id).is_ok_and(|st| st.talking) {
-                    registry.talking(key.0, &key.1, m.call.user, now);
+                // Voice activity for conference_members and the event pipe: on every change
+                // of talking, and at least once a second.
+                if let Ok(st) = conf.mixer.status(m.mixer_id) {
+                    let due = match m.reported {
+                        None => true,
+                        Some((talking, energy, at)) => {
+                            talking != st.talking
+                                || (st.talking && now.duration_since(at) >= Duration::from_secs(1))
+                                || (energy != st.energy
+                                    && now.duration_since(at) >= Duration::from_secs(1))
+                        }
+                    };
+                    if due {
+                        registry.activity(key.0, &key.1, m.call.user, st.talking, st.energy, now);
+                        m.reported = Some((st.talking, st.energy, now));
+                    }
                 }
                 if !m.connected {
                     continue;

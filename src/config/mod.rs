@@ -8,6 +8,7 @@
 
 pub mod ini;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -79,7 +80,93 @@ pub struct Config {
     pub store_sync: SyncMode,
     /// `[log] level`: a tracing filter such as `info` or `comet_server=debug`.
     pub log_level: String,
+    /// Conference profiles by name (`[profile.<name>]`); default, audio and video are built in.
+    pub profiles: BTreeMap<String, Profile>,
 }
+
+/// Canvas layouts of video conferences.
+pub const LAYOUTS: &[&str] = &["active-speaker", "grid", "presenter"];
+
+/// A conference profile: what a conference dialled as `<dev>*<name>*<profile>` gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    /// Longest a conference of this profile lasts, in seconds (0: no limit).
+    pub max_duration: u64,
+    /// Canvas layout of video conferences (one of [`LAYOUTS`]).
+    pub layout: String,
+    /// Whether members send and receive video.
+    pub video: bool,
+}
+
+impl Profile {
+    fn builtin(name: &str) -> Option<Profile> {
+        let video = match name {
+            "default" | "video" => true,
+            "audio" => false,
+            _ => return None,
+        };
+        Some(Profile {
+            max_duration: 0,
+            layout: "active-speaker".into(),
+            video,
+        })
+    }
+}
+
+/// The built-in profiles.
+pub fn builtin_profiles() -> BTreeMap<String, Profile> {
+    ["default", "audio", "video"]
+        .into_iter()
+        .filter_map(|n| Profile::builtin(n).map(|p| (n.to_string(), p)))
+        .collect()
+}
+
+/// One key of a `[profile.<name>]` section.
+struct ProfileKey {
+    name: &'static str,
+    doc: &'static str,
+    get: fn(&Profile) -> String,
+    set: fn(&mut Profile, &str) -> Result<(), String>,
+}
+
+static PROFILE_KEYS: &[ProfileKey] = &[
+    ProfileKey {
+        name: "max_duration",
+        doc: "Seconds a conference of this profile may last; then every member is hung up (a SIP \
+              BYE with a Reason header) and the conference ends. 0: no limit. \
+              `UPDATE conference_members SET max_duration = N WHERE name = ...` changes it for \
+              one running conference.",
+        get: |p| p.max_duration.to_string(),
+        set: |p, v| {
+            p.max_duration = v
+                .parse()
+                .map_err(|_| format!("`{v}` is not a number of seconds"))?;
+            Ok(())
+        },
+    },
+    ProfileKey {
+        name: "layout",
+        doc: "Canvas layout: active-speaker (the speaker big, the others as thumbnails), grid, \
+              or presenter (the speaker only).",
+        get: |p| p.layout.clone(),
+        set: |p, v| {
+            if !LAYOUTS.contains(&v) {
+                return Err(format!("`{v}` is not a layout ({})", LAYOUTS.join(", ")));
+            }
+            p.layout = v.to_string();
+            Ok(())
+        },
+    },
+    ProfileKey {
+        name: "video",
+        doc: "Whether members send and receive video (the composed canvas).",
+        get: |p| p.video.to_string(),
+        set: |p, v| {
+            p.video = parse_bool(v)?;
+            Ok(())
+        },
+    },
+];
 
 /// A problem that stops start-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -516,6 +603,7 @@ impl Default for Config {
             store_backend: StoreBackend::Sqlite,
             store_sync: SyncMode::Full,
             log_level: String::new(),
+            profiles: builtin_profiles(),
         };
         for k in KEYS {
             // The defaults are part of the key table; a bad one is a programming error caught by
@@ -580,7 +668,38 @@ impl Config {
             })?;
             for e in entries {
                 let at = format!("{origin}:{}", e.line);
-                if let Some(k) = find_key(&e.section, &e.key) {
+                if let Some(name) = e
+                    .section
+                    .strip_prefix("profile.")
+                    .or_else(|| e.section.strip_prefix("profile:"))
+                {
+                    if !crate::names::is_conference_name(name) {
+                        return Err(ConfigError {
+                            at,
+                            message: format!(
+                                "[{}]: a profile name is 1-64 characters of A-Za-z0-9_-",
+                                e.section
+                            ),
+                        });
+                    }
+                    let profile = c.profiles.entry(name.to_string()).or_insert_with(|| {
+                        Profile::builtin(name).unwrap_or_else(|| Profile {
+                            max_duration: 0,
+                            layout: "active-speaker".into(),
+                            video: true,
+                        })
+                    });
+                    match PROFILE_KEYS.iter().find(|k| k.name == e.key) {
+                        Some(k) => (k.set)(profile, &e.value).map_err(|m| ConfigError {
+                            at,
+                            message: format!("[{}] {}: {m}", e.section, e.key),
+                        })?,
+                        None => report.warnings.push(format!(
+                            "{at}: unknown key [{}] {} (ignored)",
+                            e.section, e.key
+                        )),
+                    }
+                } else if let Some(k) = find_key(&e.section, &e.key) {
                     (k.set)(&mut c, &e.value).map_err(|m| ConfigError {
                         at,
                         message: format!("[{}] {}: {m}", e.section, e.key),
@@ -711,6 +830,23 @@ impl Config {
             }
             out.push_str(&format!("{} = {}\n", k.name, k.default));
         }
+        out.push_str(
+            "\n; Conference profiles: a conference dialled as <dev>*<name>*<profile> gets its\n\
+             ; profile's settings. default, audio and video are built in (shown with their\n\
+             ; values); a [profile.<name>] section of another name defines a new profile that\n\
+             ; INSERT INTO conference (..., profile) may use.\n",
+        );
+        for (name, p) in builtin_profiles() {
+            out.push_str(&format!("\n[profile.{name}]\n"));
+            for k in PROFILE_KEYS {
+                for line in wrap(k.doc, 94) {
+                    out.push_str("; ");
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+                out.push_str(&format!("{} = {}\n", k.name, (k.get)(&p)));
+            }
+        }
         out
     }
 }
@@ -814,6 +950,23 @@ mod tests {
         assert!(e.message.contains("password"), "{e}");
         let ini = "[main]\npassword = s3cret\n[cometql]\nip = 0.0.0.0\n";
         assert!(Config::load(Some(("c.ini", ini)), &[]).is_ok());
+    }
+
+    #[test]
+    fn profiles_builtin_changed_and_new() {
+        let ini = "[profile.audio]\nmax_duration = 60\n[profile.webinar]\nlayout = presenter\nvideo = yes\nfoo = 1\n";
+        let (c, r) = Config::load(Some(("c.ini", ini)), &[]).unwrap();
+        assert_eq!(c.profiles["audio"].max_duration, 60);
+        assert!(!c.profiles["audio"].video);
+        assert_eq!(c.profiles["webinar"].layout, "presenter");
+        assert!(c.profiles["video"].video);
+        assert_eq!(r.warnings.len(), 1);
+        assert!(r.warnings[0].starts_with("c.ini:6:"), "{:?}", r.warnings);
+        let e =
+            Config::load(Some(("c.ini", "[profile.video]\nlayout = mosaic\n")), &[]).unwrap_err();
+        assert_eq!(e.at, "c.ini:2");
+        let e = Config::load(Some(("c.ini", "[profile.bad*name]\nvideo = no\n")), &[]).unwrap_err();
+        assert!(e.message.contains("profile name"), "{e}");
     }
 
     #[test]

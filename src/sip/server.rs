@@ -188,6 +188,7 @@ impl SipContext {
             call.dev,
             &call.conference,
             call.user,
+            &call.profile,
             Instant::now(),
             Arc::new(move |reason: &str| {
                 let _ = tx.send(Cmd::Hangup(id, reason.to_string()));

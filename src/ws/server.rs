@@ -234,26 +234,31 @@ async fn connection(
     info.dev = p.dev_id;
     info.user_id = if authorized { p.user_id } else { 0 };
     info.uuid = p.uuid.clone();
+    // Register before the first frame: once the browser has serverInfo, anything sent to it
+    // (a personal message, a pipe broadcast) must reach this connection.
+    let registered = ctx.hub.register(info.clone());
     let first = protocol::server_info(
         authorized,
         hash.as_deref().unwrap_or(""),
         &ctx.server_name,
         now,
     );
-    if !send(&mut sink, &first).await {
-        return;
-    }
-    let (mut handle, presence) = match ctx.hub.register(info.clone()) {
+    let (mut handle, presence) = match registered {
         Ok(x) => x,
         Err(_) => {
             let text = format!(
                 "Too many connections for this user (at most {})",
                 super::hub::MAX_CONNECTIONS_PER_USER
             );
+            let _ = send(&mut sink, &first).await;
             send_and_close(&mut sink, &protocol::simple_error(&text, now)).await;
             return;
         }
     };
+    if !send(&mut sink, &first).await {
+        ctx.hub.unregister(handle.id, now);
+        return;
+    }
     let me = Me {
         id: handle.id,
         dev: info.dev,

@@ -109,10 +109,10 @@ impl Table for Conference {
             ));
         }
         let s = &cx.engine.settings;
-        if !s.profiles.contains(&profile) {
+        if !s.profiles.contains_key(&profile) {
             return Err(CqlError::invalid(format!(
                 "unknown profile '{profile}' (known: {})",
-                s.profiles.join(", ")
+                s.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
             )));
         }
         if message.len() > MAX_MESSAGE_LEN {

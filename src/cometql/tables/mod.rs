@@ -87,6 +87,19 @@ pub trait Table: Send + Sync {
     async fn delete(&self, _cx: &Cx<'_>, _w: &Where<'_>) -> CqlResult<Done> {
         Err(CqlError::read_only(self.def().name))
     }
+
+    /// `UPDATE t SET ... WHERE ...`; column names are known to exist.
+    async fn update(
+        &self,
+        _cx: &Cx<'_>,
+        _set: &[(String, Lit)],
+        _w: &Where<'_>,
+    ) -> CqlResult<Done> {
+        Err(CqlError::new(
+            code::READ_ONLY,
+            format!("Table `{}` cannot be updated", self.def().name),
+        ))
+    }
 }
 
 /// Every table, in `SHOW TABLES` order.
