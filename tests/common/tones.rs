@@ -81,6 +81,38 @@ impl Spectrum {
         }
     }
 
+    /// Each tone's median amplitude over consecutive windows of `window` samples (a partial
+    /// last window is left out). A steady tone measures the same in every window; a glitch (a
+    /// concealed or dropped frame shifts the phase of everything after it) spoils only the
+    /// windows it falls in, where one long coherent window could lose a tone to the phase jump.
+    pub fn median_of_windows(samples: &[i16], freqs: &[f64], window: usize) -> Spectrum {
+        let per: Vec<Spectrum> = samples
+            .chunks_exact(window)
+            .map(|c| Spectrum::measure(c, freqs))
+            .collect();
+        let median = |mut v: Vec<f64>| -> f64 {
+            if v.is_empty() {
+                return 0.0;
+            }
+            v.sort_by(f64::total_cmp);
+            let n = v.len();
+            if n % 2 == 1 {
+                v[n / 2]
+            } else {
+                (v[n / 2 - 1] + v[n / 2]) / 2.0
+            }
+        };
+        Spectrum {
+            samples: per.len() * window,
+            rms: median(per.iter().map(|s| s.rms).collect()),
+            tones: freqs
+                .iter()
+                .enumerate()
+                .map(|(i, &f)| (f, median(per.iter().map(|s| s.tones[i].1).collect())))
+                .collect(),
+        }
+    }
+
     /// The measured amplitude at `freq` (which must be one of the measured tones).
     pub fn at(&self, freq: f64) -> f64 {
         self.tones
