@@ -320,7 +320,10 @@ impl Task {
             channels: 1,
             bitrate: self.cfg.opus_bitrate,
             complexity: self.cfg.opus_complexity,
-            dtx: true,
+            // No DTX: libopus decides DTX by its speech-activity analysis, which takes steady
+            // tones and music for inactivity and then drops most frames of a loud mix (the
+            // browsers did not ask for DTX either: no `usedtx=1` in their offers).
+            dtx: false,
             fec: true,
             packet_loss_percent: 0,
         }
@@ -582,7 +585,7 @@ impl Task {
                         }),
                     });
                 }
-                // The timeline moves on even when DTX sends nothing.
+                // The timeline moves on even when nothing is sent (deaf, or an encoder skip).
                 m.out_ts = m.out_ts.wrapping_add(FRAME as u32);
             }
         }

@@ -12,6 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod peer;
+pub mod sip_client;
+pub mod tones;
+
 pub const PASSWORD: &str = "test-dev-key";
 
 /// A running server process; killed when dropped.

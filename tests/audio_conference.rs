@@ -1,0 +1,678 @@
+//! Audio conferences end to end (issue 6): the real server binary, real and independent WebRTC
+//! peers (webrtc-rs), each signalled over SIP over WebSocket exactly as JsSIP does it
+//! (REGISTER and INVITE with digest auth, `sip:<dev>*<name>*<profile>@host`), each sending its
+//! own sine tone as real Opus with the RFC 6464 audio level. Every peer decodes what it receives
+//! and the tests check by spectrum (Goertzel) that it hears every other talker and not itself.
+//! The backend side is CometQL over the MySQL protocol (`users_auth`, `conference`,
+//! `conference_members`), as a PHP backend drives it.
+//!
+//! Loopback only; every wait has a deadline. Failures print the measured tone amplitudes, what
+//! each peer sent and received, and the SIP transcript.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::peer::Peer;
+use common::sip_client::{Session, SipClient, Ua};
+use common::tones::{self, Spectrum};
+use common::{Server, connect};
+use mysql_async::prelude::Queryable;
+use tokio::time::Instant;
+use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
+
+/// `[sip] host` of the test server (its default): the digest realm and the host JsSIP dials.
+const HOST: &str = "127.0.0.1";
+/// The conference every test uses, and what its members dial (dev 0, profile `audio`).
+const ROOM: &str = "room";
+const NUMBER: &str = "0*room*audio";
+/// One tone per member.
+const TONES: [f64; 5] = [440.0, 660.0, 880.0, 1100.0, 1320.0];
+/// Peak amplitude of every tone (-21 dBov RMS): five of them sum below the mixer's limiter.
+const AMPLITUDE: f64 = 4000.0;
+/// A tone counts as heard at this amplitude or more (-10.5 dB under what was sent: Opus at
+/// 32 kbit/s and the mix keep a tone well above this).
+const HEARD: f64 = AMPLITUDE * 0.3;
+/// A tone counts as not heard when it is this much below the weakest heard one (and below
+/// `HEARD`).
+const MARGIN_DB: f64 = 20.0;
+/// How long a steady state is measured: 1 s.
+const VERIFY: usize = tones::RATE as usize;
+/// The window used while waiting for a steady state: 0.4 s.
+const SETTLE: usize = tones::RATE as usize * 2 / 5;
+/// Tones are measured in 100 ms windows; the median over the windows counts.
+const WINDOW: usize = tones::RATE as usize / 10;
+
+fn deadline(secs: u64) -> Instant {
+    Instant::now() + Duration::from_secs(secs)
+}
+
+fn sip_user(user: i64) -> String {
+    format!("{:06}{user}", 0)
+}
+
+fn hash_of(user: i64) -> String {
+    format!("key{user}Secret")
+}
+
+/// One conference member: its SIP connection, its dialog and its WebRTC peer.
+struct Member {
+    user: i64,
+    tone: f64,
+    sip: SipClient,
+    session: Session,
+    peer: Peer,
+}
+
+/// A server with its CometQL connection and the members that joined.
+struct Room {
+    server: Server,
+    db: mysql_async::Conn,
+    members: Vec<Member>,
+    _dir: tempfile::TempDir,
+}
+
+impl Room {
+    async fn start(extra: &[&str]) -> Room {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start_with(dir.path(), extra);
+        let db = connect(&server).await;
+        Room {
+            server,
+            db,
+            members: Vec::new(),
+            _dir: dir,
+        }
+    }
+
+    /// What the backend does before a user may call: the user's key, then the invitation.
+    async fn invite(&mut self, user: i64) {
+        self.db
+            .query_drop(format!(
+                "INSERT INTO users_auth (id, hash) VALUES ({user}, '{}')",
+                hash_of(user)
+            ))
+            .await
+            .unwrap();
+        self.db
+            .query_drop(format!(
+                "INSERT INTO conference (name, user_id, caller_id, message, profile) \
+                 VALUES ('{ROOM}', {user}, 1, '', 'audio')"
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// A user registers and dials the conference as JsSIP does; the peer connects and starts
+    /// sending its tone.
+    async fn join(&mut self, user: i64, tone: f64) {
+        let mut sip = SipClient::connect(
+            self.server.sip,
+            Ua::new(&sip_user(user), &hash_of(user), HOST, user as u64),
+        )
+        .await;
+        let reg = sip.register().await;
+        assert_eq!(
+            reg.status(),
+            Some(200),
+            "REGISTER of user {user}\n{}",
+            sip.transcript()
+        );
+        let mut peer = Peer::new(&format!("user {user} ({tone} Hz)")).await;
+        let offer = peer.offer(deadline(10)).await;
+        let (session, answer) = sip.call(NUMBER, &offer).await;
+        peer.answer(&answer).await;
+        let up = peer
+            .wait_state(deadline(15), |s| s == RTCPeerConnectionState::Connected)
+            .await;
+        assert!(
+            up,
+            "user {user}: the WebRTC connection did not come up ({:?})\nanswer:\n{answer}\n\
+             SIP transcript:\n{}",
+            peer.state(),
+            sip.transcript()
+        );
+        peer.start_tone(tone, AMPLITUDE, user as u64);
+        self.members.push(Member {
+            user,
+            tone,
+            sip,
+            session,
+            peer,
+        });
+    }
+
+    fn member(&mut self, user: i64) -> &mut Member {
+        self.members.iter_mut().find(|m| m.user == user).unwrap()
+    }
+
+    /// Removes a member from the list (the test hangs it up).
+    fn take(&mut self, user: i64) -> Member {
+        let i = self.members.iter().position(|m| m.user == user).unwrap();
+        self.members.remove(i)
+    }
+
+    /// `SELECT * FROM conference_members WHERE name = 'room'`: (user_id, join_time,
+    /// last_talking) by user_id.
+    async fn members_rows(&mut self) -> Vec<(i64, String, String)> {
+        let rows: Vec<(String, String, String, String)> = self
+            .db
+            .query(format!(
+                "SELECT * FROM conference_members WHERE name = '{ROOM}'"
+            ))
+            .await
+            .unwrap();
+        let mut out: Vec<(i64, String, String)> = rows
+            .into_iter()
+            .map(|(name, user, join, talk)| {
+                assert_eq!(name, ROOM);
+                (user.parse().unwrap(), join, talk)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Waits until `conference_members` lists exactly `users` (polling CometQL).
+    async fn wait_members(&mut self, users: &[i64]) -> Vec<(i64, String, String)> {
+        let mut want = users.to_vec();
+        want.sort();
+        let end = deadline(10);
+        loop {
+            let rows = self.members_rows().await;
+            let got: Vec<i64> = rows.iter().map(|r| r.0).collect();
+            if got == want {
+                return rows;
+            }
+            assert!(
+                Instant::now() < end,
+                "conference_members lists {got:?}, expected {want:?}: {rows:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Everything known about the members and the server's media counters, for failure
+    /// messages.
+    fn report(&self) -> String {
+        let mut lines: Vec<String> = self.members.iter().map(|m| m.peer.report()).collect();
+        lines.push(format!("server: {}", media_metrics(&self.server)));
+        lines.join("\n")
+    }
+
+    /// Asserts that every member hears exactly the tones of `talkers` except its own: waits
+    /// (with a deadline) until each member's latest audio shows it, then measures one more
+    /// second of fresh audio of every member (median of ten 100 ms windows) and asserts on it.
+    async fn assert_hearing(&self, talkers: &[f64], what: &str) {
+        let all: Vec<f64> = TONES.to_vec();
+        let expect = |m: &Member| -> (Vec<f64>, Vec<f64>) {
+            let present: Vec<f64> = talkers.iter().copied().filter(|&t| t != m.tone).collect();
+            let absent: Vec<f64> = all
+                .iter()
+                .copied()
+                .filter(|t| !present.contains(t))
+                .collect();
+            (present, absent)
+        };
+        // 1. A steady state is reached.
+        let started = Instant::now();
+        let end = deadline(20);
+        for m in &self.members {
+            let (present, absent) = expect(m);
+            loop {
+                let pcm = m.peer.heard_last(SETTLE);
+                let s = Spectrum::median_of_windows(&pcm, &all, WINDOW);
+                if pcm.len() == SETTLE && s.matches(&present, &absent, HEARD, MARGIN_DB) {
+                    break;
+                }
+                let more = m.peer.wait_heard(m.peer.heard_len(), 4800, end).await;
+                assert!(
+                    more && Instant::now() < end,
+                    "{what}: user {} ({} Hz) should hear {present:?} and not {absent:?} but \
+                     never did; last {:.2} s: {s}\npeers:\n{}\nits SIP transcript:\n{}",
+                    m.user,
+                    m.tone,
+                    pcm.len() as f64 / f64::from(tones::RATE),
+                    self.report(),
+                    m.sip.transcript()
+                );
+            }
+        }
+        println!(
+            "{what}: steady after {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
+        // 2. One fresh second of every member.
+        let marks: Vec<usize> = self.members.iter().map(|m| m.peer.heard_len()).collect();
+        let skipped: Vec<u64> = self
+            .members
+            .iter()
+            .map(|m| m.peer.skipped_frames())
+            .collect();
+        let end = deadline(10);
+        for (m, &from) in self.members.iter().zip(&marks) {
+            assert!(
+                m.peer.wait_heard(from, VERIFY, end).await,
+                "{what}: user {} received less than 1 s of audio in 10 s\npeers:\n{}",
+                m.user,
+                self.report()
+            );
+        }
+        for ((m, &from), &skipped) in self.members.iter().zip(&marks).zip(&skipped) {
+            // While anyone talks, every 20 ms frame is sent (no DTX gaps in a loud mix).
+            assert_eq!(
+                m.peer.skipped_frames(),
+                skipped,
+                "{what}: the server skipped frames to user {} while others talked\npeers:\n{}",
+                m.user,
+                self.report()
+            );
+            let (present, absent) = expect(m);
+            let pcm = m.peer.heard_since(from);
+            let s = Spectrum::median_of_windows(&pcm[..VERIFY], &all, WINDOW);
+            println!("{what}: user {} ({} Hz) hears {s}", m.user, m.tone);
+            assert!(
+                s.matches(&present, &absent, HEARD, MARGIN_DB),
+                "{what}: user {} ({} Hz) should hear {present:?} (each >= {HEARD}) and not \
+                 {absent:?} ({MARGIN_DB} dB below); measured {s}\nevery 100 ms:\n{}\n\
+                 peers:\n{}",
+                m.user,
+                m.tone,
+                spectrogram(&pcm[..VERIFY], &all),
+                self.report()
+            );
+        }
+    }
+
+    async fn close(mut self) {
+        println!("{}", self.report());
+        for m in &mut self.members {
+            m.peer.close().await;
+        }
+        let errors: Vec<String> = self
+            .server
+            .stderr_lines()
+            .into_iter()
+            .filter(|l| l.contains("panicked") || l.contains("ERROR"))
+            .collect();
+        assert!(errors.is_empty(), "server errors: {errors:#?}");
+    }
+}
+
+/// The server's media counters from `GET /metrics` (comet_participants, comet_rtp_*, ...).
+fn media_metrics(server: &Server) -> String {
+    use std::io::{Read, Write};
+    let Some(addr) = server.http else {
+        return "no HTTP listener".into();
+    };
+    let mut text = String::new();
+    let got =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).and_then(|mut t| {
+            t.set_read_timeout(Some(Duration::from_secs(2)))?;
+            t.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+            t.read_to_string(&mut text)
+        });
+    if let Err(e) = got {
+        return format!("GET /metrics failed: {e}");
+    }
+    text.lines()
+        .filter(|l| {
+            !l.starts_with('#')
+                && [
+                    "comet_participants",
+                    "comet_conferences",
+                    "comet_rtp",
+                    "comet_mix",
+                ]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Tone amplitudes every 100 ms, one line each, for failure messages.
+fn spectrogram(pcm: &[i16], freqs: &[f64]) -> String {
+    pcm.chunks(WINDOW)
+        .enumerate()
+        .map(|(i, c)| {
+            let s = Spectrum::measure(c, freqs);
+            let cols: Vec<String> = s.tones.iter().map(|(_, a)| format!("{a:6.0}")).collect();
+            format!("  {:4} ms: {}", i * 100, cols.join(" "))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Checks the `conference_members` rows: `join_time` and `last_talking` are seconds (numbers),
+/// and every listed talker has talked.
+fn check_rows(rows: &[(i64, String, String)], talkers: &[i64]) {
+    for (user, join, talk) in rows {
+        let join: u64 = join
+            .parse()
+            .unwrap_or_else(|_| panic!("join_time of {user} is {join:?}: {rows:?}"));
+        assert!(join < 120, "join_time of {user}: {join}");
+        if talkers.contains(user) {
+            let t: u64 = talk.parse().unwrap_or_else(|_| {
+                panic!("user {user} talks, yet last_talking is {talk:?}: {rows:?}")
+            });
+            assert!(t <= 5, "user {user} talks now, last_talking {t}");
+        }
+    }
+}
+
+#[test]
+fn the_tone_detector_separates_the_test_tones() {
+    let mut pcm = Vec::new();
+    for k in 0..25 {
+        let a = tones::tone_frame(440.0, 4000.0, k);
+        let b = tones::tone_frame(880.0, 2000.0, k);
+        pcm.extend(a.iter().zip(&b).map(|(x, y)| x + y));
+    }
+    let s = Spectrum::measure(&pcm, &TONES);
+    assert!((s.at(440.0) - 4000.0).abs() < 100.0, "{s}");
+    assert!((s.at(880.0) - 2000.0).abs() < 100.0, "{s}");
+    for f in [660.0, 1100.0, 1320.0] {
+        assert!(s.at(f) < 5.0, "{s}");
+    }
+    assert!(s.matches(&[440.0, 880.0], &[660.0, 1100.0, 1320.0], 1000.0, 30.0));
+    assert!(!s.matches(&[440.0, 660.0], &[880.0], 1000.0, 30.0));
+    assert_eq!(tones::rfc6464_level(4000.0), 21);
+
+    // A glitch in the middle of a second of 660 Hz (here the worst case: the phase flips by
+    // half a cycle) cancels the tone in one coherent 1 s window, not in the median of 100 ms
+    // windows.
+    let mut pcm: Vec<i16> = (0..25)
+        .flat_map(|k| tones::tone_frame(660.0, 4000.0, k))
+        .collect();
+    pcm.extend((25..50).flat_map(|k| tones::tone_frame(660.0, 4000.0, k).into_iter().map(|x| -x)));
+    let whole = Spectrum::measure(&pcm, &TONES);
+    let median = Spectrum::median_of_windows(&pcm, &TONES, WINDOW);
+    assert!(whole.at(660.0) < 1000.0, "{whole}");
+    assert!((median.at(660.0) - 4000.0).abs() < 200.0, "{median}");
+    assert!(median.at(440.0) < 100.0, "{median}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_peers_hear_each_other_and_not_themselves() {
+    let mut room = Room::start(&[]).await;
+    for user in [1, 2] {
+        room.invite(user).await;
+    }
+    room.join(1, TONES[0]).await;
+    room.join(2, TONES[1]).await;
+    room.assert_hearing(&TONES[..2], "two peers").await;
+    let rows = room.wait_members(&[1, 2]).await;
+    check_rows(&rows, &[1, 2]);
+    room.close().await;
+}
+
+/// Five simultaneous talkers with `[media] max_talkers = 5`: every member hears the four
+/// others. Then one hangs up (SIP BYE): the four left hear the three others, nobody hears the
+/// one who left, and `conference_members` follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_peers_then_one_leaves() {
+    let mut room = Room::start(&["--set", "media.max_talkers=5"]).await;
+    let users = [1, 2, 3, 4, 5];
+    for user in users {
+        room.invite(user).await;
+    }
+    for (user, tone) in users.iter().zip(TONES) {
+        room.join(*user, tone).await;
+    }
+    room.assert_hearing(&TONES, "five talkers").await;
+    // What the server sends carries the RFC 6464 level of the mix (four tones of -21 dBov).
+    for m in &room.members {
+        let (packets, with_level, last) = m.peer.received_levels();
+        assert_eq!(with_level, packets, "{}", m.peer.report());
+        let level = last.unwrap();
+        assert!(
+            (10..=20).contains(&level),
+            "level {level}: {}",
+            m.peer.report()
+        );
+    }
+    let rows = room.wait_members(&users).await;
+    check_rows(&rows, &users);
+
+    // User 3 (880 Hz) hangs up the way JsSIP does: BYE, then the peer connection closes.
+    let mut left = room.take(3);
+    left.sip.bye(&mut left.session).await;
+    left.peer.close().await;
+    let rows = room.wait_members(&[1, 2, 4, 5]).await;
+    check_rows(&rows, &[1, 2, 4, 5]);
+    room.assert_hearing(&[440.0, 660.0, 1100.0, 1320.0], "after user 3 left")
+        .await;
+    room.close().await;
+}
+
+/// With the default `[media] max_talkers = 3`, four equal talkers: the first three to talk
+/// hold the three mixed slots (a newcomer must be 6 dB louder to take one), so everybody hears
+/// them and nobody hears the fourth, who hears the shared mix of the three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_three_loudest_of_four_talkers_are_mixed_by_default() {
+    let mut room = Room::start(&[]).await;
+    for user in [1, 2, 3, 4] {
+        room.invite(user).await;
+    }
+    for (user, tone) in [1, 2, 3].into_iter().zip(TONES) {
+        room.join(user, tone).await;
+    }
+    // The three are mixed before the fourth starts.
+    room.assert_hearing(&TONES[..3], "three talkers").await;
+    room.join(4, TONES[3]).await;
+    room.assert_hearing(&TONES[..3], "four talkers, three mixed")
+        .await;
+    let rows = room.wait_members(&[1, 2, 3, 4]).await;
+    check_rows(&rows, &[1, 2, 3, 4]);
+    room.close().await;
+}
+
+/// Every peer loses 10% of what it sends (dropped at random before sending, as the network
+/// would): the server's jitter buffer and Opus concealment (and the peers' in-band FEC) keep
+/// every tone audible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tones_survive_ten_percent_packet_loss() {
+    let mut room = Room::start(&[]).await;
+    let users = [1, 2, 3];
+    for user in users {
+        room.invite(user).await;
+    }
+    for (user, tone) in users.iter().zip(TONES) {
+        room.join(*user, tone).await;
+        room.members.last().unwrap().peer.set_loss(0.10);
+    }
+    room.assert_hearing(&TONES[..3], "10% loss").await;
+    let rows = room.wait_members(&users).await;
+    check_rows(&rows, &users);
+
+    // The loss really happened, and the server saw it: every member hangs up, and the server
+    // adds up the packets its members never received.
+    let (mut frames, mut dropped) = (0, 0);
+    for m in &mut room.members {
+        m.peer.stop_tone().await;
+        frames += m.peer.send_stats.frames.load(Ordering::Relaxed);
+        dropped += m.peer.send_stats.dropped.load(Ordering::Relaxed);
+        m.sip.bye(&mut m.session).await;
+    }
+    println!("the peers dropped {dropped} of {frames} packets");
+    assert!(
+        dropped * 100 >= frames * 5 && dropped * 100 <= frames * 16,
+        "the peers dropped {dropped} of {frames} packets: not about 10%"
+    );
+    room.wait_members(&[]).await;
+    let metrics = media_metrics(&room.server);
+    let lost: u64 = metrics
+        .split(", ")
+        .find_map(|kv| kv.strip_prefix("comet_rtp_packets_lost_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no loss counter in {metrics}"));
+    assert!(
+        lost > 0 && lost <= dropped,
+        "the server counted {lost} lost packets, the peers dropped {dropped}: {metrics}"
+    );
+    room.close().await;
+}
+
+/// `DELETE FROM conference WHERE name = 'room' AND user_id = 2` is a kick: user 2 gets a SIP
+/// BYE with a Reason header, leaves conference_members, the others stop hearing it, and it
+/// cannot dial back in (its invitation is gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kicked_member_gets_bye_with_reason_and_leaves() {
+    let mut room = Room::start(&[]).await;
+    let users = [1, 2, 3];
+    for user in users {
+        room.invite(user).await;
+    }
+    for (user, tone) in users.iter().zip(TONES) {
+        room.join(*user, tone).await;
+    }
+    room.assert_hearing(&TONES[..3], "before the kick").await;
+    room.wait_members(&users).await;
+
+    room.db
+        .query_drop(format!(
+            "DELETE FROM conference WHERE name = '{ROOM}' AND user_id = 2"
+        ))
+        .await
+        .unwrap();
+    let kicked = room.member(2);
+    let bye = kicked.sip.expect_request("BYE", deadline(10)).await;
+    assert_eq!(
+        bye.h("call-id"),
+        Some(kicked.session.call_id.as_str()),
+        "{}",
+        bye.raw
+    );
+    let reason = bye
+        .h("reason")
+        .unwrap_or_else(|| panic!("the BYE has no Reason header:\n{}", bye.raw));
+    assert!(
+        reason.starts_with("SIP") || reason.starts_with("Q.850"),
+        "Reason is RFC 3326 (protocol ;cause ;text): {reason}"
+    );
+    assert!(reason.contains("text="), "Reason has a text: {reason}");
+    kicked.sip.respond(&bye, 200, "OK");
+    let mut kicked = room.take(2);
+    // The browser closes its peer connection after the BYE; the tone stops with it.
+    kicked.peer.close().await;
+
+    let rows = room.wait_members(&[1, 3]).await;
+    check_rows(&rows, &[1, 3]);
+    room.assert_hearing(&[TONES[0], TONES[2]], "after the kick")
+        .await;
+
+    // No invitation any more: dialling back in is refused.
+    let peer = Peer::new("user 2 again").await;
+    let offer = peer.offer(deadline(10)).await;
+    let (_, fin) = kicked.sip.invite(NUMBER, &offer).await;
+    assert_eq!(fin.status(), Some(403), "{}", kicked.sip.transcript());
+    let _ = peer.pc.close().await;
+    room.wait_members(&[1, 3]).await;
+    room.close().await;
+}
+
+/// What is refused end to end: a wrong password (REGISTER and INVITE), an unknown user, an
+/// INVITE without credentials, a user with a key but no invitation, an invited user dialling
+/// another conference. None of it joins: `conference_members` stays empty and the media side
+/// never sees a participant. Then the invited user with the right key joins (the setup works).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_calls_never_join() {
+    let mut room = Room::start(&[]).await;
+    room.invite(1).await;
+    // User 2 has a key but no invitation.
+    room.db
+        .query_drop(format!(
+            "INSERT INTO users_auth (id, hash) VALUES (2, '{}')",
+            hash_of(2)
+        ))
+        .await
+        .unwrap();
+    let sip = room.server.sip;
+    let peer = Peer::new("refused").await;
+    let offer = peer.offer(deadline(10)).await;
+
+    // A wrong password: REGISTER and INVITE.
+    let mut bad = SipClient::connect(sip, Ua::new(&sip_user(1), "wrongKey1", HOST, 11)).await;
+    let r = bad.register().await;
+    assert_eq!(r.status(), Some(403), "{}", bad.transcript());
+    let (_, fin) = bad.invite(NUMBER, &offer).await;
+    assert_eq!(fin.status(), Some(403), "{}", bad.transcript());
+
+    // An unknown user.
+    let mut unknown = SipClient::connect(sip, Ua::new(&sip_user(9), &hash_of(9), HOST, 12)).await;
+    let r = unknown.register().await;
+    assert_eq!(r.status(), Some(403), "{}", unknown.transcript());
+    let (_, fin) = unknown.invite(NUMBER, &offer).await;
+    assert_eq!(fin.status(), Some(403), "{}", unknown.transcript());
+
+    // No credentials: challenged, twice, and nothing else.
+    let mut noauth = SipClient::connect(sip, Ua::new(&sip_user(1), &hash_of(1), HOST, 13)).await;
+    for _ in 0..2 {
+        let mut s = noauth.ua.new_session(NUMBER);
+        let text = noauth.ua.invite(&mut s, None, &offer);
+        noauth.send(text);
+        let ch = noauth.expect_final("INVITE", 401).await;
+        assert!(ch.h("www-authenticate").is_some(), "{}", ch.raw);
+        let ack = noauth.ua.ack_failure(&s, &ch);
+        noauth.send(ack);
+    }
+
+    // The right key, no invitation to this conference.
+    let mut uninvited = SipClient::connect(sip, Ua::new(&sip_user(2), &hash_of(2), HOST, 14)).await;
+    let r = uninvited.register().await;
+    assert_eq!(r.status(), Some(200), "{}", uninvited.transcript());
+    let (_, fin) = uninvited.invite(NUMBER, &offer).await;
+    assert_eq!(fin.status(), Some(403), "{}", uninvited.transcript());
+
+    // Invited to `room`, dialling `other`.
+    let mut elsewhere = SipClient::connect(sip, Ua::new(&sip_user(1), &hash_of(1), HOST, 15)).await;
+    let (_, fin) = elsewhere.invite("0*other*audio", &offer).await;
+    assert_eq!(fin.status(), Some(403), "{}", elsewhere.transcript());
+
+    // Nobody joined: no member anywhere, no participant on the media side.
+    let rows: Vec<mysql_async::Row> = room
+        .db
+        .query("SELECT * FROM conference_members")
+        .await
+        .unwrap();
+    assert!(rows.is_empty(), "members after refused calls: {rows:?}");
+    assert!(room.members_rows().await.is_empty());
+    let metrics = media_metrics(&room.server);
+    assert!(
+        metrics.contains("comet_participants 0"),
+        "media participants after refused calls: {metrics}"
+    );
+    let _ = peer.pc.close().await;
+
+    // The control: the invited user with the right key gets in.
+    room.join(1, TONES[0]).await;
+    room.wait_members(&[1]).await;
+    room.close().await;
+}
+
+/// A browser whose media connection goes away without a SIP BYE (the tab's peer connection
+/// closed): the server ends the call itself, with a BYE that says why, and the member leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_media_closes_is_hung_up() {
+    let mut room = Room::start(&[]).await;
+    for user in [1, 2] {
+        room.invite(user).await;
+    }
+    room.join(1, TONES[0]).await;
+    room.join(2, TONES[1]).await;
+    room.assert_hearing(&TONES[..2], "two peers").await;
+
+    let mut gone = room.take(2);
+    gone.peer.close().await; // DTLS close_notify, no BYE
+    let bye = gone.sip.expect_request("BYE", deadline(15)).await;
+    assert_eq!(bye.h("call-id"), Some(gone.session.call_id.as_str()));
+    let reason = bye
+        .h("reason")
+        .unwrap_or_else(|| panic!("the BYE has no Reason header:\n{}", bye.raw));
+    assert!(reason.contains("media"), "{reason}");
+    gone.sip.respond(&bye, 200, "OK");
+    room.wait_members(&[1]).await;
+    room.close().await;
+}
