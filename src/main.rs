@@ -121,27 +121,34 @@ fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::FAILURE;
             }
         };
+        // Listen for signals before saying READY: a supervisor may send SIGTERM at once.
+        let signals = shutdown_signal();
         print!("{}", running.banner(&config, &origin));
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        wait_for_signal().await;
+        signals.await;
         tracing::info!("shutting down");
         running.stop();
         std::process::ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when the
+/// future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+    let term = signal(SignalKind::terminate());
+    async move {
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
             }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

@@ -153,13 +153,13 @@ impl Room {
         self.members.remove(i)
     }
 
-    /// `SELECT * FROM conference_members WHERE name = 'room'`: (user_id, join_time,
+    /// The four CppComet columns of `conference_members` for the room: (user_id, join_time,
     /// last_talking) by user_id.
     async fn members_rows(&mut self) -> Vec<(i64, String, String)> {
         let rows: Vec<(String, String, String, String)> = self
             .db
             .query(format!(
-                "SELECT * FROM conference_members WHERE name = '{ROOM}'"
+                "SELECT name, user_id, join_time, last_talking FROM conference_members WHERE name = '{ROOM}'"
             ))
             .await
             .unwrap();
