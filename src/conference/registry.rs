@@ -121,7 +121,7 @@ impl ConferenceRegistry {
         Self::default()
     }
 
-    /// Installs the event sink (once).
+    /// Installs the event sink (once). It runs with the registry locked: it must only queue.
     pub fn set_events(&self, sink: EventSink) {
         let _ = self.events.set(sink);
     }
@@ -136,6 +136,8 @@ impl ConferenceRegistry {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Publishes an event. Called with the registry locked, so events go out in the order the
+    /// changes happened (the sink must not call back into the registry: it queues).
     fn emit(&self, dev: DevId, conference: &str, event: &'static str, data: Value) {
         if let Some(sink) = self.events.get() {
             sink(ConferenceEvent {
@@ -189,31 +191,28 @@ impl ConferenceRegistry {
                     hangup,
                 },
             );
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            self.emit(
+                dev,
+                name,
+                "join",
+                json!({"user_id": user, "profile": profile}),
+            );
         }
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.emit(
-            dev,
-            name,
-            "join",
-            json!({"user_id": user, "profile": profile}),
-        );
     }
 
     /// Removes a member; the conference ends with its last member. True if it was there.
     pub fn leave(&self, dev: DevId, name: &str, user: UserId) -> bool {
-        let (was, ended) = {
-            let mut g = self.lock();
-            let key = (dev, name.to_string());
-            let Some(conf) = g.get_mut(&key) else {
-                return false;
-            };
-            let was = conf.members.remove(&user).is_some();
-            let ended = conf.members.is_empty();
-            if ended {
-                g.remove(&key);
-            }
-            (was, ended)
+        let mut g = self.lock();
+        let key = (dev, name.to_string());
+        let Some(conf) = g.get_mut(&key) else {
+            return false;
         };
+        let was = conf.members.remove(&user).is_some();
+        let ended = conf.members.is_empty();
+        if ended {
+            g.remove(&key);
+        }
         if was {
             self.emit(dev, name, "leave", json!({"user_id": user}));
         }
@@ -234,22 +233,19 @@ impl ConferenceRegistry {
         energy: u8,
         now: Instant,
     ) {
-        let changed = {
-            let mut g = self.lock();
-            let Some(m) = g
-                .get_mut(&(dev, name.to_string()))
-                .and_then(|c| c.members.get_mut(&user))
-            else {
-                return;
-            };
-            m.energy = energy;
-            if talking {
-                m.last_talking = Some(now);
-            }
-            let changed = m.talking != talking;
-            m.talking = talking;
-            changed
+        let mut g = self.lock();
+        let Some(m) = g
+            .get_mut(&(dev, name.to_string()))
+            .and_then(|c| c.members.get_mut(&user))
+        else {
+            return;
         };
+        m.energy = energy;
+        if talking {
+            m.last_talking = Some(now);
+        }
+        let changed = m.talking != talking;
+        m.talking = talking;
         if changed {
             self.emit(
                 dev,
@@ -291,17 +287,15 @@ impl ConferenceRegistry {
         user: UserId,
         change: impl FnOnce(&mut MemberFlags),
     ) -> bool {
-        let flags = {
-            let mut g = self.lock();
-            let Some(m) = g
-                .get_mut(&(dev, name.to_string()))
-                .and_then(|c| c.members.get_mut(&user))
-            else {
-                return false;
-            };
-            change(&mut m.flags);
-            m.flags
+        let mut g = self.lock();
+        let Some(m) = g
+            .get_mut(&(dev, name.to_string()))
+            .and_then(|c| c.members.get_mut(&user))
+        else {
+            return false;
         };
+        change(&mut m.flags);
+        let flags = m.flags;
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.emit(
             dev,
@@ -320,13 +314,11 @@ impl ConferenceRegistry {
 
     /// Sets a conference's layout; returns whether the conference exists.
     pub fn set_layout(&self, dev: DevId, name: &str, layout: &str) -> bool {
-        {
-            let mut g = self.lock();
-            let Some(c) = g.get_mut(&(dev, name.to_string())) else {
-                return false;
-            };
-            c.layout = Some(layout.to_string());
-        }
+        let mut g = self.lock();
+        let Some(c) = g.get_mut(&(dev, name.to_string())) else {
+            return false;
+        };
+        c.layout = Some(layout.to_string());
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.emit(dev, name, "layout", json!({"layout": layout}));
         true

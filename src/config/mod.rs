@@ -632,14 +632,16 @@ pub struct Override {
 }
 
 impl Override {
-    /// Parses `section.key=value`.
+    /// Parses `section.key=value`. The key is what follows the last dot, so a section name may
+    /// have dots of its own: `profile.audio.max_duration=60` is `[profile.audio] max_duration`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let (path, value) = s
             .split_once('=')
             .ok_or_else(|| format!("`{s}`: expected section.key=value"))?;
         let (section, key) = path
             .trim()
-            .split_once('.')
+            .rsplit_once('.')
+            .filter(|(section, key)| !section.trim().is_empty() && !key.trim().is_empty())
             .ok_or_else(|| format!("`{s}`: expected section.key=value"))?;
         Ok(Override {
             section: section.trim().to_ascii_lowercase(),
@@ -647,6 +649,19 @@ impl Override {
             value: value.trim().to_string(),
         })
     }
+}
+
+/// For a `profile.<name>` (or `profile:<name>`) section: its profile name, or why the name is
+/// not one. `None` for every other section.
+fn profile_section(section: &str) -> Option<Result<&str, String>> {
+    let name = section
+        .strip_prefix("profile.")
+        .or_else(|| section.strip_prefix("profile:"))?;
+    Some(if crate::names::is_conference_name(name) {
+        Ok(name)
+    } else {
+        Err("a profile name is 1-64 characters of A-Za-z0-9_-".into())
+    })
 }
 
 fn find_key(section: &str, name: &str) -> Option<&'static Key> {
@@ -668,36 +683,22 @@ impl Config {
             })?;
             for e in entries {
                 let at = format!("{origin}:{}", e.line);
-                if let Some(name) = e
-                    .section
-                    .strip_prefix("profile.")
-                    .or_else(|| e.section.strip_prefix("profile:"))
-                {
-                    if !crate::names::is_conference_name(name) {
-                        return Err(ConfigError {
-                            at,
-                            message: format!(
-                                "[{}]: a profile name is 1-64 characters of A-Za-z0-9_-",
-                                e.section
-                            ),
-                        });
-                    }
-                    let profile = c.profiles.entry(name.to_string()).or_insert_with(|| {
-                        Profile::builtin(name).unwrap_or_else(|| Profile {
-                            max_duration: 0,
-                            layout: "active-speaker".into(),
-                            video: true,
-                        })
-                    });
-                    match PROFILE_KEYS.iter().find(|k| k.name == e.key) {
-                        Some(k) => (k.set)(profile, &e.value).map_err(|m| ConfigError {
-                            at,
-                            message: format!("[{}] {}: {m}", e.section, e.key),
-                        })?,
-                        None => report.warnings.push(format!(
+                if let Some(name) = profile_section(&e.section) {
+                    let name = name.map_err(|m| ConfigError {
+                        at: at.clone(),
+                        message: format!("[{}]: {m}", e.section),
+                    })?;
+                    let known =
+                        c.set_profile_key(name, &e.key, &e.value)
+                            .map_err(|m| ConfigError {
+                                at: at.clone(),
+                                message: format!("[{}] {}: {m}", e.section, e.key),
+                            })?;
+                    if !known {
+                        report.warnings.push(format!(
                             "{at}: unknown key [{}] {} (ignored)",
                             e.section, e.key
-                        )),
+                        ));
                     }
                 } else if let Some(k) = find_key(&e.section, &e.key) {
                     (k.set)(&mut c, &e.value).map_err(|m| ConfigError {
@@ -720,6 +721,31 @@ impl Config {
             }
         }
         for o in overrides {
+            if let Some(name) = profile_section(&o.section) {
+                let cli = |m: String| ConfigError {
+                    at: "command line".into(),
+                    message: format!("{}.{}: {m}", o.section, o.key),
+                };
+                let known = c
+                    .set_profile_key(name.map_err(cli)?, &o.key, &o.value)
+                    .map_err(cli)?;
+                if !known {
+                    return Err(ConfigError {
+                        at: "command line".into(),
+                        message: format!(
+                            "unknown setting {}.{} (a profile has {})",
+                            o.section,
+                            o.key,
+                            PROFILE_KEYS
+                                .iter()
+                                .map(|k| k.name)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    });
+                }
+                continue;
+            }
             let k = find_key(&o.section, &o.key).ok_or_else(|| ConfigError {
                 at: "command line".into(),
                 message: format!("unknown setting {}.{}", o.section, o.key),
@@ -731,6 +757,24 @@ impl Config {
         }
         c.validate()?;
         Ok((c, report))
+    }
+
+    /// Sets one key of profile `name` (`[profile.<name>]` in comet.ini, `--set
+    /// profile.<name>.<key>=<value>`), creating the profile if it is new. `Ok(false)`: no such
+    /// key. The name must have been checked ([`profile_section`]).
+    fn set_profile_key(&mut self, name: &str, key: &str, value: &str) -> Result<bool, String> {
+        let Some(k) = PROFILE_KEYS.iter().find(|k| k.name == key) else {
+            return Ok(false);
+        };
+        let profile = self.profiles.entry(name.to_string()).or_insert_with(|| {
+            Profile::builtin(name).unwrap_or_else(|| Profile {
+                max_duration: 0,
+                layout: "active-speaker".into(),
+                video: true,
+            })
+        });
+        (k.set)(profile, value)?;
+        Ok(true)
     }
 
     /// Loads `path` (or only defaults when `None`) and applies overrides.
@@ -967,6 +1011,56 @@ mod tests {
         assert_eq!(e.at, "c.ini:2");
         let e = Config::load(Some(("c.ini", "[profile.bad*name]\nvideo = no\n")), &[]).unwrap_err();
         assert!(e.message.contains("profile name"), "{e}");
+    }
+
+    #[test]
+    fn profile_keys_from_the_command_line() {
+        let o = Override::parse("profile.audio.max_duration=2").unwrap();
+        assert_eq!(
+            (o.section.as_str(), o.key.as_str(), o.value.as_str()),
+            ("profile.audio", "max_duration", "2")
+        );
+        let dotted = Override::parse("main.password=a.b=c").unwrap();
+        assert_eq!(
+            (dotted.section.as_str(), dotted.key.as_str()),
+            ("main", "password")
+        );
+        assert_eq!(dotted.value, "a.b=c");
+        for bad in ["password=x", ".password=x", "main.=x", "main.password"] {
+            assert!(Override::parse(bad).is_err(), "{bad}");
+        }
+        // Flags override the file, key by key.
+        let ini = "[profile.audio]\nmax_duration = 600\n";
+        let (c, _) = Config::load(Some(("c.ini", ini)), &[o]).unwrap();
+        assert_eq!(c.profiles["audio"].max_duration, 2);
+        assert!(
+            !c.profiles["audio"].video,
+            "the other keys keep their values"
+        );
+        // A new profile from flags alone, as a [profile.<name>] section would make it.
+        let flags = [
+            "profile.lecture.video=no",
+            "profile:lecture.max_duration=90",
+        ]
+        .map(|f| Override::parse(f).unwrap());
+        let (c, _) = Config::load(None, &flags).unwrap();
+        assert_eq!(c.profiles["lecture"].max_duration, 90);
+        assert!(!c.profiles["lecture"].video);
+        assert_eq!(c.profiles["lecture"].layout, "active-speaker");
+        // Mistakes stop start-up and say what is wrong.
+        for (flag, says) in [
+            (
+                "profile.audio.max_len=2",
+                "unknown setting profile.audio.max_len",
+            ),
+            ("profile.audio.max_duration=soon", "not a number of seconds"),
+            ("profile.bad*name.video=no", "profile name"),
+            ("profile.video.layout=mosaic", "not a layout"),
+        ] {
+            let e = Config::load(None, &[Override::parse(flag).unwrap()]).unwrap_err();
+            assert_eq!(e.at, "command line", "{flag}");
+            assert!(e.message.contains(says), "{flag}: {e}");
+        }
     }
 
     #[test]

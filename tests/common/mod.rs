@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod audio_room;
 pub mod peer;
 pub mod sip_client;
 pub mod tones;
