@@ -1,14 +1,18 @@
 //! Per-participant audio paths for a conference runtime that ticks every 20 ms.
 //!
-//! * [`AudioReceiver`]: RTP Opus packets in, exactly one 20 ms PCM frame out per
-//!   [`AudioReceiver::pop`] (decoded, FEC-recovered, concealed, or silence).
-//! * [`AudioSender`]: one 20 ms PCM frame in, an RTP payload (with timestamp, marker and
-//!   RFC 6464 level) out.
+//! * [`AudioReceiver`]: RTP Opus (or G.711) packets in, exactly one 20 ms 48 kHz PCM frame
+//!   out per [`AudioReceiver::pop`] (decoded, FEC-recovered, concealed, or silence).
+//! * [`AudioSender`]: one 20 ms 48 kHz PCM frame in, an RTP payload (with timestamp, marker
+//!   and RFC 6464 level) out, Opus or G.711.
+//!
+//! G.711 (PCMU/PCMA, 8 kHz) is resampled to and from 48 kHz here, so the mixer only ever sees
+//! 48 kHz; its RTP timestamps stay in its own 8 kHz clock.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::error::{MediaError, Result};
+use crate::g711::{self, Downsampler, Law, Upsampler};
 use crate::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout, PushOutcome};
 use crate::opus::{
     FRAME_SAMPLES, OpusDecoder, OpusEncoder, OpusEncoderConfig, audio_level, parse_packet,
@@ -39,8 +43,8 @@ pub struct AudioFrame {
     pub kind: AudioFrameKind,
     /// RFC 6464 level of the packet, if the sender provided one.
     pub audio_level: Option<u8>,
-    /// RTP timestamp (48 kHz) of the first sample, when the frame belongs to the stream's
-    /// timeline (`None` before playout started).
+    /// RTP timestamp (in the stream's clock: 48 kHz for Opus, 8 kHz for G.711) of the first
+    /// sample, when the frame belongs to the stream's timeline (`None` before playout started).
     pub timestamp: Option<u32>,
 }
 
@@ -57,10 +61,38 @@ impl AudioFrame {
     }
 }
 
+/// The codec of an audio stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AudioCodec {
+    /// Opus, 48 kHz RTP clock.
+    #[default]
+    Opus,
+    /// G.711, 8 kHz RTP clock, one byte per sample.
+    G711(Law),
+}
+
+impl AudioCodec {
+    /// The RTP clock rate.
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            AudioCodec::Opus => 48_000,
+            AudioCodec::G711(_) => 8_000,
+        }
+    }
+
+    /// RTP timestamp ticks of one 20 ms frame.
+    pub fn frame_ticks(self) -> u32 {
+        self.clock_rate() / 50
+    }
+}
+
 /// Settings of an [`AudioReceiver`].
 #[derive(Debug, Clone)]
 pub struct AudioReceiverConfig {
-    /// Output channels (1 or 2); Opus decodes either stream layout into this.
+    /// The stream's codec (the jitter buffer's clock rate follows it).
+    pub codec: AudioCodec,
+    /// Output channels (1 or 2); Opus decodes either stream layout into this, G.711 (mono)
+    /// is duplicated.
     pub channels: u8,
     /// Jitter buffer tuning.
     pub jitter: JitterConfig,
@@ -71,6 +103,7 @@ pub struct AudioReceiverConfig {
 impl Default for AudioReceiverConfig {
     fn default() -> Self {
         AudioReceiverConfig {
+            codec: AudioCodec::Opus,
             channels: 1,
             jitter: JitterConfig::default(),
             max_concealment: Duration::from_millis(200),
@@ -91,17 +124,85 @@ pub struct AudioReceiverStats {
     pub concealed: u64,
     /// Silent frames.
     pub silence: u64,
-    /// Packets rejected as malformed Opus.
+    /// Packets rejected as malformed (bad Opus, empty G.711).
     pub malformed: u64,
     /// Packets libopus failed to decode.
     pub decode_errors: u64,
 }
 
-/// Jitter buffer + Opus decoder for one remote audio stream.
+/// The decoding half of an [`AudioReceiver`].
+#[derive(Debug)]
+enum Decoder {
+    Opus(OpusDecoder),
+    G711 {
+        law: Law,
+        up: Upsampler,
+        /// 8 kHz scratch.
+        narrow: Vec<i16>,
+        /// The last 20 ms decoded at 48 kHz (mono), repeated with a fade to conceal a loss.
+        last: Vec<i16>,
+        /// Gain of the next concealed frame.
+        fade: f32,
+    },
+}
+
+impl Decoder {
+    /// Decodes one packet into `out` (48 kHz, `channels` interleaved).
+    fn decode(&mut self, payload: &[u8], channels: u8, out: &mut Vec<i16>) -> Result<usize> {
+        match self {
+            Decoder::Opus(d) => d.decode(payload, out),
+            Decoder::G711 {
+                law,
+                up,
+                narrow,
+                last,
+                fade,
+            } => {
+                narrow.clear();
+                g711::decode(*law, payload, narrow);
+                let start = out.len();
+                up.process(narrow, out);
+                last.clear();
+                last.extend_from_slice(&out[start..]);
+                *fade = 1.0;
+                if channels == 2 {
+                    let mono: Vec<i16> = out.drain(start..).collect();
+                    out.extend(mono.iter().flat_map(|&s| [s, s]));
+                }
+                Ok(narrow.len() * g711::RATIO)
+            }
+        }
+    }
+
+    /// Conceals one 20 ms frame into `out`.
+    fn conceal(&mut self, channels: u8, out: &mut Vec<i16>) -> Result<()> {
+        match self {
+            Decoder::Opus(d) => d.conceal(FRAME_SAMPLES, out).map(|_| ()),
+            Decoder::G711 { last, fade, up, .. } => {
+                // Repeat the last frame, fading out (-6 dB a frame), as G.711 Appendix I's
+                // simplest form does; the resampler restarts after the gap.
+                *fade *= 0.5;
+                let g = *fade;
+                let frame: Vec<i16> = (0..FRAME_SAMPLES)
+                    .map(|i| (f32::from(last.get(i).copied().unwrap_or(0)) * g) as i16)
+                    .collect();
+                up.reset();
+                if channels == 2 {
+                    out.extend(frame.iter().flat_map(|&s| [s, s]));
+                } else {
+                    out.extend(frame);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Jitter buffer + decoder (Opus or G.711) for one remote audio stream.
 #[derive(Debug)]
 pub struct AudioReceiver {
     jb: JitterBuffer,
-    decoder: OpusDecoder,
+    decoder: Decoder,
     channels: u8,
     pcm: VecDeque<i16>,
     pcm_kind: AudioFrameKind,
@@ -114,8 +215,23 @@ pub struct AudioReceiver {
 
 impl AudioReceiver {
     /// New receiver.
-    pub fn new(cfg: AudioReceiverConfig) -> Result<Self> {
-        let decoder = OpusDecoder::new(cfg.channels)?;
+    pub fn new(mut cfg: AudioReceiverConfig) -> Result<Self> {
+        cfg.jitter.clock_rate = cfg.codec.clock_rate();
+        let decoder = match cfg.codec {
+            AudioCodec::Opus => Decoder::Opus(OpusDecoder::new(cfg.channels)?),
+            AudioCodec::G711(law) => {
+                if !(1..=2).contains(&cfg.channels) {
+                    return Err(MediaError::InvalidArgument("channels must be 1 or 2".into()));
+                }
+                Decoder::G711 {
+                    law,
+                    up: Upsampler::new(),
+                    narrow: Vec::with_capacity(FRAME_SAMPLES / g711::RATIO * 3),
+                    last: Vec::with_capacity(FRAME_SAMPLES),
+                    fade: 1.0,
+                }
+            }
+        };
         Ok(AudioReceiver {
             jb: JitterBuffer::new(cfg.jitter.clone()),
             decoder,
@@ -130,8 +246,20 @@ impl AudioReceiver {
         })
     }
 
-    /// Feeds a received RTP packet. Malformed Opus payloads are counted and rejected.
+    /// Feeds a received RTP packet. Malformed payloads are counted and rejected.
     pub fn push(&mut self, packet: RtpPacket, now: Instant) -> Result<PushOutcome> {
+        if let Decoder::G711 { .. } = self.decoder {
+            // One byte per 8 kHz sample; at most 120 ms in one packet.
+            let n = packet.payload.len();
+            if n == 0 || n > 960 {
+                self.stats.malformed += 1;
+                return Err(MediaError::malformed(
+                    "G.711",
+                    "empty, or longer than 120 ms",
+                ));
+            }
+            return Ok(self.jb.push_with_duration(packet, n as u32, now));
+        }
         let info = match parse_packet(&packet.payload) {
             Ok(info) => info,
             Err(e) => {
@@ -165,7 +293,8 @@ impl AudioReceiver {
             audio_level: self.pcm_level,
             timestamp: self.pcm_ts,
         };
-        self.pcm_ts = self.pcm_ts.map(|t| t.wrapping_add(FRAME_SAMPLES as u32));
+        let ticks = self.cfg.codec.frame_ticks();
+        self.pcm_ts = self.pcm_ts.map(|t| t.wrapping_add(ticks));
         match frame.kind {
             AudioFrameKind::Decoded => self.stats.decoded += 1,
             AudioFrameKind::FecRecovered => self.stats.fec_recovered += 1,
@@ -197,8 +326,9 @@ impl AudioReceiver {
                 ..
             } => {
                 self.concealed_run = Duration::ZERO;
-                let dtx = parse_packet(&payload).is_ok_and(|i| i.dtx);
-                match self.decoder.decode(&payload, &mut buf) {
+                let dtx = matches!(self.decoder, Decoder::Opus(_))
+                    && parse_packet(&payload).is_ok_and(|i| i.dtx);
+                match self.decoder.decode(&payload, self.channels, &mut buf) {
                     Ok(_) if dtx => {
                         buf.iter_mut().for_each(|s| *s = 0);
                         (AudioFrameKind::Silence, audio_level)
@@ -213,15 +343,19 @@ impl AudioReceiver {
             }
             Playout::Lost {
                 fec: Some(next), ..
-            } => match self.decoder.decode_fec(&next, FRAME_SAMPLES, &mut buf) {
-                Ok(_) => {
-                    self.concealed_run = Duration::ZERO;
-                    (AudioFrameKind::FecRecovered, None)
-                }
-                Err(_) => {
-                    buf.clear();
-                    self.conceal(&mut buf)
-                }
+            } => match &mut self.decoder {
+                Decoder::Opus(d) => match d.decode_fec(&next, FRAME_SAMPLES, &mut buf) {
+                    Ok(_) => {
+                        self.concealed_run = Duration::ZERO;
+                        (AudioFrameKind::FecRecovered, None)
+                    }
+                    Err(_) => {
+                        buf.clear();
+                        self.conceal(&mut buf)
+                    }
+                },
+                // No in-band FEC in G.711.
+                Decoder::G711 { .. } => self.conceal(&mut buf),
             },
             Playout::Lost { fec: None, .. } => self.conceal(&mut buf),
         };
@@ -242,7 +376,7 @@ impl AudioReceiver {
             buf.resize(FRAME_SAMPLES * self.channels as usize, 0);
             return (AudioFrameKind::Silence, None);
         }
-        if self.decoder.conceal(FRAME_SAMPLES, buf).is_err() {
+        if self.decoder.conceal(self.channels, buf).is_err() {
             buf.clear();
             buf.resize(FRAME_SAMPLES * self.channels as usize, 0);
         }
@@ -267,10 +401,24 @@ impl AudioReceiver {
     }
 }
 
-/// Opus encoder + RTP timestamping for one outgoing audio stream.
+/// The encoding half of an [`AudioSender`].
+#[derive(Debug)]
+enum Encoder {
+    Opus(OpusEncoder),
+    G711 {
+        law: Law,
+        down: Downsampler,
+        /// 8 kHz scratch.
+        narrow: Vec<i16>,
+    },
+}
+
+/// Encoder (Opus or G.711) + RTP timestamping for one outgoing audio stream.
 #[derive(Debug)]
 pub struct AudioSender {
-    encoder: OpusEncoder,
+    encoder: Encoder,
+    /// RTP ticks per 20 ms frame (960 for Opus, 160 for G.711).
+    frame_ticks: u32,
     timestamp: u32,
     talkspurt_start: bool,
     in_dtx: bool,
@@ -280,23 +428,57 @@ impl AudioSender {
     /// New sender; `initial_timestamp` should be random (RFC 3550).
     pub fn new(cfg: OpusEncoderConfig, initial_timestamp: u32) -> Result<Self> {
         Ok(AudioSender {
-            encoder: OpusEncoder::new(cfg)?,
+            encoder: Encoder::Opus(OpusEncoder::new(cfg)?),
+            frame_ticks: FRAME_SAMPLES as u32,
             timestamp: initial_timestamp,
             talkspurt_start: true,
             in_dtx: false,
         })
     }
 
-    /// Encodes one 20 ms frame (`960 * channels` interleaved samples at 48 kHz).
+    /// New G.711 sender (mono 48 kHz frames in, 8 kHz PCMU/PCMA out, no DTX).
+    pub fn g711(law: Law, initial_timestamp: u32) -> Self {
+        AudioSender {
+            encoder: Encoder::G711 {
+                law,
+                down: Downsampler::new(),
+                narrow: Vec::with_capacity(FRAME_SAMPLES / g711::RATIO + 1),
+            },
+            frame_ticks: FRAME_SAMPLES as u32 / g711::RATIO as u32,
+            timestamp: initial_timestamp,
+            talkspurt_start: true,
+            in_dtx: false,
+        }
+    }
+
+    /// Encodes one 20 ms frame (`960 * channels` interleaved samples at 48 kHz; G.711 takes
+    /// mono).
     ///
     /// Returns `None` for frames DTX lets us skip (after the first DTX packet of a silence,
     /// nothing is sent until speech resumes or libopus emits a comfort-noise update). The RTP
-    /// timestamp advances by 960 either way; the marker bit flags the start of a talkspurt.
+    /// timestamp advances by one frame (960 for Opus, 160 for G.711) either way; the marker
+    /// bit flags the start of a talkspurt.
     pub fn encode(&mut self, pcm: &[i16]) -> Result<Option<RtpPayload>> {
-        let payload = self.encoder.encode(pcm)?;
+        let (payload, dtx) = match &mut self.encoder {
+            Encoder::Opus(e) => {
+                let p = e.encode(pcm)?;
+                let dtx = p.len() <= 2;
+                (p, dtx)
+            }
+            Encoder::G711 { law, down, narrow } => {
+                if pcm.len() != FRAME_SAMPLES {
+                    return Err(MediaError::InvalidArgument(format!(
+                        "G.711 encodes mono 20 ms frames of {FRAME_SAMPLES} samples, got {}",
+                        pcm.len()
+                    )));
+                }
+                narrow.clear();
+                down.process(pcm, narrow);
+                (g711::encode(*law, narrow), false)
+            }
+        };
         let timestamp = self.timestamp;
-        self.timestamp = self.timestamp.wrapping_add(FRAME_SAMPLES as u32);
-        let dtx = payload.len() <= 2;
+        self.timestamp = self.timestamp.wrapping_add(self.frame_ticks);
         if dtx {
             if self.in_dtx {
                 self.talkspurt_start = true;
@@ -324,17 +506,26 @@ impl AudioSender {
             ));
         }
         let percent = (fraction.clamp(0.0, 1.0) * 100.0).round() as u8;
-        self.encoder.set_packet_loss_percent(percent)
+        match &mut self.encoder {
+            Encoder::Opus(e) => e.set_packet_loss_percent(percent),
+            Encoder::G711 { .. } => Ok(()),
+        }
     }
 
-    /// Changes the target bitrate.
+    /// Changes the target bitrate (Opus; G.711 is always 64 kbit/s).
     pub fn set_bitrate(&mut self, bps: u32) -> Result<()> {
-        self.encoder.set_bitrate(bps)
+        match &mut self.encoder {
+            Encoder::Opus(e) => e.set_bitrate(bps),
+            Encoder::G711 { .. } => Ok(()),
+        }
     }
 
-    /// The encoder.
-    pub fn encoder(&self) -> &OpusEncoder {
-        &self.encoder
+    /// The Opus encoder (`None` for G.711).
+    pub fn encoder(&self) -> Option<&OpusEncoder> {
+        match &self.encoder {
+            Encoder::Opus(e) => Some(e),
+            Encoder::G711 { .. } => None,
+        }
     }
 
     /// RTP timestamp the next frame will carry.

@@ -19,6 +19,7 @@
 //! * [`h264`] - Annex-B/AVCC, `AVCDecoderConfigurationRecord`, RFC 6184 (mode 1) packetizer
 //!   and depacketizer.
 //! * [`vp8`] - RFC 7741 descriptor, depacketizer, packetizer.
+//! * [`g711`] - G.711 mu-law/A-law and the 8 <-> 48 kHz resamplers.
 //! * [`opus`] - Opus packet validation (RFC 6716 section 3), encoder, decoder with FEC/PLC.
 //! * [`video_codec`] - OpenH264 encoder/decoder, FFmpeg VP8 decoder.
 //! * [`aac`] - AAC-LC encoder for RTMP (48 kHz PCM in, 48 or 44.1 kHz AAC out).
@@ -36,6 +37,7 @@ pub mod assembler;
 pub mod audio;
 pub mod error;
 pub mod frame;
+pub mod g711;
 pub mod h264;
 pub mod jitter;
 pub mod opus;
@@ -51,7 +53,8 @@ pub use aac::{AacConfig, AacEncoder, AacFrame};
 pub use assembler::{AssembledFrame, AssemblerConfig, FrameAssembler};
 #[cfg(feature = "codecs")]
 pub use audio::{
-    AudioFrame, AudioFrameKind, AudioReceiver, AudioReceiverConfig, AudioReceiverStats, AudioSender,
+    AudioCodec, AudioFrame, AudioFrameKind, AudioReceiver, AudioReceiverConfig, AudioReceiverStats,
+    AudioSender,
 };
 pub use error::{MediaError, Result};
 pub use frame::I420Frame;

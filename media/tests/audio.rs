@@ -280,3 +280,97 @@ fn malformed_opus_is_rejected_and_counted() {
     // The receiver keeps producing frames.
     assert_eq!(rx.pop(now).samples.len(), FRAME_SAMPLES);
 }
+
+/// G.711 (PCMU and PCMA) through the same kind of network: 48 kHz frames -> 8 kHz companded
+/// packets (160 bytes, 8 kHz timestamps) -> jitter buffer -> 48 kHz frames. The speech-band
+/// signal comes back (correlation after the filters' delay), losses are concealed, and
+/// malformed payloads are refused and counted.
+#[test]
+fn g711_round_trips_through_a_lossy_network() {
+    use comet_media::audio::AudioCodec;
+    use comet_media::g711::Law;
+    for law in [Law::Mu, Law::A] {
+        for (loss, min_corr) in [(0.0, 0.99), (0.05, 0.9)] {
+            let frames = 250;
+            let input = signal(frames, 1);
+            let mut sender = AudioSender::g711(law, 1000);
+            let mut rng = StdRng::seed_from_u64(7);
+            let base = Instant::now();
+            let mut arrivals = Vec::new();
+            for (i, pcm) in input.chunks(FRAME_SAMPLES).enumerate() {
+                let p = sender.encode(pcm).unwrap().expect("G.711 has no DTX");
+                assert_eq!(p.payload.len(), 160, "20 ms at 8 kHz");
+                assert_eq!(p.timestamp, 1000 + 160 * i as u32);
+                if rng.random_bool(loss) {
+                    continue;
+                }
+                let at = base + MS20 * i as u32 + Duration::from_millis(rng.random_range(5..30));
+                arrivals.push(RtpPacket::new(
+                    i as u16,
+                    p.timestamp,
+                    p.marker,
+                    p.payload.clone(),
+                    at,
+                ));
+            }
+            arrivals.sort_by_key(|p| p.arrival);
+            let mut rx = AudioReceiver::new(AudioReceiverConfig {
+                codec: AudioCodec::G711(law),
+                ..Default::default()
+            })
+            .unwrap();
+            // Each output frame goes where its RTP timestamp (8 kHz) says on the timeline.
+            let mut out = vec![0i16; (frames + 20) * FRAME_SAMPLES];
+            let mut covered = vec![false; frames + 20];
+            let mut next = 0;
+            for k in 0..(frames as u32 + 20) {
+                let now = base + Duration::from_millis(3) + MS20 * k;
+                while next < arrivals.len() && arrivals[next].arrival <= now {
+                    let p = arrivals[next].clone();
+                    rx.push(p.clone(), p.arrival).unwrap();
+                    next += 1;
+                }
+                let f = rx.pop(now);
+                assert_eq!(f.samples.len(), FRAME_SAMPLES);
+                if let Some(ts) = f.timestamp {
+                    let idx = ts.wrapping_sub(1000) as usize / 160;
+                    if idx < frames {
+                        out[idx * FRAME_SAMPLES..(idx + 1) * FRAME_SAMPLES]
+                            .copy_from_slice(&f.samples);
+                        covered[idx] = true;
+                    }
+                }
+            }
+            // The two filters delay the signal by about 1 ms each: find the exact lag.
+            let corr = |lag: usize| -> f64 {
+                let (mut xy, mut xx, mut yy) = (0f64, 0f64, 0f64);
+                for f in (1..frames - 1).filter(|&f| covered[f]) {
+                    for i in f * FRAME_SAMPLES..(f + 1) * FRAME_SAMPLES {
+                        let x = input[i] as f64;
+                        let y = out[i + lag] as f64;
+                        xy += x * y;
+                        xx += x * x;
+                        yy += y * y;
+                    }
+                }
+                xy / (xx.sqrt() * yy.sqrt()).max(1.0)
+            };
+            let (lag, best) = (0..240)
+                .map(|l| (l, corr(l)))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .unwrap();
+            let s = rx.stats();
+            println!(
+                "{law:?} loss {loss}: correlation {best:.3} at lag {lag}, concealed {}, lost {}",
+                s.concealed, s.jitter.lost
+            );
+            assert!(best >= min_corr, "{law:?} at {loss} loss: correlation {best:.3}");
+            if loss > 0.0 {
+                assert!(s.concealed > 0, "losses were concealed");
+            }
+            let bad = RtpPacket::new(9999, 0, false, Vec::new(), base);
+            assert!(rx.push(bad, base).is_err());
+            assert_eq!(rx.stats().malformed, 1);
+        }
+    }
+}

@@ -5,12 +5,13 @@
 //! conference exists while it has members. One task owns every conference and member, so the
 //! media path takes no locks. Every 20 ms it runs each conference:
 //!
-//! 1. each member's jitter buffer + Opus decoder (`comet-media`) gives exactly one 20 ms frame
-//!    (decoded, FEC-recovered, concealed or silence);
+//! 1. each member's jitter buffer + decoder (`comet-media`: Opus, or G.711 for a caller that
+//!    offered nothing better, resampled to 48 kHz) gives exactly one 20 ms frame (decoded,
+//!    FEC-recovered, concealed or silence);
 //! 2. the `comet-mixer` N-1 mixer mixes the loudest talkers; members who hear the same thing
 //!    share one output;
-//! 3. the shared mix is Opus-encoded once for all who hear it, a talker's own N-1 mix by its own
-//!    encoder; every member's packets carry its own continuous RTP timestamps;
+//! 3. the shared mix is encoded once per codec in use for all who hear it, a talker's own N-1
+//!    mix by its own encoder; every member's packets carry its own continuous RTP timestamps;
 //! 4. the payloads go out through the endpoint (SRTP).
 //!
 //! Talking members are reported to the [`ConferenceRegistry`] (`conference_members`
@@ -23,7 +24,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use comet_media::{AudioReceiver, AudioReceiverConfig, AudioSender, OpusEncoderConfig, RtpPacket};
+use comet_media::g711::Law;
+use comet_media::{
+    AudioCodec, AudioReceiver, AudioReceiverConfig, AudioSender, OpusEncoderConfig, RtpPacket,
+};
 use comet_mixer::{AudioMixer, MemberId, MemberInput, MixerConfig, OutputKind};
 use comet_sfu::driver::{Events, SfuHandle};
 use comet_sfu::{
@@ -160,18 +164,15 @@ impl CallHandler for MediaRuntime {
             .await
             .map_err(sfu_error)?;
         let pid = answer.participant;
-        match answer.audio {
-            Some(a) if a.codec == Codec::Opus => {}
-            other => {
-                let _ = self.sfu.close(pid).await;
-                return Err(MediaError::NotAcceptable(match other {
-                    Some(a) => format!(
-                        "audio codec {:?}: this server mixes Opus; offer Opus",
-                        a.codec
-                    ),
-                    None => "the offer has no audio".into(),
-                }));
-            }
+        if answer.audio.as_ref().and_then(|a| audio_codec(a.codec)).is_none() {
+            let _ = self.sfu.close(pid).await;
+            return Err(MediaError::NotAcceptable(match &answer.audio {
+                Some(a) => format!(
+                    "audio codec {:?}: this server mixes Opus, PCMU or PCMA",
+                    a.codec
+                ),
+                None => "the offer has no audio".into(),
+            }));
         }
         let sdp = answer.sdp.clone();
         let id = call.id;
@@ -227,12 +228,32 @@ impl CallHandler for MediaRuntime {
     }
 }
 
+/// The codec the media path uses for a negotiated one (`None`: not an audio codec we mix).
+fn audio_codec(c: Codec) -> Option<AudioCodec> {
+    match c {
+        Codec::Opus => Some(AudioCodec::Opus),
+        Codec::Pcmu => Some(AudioCodec::G711(Law::Mu)),
+        Codec::Pcma => Some(AudioCodec::G711(Law::A)),
+        _ => None,
+    }
+}
+
+/// An encoder for `codec` (Opus with `opus`'s settings).
+fn new_sender(codec: AudioCodec, opus: OpusEncoderConfig) -> comet_media::Result<AudioSender> {
+    match codec {
+        AudioCodec::Opus => AudioSender::new(opus, 0),
+        AudioCodec::G711(law) => Ok(AudioSender::g711(law, 0)),
+    }
+}
+
 type ConfKey = (DevId, String);
 
 struct Member {
     call: CallInfo,
     conf: ConfKey,
     mixer_id: MemberId,
+    /// What this member sends and receives: Opus, or G.711 when it offered nothing better.
+    codec: AudioCodec,
     rx: AudioReceiver,
     /// Whether we may send audio to this participant (connected, not on hold).
     connected: bool,
@@ -249,8 +270,8 @@ struct Member {
 
 struct Conf {
     mixer: AudioMixer,
-    /// Encodes the mix that every non-talker hears, once per tick.
-    shared: AudioSender,
+    /// Encode the mix that every non-talker hears, once per tick and codec in use.
+    shared: Vec<(AudioCodec, AudioSender)>,
     members: Vec<ParticipantId>,
 }
 
@@ -332,18 +353,18 @@ impl Task {
     fn join(&mut self, call: CallInfo, answer: Answer) -> Result<(), MediaError> {
         let failed = |e: &dyn std::fmt::Display| MediaError::Failed(e.to_string());
         let key: ConfKey = (call.dev, call.conference.clone());
+        let opus_cfg = self.encoder_config();
         if !self.confs.contains_key(&key) {
             let mixer = AudioMixer::new(MixerConfig {
                 max_talkers: self.cfg.max_talkers,
                 ..MixerConfig::default()
             })
             .map_err(|e| failed(&e))?;
-            let shared = AudioSender::new(self.encoder_config(), 0).map_err(|e| failed(&e))?;
             self.confs.insert(
                 key.clone(),
                 Conf {
                     mixer,
-                    shared,
+                    shared: Vec::new(),
                     members: Vec::new(),
                 },
             );
@@ -354,8 +375,21 @@ impl Task {
             .confs
             .get_mut(&key)
             .ok_or_else(|| MediaError::Failed("conference vanished".into()))?;
+        let codec = answer
+            .audio
+            .as_ref()
+            .and_then(|a| audio_codec(a.codec))
+            .unwrap_or_default();
+        if !conf.shared.iter().any(|(c, _)| *c == codec) {
+            let enc = new_sender(codec, opus_cfg).map_err(|e| failed(&e))?;
+            conf.shared.push((codec, enc));
+        }
         let mixer_id = conf.mixer.add_member().map_err(|e| failed(&e))?;
-        let rx = AudioReceiver::new(AudioReceiverConfig::default()).map_err(|e| failed(&e))?;
+        let rx = AudioReceiver::new(AudioReceiverConfig {
+            codec,
+            ..AudioReceiverConfig::default()
+        })
+        .map_err(|e| failed(&e))?;
         conf.members.push(answer.participant);
         self.by_call.insert(call.id, answer.participant);
         tracing::info!(
@@ -368,6 +402,7 @@ impl Task {
                 call,
                 conf: key,
                 mixer_id,
+                codec,
                 rx,
                 connected: false,
                 out_ts: rand::random(),
@@ -416,7 +451,9 @@ impl Task {
                     m.connected = true;
                 }
             }
-            Event::Media(pkt) if pkt.kind == MediaKind::Audio && pkt.codec == Codec::Opus => {
+            Event::Media(pkt)
+                if pkt.kind == MediaKind::Audio && audio_codec(pkt.codec).is_some() =>
+            {
                 self.stats.rtp_in.fetch_add(1, Ordering::Relaxed);
                 if let Some(m) = self.members.get_mut(&pid) {
                     let packet = RtpPacket {
@@ -516,7 +553,7 @@ impl Task {
             drop(inputs);
             // 3. Encode: the shared mix once, own mixes per talker.
             // Encoded on first use, then shared by every member who hears the shared mix.
-            let mut shared: Option<Option<Encoded>> = None;
+            let mut shared: Vec<(AudioCodec, Option<Encoded>)> = Vec::new();
             for pid in &conf.members {
                 let Some(m) = members.get_mut(pid) else {
                     continue;
@@ -553,18 +590,24 @@ impl Task {
                     );
                 }
                 let encoded = match out.kind {
-                    OutputKind::Shared => shared
-                        .get_or_insert_with(|| {
-                            conf.shared
-                                .encode(conf.mixer.shared_mix())
-                                .ok()
+                    OutputKind::Shared => {
+                        if let Some((_, e)) = shared.iter().find(|(c, _)| *c == m.codec) {
+                            e.clone()
+                        } else {
+                            let e = conf
+                                .shared
+                                .iter_mut()
+                                .find(|(c, _)| *c == m.codec)
+                                .and_then(|(_, enc)| enc.encode(conf.mixer.shared_mix()).ok())
                                 .flatten()
-                                .map(|p| (Arc::<[u8]>::from(p.payload), p.audio_level))
-                        })
-                        .clone(),
+                                .map(|p| (Arc::<[u8]>::from(p.payload), p.audio_level));
+                            shared.push((m.codec, e.clone()));
+                            e
+                        }
+                    }
                     OutputKind::Own => {
                         if m.own.is_none() {
-                            m.own = AudioSender::new(enc_cfg, 0).ok();
+                            m.own = new_sender(m.codec, enc_cfg).ok();
                         }
                         m.own
                             .as_mut()
@@ -586,7 +629,7 @@ impl Task {
                     });
                 }
                 // The timeline moves on even when nothing is sent (deaf, or an encoder skip).
-                m.out_ts = m.out_ts.wrapping_add(FRAME as u32);
+                m.out_ts = m.out_ts.wrapping_add(m.codec.frame_ticks());
             }
         }
         self.stats.ticks.fetch_add(1, Ordering::Relaxed);
