@@ -167,6 +167,24 @@ fn publish_conference_events(registry: &ConferenceRegistry, engine: Arc<Engine>)
     })
 }
 
+/// The canvas of a profile's video conferences (`None`: an audio-only profile).
+fn video_settings(p: &crate::config::Profile) -> Option<crate::conference::video::VideoSettings> {
+    use crate::conference::video::{VideoSettings, layout_kind};
+    p.video.then(|| {
+        let d = VideoSettings::default();
+        let max_bitrate = p.video_bitrate.saturating_mul(1000);
+        VideoSettings {
+            layout: layout_kind(&p.layout).unwrap_or(d.layout),
+            width: p.canvas.0,
+            height: p.canvas.1,
+            fps: p.fps,
+            max_bitrate,
+            start_bitrate: d.start_bitrate.min(max_bitrate),
+            ..d
+        }
+    })
+}
+
 /// Binds every listener and starts serving.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     // One rustls crypto backend for the whole process (ring; str0m uses aws-lc directly).
@@ -201,6 +219,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         conferences.clone(),
         RuntimeConfig {
             max_talkers: config.max_talkers,
+            profiles: config
+                .profiles
+                .iter()
+                .map(|(name, p)| (name.clone(), video_settings(p)))
+                .collect(),
             ..RuntimeConfig::default()
         },
     );

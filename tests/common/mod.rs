@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub mod peer;
+pub mod picture;
 pub mod sip_client;
 pub mod tones;
 
