@@ -129,7 +129,6 @@ fn speaker_view(s: &VideoSeen, members: usize) -> (Option<u8>, Vec<Option<u8>>) 
 struct Member {
     user: i64,
     sip: SipClient,
-    #[allow(dead_code)]
     session: Session,
     peer: Peer,
 }
@@ -543,6 +542,47 @@ async fn the_canvas_shows_the_speaker_big_and_follows_it() {
     })
     .await;
     room.save_pictures("video_conference_grid");
+
+    // Lip sync: both streams the server sends user 2 carry RTCP sender reports mapping their
+    // RTP clocks to one wall clock (what a browser lines audio and video up with). The
+    // mapping must advance at the codec clock rates (48 kHz Opus, 90 kHz video) and the
+    // reports' NTP times must be the sender's real time (same host: close to ours).
+    let m = room.member(2);
+    let end = deadline(20);
+    let reports = loop {
+        let r = m.peer.sender_reports();
+        let (v, a) = (
+            r.iter().filter(|s| s.video).count(),
+            r.iter().filter(|s| !s.video).count(),
+        );
+        if v >= 2 && a >= 2 {
+            break r;
+        }
+        assert!(Instant::now() < end, "sender reports: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for (video, rate) in [(true, 90_000.0), (false, 48_000.0)] {
+        let r: Vec<_> = reports.iter().filter(|s| s.video == video).collect();
+        let (first, last) = (r[0], r[r.len() - 1]);
+        for s in &r {
+            let off = s.at.duration_since(s.wallclock()).unwrap_or_default();
+            assert!(
+                off < Duration::from_secs(2),
+                "SR NTP time is off by {off:?}: {s:?}"
+            );
+        }
+        let wall = last
+            .wallclock()
+            .duration_since(first.wallclock())
+            .unwrap()
+            .as_secs_f64();
+        let media = f64::from(last.rtp.wrapping_sub(first.rtp)) / rate;
+        println!("sender reports (video {video}): {wall:.3} s of wall clock = {media:.3} s of RTP");
+        assert!(
+            wall > 0.5 && (media - wall).abs() < 0.1 * wall,
+            "video {video}: {wall} s of NTP time vs {media} s of RTP time: {r:?}"
+        );
+    }
     room.close().await;
 }
 
@@ -582,5 +622,43 @@ async fn a_member_without_camera_shows_the_no_video_tile() {
     // The audio-only member receives the canvas too.
     let metrics = video_metrics(&room.server);
     assert!(metrics.contains("comet_video_subscribers 3"), "{metrics}");
+    let end = deadline(10);
+    while room.member(3).peer.video_packets() < 20 {
+        assert!(
+            Instant::now() < end,
+            "the member without camera receives no canvas\n{}",
+            room.report()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A subscriber's PLI, and a SIP INFO picture_fast_update (what JsSIP sends for "video fast
+    // update"), each bring it a keyframe of its canvas. (The encoders' own keyframes come
+    // every ~10 s; a request is answered well before.)
+    let m = room.member(2);
+    let before = m.peer.keyframes_received();
+    m.peer.send_pli().await;
+    assert!(
+        m.peer.wait_keyframes(before, deadline(8)).await,
+        "no keyframe after a PLI: {}",
+        m.peer.video_report()
+    );
+    let m = room.member(1);
+    let before = m.peer.keyframes_received();
+    let info = m.sip.ua.in_dialog(
+        &mut m.session,
+        "INFO",
+        "Content-Type: application/media_control+xml\r\n",
+        "<?xml version=\"1.0\" encoding=\"utf-8\" ?>\r\n<media_control><vc_primitive>\
+         <to_encoder><picture_fast_update/></to_encoder></vc_primitive></media_control>\r\n",
+    );
+    m.sip.send(info);
+    let ok = m.sip.expect_final("INFO", 200).await;
+    assert_eq!(ok.status(), Some(200));
+    assert!(
+        m.peer.wait_keyframes(before, deadline(8)).await,
+        "no keyframe after SIP INFO picture_fast_update: {}",
+        m.peer.video_report()
+    );
     room.close().await;
 }

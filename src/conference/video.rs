@@ -340,6 +340,23 @@ impl VideoMixer {
             .collect()
     }
 
+    /// The bitrate each live encoder runs at, by the member in its big tile.
+    pub fn encoder_bitrates(&self) -> Vec<(Option<ParticipantId>, u32)> {
+        self.encoders
+            .iter()
+            .filter(|e| !e.subscribers.is_empty())
+            .map(|e| {
+                (
+                    e.desc
+                        .as_ref()
+                        .and_then(|d| d.big)
+                        .and_then(|b| self.pid_of(b)),
+                    e.bitrate,
+                )
+            })
+            .collect()
+    }
+
     fn pid_of(&self, id: u32) -> Option<ParticipantId> {
         self.members.iter().find(|m| m.id == id).map(|m| m.pid)
     }
@@ -901,6 +918,270 @@ pub fn offered_video_bandwidth(sdp: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const FPS: u32 = 30;
+
+    fn interval() -> Duration {
+        Duration::from_micros(1_000_000 / u64::from(FPS))
+    }
+
+    /// A small camera: H.264 pictures of one colour, as RTP packets.
+    struct Camera {
+        sender: VideoSender,
+        seq: u16,
+        colour: (u8, u8, u8),
+        frames: u32,
+    }
+
+    impl Camera {
+        fn new(colour: (u8, u8, u8)) -> Camera {
+            let sender = VideoSender::new(VideoSenderConfig {
+                encoder: H264EncoderConfig {
+                    bitrate: 200_000,
+                    fps: FPS as f32,
+                    keyframe_interval: 1000,
+                    threads: 1,
+                },
+                mtu: 1200,
+                initial_timestamp: 0,
+            })
+            .unwrap();
+            Camera {
+                sender,
+                seq: 0,
+                colour,
+                frames: 0,
+            }
+        }
+
+        fn packets(&mut self, now: Instant) -> Vec<RtpPacket> {
+            let (y, u, v) = self.colour;
+            let mut f = I420Frame::filled(160, 90, y, u, v);
+            let x = (self.frames * 3 % 140) as usize;
+            f.y[x..x + 20].fill(235);
+            self.frames += 1;
+            let payloads = self
+                .sender
+                .encode_at(&f, self.frames * (90_000 / FPS))
+                .unwrap();
+            payloads
+                .into_iter()
+                .map(|p| {
+                    self.seq = self.seq.wrapping_add(1);
+                    RtpPacket {
+                        sequence_number: self.seq,
+                        timestamp: p.timestamp,
+                        marker: p.marker,
+                        payload: p.payload,
+                        audio_level: None,
+                        arrival: now,
+                    }
+                })
+                .collect()
+        }
+    }
+
+    fn member(number: u32) -> MemberVideo {
+        MemberVideo {
+            number,
+            sends: Some(VideoCodec::H264),
+            receives: true,
+            max_bitrate: Some(256_000),
+        }
+    }
+
+    fn mixer_with(n: u64, settings: VideoSettings, t0: Instant) -> VideoMixer {
+        let mut mixer = VideoMixer::new(settings, t0);
+        for i in 1..=n {
+            mixer.add_member(ParticipantId(i), member(i as u32));
+            mixer.set_connected(ParticipantId(i), true);
+        }
+        mixer
+    }
+
+    /// Each encoding runs at the lowest limit of its subscribers: their b=AS (256 kbit/s
+    /// here), lowered by a REMB/TWCC estimate.
+    #[test]
+    fn encoder_bitrate_follows_b_as_and_estimates() {
+        let t0 = Instant::now();
+        let mut mixer = mixer_with(3, VideoSettings::default(), t0);
+        mixer.set_speaker(Some(ParticipantId(1)));
+        let mut now = t0;
+        let mut run = |mixer: &mut VideoMixer, frames: u32| {
+            for _ in 0..frames {
+                now += interval();
+                mixer.tick(now);
+                let _ = mixer.take_outputs();
+            }
+        };
+        run(&mut mixer, 5);
+        let mut rates = mixer.encoder_bitrates();
+        rates.sort();
+        // Member 1 (the speaker) sees member 2 big; members 2 and 3 see member 1.
+        assert_eq!(
+            rates,
+            [
+                (Some(ParticipantId(1)), 256_000),
+                (Some(ParticipantId(2)), 256_000)
+            ]
+        );
+        mixer.set_estimate(ParticipantId(3), 150_000);
+        mixer.set_estimate(ParticipantId(1), 5_000_000);
+        run(&mut mixer, 2);
+        let mut rates = mixer.encoder_bitrates();
+        rates.sort();
+        assert_eq!(
+            rates,
+            [
+                (Some(ParticipantId(1)), 150_000),
+                (Some(ParticipantId(2)), 256_000)
+            ]
+        );
+        // Never below the floor.
+        mixer.set_estimate(ParticipantId(3), 1_000);
+        run(&mut mixer, 2);
+        assert!(
+            mixer
+                .encoder_bitrates()
+                .iter()
+                .all(|(_, b)| *b >= MIN_BITRATE)
+        );
+    }
+
+    /// A shown member that sends nothing is asked for a keyframe: PLI, PLI, then FIR, at most
+    /// every 500 ms, until a keyframe decodes; then the requests stop.
+    #[test]
+    fn keyframe_requests_pli_then_fir_throttled_until_one_arrives() {
+        let t0 = Instant::now();
+        let mut mixer = mixer_with(2, VideoSettings::default(), t0);
+        mixer.set_speaker(Some(ParticipantId(1)));
+        let mut asked: Vec<(Duration, KeyframeKind)> = Vec::new();
+        let mut now = t0;
+        for _ in 0..(3 * FPS) {
+            now += interval();
+            mixer.tick(now);
+            for o in mixer.take_outputs() {
+                if let VideoOutput::RequestKeyframe { from, kind } = o
+                    && from == ParticipantId(2)
+                {
+                    asked.push((now - t0, kind));
+                }
+            }
+        }
+        let kinds: Vec<KeyframeKind> = asked.iter().map(|a| a.1).collect();
+        assert!(asked.len() >= 4 && asked.len() <= 7, "{asked:?}");
+        assert_eq!(
+            kinds[..3],
+            [KeyframeKind::Pli, KeyframeKind::Pli, KeyframeKind::Fir]
+        );
+        for w in asked.windows(2) {
+            assert!(w[1].0 - w[0].0 >= Duration::from_millis(500), "{asked:?}");
+        }
+        // Member 2's camera starts (its first picture is a keyframe): the requests stop.
+        let mut cam = Camera::new((82, 90, 240));
+        for _ in 0..FPS {
+            now += interval();
+            for p in cam.packets(now) {
+                mixer.push_packet(ParticipantId(2), p, now);
+            }
+            mixer.tick(now);
+            let _ = mixer.take_outputs();
+        }
+        assert!(mixer.stats().decoded > 20, "{:?}", mixer.stats());
+        for _ in 0..FPS {
+            now += interval();
+            for p in cam.packets(now) {
+                mixer.push_packet(ParticipantId(2), p, now);
+            }
+            mixer.tick(now);
+            assert!(
+                !mixer
+                    .take_outputs()
+                    .iter()
+                    .any(|o| matches!(o, VideoOutput::RequestKeyframe { from, .. }
+                        if *from == ParticipantId(2))),
+                "requests after the keyframe"
+            );
+        }
+    }
+
+    /// Eight members in an active-speaker conference: two distinct canvases (the speaker's and
+    /// everyone else's), each encoded once and the same payloads sent to all its subscribers;
+    /// members that no canvas shows are not decoded.
+    #[test]
+    fn each_distinct_canvas_is_encoded_once_for_all_its_subscribers() {
+        let t0 = Instant::now();
+        let settings = VideoSettings {
+            width: 320,
+            height: 180,
+            max_thumbnails: 4,
+            ..VideoSettings::default()
+        };
+        let mut mixer = mixer_with(8, settings, t0);
+        mixer.set_speaker(Some(ParticipantId(3)));
+        let mut cams: Vec<Camera> = (0..8)
+            .map(|i| Camera::new((40 + i * 20, 128, 128)))
+            .collect();
+        let mut now = t0;
+        let mut shared_ok = false;
+        for _ in 0..FPS {
+            now += interval();
+            for (i, cam) in cams.iter_mut().enumerate() {
+                for p in cam.packets(now) {
+                    mixer.push_packet(ParticipantId(i as u64 + 1), p, now);
+                }
+            }
+            mixer.tick(now);
+            // Every subscriber of one canvas gets the very same payload buffers.
+            let mut by_sub: std::collections::HashMap<ParticipantId, Vec<Arc<[u8]>>> =
+                Default::default();
+            for o in mixer.take_outputs() {
+                if let VideoOutput::Rtp { to, payload, .. } = o {
+                    by_sub.entry(to).or_default().push(payload);
+                }
+            }
+            let others: Vec<&Vec<Arc<[u8]>>> = by_sub
+                .iter()
+                .filter(|(p, _)| **p != ParticipantId(3))
+                .map(|(_, v)| v)
+                .collect();
+            if others.len() == 7 {
+                shared_ok = others.iter().all(|v| {
+                    v.len() == others[0].len()
+                        && v.iter()
+                            .zip(others[0].iter())
+                            .all(|(a, b)| Arc::ptr_eq(a, b))
+                });
+                if let Some(own) = by_sub.get(&ParticipantId(3)) {
+                    assert!(
+                        !Arc::ptr_eq(&own[0], &others[0][0]),
+                        "the speaker's canvas differs"
+                    );
+                }
+            }
+        }
+        let st = mixer.stats();
+        assert_eq!(st.encoders, 2, "{st:?}");
+        assert_eq!(st.subscribers, 8, "{st:?}");
+        assert!(
+            shared_ok,
+            "the seven non-speakers did not share one encoding"
+        );
+        let canvases = mixer.canvases();
+        assert_eq!(canvases.len(), 2, "{canvases:?}");
+        for (big, subs) in &canvases {
+            assert!(
+                !subs.contains(&big.unwrap()),
+                "someone sees itself big: {canvases:?}"
+            );
+        }
+        // The speaker, four thumbnails, and the speaker's own big tile (the previous speaker
+        // or the first other member) are decoded; the others are not.
+        assert!(st.decoders < 8, "{st:?}");
+        assert!(st.dropped_hidden > 0, "{st:?}");
+        // Encodes per canvas frame: at most one per distinct canvas.
+        assert!(st.encoded <= 2 * u64::from(FPS), "{st:?}");
+    }
 
     #[test]
     fn video_bandwidth_of_offers() {

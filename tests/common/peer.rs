@@ -87,6 +87,28 @@ pub struct VideoSeen {
     pub verdict: Vec<Option<u8>>,
 }
 
+/// An RTCP sender report the server sent this peer.
+#[derive(Debug, Clone, Copy)]
+pub struct SenderReportSeen {
+    /// Of the video stream (else the audio).
+    pub video: bool,
+    /// NTP timestamp (RFC 3550: seconds since 1900 in the upper 32 bits) and the RTP
+    /// timestamp it maps to.
+    pub ntp: u64,
+    pub rtp: u32,
+    /// When it arrived.
+    pub at: std::time::SystemTime,
+}
+
+impl SenderReportSeen {
+    /// The report's NTP time as Unix time.
+    pub fn wallclock(&self) -> std::time::SystemTime {
+        let secs = (self.ntp >> 32).saturating_sub(2_208_988_800);
+        let frac = (self.ntp & 0xffff_ffff) as f64 / 4_294_967_296.0;
+        std::time::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_secs_f64(frac)
+    }
+}
+
 /// What a video peer received.
 #[derive(Default)]
 struct Watched {
@@ -94,6 +116,42 @@ struct Watched {
     last: Option<comet_media::I420Frame>,
     packets: u64,
     plis_sent: u64,
+    /// H.264 keyframes received (pictures with an IDR slice), and the RTP timestamp of the
+    /// last one.
+    keyframes: u64,
+    last_key_ts: Option<u32>,
+    /// SSRC of the received video (for PLIs the test sends).
+    ssrc: Option<u32>,
+}
+
+/// Whether an H.264 RTP payload (RFC 6184) carries (the start of) an IDR slice.
+fn h264_idr(payload: &[u8]) -> bool {
+    let Some(&first) = payload.first() else {
+        return false;
+    };
+    match first & 0x1f {
+        5 => true,
+        // STAP-A: 16-bit sizes, each followed by a NAL unit.
+        24 => {
+            let mut rest = &payload[1..];
+            while rest.len() > 2 {
+                let n = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                if n == 0 || rest.len() < 2 + n {
+                    break;
+                }
+                if rest[2] & 0x1f == 5 {
+                    return true;
+                }
+                rest = &rest[2 + n..];
+            }
+            false
+        }
+        // FU-A: the start fragment names the NAL type.
+        28 => payload
+            .get(1)
+            .is_some_and(|h| h & 0x80 != 0 && h & 0x1f == 5),
+        _ => false,
+    }
 }
 
 /// The camera side of a video peer.
@@ -128,6 +186,7 @@ pub struct Peer {
     pub camera_stats: Arc<CameraStats>,
     watched: Arc<Mutex<Watched>>,
     watched_tx: Arc<watch::Sender<u64>>,
+    sender_reports: Arc<Mutex<Vec<SenderReportSeen>>>,
 }
 
 impl Peer {
@@ -249,6 +308,7 @@ impl Peer {
             None
         };
         let watched = Arc::new(Mutex::new(Watched::default()));
+        let sender_reports = Arc::new(Mutex::new(Vec::new()));
         let watched_tx = Arc::new(watch::channel(0u64).0);
 
         let heard = Arc::new(Mutex::new(Heard::default()));
@@ -261,7 +321,26 @@ impl Peer {
             let watched = watched.clone();
             let watched_tx = watched_tx.clone();
             let pc_weak = Arc::downgrade(&pc);
-            pc.on_track(Box::new(move |track, _receiver, _transceiver| {
+            let reports = sender_reports.clone();
+            pc.on_track(Box::new(move |track, receiver, _transceiver| {
+                // RTCP sender reports of what the server sends on this track.
+                let reports = reports.clone();
+                let kind = track.kind();
+                tokio::spawn(async move {
+                    use webrtc::rtcp::sender_report::SenderReport;
+                    while let Ok((packets, _)) = receiver.read_rtcp().await {
+                        for p in packets {
+                            if let Some(sr) = p.as_any().downcast_ref::<SenderReport>() {
+                                reports.lock().unwrap().push(SenderReportSeen {
+                                    video: kind == RTPCodecType::Video,
+                                    ntp: sr.ntp_time,
+                                    rtp: sr.rtp_time,
+                                    at: std::time::SystemTime::now(),
+                                });
+                            }
+                        }
+                    }
+                });
                 let heard = heard.clone();
                 let heard_tx = heard_tx.clone();
                 let level_id = level_id.clone();
@@ -277,7 +356,11 @@ impl Peer {
                             Some(inspect) => {
                                 watch_video(track, inspect, watched, watched_tx, pc_weak).await
                             }
-                            None => while track.read_rtp().await.is_ok() {},
+                            None => {
+                                while track.read_rtp().await.is_ok() {
+                                    watched.lock().unwrap().packets += 1;
+                                }
+                            }
                         }
                         return;
                     }
@@ -353,6 +436,7 @@ impl Peer {
             camera_stats,
             watched,
             watched_tx,
+            sender_reports,
         }
     }
 
@@ -662,17 +746,62 @@ impl Peer {
         }
     }
 
+    /// The RTCP sender reports received so far.
+    pub fn sender_reports(&self) -> Vec<SenderReportSeen> {
+        self.sender_reports.lock().unwrap().clone()
+    }
+
+    /// Video RTP packets received so far.
+    pub fn video_packets(&self) -> u64 {
+        self.watched.lock().unwrap().packets
+    }
+
+    /// H.264 keyframes received so far.
+    pub fn keyframes_received(&self) -> u64 {
+        self.watched.lock().unwrap().keyframes
+    }
+
+    /// Sends the server a PLI for the video it sends us (as a browser does after loss).
+    pub async fn send_pli(&self) {
+        use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+        let ssrc = self
+            .watched
+            .lock()
+            .unwrap()
+            .ssrc
+            .expect("video received before a PLI");
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc: ssrc,
+        };
+        self.pc.write_rtcp(&[Box::new(pli)]).await.unwrap();
+    }
+
+    /// Waits until more than `n` keyframes were received; false at the deadline.
+    pub async fn wait_keyframes(&self, n: u64, deadline: Instant) -> bool {
+        let mut rx = self.watched_tx.subscribe();
+        loop {
+            if self.keyframes_received() > n {
+                return true;
+            }
+            if timeout_at(deadline, rx.changed()).await.is_err() {
+                return self.keyframes_received() > n;
+            }
+        }
+    }
+
     /// One line about the video this peer sent and received, for failure messages.
     pub fn video_report(&self) -> String {
         let w = self.watched.lock().unwrap();
         format!(
             "{}: camera {} frames ({} keyframes, {} PLI/FIR received); received {} video \
-             packets, decoded {} pictures (last {:?}), sent {} PLIs",
+             packets ({} keyframes), decoded {} pictures (last {:?}), sent {} PLIs",
             self.name,
             self.camera_stats.frames.load(Ordering::Relaxed),
             self.camera_stats.keyframes.load(Ordering::Relaxed),
             self.camera_stats.keyframe_requests.load(Ordering::Relaxed),
             w.packets,
+            w.keyframes,
             w.seen.len(),
             w.seen.last().map(|s| (s.width, s.height, &s.verdict)),
             w.plis_sent,
@@ -706,7 +835,15 @@ async fn watch_video(
             },
             now,
         );
-        watched.lock().unwrap().packets += 1;
+        {
+            let mut w = watched.lock().unwrap();
+            w.packets += 1;
+            w.ssrc = Some(track.ssrc());
+            if h264_idr(&packet.payload) && w.last_key_ts != Some(packet.header.timestamp) {
+                w.last_key_ts = Some(packet.header.timestamp);
+                w.keyframes += 1;
+            }
+        }
         for e in events {
             match e {
                 VideoEvent::Frame { frame, .. } => {
