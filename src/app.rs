@@ -202,8 +202,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot bind the UDP media port {media_bind}"))?;
     let media_addr = socket.local_addr()?;
     let media_announced = SocketAddr::new(config.media_announce(), media_addr.port());
+    // Send-side bandwidth estimation (TWCC) for the video canvases we send: it starts at the
+    // highest canvas bitrate of the video profiles and only lowers the encoders' bitrate (to
+    // what the path carries); REMB from browsers is used either way.
+    let bwe_start = config
+        .profiles
+        .values()
+        .filter(|p| p.video)
+        .map(|p| u64::from(p.video_bitrate) * 1000)
+        .max();
     let endpoint = comet_sfu::Endpoint::new(comet_sfu::EndpointConfig {
         candidates: vec![media_announced],
+        bwe_initial_bitrate: bwe_start,
         ..Default::default()
     })
     .map_err(|e| anyhow::anyhow!("cannot start the WebRTC endpoint: {e}"))?;

@@ -88,7 +88,7 @@ pub fn render(ctx: &HttpContext) -> String {
     let h = &ctx.hub.stats;
     let r = &ctx.runtime.stats;
     let v = &r.video;
-    let metrics: [(&str, &str, &str, f64); 24] = [
+    let metrics: [(&str, &str, &str, f64); 25] = [
         (
             "comet_cometql_connections",
             "gauge",
@@ -214,6 +214,12 @@ pub fn render(ctx: &HttpContext) -> String {
             "counter",
             "Canvas RTP payloads sent to participants.",
             load(&v.payloads_out),
+        ),
+        (
+            "comet_video_bitrate_estimates_total",
+            "counter",
+            "REMB/TWCC bandwidth estimates received for the canvases we send.",
+            load(&v.estimates),
         ),
         (
             "comet_video_encoders",

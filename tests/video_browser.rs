@@ -123,6 +123,26 @@ async fn two_chromium_pages_receive_the_composed_canvas() {
             snap["lumaStddev"]
         );
     }
+    // The browsers' congestion-control feedback (TWCC/REMB) reaches the canvas encoders.
+    let end = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let m = s.metrics(&["comet_video_bitrate_estimates_total"]);
+        let n: f64 = m
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        if n > 0.0 {
+            println!("{m}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "no bandwidth estimate for the canvases: {}",
+            s.metrics(&["comet_video"])
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     let members: Vec<String> = db
         .query("SELECT user_id FROM conference_members WHERE name = 'vroom'")
         .await

@@ -330,29 +330,7 @@ fn with_video_bandwidth(sdp: &str, kbps: u32) -> String {
 
 /// The server's video counters from `GET /metrics`.
 fn video_metrics(server: &Server) -> String {
-    use std::io::{Read, Write};
-    let Some(addr) = server.http else {
-        return "no HTTP listener".into();
-    };
-    let mut text = String::new();
-    let got =
-        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).and_then(|mut t| {
-            t.set_read_timeout(Some(Duration::from_secs(2)))?;
-            t.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-            t.read_to_string(&mut text)
-        });
-    if let Err(e) = got {
-        return format!("GET /metrics failed: {e}");
-    }
-    text.lines()
-        .filter(|l| {
-            !l.starts_with('#')
-                && ["comet_video", "comet_participants", "comet_rtp"]
-                    .iter()
-                    .any(|p| l.starts_with(p))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    server.metrics(&["comet_video", "comet_participants", "comet_rtp"])
 }
 
 fn colour(user: i64) -> Option<u8> {

@@ -596,6 +596,7 @@ impl Task {
             }
             Event::BitrateEstimate { bps, .. } => {
                 if let Some(w) = self.video_of(pid) {
+                    self.stats.video.estimates.fetch_add(1, Ordering::Relaxed);
                     w.send(VideoCmd::Estimate(pid, bps));
                 }
             }

@@ -48,6 +48,8 @@ pub struct VideoCounters {
     pub dropped_hidden: AtomicU64,
     /// Canvas payloads handed to the endpoint (one per subscriber).
     pub payloads_out: AtomicU64,
+    /// REMB/TWCC bandwidth estimates received for members' canvases.
+    pub estimates: AtomicU64,
     /// Time the video threads spent working (decoding included), nanoseconds.
     pub busy_ns: AtomicU64,
     /// Live encoders (distinct canvases) and subscribers, gauges.

@@ -183,6 +183,30 @@ impl Server {
         }
     }
 
+    /// The `/metrics` lines whose names start with one of `prefixes`, joined with ", ".
+    #[allow(dead_code)]
+    pub fn metrics(&self, prefixes: &[&str]) -> String {
+        use std::io::{Read, Write};
+        let Some(addr) = self.http else {
+            return "no HTTP listener".into();
+        };
+        let mut text = String::new();
+        let got = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).and_then(
+            |mut t| {
+                t.set_read_timeout(Some(Duration::from_secs(2)))?;
+                t.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+                t.read_to_string(&mut text)
+            },
+        );
+        if let Err(e) = got {
+            return format!("GET /metrics failed: {e}");
+        }
+        text.lines()
+            .filter(|l| !l.starts_with('#') && prefixes.iter().any(|p| l.starts_with(p)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Stderr lines printed so far.
     pub fn stderr_lines(&self) -> Vec<String> {
         self.stderr.try_iter().collect()
