@@ -999,6 +999,148 @@ mod tests {
         mixer
     }
 
+    /// VP8 pictures from libvpx (FFmpeg), packetized per RFC 7741, as Chrome sends when it
+    /// negotiated VP8.
+    fn vp8_camera(colour: (u8, u8, u8), frames: usize) -> Vec<Vec<RtpPacket>> {
+        use ffmpeg_next as ff;
+        ff::init().unwrap();
+        let codec = ff::encoder::find_by_name("libvpx").expect("FFmpeg with libvpx");
+        let mut enc = ff::codec::context::Context::new_with_codec(codec)
+            .encoder()
+            .video()
+            .unwrap();
+        enc.set_width(160);
+        enc.set_height(90);
+        enc.set_format(ff::format::Pixel::YUV420P);
+        enc.set_time_base((1, 30));
+        enc.set_bit_rate(300_000);
+        let mut opts = ff::Dictionary::new();
+        opts.set("deadline", "realtime");
+        opts.set("lag-in-frames", "0");
+        let mut enc = enc.open_as_with(codec, opts).unwrap();
+        let mut packetizer = comet_media::Vp8Packetizer::new(1200, 0).unwrap();
+        let mut seq = 0u16;
+        let now = Instant::now();
+        (0..frames)
+            .map(|i| {
+                let mut f = ff::frame::Video::new(ff::format::Pixel::YUV420P, 160, 90);
+                for (plane, value) in [colour.0, colour.1, colour.2].into_iter().enumerate() {
+                    f.data_mut(plane).fill(value);
+                }
+                let stride = f.stride(0);
+                let x = i * 3 % 140;
+                for row in 0..10 {
+                    f.data_mut(0)[row * stride + x..row * stride + x + 20].fill(235);
+                }
+                f.set_pts(Some(i as i64));
+                enc.send_frame(&f).unwrap();
+                let mut out = Vec::new();
+                let mut packet = ff::Packet::empty();
+                while enc.receive_packet(&mut packet).is_ok() {
+                    let payloads = packetizer.packetize(packet.data().unwrap_or_default());
+                    let n = payloads.len();
+                    for (k, payload) in payloads.into_iter().enumerate() {
+                        seq = seq.wrapping_add(1);
+                        out.push(RtpPacket {
+                            sequence_number: seq,
+                            timestamp: i as u32 * 3000,
+                            marker: k + 1 == n,
+                            payload,
+                            audio_level: None,
+                            arrival: now,
+                        });
+                    }
+                }
+                out
+            })
+            .collect()
+    }
+
+    /// A member that sends VP8 is decoded and shown like an H.264 one: the H.264 canvas the
+    /// other member receives has its colour in the big tile.
+    #[test]
+    fn a_vp8_camera_is_shown_on_the_h264_canvas() {
+        let t0 = Instant::now();
+        let settings = VideoSettings {
+            width: 320,
+            height: 180,
+            ..VideoSettings::default()
+        };
+        let mut mixer = VideoMixer::new(settings, t0);
+        mixer.add_member(
+            ParticipantId(1),
+            MemberVideo {
+                sends: Some(VideoCodec::Vp8),
+                receives: false,
+                ..member(1)
+            },
+        );
+        mixer.add_member(ParticipantId(2), member(2));
+        for p in [1, 2] {
+            mixer.set_connected(ParticipantId(p), true);
+        }
+        mixer.set_speaker(Some(ParticipantId(1)));
+        // Red in BT.601 limited range.
+        let red = (82u8, 90u8, 240u8);
+        let camera = vp8_camera(red, 2 * FPS as usize);
+        let mut viewer = VideoReceiver::new(VideoReceiverConfig::new(VideoCodec::H264)).unwrap();
+        let mut seq = 0u16;
+        let mut last: Option<I420Frame> = None;
+        let mut now = t0;
+        // Each tick before the camera's packets: the first one shows member 1 and starts its
+        // decoder (our camera here ignores keyframe requests: its first picture is its only
+        // keyframe).
+        for packets in camera {
+            now += interval();
+            mixer.tick(now);
+            for mut p in packets {
+                p.arrival = now;
+                mixer.push_packet(ParticipantId(1), p, now);
+            }
+            for o in mixer.take_outputs() {
+                let VideoOutput::Rtp {
+                    to,
+                    payload,
+                    timestamp,
+                    marker,
+                } = o
+                else {
+                    continue;
+                };
+                assert_eq!(to, ParticipantId(2), "member 1 negotiated no canvas");
+                seq = seq.wrapping_add(1);
+                let p = RtpPacket {
+                    sequence_number: seq,
+                    timestamp,
+                    marker,
+                    payload: payload.to_vec(),
+                    audio_level: None,
+                    arrival: now,
+                };
+                for e in viewer.push(p, now) {
+                    if let VideoEvent::Frame { frame, .. } = e {
+                        last = Some(frame);
+                    }
+                }
+            }
+        }
+        let f = last.expect("member 2 decoded its canvas");
+        assert_eq!((f.width, f.height), (320, 180));
+        // The middle of the big tile.
+        let (x, y) = (160usize, 80usize);
+        let got = (
+            f.y[y * f.stride_y + x],
+            f.u[(y / 2) * f.stride_u + x / 2],
+            f.v[(y / 2) * f.stride_v + x / 2],
+        );
+        let near = |a: u8, b: u8| a.abs_diff(b) < 25;
+        assert!(
+            near(got.0, red.0) && near(got.1, red.1) && near(got.2, red.2),
+            "the big tile is {got:?}, not member 1's red {red:?}"
+        );
+        assert!(mixer.stats().decoded > 30, "{:?}", mixer.stats());
+    }
+
     /// Each encoding runs at the lowest limit of its subscribers: their b=AS (256 kbit/s
     /// here), lowered by a REMB/TWCC estimate.
     #[test]
