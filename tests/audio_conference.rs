@@ -333,3 +333,33 @@ async fn a_member_whose_media_closes_is_hung_up() {
     room.wait_members(&[1]).await;
     room.close().await;
 }
+
+/// Callers that offer only G.711 (a SIP phone behind a gateway: PCMU, or PCMA) join an Opus
+/// conference: the server answers with their codec, resamples them into the 48 kHz mix and
+/// back, and everybody hears everybody else and not themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g711_telephones_and_opus_browsers_hear_each_other() {
+    use comet_media::g711::Law;
+    let mut room = Room::start(&[]).await;
+    for user in [1, 2, 3] {
+        room.invite(user).await;
+    }
+    room.join(1, TONES[0]).await;
+    for (user, law, rtpmap) in [(2, Law::Mu, "PCMU/8000"), (3, Law::A, "PCMA/8000")] {
+        let tone = TONES[user as usize - 1];
+        let peer = Peer::g711(&format!("user {user} ({tone} Hz, {rtpmap})"), law).await;
+        let answer = room.join_with(user, tone, peer).await;
+        let audio = answer
+            .split("m=")
+            .find(|m| m.starts_with("audio"))
+            .unwrap_or_else(|| panic!("no audio in the answer:\n{answer}"));
+        assert!(
+            audio.contains(rtpmap) && !audio.contains("opus"),
+            "the answer should use {rtpmap} only:\n{answer}"
+        );
+    }
+    room.assert_hearing(&TONES[..3], "Opus, PCMU and PCMA")
+        .await;
+    room.wait_members(&[1, 2, 3]).await;
+    room.close().await;
+}

@@ -221,7 +221,9 @@ impl AudioReceiver {
             AudioCodec::Opus => Decoder::Opus(OpusDecoder::new(cfg.channels)?),
             AudioCodec::G711(law) => {
                 if !(1..=2).contains(&cfg.channels) {
-                    return Err(MediaError::InvalidArgument("channels must be 1 or 2".into()));
+                    return Err(MediaError::InvalidArgument(
+                        "channels must be 1 or 2".into(),
+                    ));
                 }
                 Decoder::G711 {
                     law,

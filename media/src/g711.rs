@@ -46,7 +46,9 @@ pub fn ulaw_encode(s: i16) -> u8 {
     let sign = if s < 0 { 0x80 } else { 0 };
     let magnitude = s.abs().min(ULAW_CLIP) + ULAW_BIAS;
     // Segment: position of the highest set bit above bit 7 (0..=7).
-    let exponent = (31 - (magnitude as u32).leading_zeros()).saturating_sub(7).min(7) as i32;
+    let exponent = (31 - (magnitude as u32).leading_zeros())
+        .saturating_sub(7)
+        .min(7) as i32;
     let mantissa = (magnitude >> (exponent + 3)) & 0x0f;
     !(sign | (exponent << 4) as u8 | mantissa as u8)
 }

@@ -364,7 +364,10 @@ fn g711_round_trips_through_a_lossy_network() {
                 "{law:?} loss {loss}: correlation {best:.3} at lag {lag}, concealed {}, lost {}",
                 s.concealed, s.jitter.lost
             );
-            assert!(best >= min_corr, "{law:?} at {loss} loss: correlation {best:.3}");
+            assert!(
+                best >= min_corr,
+                "{law:?} at {loss} loss: correlation {best:.3}"
+            );
             if loss > 0.0 {
                 assert!(s.concealed > 0, "losses were concealed");
             }

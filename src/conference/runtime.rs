@@ -208,7 +208,12 @@ impl CallHandler for MediaRuntime {
             .await
             .map_err(sfu_error)?;
         let pid = answer.participant;
-        if answer.audio.as_ref().and_then(|a| audio_codec(a.codec)).is_none() {
+        if answer
+            .audio
+            .as_ref()
+            .and_then(|a| audio_codec(a.codec))
+            .is_none()
+        {
             let _ = self.sfu.close(pid).await;
             return Err(MediaError::NotAcceptable(match &answer.audio {
                 Some(a) => format!(

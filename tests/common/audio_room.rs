@@ -98,6 +98,12 @@ impl Room {
     /// A user registers and dials the conference as JsSIP does; the peer connects and starts
     /// sending its tone.
     pub async fn join(&mut self, user: i64, tone: f64) {
+        let peer = Peer::new(&format!("user {user} ({tone} Hz)")).await;
+        self.join_with(user, tone, peer).await;
+    }
+
+    /// [`Room::join`] with a given peer (e.g. a G.711 telephone); returns the SDP answer.
+    pub async fn join_with(&mut self, user: i64, tone: f64, mut peer: Peer) -> String {
         let mut sip = SipClient::connect(
             self.server.sip,
             Ua::new(&sip_user(user), &hash_of(user), HOST, user as u64),
@@ -110,7 +116,6 @@ impl Room {
             "REGISTER of user {user}\n{}",
             sip.transcript()
         );
-        let mut peer = Peer::new(&format!("user {user} ({tone} Hz)")).await;
         let offer = peer.offer(deadline(10)).await;
         let (session, answer) = sip.call(NUMBER, &offer).await;
         peer.answer(&answer).await;
@@ -132,6 +137,7 @@ impl Room {
             session,
             peer,
         });
+        answer
     }
 
     pub fn member(&mut self, user: i64) -> &mut Member {

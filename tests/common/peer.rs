@@ -18,12 +18,15 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use comet_media::g711::{self, Law};
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout_at};
 use webrtc::api::APIBuilder;
 use webrtc::api::interceptor_registry::register_default_interceptors;
-use webrtc::api::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine};
+use webrtc::api::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_PCMA, MIME_TYPE_PCMU, MediaEngine,
+};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::network_type::NetworkType;
@@ -187,23 +190,107 @@ pub struct Peer {
     watched: Arc<Mutex<Watched>>,
     watched_tx: Arc<watch::Sender<u64>>,
     sender_reports: Arc<Mutex<Vec<SenderReportSeen>>>,
+    /// A telephony peer: G.711 only, no video.
+    g711: Option<Law>,
+}
+
+/// What a peer decodes what it receives with.
+enum AudioDecoder {
+    Opus(opus::Decoder),
+    /// G.711 resampled to 48 kHz, so everything heard is on one 48 kHz timeline.
+    G711(Law, g711::Upsampler),
+}
+
+impl AudioDecoder {
+    /// RTP ticks per 20 ms.
+    fn frame_ticks(&self) -> u32 {
+        match self {
+            AudioDecoder::Opus(_) => 960,
+            AudioDecoder::G711(..) => 160,
+        }
+    }
+
+    fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) -> bool {
+        match self {
+            AudioDecoder::Opus(d) => {
+                let mut pcm = [0i16; 5760];
+                match d.decode(payload, &mut pcm, false) {
+                    Ok(n) => {
+                        out.extend_from_slice(&pcm[..n]);
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+            AudioDecoder::G711(law, up) => {
+                let mut narrow = Vec::with_capacity(payload.len());
+                g711::decode(*law, payload, &mut narrow);
+                up.process(&narrow, out);
+                !payload.is_empty()
+            }
+        }
+    }
+
+    /// One concealed 20 ms frame.
+    fn conceal(&mut self, out: &mut Vec<i16>) {
+        match self {
+            AudioDecoder::Opus(d) => {
+                let mut pcm = [0i16; 960];
+                if let Ok(n) = d.decode(&[], &mut pcm, false) {
+                    out.extend_from_slice(&pcm[..n]);
+                }
+            }
+            AudioDecoder::G711(..) => out.extend_from_slice(&[0; 960]),
+        }
+    }
 }
 
 impl Peer {
     /// An audio peer that asks to receive video (and discards it).
     pub async fn new(name: &str) -> Peer {
-        Self::build(name, None).await
+        Self::build(name, None, None).await
+    }
+
+    /// A telephony peer (a SIP phone behind a gateway): it offers only G.711 (`law`) audio
+    /// and no video; it sends its tone as 8 kHz G.711.
+    pub async fn g711(name: &str, law: Law) -> Peer {
+        Self::build(name, None, Some(law)).await
     }
 
     /// A peer with a camera: it offers H.264 video both ways (sending nothing until
     /// [`Peer::start_camera`]) and runs `inspect` on every picture it decodes.
     pub async fn with_video(name: &str, inspect: Inspect) -> Peer {
-        Self::build(name, Some(inspect)).await
+        Self::build(name, Some(inspect), None).await
     }
 
-    async fn build(name: &str, inspect: Option<Inspect>) -> Peer {
+    async fn build(name: &str, inspect: Option<Inspect>, g711: Option<Law>) -> Peer {
         let mut m = MediaEngine::default();
-        m.register_default_codecs().unwrap();
+        let g711_mime = |law: Law| match law {
+            Law::Mu => (MIME_TYPE_PCMU, 0),
+            Law::A => (MIME_TYPE_PCMA, 8),
+        };
+        match g711 {
+            None => m.register_default_codecs().unwrap(),
+            Some(law) => {
+                use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecParameters;
+                let (mime, pt) = g711_mime(law);
+                m.register_codec(
+                    RTCRtpCodecParameters {
+                        capability: RTCRtpCodecCapability {
+                            mime_type: mime.to_owned(),
+                            clock_rate: 8000,
+                            channels: 0,
+                            sdp_fmtp_line: String::new(),
+                            rtcp_feedback: vec![],
+                        },
+                        payload_type: pt,
+                        ..Default::default()
+                    },
+                    RTPCodecType::Audio,
+                )
+                .unwrap();
+            }
+        }
         m.register_header_extension(
             RTCRtpHeaderExtensionCapability {
                 uri: AUDIO_LEVEL_URI.to_owned(),
@@ -239,12 +326,21 @@ impl Peer {
 
         // Audio both ways, as a browser with a microphone offers it.
         let audio = Arc::new(TrackLocalStaticRTP::new(
-            RTCRtpCodecCapability {
-                mime_type: MIME_TYPE_OPUS.to_owned(),
-                clock_rate: 48000,
-                channels: 2,
-                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-                rtcp_feedback: vec![],
+            match g711 {
+                None => RTCRtpCodecCapability {
+                    mime_type: MIME_TYPE_OPUS.to_owned(),
+                    clock_rate: 48000,
+                    channels: 2,
+                    sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                    rtcp_feedback: vec![],
+                },
+                Some(law) => RTCRtpCodecCapability {
+                    mime_type: g711_mime(law).0.to_owned(),
+                    clock_rate: 8000,
+                    channels: 0,
+                    sdp_fmtp_line: String::new(),
+                    rtcp_feedback: vec![],
+                },
             },
             "audio".to_owned(),
             name.to_owned(),
@@ -294,6 +390,9 @@ impl Peer {
                 }
             });
             Some(camera)
+        } else if g711.is_some() {
+            // A telephone: audio only.
+            None
         } else {
             // Video: receive only (JsSIP's offerToReceiveVideo on an audio-only call).
             pc.add_transceiver_from_kind(
@@ -364,9 +463,14 @@ impl Peer {
                         }
                         return;
                     }
-                    let mut dec = opus::Decoder::new(48000, opus::Channels::Mono).unwrap();
+                    let mut dec = match g711 {
+                        None => AudioDecoder::Opus(
+                            opus::Decoder::new(48000, opus::Channels::Mono).unwrap(),
+                        ),
+                        Some(law) => AudioDecoder::G711(law, g711::Upsampler::new()),
+                    };
+                    let ticks = dec.frame_ticks();
                     let mut last: Option<(u16, u32)> = None;
-                    let mut pcm = vec![0i16; 5760];
                     while let Ok((packet, _)) = track.read_rtp().await {
                         let seq = packet.header.sequence_number;
                         let mut h = heard.lock().unwrap();
@@ -377,7 +481,7 @@ impl Peer {
                                 continue; // duplicate or late: already concealed
                             }
                             h.lost += u64::from(gap - 1);
-                            let frames = ts.wrapping_sub(prev_ts) / 960;
+                            let frames = ts.wrapping_sub(prev_ts) / ticks;
                             if frames > u32::from(gap) && frames < 50 * 60 {
                                 h.skips += 1;
                                 h.skipped_frames += u64::from(frames - u32::from(gap));
@@ -386,9 +490,7 @@ impl Peer {
                             // does, so the timeline stays continuous.
                             let missing = frames.max(u32::from(gap)).saturating_sub(1);
                             for _ in 0..missing.min(50) {
-                                if let Ok(n) = dec.decode(&[], &mut pcm[..960], false) {
-                                    h.pcm.extend_from_slice(&pcm[..n]);
-                                }
+                                dec.conceal(&mut h.pcm);
                             }
                         }
                         last = Some((seq, ts));
@@ -398,9 +500,8 @@ impl Peer {
                             h.with_level += 1;
                             h.last_level = ext.first().map(|b| b & 0x7f);
                         }
-                        match dec.decode(&packet.payload, &mut pcm, false) {
-                            Ok(n) => h.pcm.extend_from_slice(&pcm[..n]),
-                            Err(_) => h.decode_errors += 1,
+                        if !dec.decode(&packet.payload, &mut h.pcm) {
+                            h.decode_errors += 1;
                         }
                         let n = h.pcm.len() as u64;
                         drop(h);
@@ -437,6 +538,7 @@ impl Peer {
             watched,
             watched_tx,
             sender_reports,
+            g711,
         }
     }
 
@@ -502,7 +604,10 @@ impl Peer {
         let loss = self.loss_permille.clone();
         let stats = self.send_stats.clone();
         let level = tones::rfc6464_level(amplitude);
+        let g711 = self.g711;
         self.sender_task = Some(tokio::spawn(async move {
+            let mut down = g711::Downsampler::new();
+            let ticks: u64 = if g711.is_some() { 160 } else { 960 };
             let mut enc =
                 opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip).unwrap();
             // What Chrome does: in-band FEC, 32 kbit/s (cometVideoApi.js's b=AS:32).
@@ -517,13 +622,20 @@ impl Peer {
             while sending.load(Ordering::SeqCst) {
                 ticker.tick().await;
                 let pcm = tones::tone_frame(freq, amplitude, k);
-                let frame = enc.encode_vec(&pcm, 1500).unwrap();
+                let frame = match g711 {
+                    None => enc.encode_vec(&pcm, 1500).unwrap(),
+                    Some(law) => {
+                        let mut narrow = Vec::with_capacity(160);
+                        down.process(&pcm, &mut narrow);
+                        g711::encode(law, &narrow)
+                    }
+                };
                 let packet = webrtc::rtp::packet::Packet {
                     header: webrtc::rtp::header::Header {
                         version: 2,
                         marker: k == 0,
                         sequence_number: seq0.wrapping_add(k as u16),
-                        timestamp: ts0.wrapping_add((k * 960) as u32),
+                        timestamp: ts0.wrapping_add((k * ticks) as u32),
                         ..Default::default()
                     },
                     payload: frame.into(),
