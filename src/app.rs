@@ -198,6 +198,24 @@ fn publish_conference_events(registry: &ConferenceRegistry, engine: Arc<Engine>)
     })
 }
 
+/// The canvas of a profile's video conferences (`None`: an audio-only profile).
+fn video_settings(p: &crate::config::Profile) -> Option<crate::conference::video::VideoSettings> {
+    use crate::conference::video::{VideoSettings, layout_kind};
+    p.video.then(|| {
+        let d = VideoSettings::default();
+        let max_bitrate = p.video_bitrate.saturating_mul(1000);
+        VideoSettings {
+            layout: layout_kind(&p.layout).unwrap_or(d.layout),
+            width: p.canvas.0,
+            height: p.canvas.1,
+            fps: p.fps,
+            max_bitrate,
+            start_bitrate: d.start_bitrate.min(max_bitrate),
+            ..d
+        }
+    })
+}
+
 /// Binds every listener and starts serving.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     // One rustls crypto backend for the whole process (ring; str0m uses aws-lc directly).
@@ -235,8 +253,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot bind the UDP media port {media_bind}"))?;
     let media_addr = socket.local_addr()?;
     let media_announced = SocketAddr::new(config.media_announce(), media_addr.port());
+    // Send-side bandwidth estimation (TWCC) for the video canvases we send: it starts at the
+    // highest canvas bitrate of the video profiles and only lowers the encoders' bitrate (to
+    // what the path carries); REMB from browsers is used either way.
+    let bwe_start = config
+        .profiles
+        .values()
+        .filter(|p| p.video)
+        .map(|p| u64::from(p.video_bitrate) * 1000)
+        .max();
     let endpoint = comet_sfu::Endpoint::new(comet_sfu::EndpointConfig {
         candidates: vec![media_announced],
+        bwe_initial_bitrate: bwe_start,
         ..Default::default()
     })
     .map_err(|e| anyhow::anyhow!("cannot start the WebRTC endpoint: {e}"))?;
@@ -252,6 +280,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         conferences.clone(),
         RuntimeConfig {
             max_talkers: config.max_talkers,
+            profiles: config
+                .profiles
+                .iter()
+                .map(|(name, p)| (name.clone(), video_settings(p)))
+                .collect(),
             ..RuntimeConfig::default()
         },
     );
