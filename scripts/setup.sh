@@ -21,8 +21,9 @@ if [ "$mode" = "test" ]; then
   pkgs+=("${test_pkgs[@]}")
 fi
 
-# Node.js and npm bundle JsSIP for the browser tests; a machine that has them already (from
-# Debian or elsewhere) keeps its own.
+# Node.js and npm for the tests (JsSIP builds, Playwright, the browser code's unit tests and the
+# check that the committed web/dist/cometVideoApi.js is up to date). Building the server does
+# not need them. A machine that has them already (from Debian or elsewhere) keeps its own.
 if [ "$mode" = "test" ] && ! command -v npm >/dev/null 2>&1; then
   pkgs+=(nodejs npm)
 fi
@@ -54,12 +55,22 @@ if ! command -v cargo >/dev/null 2>&1; then
   fi
 fi
 
-# Browser-side test libraries (JsSIP 2.0.6 and 3.x from npm, bundled with esbuild).
-if [ "$mode" = "test" ]; then
-  cd "$(dirname "$0")/../tests/browser"
-  if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-    echo "setup: npm ci in tests/browser" >&2
-    npm ci --no-audit --no-fund --loglevel=error >&2
+root="$(cd "$(dirname "$0")/.." && pwd)"
+
+# `npm ci` in a directory unless its node_modules already match its lock file. --prefer-offline:
+# once the packages are in the npm cache, this works without the network.
+npm_install() {
+  if [ ! -f "$1/node_modules/.package-lock.json" ] || [ "$1/package-lock.json" -nt "$1/node_modules/.package-lock.json" ]; then
+    echo "setup: npm ci in ${1#"$root"/}" >&2
+    (cd "$1" && npm ci --prefer-offline --no-audit --no-fund --loglevel=error >&2)
   fi
-  npm run --silent build >&2
+}
+
+# Browser-side test libraries (JsSIP 2.0.6 and 3.x from npm, bundled with esbuild; Playwright
+# and mysql2 for the demo test).
+if [ "$mode" = "test" ]; then
+  # web/: esbuild and JsSIP, to check the committed bundle (web/test/bundle.test.mjs).
+  npm_install "$root/web"
+  npm_install "$root/tests/browser"
+  (cd "$root/tests/browser" && npm run --silent build >&2)
 fi

@@ -53,8 +53,13 @@ pub struct Running {
     /// Where the comet WebSocket listens, and whether it is `wss`.
     pub ws_addr: SocketAddr,
     pub ws_tls: bool,
-    /// Where the HTTP listener listens, when enabled.
+    /// Where the HTTP listener listens, when enabled, and whether it is `https`.
     pub http_addr: Option<SocketAddr>,
+    pub http_tls: bool,
+    /// Whether the demo page is served at `/`.
+    pub demo: bool,
+    /// The `--tls-self-signed` certificate, when one is in use.
+    pub self_signed: Option<crate::tls::SelfSigned>,
     /// Where SIP over WebSocket listens, and whether it is `wss`.
     pub sip_addr: SocketAddr,
     pub sip_tls: bool,
@@ -89,13 +94,39 @@ impl Running {
         let a = self.cometql_addr;
         let scheme = if self.ws_tls { "wss" } else { "ws" };
         let sip_scheme = if self.sip_tls { "wss" } else { "ws" };
-        let (http_line, http_ready) = match self.http_addr {
+        let http_scheme = if self.http_tls { "https" } else { "http" };
+        let (mut http_line, http_ready) = match self.http_addr {
             Some(h) => (
-                format!("  HTTP                      http://{h}/   (/metrics, /healthz)\n"),
+                format!(
+                    "  HTTP                      {http_scheme}://{h}/   (/api/cometVideoApi.js, /api/features, /metrics, /healthz)\n"
+                ),
                 format!(" http={h}"),
             ),
             None => (String::new(), String::new()),
         };
+        if let (Some(h), true) = (self.http_addr, self.demo) {
+            let shown = if h.ip().is_unspecified() {
+                SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), h.port())
+            } else {
+                h
+            };
+            http_line.push_str(&format!(
+                "  demo                      open {http_scheme}://{shown}/ in two tabs\n"
+            ));
+            if !h.ip().is_loopback() {
+                http_line.push_str(
+                    "  demo warning              [http] demo = true on a public address: anyone \
+                     who reaches it can create demo users and join demo rooms\n",
+                );
+            }
+        }
+        if let Some(ss) = &self.self_signed {
+            http_line.push_str(&format!(
+                "  TLS (self-signed)         {} (SHA-256 {}); browsers ask once per host\n",
+                ss.cert.display(),
+                ss.fingerprint
+            ));
+        }
         format!(
             "comet-server {ver} ({config_origin})\n\
              \x20 CometQL (MySQL protocol)  {a}   try: mysql -h {ip} -P {port} -u root -p'{pw}' CometQL_v1\n\
@@ -190,6 +221,26 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     // One rustls crypto backend for the whole process (ring; str0m uses aws-lc directly).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let (store, store_path) = open_store(config)?;
+    // TLS: configured certificates, and the self-signed one for listeners that have none.
+    let (mut ws_tls_files, mut sip_tls_files, mut http_tls_files) = (
+        config.ws_tls.clone(),
+        config.sip_tls.clone(),
+        config.http_tls.clone(),
+    );
+    let self_signed = if config.tls_self_signed {
+        let ss = crate::tls::ensure(
+            &config.data_dir.join("tls-self-signed"),
+            &crate::tls::names(config),
+        )?;
+        for files in [&mut ws_tls_files, &mut sip_tls_files, &mut http_tls_files] {
+            if files.is_none() {
+                *files = Some((ss.cert.clone(), ss.key.clone()));
+            }
+        }
+        Some(ss)
+    } else {
+        None
+    };
     let hub = Arc::new(Hub::new());
     let conferences = Arc::new(ConferenceRegistry::new());
     let mut tasks = Vec::new();
@@ -245,7 +296,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         conferences.clone(),
         runtime.clone(),
     );
-    if let Some((cert, key)) = &config.sip_tls {
+    if let Some((cert, key)) = &sip_tls_files {
         sip_ctx = sip_ctx.with_tls(sip::server::tls_acceptor_from_pem(cert, key).with_context(
             || {
                 format!(
@@ -315,7 +366,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         server_name: config.server_name.clone(),
     });
     let ws_bind = SocketAddr::new(config.ws.ip, config.ws.port);
-    let (ws_addr, ws_tls) = match &config.ws_tls {
+    let (ws_addr, ws_tls) = match &ws_tls_files {
         None => {
             let l = TcpListener::bind(ws_bind)
                 .await
@@ -343,28 +394,92 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         }
     };
 
-    let http_addr = if config.http_enabled {
+    let demo = config.demo_enabled();
+    let video = crate::conference::VIDEO_COMPOSITION;
+    let features = crate::http::Features {
+        server: config.server_name.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+        video,
+        demo,
+        demo_profile: if video { "video" } else { "audio" }.to_string(),
+        profiles: config
+            .profiles
+            .iter()
+            .map(|(n, p)| {
+                (
+                    n.clone(),
+                    crate::http::ProfileFeatures {
+                        video: p.video,
+                        layout: p.layout.clone(),
+                    },
+                )
+            })
+            .collect(),
+        broadcast: false,
+        hls: None,
+        ws: crate::http::Endpoint {
+            port: ws_addr.port(),
+            tls: ws_tls,
+        },
+        sip: crate::http::Endpoint {
+            port: sip_addr.port(),
+            tls: sip_tls,
+        },
+    };
+    let (http_addr, http_tls) = if config.http_enabled {
         let bind = SocketAddr::new(config.http.ip, config.http.port);
-        let l = TcpListener::bind(bind)
-            .await
-            .with_context(|| format!("cannot listen for HTTP on {bind}"))?;
-        let addr = l.local_addr()?;
         let ctx = Arc::new(crate::http::HttpContext {
             engine: engine.clone(),
             hub: hub.clone(),
             runtime: runtime.clone(),
             metrics_token: config.metrics_token.clone(),
+            demo: demo.then(|| {
+                Arc::new(crate::demo::Demo::new(
+                    engine.clone(),
+                    config.http_demo == crate::config::DemoMode::Auto,
+                    features.demo_profile.clone(),
+                ))
+            }),
+            features,
         });
-        tasks.push(tokio::spawn(crate::http::serve(l, ctx)));
-        Some(addr)
+        match &http_tls_files {
+            None => {
+                let l = TcpListener::bind(bind)
+                    .await
+                    .with_context(|| format!("cannot listen for HTTP on {bind}"))?;
+                let addr = l.local_addr()?;
+                tasks.push(tokio::spawn(crate::http::serve(l, ctx)));
+                (Some(addr), false)
+            }
+            Some((cert, key)) => {
+                let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot load the [http] TLS certificate {} and key {}",
+                            cert.display(),
+                            key.display()
+                        )
+                    })?;
+                let l = std::net::TcpListener::bind(bind)
+                    .with_context(|| format!("cannot listen for HTTPS on {bind}"))?;
+                l.set_nonblocking(true)?;
+                let addr = l.local_addr()?;
+                tasks.push(tokio::spawn(crate::http::serve_tls(l, tls, ctx)));
+                (Some(addr), true)
+            }
+        }
     } else {
-        None
+        (None, false)
     };
 
     Ok(Running {
         engine,
         hub,
         http_addr,
+        http_tls,
+        demo: demo && http_addr.is_some(),
+        self_signed,
         sip_addr,
         sip_tls,
         media_addr,

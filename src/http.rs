@@ -1,7 +1,10 @@
-//! The `[http]` listener: health and Prometheus metrics (later: the demo page and the JS API).
+//! The `[http]` listener: health, Prometheus metrics, the browser JS API, what this server
+//! supports, and (when `[http] demo` allows it) the demo page and its backend ([`crate::demo`]).
 //!
-//! `/metrics` is an admin endpoint: it answers requests from loopback, and from elsewhere only
-//! with `Authorization: Bearer <[http] metrics_token>` when a token is configured.
+//! - `/healthz`, `/metrics` (an admin endpoint: it answers requests from loopback, and from
+//!   elsewhere only with `Authorization: Bearer <[http] metrics_token>` when a token is set).
+//! - `/api/cometVideoApi.js`: the drop-in video API (JsSIP bundled in).
+//! - `/api/features`: JSON saying what this server does (video composition, the demo, ...).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -13,6 +16,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use serde::Serialize;
 
 use crate::cometql::Engine;
 use crate::conference::MediaRuntime;
@@ -25,13 +29,87 @@ pub struct HttpContext {
     pub runtime: Arc<MediaRuntime>,
     /// Bearer token that opens `/metrics` to non-loopback clients.
     pub metrics_token: Option<String>,
+    /// What `/api/features` answers.
+    pub features: Features,
+    /// The demo, when `[http] demo` allows it here.
+    pub demo: Option<Arc<crate::demo::Demo>>,
+}
+
+/// A listener as pages reach it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoint {
+    pub port: u16,
+    pub tls: bool,
+}
+
+/// A conference profile as pages see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileFeatures {
+    pub video: bool,
+    pub layout: String,
+}
+
+/// `/api/features`: what this server does, for pages and tests to adapt to.
+#[derive(Debug, Clone, Serialize)]
+pub struct Features {
+    pub server: String,
+    pub version: &'static str,
+    /// Conferences send the composed video canvas ([`crate::conference::VIDEO_COMPOSITION`]).
+    pub video: bool,
+    /// The demo page is served at `/`.
+    pub demo: bool,
+    /// The profile the demo invites with: `video` when the server composes video, else `audio`.
+    pub demo_profile: String,
+    pub profiles: std::collections::BTreeMap<String, ProfileFeatures>,
+    /// Conferences can be broadcast (RTMP out, HLS for viewers).
+    pub broadcast: bool,
+    /// HLS playlist URL of a broadcast conference, `{room}` standing for its name (null while
+    /// broadcasting is not available).
+    pub hls: Option<String>,
+    /// The comet WebSocket listener (the page connects to its own host name on this port).
+    pub ws: Endpoint,
+    /// The SIP-over-WebSocket listener (browsers are told its host in `sys_sipCall`).
+    pub sip: Endpoint,
 }
 
 pub fn router(ctx: Arc<HttpContext>) -> Router {
-    Router::new()
+    let mut r = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
-        .with_state(ctx)
+        .route("/api/features", get(features))
+        .route("/api/cometVideoApi.js", get(video_api))
+        .with_state(ctx.clone());
+    r = match &ctx.demo {
+        Some(demo) => r.merge(crate::demo::router(demo.clone())),
+        None => r.route(
+            "/",
+            get(|| async {
+                "comet-server: the demo page is off here ([http] demo); the JS API is at \
+                 /api/cometVideoApi.js\n"
+            }),
+        ),
+    };
+    r
+}
+
+async fn features(State(ctx): State<Arc<HttpContext>>) -> Response {
+    (
+        [(header::CACHE_CONTROL, "no-cache")],
+        axum::Json(ctx.features.clone()),
+    )
+        .into_response()
+}
+
+async fn video_api() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        crate::web::COMET_VIDEO_API,
+    )
+        .into_response()
 }
 
 /// Serves until the task is dropped.
@@ -39,6 +117,18 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<HttpContext>) {
     let app = router(ctx).into_make_service_with_connect_info::<SocketAddr>();
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("HTTP listener stopped: {e}");
+    }
+}
+
+/// Serves https until the task is dropped.
+pub async fn serve_tls(
+    listener: std::net::TcpListener,
+    tls: axum_server::tls_rustls::RustlsConfig,
+    ctx: Arc<HttpContext>,
+) {
+    let app = router(ctx).into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum_server::from_tcp_rustls(listener, tls).serve(app).await {
+        tracing::error!("HTTPS listener stopped: {e}");
     }
 }
 

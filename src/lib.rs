@@ -12,7 +12,10 @@
 //! - [`sip`]: SIP over WebSocket for JsSIP (REGISTER/INVITE with digest, dialogs), sans-IO core
 //!   plus its WebSocket driver.
 //! - [`config`]: embedded defaults < `comet.ini` < command-line flags.
-//! - [`http`]: health and Prometheus metrics on `[http]`.
+//! - [`http`]: health, Prometheus metrics, the JS API and the demo on `[http]`.
+//! - [`web`]: the embedded browser files (`cometVideoApi.js`, the demo page).
+//! - [`demo`]: the demo page's backend endpoint (CometQL statements as a customer's backend).
+//! - [`tls`]: the `--tls-self-signed` certificate.
 //! - [`app`]: wiring and start-up.
 //!
 //! Media lives in the workspace crates `comet-sfu` (WebRTC transport), `comet-media` (codecs,
@@ -22,9 +25,12 @@ pub mod app;
 pub mod cometql;
 pub mod conference;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod names;
 pub mod realtime;
 pub mod sip;
 pub mod store;
+pub mod tls;
+pub mod web;
 pub mod ws;

@@ -35,6 +35,10 @@ struct Cli {
     /// Keep state in memory only ([store] backend = memory).
     #[arg(long)]
     memory_store: bool,
+    /// HTTPS/WSS on every listener with a self-signed certificate made for localhost and
+    /// [sip] host (kept in data_dir/tls-self-signed/; [main] tls_self_signed = true).
+    #[arg(long)]
+    tls_self_signed: bool,
     /// Any setting, as section.key=value (repeatable), e.g. --set sip.host=meet.example.com
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE", value_parser = Override::parse)]
     set: Vec<Override>,
@@ -69,6 +73,9 @@ impl Cli {
         }
         if self.memory_store {
             add("store", "backend", "memory".into());
+        }
+        if self.tls_self_signed {
+            add("main", "tls_self_signed", "true".into());
         }
         o.extend(self.set.iter().cloned());
         o

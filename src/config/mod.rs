@@ -47,6 +47,16 @@ pub enum SyncMode {
     Normal,
 }
 
+/// Whether the HTTP listener serves the demo page and its backend endpoint (`[http] demo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoMode {
+    /// On when the HTTP listener is on a loopback address, off otherwise.
+    Auto,
+    /// On, wherever the listener is (an explicit choice for a public test server).
+    On,
+    Off,
+}
+
 /// The whole server configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -74,6 +84,13 @@ pub struct Config {
     pub max_talkers: usize,
     pub http: Listen,
     pub http_enabled: bool,
+    /// `[http] tls_cert` / `tls_key`: PEM files; when both are set the listener speaks https://.
+    pub http_tls: Option<(PathBuf, PathBuf)>,
+    /// `[http] demo`: the demo page and its backend endpoint.
+    pub http_demo: DemoMode,
+    /// `[main] tls_self_signed`: generate a self-signed certificate for every listener that has
+    /// no certificate configured (`--tls-self-signed`).
+    pub tls_self_signed: bool,
     /// `[http] metrics_token`: opens /metrics to non-loopback clients presenting it.
     pub metrics_token: Option<String>,
     pub store_backend: StoreBackend,
@@ -331,6 +348,21 @@ pub static KEYS: &[Key] = &[
         },
     },
     Key {
+        section: "main",
+        name: "tls_self_signed",
+        default: "false",
+        doc: "Quick local HTTPS/WSS: generate a self-signed certificate (kept in \
+              data_dir/tls-self-signed/, made again when the names change) for localhost, \
+              127.0.0.1, ::1, [sip] host and every listener address, and use it on each of the \
+              http, ws and sip listeners that has no tls_cert of its own. Browsers warn once per \
+              host; use real certificates (the tls_cert/tls_key keys) anywhere else. The flag \
+              --tls-self-signed sets it.",
+        set: |c, v| {
+            c.tls_self_signed = parse_bool(v)?;
+            Ok(())
+        },
+    },
+    Key {
         section: "cometql",
         name: "ip",
         default: "127.0.0.1",
@@ -535,6 +567,52 @@ pub static KEYS: &[Key] = &[
     },
     Key {
         section: "http",
+        name: "demo",
+        default: "auto",
+        doc: "The demo page at / (pick a room and a user id, join a conference from two tabs) and \
+              its backend endpoint /demo/api/, which creates users and invites them the way a \
+              customer's backend does (CometQL statements as dev 0). `auto`: on when [http] ip \
+              is loopback, off otherwise. `true`: on anywhere (anyone who reaches the listener \
+              can create demo users and join demo rooms; it never touches users or rooms that \
+              are not the demo's). `false`: off.",
+        set: |c, v| {
+            c.http_demo = match v.to_ascii_lowercase().as_str() {
+                "auto" => DemoMode::Auto,
+                _ => {
+                    if parse_bool(v).map_err(|_| format!("`{v}` is not auto, true or false"))? {
+                        DemoMode::On
+                    } else {
+                        DemoMode::Off
+                    }
+                }
+            };
+            Ok(())
+        },
+    },
+    Key {
+        section: "http",
+        name: "tls_cert",
+        default: "",
+        doc: "PEM certificate chain for https:// on the HTTP listener (with tls_key). Browsers \
+              allow camera and microphone only on https pages or on localhost. Empty: plain \
+              http://.",
+        set: |c, v| {
+            set_tls_part(&mut c.http_tls, v, 0);
+            Ok(())
+        },
+    },
+    Key {
+        section: "http",
+        name: "tls_key",
+        default: "",
+        doc: "PEM private key for the HTTP tls_cert.",
+        set: |c, v| {
+            set_tls_part(&mut c.http_tls, v, 1);
+            Ok(())
+        },
+    },
+    Key {
+        section: "http",
         name: "metrics_token",
         default: "",
         doc: "Bearer token that lets non-loopback clients read /metrics (Prometheus text format). \
@@ -658,6 +736,9 @@ impl Default for Config {
                 port: 1,
             },
             http_enabled: true,
+            http_tls: None,
+            http_demo: DemoMode::Auto,
+            tls_self_signed: false,
             metrics_token: None,
             store_backend: StoreBackend::Sqlite,
             store_sync: SyncMode::Full,
@@ -852,7 +933,11 @@ impl Config {
 
     /// Cross-key rules.
     fn validate(&self) -> Result<(), ConfigError> {
-        for (section, tls) in [("ws", &self.ws_tls), ("sip", &self.sip_tls)] {
+        for (section, tls) in [
+            ("ws", &self.ws_tls),
+            ("sip", &self.sip_tls),
+            ("http", &self.http_tls),
+        ] {
             if let Some((cert, key)) = tls
                 && (cert.as_os_str().is_empty() || key.as_os_str().is_empty())
             {
@@ -896,6 +981,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Whether the HTTP listener serves the demo (see [`DemoMode`]).
+    pub fn demo_enabled(&self) -> bool {
+        self.http_enabled
+            && match self.http_demo {
+                DemoMode::On => true,
+                DemoMode::Off => false,
+                DemoMode::Auto => self.http.ip.is_loopback(),
+            }
     }
 
     /// The address put into ICE candidates.
@@ -1117,6 +1212,34 @@ mod tests {
             assert_eq!(e.at, "command line", "{flag}");
             assert!(e.message.contains(says), "{flag}: {e}");
         }
+    }
+
+    #[test]
+    fn demo_is_on_for_loopback_unless_turned_off() {
+        let (c, _) = Config::load(None, &[]).unwrap();
+        assert_eq!(c.http_demo, DemoMode::Auto);
+        assert!(c.demo_enabled(), "on in the embedded default configuration");
+        let (c, _) = Config::load(Some(("c.ini", "[http]\ndemo = false\n")), &[]).unwrap();
+        assert!(!c.demo_enabled(), "a config file turns it off");
+        let public = "[main]\npassword = s3cret\n[http]\nip = 0.0.0.0\n";
+        let (c, _) = Config::load(Some(("c.ini", public)), &[]).unwrap();
+        assert!(!c.demo_enabled(), "auto: off on a public listener");
+        let ini = format!("{public}demo = true\n");
+        let (c, _) = Config::load(Some(("c.ini", &ini)), &[]).unwrap();
+        assert!(c.demo_enabled(), "explicitly on");
+        let (c, _) = Config::load(Some(("c.ini", "[http]\nenabled = no\n")), &[]).unwrap();
+        assert!(!c.demo_enabled(), "no HTTP listener, no demo");
+        let e = Config::load(Some(("c.ini", "[http]\ndemo = maybe\n")), &[]).unwrap_err();
+        assert!(e.message.contains("auto, true or false"), "{e}");
+    }
+
+    #[test]
+    fn http_tls_pair_and_self_signed() {
+        let e = Config::load(Some(("c.ini", "[http]\ntls_cert = a.pem\n")), &[]).unwrap_err();
+        assert!(e.message.contains("[http] tls_cert and tls_key"), "{e}");
+        let o = [Override::parse("main.tls_self_signed=true").unwrap()];
+        let (c, _) = Config::load(None, &o).unwrap();
+        assert!(c.tls_self_signed);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod http;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
