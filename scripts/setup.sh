@@ -2,6 +2,7 @@
 # Installs what comet-server needs on Debian/Ubuntu, skipping what is already there.
 #   scripts/setup.sh build   system packages to build the server
 #   scripts/setup.sh test    ... plus the real clients and peers the test suite drives
+#   scripts/setup.sh bench   ... build set plus Janus (AudioBridge) for benches/run-load.sh
 # Idempotent: `dpkg -s` decides; apt-get runs only for missing packages. Uses sudo when not root.
 set -euo pipefail
 
@@ -19,6 +20,11 @@ test_pkgs=(
 pkgs=("${build_pkgs[@]}")
 if [ "$mode" = "test" ]; then
   pkgs+=("${test_pkgs[@]}")
+fi
+# The side-by-side load benchmark runs Debian's Janus (only as comet-loadgen starts it).
+bench_pkgs=(janus)
+if [ "$mode" = "bench" ]; then
+  pkgs+=("${bench_pkgs[@]}")
 fi
 
 # Node.js and npm for the tests (JsSIP builds, Playwright, the browser code's unit tests and the
@@ -41,8 +47,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
     sudo="sudo"
   fi
   echo "setup: installing ${missing[*]}" >&2
+  # Keep packages (janus) from starting system-wide services on every interface.
+  created_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod +x /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  if [ -n "$created_policy" ]; then
+    $sudo rm -f /usr/sbin/policy-rc.d
+  fi
 fi
 
 # The Rust toolchain: the machine's if present, otherwise rustup's stable.

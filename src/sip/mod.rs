@@ -29,6 +29,7 @@
 //! closes, its calls end (the handler hears `ended`) and its registrations go.
 
 pub mod auth;
+pub mod client;
 pub mod core;
 pub mod handler;
 pub mod ident;

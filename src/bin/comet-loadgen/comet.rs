@@ -1,0 +1,261 @@
+//! The comet-server side of a run: start the server binary on loopback, invite every user
+//! over CometQL (users_auth + conference rows, as a PHP backend does), and dial each peer in
+//! over SIP over WebSocket exactly as JsSIP does (REGISTER and INVITE with digest
+//! authentication, `sip:<dev>*<name>*audio@host`).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use comet_server::sip::client::{SipClient, Ua};
+use futures_util::StreamExt;
+use mysql_async::prelude::Queryable;
+use tokio::sync::watch;
+
+use crate::peer::{Pending, Running, Shared, Spec};
+
+const KEY: &str = "loadgen-dev-key";
+/// `[sip] host` of the server (its default): the digest realm and the host JsSIP dials.
+const HOST: &str = "127.0.0.1";
+
+/// A running comet-server process, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub cometql: SocketAddr,
+    pub sip: SocketAddr,
+    _dir: tempfile_dir::Dir,
+}
+
+/// A temporary directory, removed when dropped (no extra dependency for one directory).
+mod tempfile_dir {
+    use std::path::PathBuf;
+
+    pub struct Dir(pub PathBuf);
+
+    impl Dir {
+        pub fn new(prefix: &str) -> std::io::Result<Dir> {
+            let p = std::env::temp_dir().join(format!(
+                "{prefix}-{}-{}",
+                std::process::id(),
+                rand::random::<u32>()
+            ));
+            std::fs::create_dir_all(&p)?;
+            Ok(Dir(p))
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+pub use tempfile_dir::Dir as TempDir;
+
+impl Server {
+    /// Starts `bin` with every listener on 127.0.0.1 and ephemeral ports, the memory store
+    /// (the store is not what is measured), and waits for its READY line.
+    pub fn start(bin: &Path, max_talkers: usize) -> Result<Server> {
+        let dir = tempfile_dir::Dir::new("comet-loadgen")?;
+        let mut child = Command::new(bin)
+            .args([
+                "--memory-store",
+                "--cometql-port",
+                "0",
+                "--ws-port",
+                "0",
+                "--http-port",
+                "0",
+                "--sip-port",
+                "0",
+                "--media-port",
+                "0",
+            ])
+            .arg("--data-dir")
+            .arg(&dir.0)
+            .args(["--set", &format!("main.password={KEY}")])
+            .args(["--set", &format!("media.max_talkers={max_talkers}")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("start {}", bin.display()))?;
+        let stdout = child.stdout.take().context("server stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(l) => l,
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    bail!("{} did not print READY within 30 s", bin.display());
+                }
+            };
+            if let Some(rest) = line.strip_prefix("READY ") {
+                let addr = |key: &str| -> Result<SocketAddr> {
+                    rest.split_whitespace()
+                        .find_map(|kv| kv.strip_prefix(key))
+                        .with_context(|| format!("READY line without {key}: {rest}"))?
+                        .parse()
+                        .context("an address in the READY line")
+                };
+                return Ok(Server {
+                    cometql: addr("cometql=")?,
+                    sip: addr("sip=")?,
+                    child,
+                    _dir: dir,
+                });
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn user_of(spec: &Spec) -> u64 {
+    spec.index as u64 + 1
+}
+
+fn room_of(conf: usize) -> String {
+    format!("load{conf}")
+}
+
+fn hash_of(user: u64) -> String {
+    format!("loadgenKey{user}")
+}
+
+/// What the backend does before its users may call: a key per user and an invitation of each
+/// to its conference, over CometQL (a few connections in parallel).
+pub async fn invite_all(server: &Server, specs: &[Spec]) -> Result<()> {
+    let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(server.cometql.ip().to_string())
+        .tcp_port(server.cometql.port())
+        .user(Some("root"))
+        .pass(Some(KEY))
+        .db_name(Some("CometQL_v1"))
+        .prefer_socket(false)
+        .into();
+    let chunks: Vec<Vec<Spec>> = specs
+        .chunks(specs.len().div_ceil(8).max(1))
+        .map(|c| c.to_vec())
+        .collect();
+    let mut tasks = Vec::new();
+    for chunk in chunks {
+        let opts = opts.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut db = mysql_async::Conn::new(opts)
+                .await
+                .context("connect to CometQL")?;
+            for s in &chunk {
+                let user = user_of(s);
+                db.query_drop(format!(
+                    "INSERT INTO users_auth (id, hash) VALUES ({user}, '{}')",
+                    hash_of(user)
+                ))
+                .await
+                .context("INSERT INTO users_auth")?;
+                db.query_drop(format!(
+                    "INSERT INTO conference (name, user_id, caller_id, message, profile) \
+                     VALUES ('{}', {user}, 1, '', 'audio')",
+                    room_of(s.conf)
+                ))
+                .await
+                .context("INSERT INTO conference")?;
+            }
+            let _ = db.disconnect().await;
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await.context("CometQL task")??;
+    }
+    Ok(())
+}
+
+/// One member in a call: its SIP connection (the call lasts while it is open) and its peer.
+pub struct Member {
+    pub peer: Running,
+    _sip: SipClient,
+}
+
+/// Registers and dials one peer in; returns once the answer is applied.
+pub async fn join(
+    sip_addr: SocketAddr,
+    spec: Spec,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) -> Result<Member> {
+    let user = user_of(&spec);
+    let sip_user = format!("{:06}{user}", 0);
+    let pending = Pending::new(spec.clone(), &shared, true).await?;
+    let mut sip = SipClient::connect_with(
+        sip_addr,
+        Ua::new(&sip_user, &hash_of(user), HOST, user),
+        false,
+    )
+    .await?;
+    let reg = sip.register().await?;
+    if reg.status() != Some(200) {
+        bail!("REGISTER of {sip_user} answered {}", reg.first);
+    }
+    pending.mark_invite();
+    let number = format!("0*{}*audio", room_of(spec.conf));
+    let (_session, answer) = sip.call(&number, pending.offer()).await?;
+    let peer = pending.start(&answer, shared, stop)?;
+    Ok(Member { peer, _sip: sip })
+}
+
+/// Joins every spec with at most `concurrency` joins in flight; `progress` is called after
+/// each (with the error, if it failed).
+pub async fn join_all(
+    sip_addr: SocketAddr,
+    specs: Vec<Spec>,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    concurrency: usize,
+    mut progress: impl FnMut(Option<&anyhow::Error>),
+) -> (Vec<Member>, Vec<String>) {
+    let mut joined = Vec::new();
+    let mut failed = Vec::new();
+    let mut s = futures_util::stream::iter(specs.into_iter().map(|spec| {
+        let (shared, stop) = (shared.clone(), stop.clone());
+        async move { join(sip_addr, spec, shared, stop).await }
+    }))
+    .buffer_unordered(concurrency.max(1));
+    while let Some(r) = s.next().await {
+        match r {
+            Ok(m) => {
+                progress(None);
+                joined.push(m);
+            }
+            Err(e) => {
+                progress(Some(&e));
+                failed.push(format!("{e:#}"));
+            }
+        }
+    }
+    (joined, failed)
+}

@@ -1,0 +1,82 @@
+//! `comet-loadgen` against the real server binary, a few peers for a couple of seconds, so the
+//! load generator cannot rot: its peers register and dial over SIP as JsSIP does, exchange
+//! audio (talkers with marker bursts, silent members with DTX), and every probe hears the other
+//! talkers and not itself; the mouth-to-ear delay is measured. `--video` makes every peer offer
+//! H.264 (the audio MCU answers video inactive: then no peer may send it).
+//!
+//! The full sweep (`benches/run-load.sh`) is not part of the test suite.
+
+use std::process::Command;
+
+#[test]
+fn loadgen_runs_a_small_conference_against_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_comet-loadgen"))
+        .args([
+            "run",
+            "--target",
+            "comet",
+            "--conferences",
+            "1",
+            "--members",
+            "4",
+            "--talkers",
+            "2",
+            "--video",
+            "--duration",
+            "3",
+            "--settle",
+            "1",
+            "--no-progress",
+            "--server-bin",
+            env!("CARGO_BIN_EXE_comet-server"),
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("run comet-loadgen");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "comet-loadgen failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let text = std::fs::read_to_string(&json).expect("the JSON result");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let r = &v[0];
+    let ctx = format!("{stdout}\n{text}");
+    assert_eq!(r["target"], "comet", "{ctx}");
+    assert_eq!(r["joined"], 4, "every peer joins: {ctx}");
+    assert_eq!(r["failed"], 0, "{ctx}");
+    assert_eq!(r["peers_dead"], 0, "{ctx}");
+    // Two talkers and two silent members, all probes in the first conference.
+    assert_eq!(r["probes"], 4, "{ctx}");
+    assert_eq!(
+        r["probes_ok"], 4,
+        "each probe hears the other talkers and not itself: {ctx}"
+    );
+    assert!(
+        r["delay_samples"].as_u64().unwrap() >= 2,
+        "marker bursts are found in the mix: {ctx}"
+    );
+    let p50 = r["delay_ms_p50"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 < 500.0, "delay p50 {p50} ms: {ctx}");
+    assert!(r["audio_packets"].as_u64().unwrap() > 0, "{ctx}");
+    assert!(
+        r["lost_pct"].as_f64().unwrap() < 5.0,
+        "the server sends every member a packet per 20 ms: {ctx}"
+    );
+    assert!(r["cpu"]["server_pct"].as_f64().unwrap() > 0.0, "{ctx}");
+    assert!(r["server_rss_mib"].as_f64().unwrap() > 0.0, "{ctx}");
+    assert!(r["join_ms_p50"].as_f64().is_some(), "{ctx}");
+    // Video was offered by everyone: either the server answers it inactive (the audio MCU) and
+    // nobody sends it, or it takes it and everybody does.
+    assert_eq!(r["video"], true, "{ctx}");
+    let senders = r["video_sending_peers"].as_u64().unwrap();
+    assert!(
+        senders == 0 || (senders == 4 && r["video_sent"].as_u64().unwrap() > 0),
+        "{ctx}"
+    );
+}
