@@ -136,7 +136,7 @@ enum Decoder {
     Opus(OpusDecoder),
     G711 {
         law: Law,
-        up: Upsampler,
+        up: Box<Upsampler>,
         /// 8 kHz scratch.
         narrow: Vec<i16>,
         /// The last 20 ms decoded at 48 kHz (mono), repeated with a fade to conceal a loss.
@@ -227,7 +227,7 @@ impl AudioReceiver {
                 }
                 Decoder::G711 {
                     law,
-                    up: Upsampler::new(),
+                    up: Box::new(Upsampler::new()),
                     narrow: Vec::with_capacity(FRAME_SAMPLES / g711::RATIO * 3),
                     last: Vec::with_capacity(FRAME_SAMPLES),
                     fade: 1.0,
@@ -409,7 +409,7 @@ enum Encoder {
     Opus(OpusEncoder),
     G711 {
         law: Law,
-        down: Downsampler,
+        down: Box<Downsampler>,
         /// 8 kHz scratch.
         narrow: Vec<i16>,
     },
@@ -443,7 +443,7 @@ impl AudioSender {
         AudioSender {
             encoder: Encoder::G711 {
                 law,
-                down: Downsampler::new(),
+                down: Box::new(Downsampler::new()),
                 narrow: Vec::with_capacity(FRAME_SAMPLES / g711::RATIO + 1),
             },
             frame_ticks: FRAME_SAMPLES as u32 / g711::RATIO as u32,
