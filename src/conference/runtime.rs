@@ -33,6 +33,7 @@ use comet_sfu::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::ConferenceRegistry;
+use crate::broadcast::{Broadcast, BroadcastPlan};
 use crate::sip::{CallEvent, CallHandler, CallId, CallInfo, EndReason, MediaError};
 use crate::store::DevId;
 
@@ -50,6 +51,8 @@ pub struct RuntimeConfig {
     pub opus_bitrate: u32,
     /// Opus encoder complexity (0..=10).
     pub opus_complexity: u8,
+    /// RTMP broadcasts and recordings (`crate::broadcast`); `None`: never.
+    pub broadcast: Option<Arc<BroadcastPlan>>,
 }
 
 impl Default for RuntimeConfig {
@@ -58,6 +61,7 @@ impl Default for RuntimeConfig {
             max_talkers: 3,
             opus_bitrate: 32_000,
             opus_complexity: 5,
+            broadcast: None,
         }
     }
 }
@@ -252,6 +256,8 @@ struct Conf {
     /// Encodes the mix that every non-talker hears, once per tick.
     shared: AudioSender,
     members: Vec<ParticipantId>,
+    /// The RTMP output and/or recording of the conference (gets the shared mix every tick).
+    broadcast: Option<Broadcast>,
 }
 
 struct Task {
@@ -345,6 +351,7 @@ impl Task {
                     mixer,
                     shared,
                     members: Vec::new(),
+                    broadcast: None,
                 },
             );
             self.stats.conferences.fetch_add(1, Ordering::Relaxed);
@@ -354,6 +361,19 @@ impl Task {
             .confs
             .get_mut(&key)
             .ok_or_else(|| MediaError::Failed("conference vanished".into()))?;
+        if conf.broadcast.is_none()
+            && let Some(plan) = &self.cfg.broadcast
+        {
+            // The first member, or the first whose invitation names an RTMP URL.
+            if conf.members.is_empty() || call.invitation.stream.starts_with("rtmp://") {
+                conf.broadcast = plan.start(
+                    call.dev,
+                    &call.conference,
+                    &call.profile,
+                    &call.invitation.stream,
+                );
+            }
+        }
         let mixer_id = conf.mixer.add_member().map_err(|e| failed(&e))?;
         let rx = AudioReceiver::new(AudioReceiverConfig::default()).map_err(|e| failed(&e))?;
         conf.members.push(answer.participant);
@@ -514,6 +534,10 @@ impl Task {
                 continue;
             }
             drop(inputs);
+            // What a listener who is not talking hears goes to the broadcast.
+            if let Some(b) = &conf.broadcast {
+                b.push_audio(conf.mixer.shared_mix());
+            }
             // 3. Encode: the shared mix once, own mixes per talker.
             // Encoded on first use, then shared by every member who hears the shared mix.
             let mut shared: Option<Option<Encoded>> = None;
