@@ -194,9 +194,9 @@ fn broadcast_plan(
                         record: p.record,
                         // The broadcast canvas of a video profile.
                         video: p.video.then_some(VideoFormat {
-                            width: 640,
-                            height: 360,
-                            fps: 25,
+                            width: p.canvas.0,
+                            height: p.canvas.1,
+                            fps: p.fps,
                         }),
                     },
                 )
@@ -206,6 +206,24 @@ fn broadcast_plan(
         video_bitrate: config.broadcast_video_bitrate,
         audio_bitrate: config.broadcast_audio_bitrate,
     }
+}
+
+/// The canvas of a profile's video conferences (`None`: an audio-only profile).
+fn video_settings(p: &crate::config::Profile) -> Option<crate::conference::video::VideoSettings> {
+    use crate::conference::video::{VideoSettings, layout_kind};
+    p.video.then(|| {
+        let d = VideoSettings::default();
+        let max_bitrate = p.video_bitrate.saturating_mul(1000);
+        VideoSettings {
+            layout: layout_kind(&p.layout).unwrap_or(d.layout),
+            width: p.canvas.0,
+            height: p.canvas.1,
+            fps: p.fps,
+            max_bitrate,
+            start_bitrate: d.start_bitrate.min(max_bitrate),
+            ..d
+        }
+    })
 }
 
 /// Binds every listener and starts serving.
@@ -225,8 +243,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot bind the UDP media port {media_bind}"))?;
     let media_addr = socket.local_addr()?;
     let media_announced = SocketAddr::new(config.media_announce(), media_addr.port());
+    // Send-side bandwidth estimation (TWCC) for the video canvases we send: it starts at the
+    // highest canvas bitrate of the video profiles and only lowers the encoders' bitrate (to
+    // what the path carries); REMB from browsers is used either way.
+    let bwe_start = config
+        .profiles
+        .values()
+        .filter(|p| p.video)
+        .map(|p| u64::from(p.video_bitrate) * 1000)
+        .max();
     let endpoint = comet_sfu::Endpoint::new(comet_sfu::EndpointConfig {
         candidates: vec![media_announced],
+        bwe_initial_bitrate: bwe_start,
         ..Default::default()
     })
     .map_err(|e| anyhow::anyhow!("cannot start the WebRTC endpoint: {e}"))?;
@@ -244,6 +272,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         RuntimeConfig {
             max_talkers: config.max_talkers,
             broadcast: Some(Arc::new(broadcast_plan(config, broadcasts.clone()))),
+            profiles: config
+                .profiles
+                .iter()
+                .map(|(name, p)| (name.clone(), video_settings(p)))
+                .collect(),
             ..RuntimeConfig::default()
         },
     );

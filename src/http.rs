@@ -87,7 +87,8 @@ pub fn render(ctx: &HttpContext) -> String {
     let s = &ctx.engine.stats;
     let h = &ctx.hub.stats;
     let r = &ctx.runtime.stats;
-    let metrics: [(&str, &str, &str, f64); 14] = [
+    let v = &r.video;
+    let metrics: [(&str, &str, &str, f64); 25] = [
         (
             "comet_cometql_connections",
             "gauge",
@@ -171,6 +172,72 @@ pub fn render(ctx: &HttpContext) -> String {
             "counter",
             "Time spent decoding, mixing and encoding.",
             load(&r.mix_ns) / 1e9,
+        ),
+        (
+            "comet_video_packets_in_total",
+            "counter",
+            "Video RTP packets received from participants.",
+            load(&v.packets_in),
+        ),
+        (
+            "comet_video_packets_hidden_total",
+            "counter",
+            "Video RTP packets not decoded: no canvas showed their sender.",
+            load(&v.dropped_hidden),
+        ),
+        (
+            "comet_video_frames_decoded_total",
+            "counter",
+            "Participants' pictures decoded.",
+            load(&v.decoded),
+        ),
+        (
+            "comet_video_canvases_encoded_total",
+            "counter",
+            "Canvas pictures H.264-encoded (each once for all who see it).",
+            load(&v.encoded),
+        ),
+        (
+            "comet_video_keyframes_total",
+            "counter",
+            "Canvas keyframes encoded.",
+            load(&v.keyframes),
+        ),
+        (
+            "comet_video_keyframe_requests_total",
+            "counter",
+            "PLI/FIR sent to participants.",
+            load(&v.keyframe_requests),
+        ),
+        (
+            "comet_video_payloads_out_total",
+            "counter",
+            "Canvas RTP payloads sent to participants.",
+            load(&v.payloads_out),
+        ),
+        (
+            "comet_video_bitrate_estimates_total",
+            "counter",
+            "REMB/TWCC bandwidth estimates received for the canvases we send.",
+            load(&v.estimates),
+        ),
+        (
+            "comet_video_encoders",
+            "gauge",
+            "Canvas encoders: distinct canvases being encoded.",
+            load(&v.encoders),
+        ),
+        (
+            "comet_video_subscribers",
+            "gauge",
+            "Participants receiving a canvas.",
+            load(&v.subscribers),
+        ),
+        (
+            "comet_video_seconds_total",
+            "counter",
+            "Time the video threads spent decoding, composing and encoding.",
+            load(&v.busy_ns) / 1e9,
         ),
     ];
     let mut out = String::new();

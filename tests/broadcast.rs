@@ -506,3 +506,137 @@ async fn audio_only_recording_finalized_on_sigterm() {
     a.peer.close().await;
     b.peer.close().await;
 }
+
+/// Colours (Y, U, V) of the two cameras in `hls_shows_the_composed_canvas`.
+const CAMERAS: [(u8, u8, u8); 2] = [(82, 90, 240), (145, 54, 34)];
+
+/// The median (Y, U, V) of the middle of `tile` in a 640x360 I420 picture.
+fn tile_colour(yuv: &[u8], tile: comet_mixer::Rect) -> (i32, i32, i32) {
+    let (w, h) = (CANVAS.0 as usize, CANVAS.1 as usize);
+    let (y_plane, rest) = yuv.split_at(w * h);
+    let (u_plane, v_plane) = rest.split_at(w * h / 4);
+    let (mut ys, mut us, mut vs) = (Vec::new(), Vec::new(), Vec::new());
+    let (x0, y0) = (tile.x + tile.w / 4, tile.y + tile.h / 4);
+    for y in (y0..y0 + tile.h / 2).step_by(3) {
+        for x in (x0..x0 + tile.w / 2).step_by(3) {
+            let (x, y) = (x as usize, y as usize);
+            ys.push(y_plane[y * w + x]);
+            us.push(u_plane[(y / 2) * (w / 2) + x / 2]);
+            vs.push(v_plane[(y / 2) * (w / 2) + x / 2]);
+        }
+    }
+    let median = |v: &mut Vec<u8>| {
+        v.sort_unstable();
+        i32::from(v[v.len() / 2])
+    };
+    (median(&mut ys), median(&mut us), median(&mut vs))
+}
+
+fn near(c: (i32, i32, i32), want: (u8, u8, u8)) -> bool {
+    (c.0 - i32::from(want.0)).abs() <= 16
+        && (c.1 - i32::from(want.1)).abs() <= 16
+        && (c.2 - i32::from(want.2)).abs() <= 16
+}
+
+/// With members sending cameras, the broadcast carries the video MCU's viewer canvas: one
+/// camera big (the speaker), the other as a thumbnail; not the "no video" card.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_shows_the_composed_canvas() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(&dir.path().join("nginx"));
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[profile.video]\nstream = rtmp://127.0.0.1:{}/cam1/{{name}}\n",
+            nginx.port
+        ),
+    );
+    let server = Server::start_with(dir.path(), &["--config", &config]);
+    let mut db = connect(&server).await;
+    let mut peers = Vec::new();
+    for user in [1i64, 2] {
+        let hash = format!("key{user}Secret");
+        db.query_drop(format!(
+            "INSERT INTO users_auth (id, hash) VALUES ({user}, '{hash}')"
+        ))
+        .await
+        .unwrap();
+        db.query_drop(format!(
+            "INSERT INTO conference (name, user_id, caller_id, message, profile) \
+             VALUES ('{ROOM}', {user}, 1, '', 'video')"
+        ))
+        .await
+        .unwrap();
+        let mut sip = SipClient::connect(
+            server.sip,
+            Ua::new(&format!("{:06}{user}", 0), &hash, HOST, user as u64),
+        )
+        .await;
+        assert_eq!(sip.register().await.status(), Some(200));
+        let mut peer =
+            Peer::with_video(&format!("user {user}"), std::sync::Arc::new(|_| Vec::new())).await;
+        let offer = peer.offer(deadline(10)).await;
+        let (_session, answer) = sip.call(&format!("0*{ROOM}*video"), &offer).await;
+        peer.answer(&answer).await;
+        assert!(
+            peer.wait_state(deadline(15), |s| s == RTCPeerConnectionState::Connected)
+                .await,
+            "user {user}: WebRTC did not connect"
+        );
+        peer.start_tone(TONES[(user - 1) as usize], AMPLITUDE, user as u64);
+        peer.start_camera(CAMERAS[(user - 1) as usize], 320, 180, 15);
+        peers.push((sip, peer));
+    }
+    let rects = comet_mixer::LayoutConfig::new(
+        comet_mixer::LayoutKind::ActiveSpeaker,
+        CANVAS.0 as u32,
+        CANVAS.1 as u32,
+    )
+    .tiles(2)
+    .unwrap();
+    let big = comet_mixer::fit_rect(320, 180, rects[0]);
+    let small = comet_mixer::fit_rect(320, 180, rects[1]);
+    let end = deadline(60);
+    loop {
+        if let Some(seg) = nginx.segments().last() {
+            let out = Command::new(tool("ffmpeg"))
+                .args(["-v", "error", "-i"])
+                .arg(seg)
+                .args([
+                    "-frames:v",
+                    "1",
+                    "-f",
+                    "rawvideo",
+                    "-pix_fmt",
+                    "yuv420p",
+                    "-",
+                ])
+                .output()
+                .expect("run ffmpeg");
+            if out.status.success() && out.stdout.len() == (CANVAS.0 * CANVAS.1 * 3 / 2) as usize {
+                let (b, s) = (
+                    tile_colour(&out.stdout, big),
+                    tile_colour(&out.stdout, small),
+                );
+                let shows = |x, y| near(b, CAMERAS[x]) && near(s, CAMERAS[y]);
+                if shows(0, 1) || shows(1, 0) {
+                    println!("the broadcast canvas: big {b:?}, thumbnail {s:?}");
+                    break;
+                }
+                assert!(
+                    Instant::now() < end,
+                    "the HLS picture never showed both cameras: big tile {b:?}, thumbnail {s:?}"
+                );
+            }
+        }
+        assert!(
+            Instant::now() < end,
+            "no HLS picture within 60 s\n{}",
+            nginx.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for (_sip, mut p) in peers {
+        p.close().await;
+    }
+}

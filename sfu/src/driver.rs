@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::{
-    Answer, AnswerOptions, AudioLevel, Endpoint, EndpointConfig, Error, Event, Metrics, Output,
-    ParticipantId,
+    Answer, AnswerOptions, AudioLevel, Endpoint, EndpointConfig, Error, Event, KeyframeKind,
+    Metrics, Output, ParticipantId,
 };
 
 /// Sizes of the driver's channels.
@@ -72,6 +72,7 @@ enum Command {
     },
     RequestKeyframe {
         id: ParticipantId,
+        kind: KeyframeKind,
         reply: oneshot::Sender<Result<(), Error>>,
     },
     Close {
@@ -207,8 +208,18 @@ impl SfuHandle {
 
     /// [`Endpoint::request_keyframe`].
     pub async fn request_keyframe(&self, id: ParticipantId) -> Result<(), Error> {
+        self.request_keyframe_kind(id, KeyframeKind::Pli).await
+    }
+
+    /// [`Endpoint::request_keyframe_kind`].
+    pub async fn request_keyframe_kind(
+        &self,
+        id: ParticipantId,
+        kind: KeyframeKind,
+    ) -> Result<(), Error> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::RequestKeyframe { id, reply }).await?;
+        self.send(Command::RequestKeyframe { id, kind, reply })
+            .await?;
         rx.await.map_err(|_| Error::DriverGone)?
     }
 
@@ -382,8 +393,8 @@ fn handle_command(ep: &mut Endpoint, c: Command, events_dropped: u64, send_error
         } => {
             let _ = ep.write_video(id, payload, timestamp, marker, now);
         }
-        Command::RequestKeyframe { id, reply } => {
-            let _ = reply.send(ep.request_keyframe(id, now));
+        Command::RequestKeyframe { id, kind, reply } => {
+            let _ = reply.send(ep.request_keyframe_kind(id, kind, now));
         }
         Command::Close { id, reply } => {
             let _ = reply.send(ep.close(id, now));

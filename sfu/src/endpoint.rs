@@ -694,6 +694,18 @@ impl Endpoint {
 
     /// Ask the peer for a video keyframe (PLI).
     pub fn request_keyframe(&mut self, id: ParticipantId, now: Instant) -> Result<(), Error> {
+        self.request_keyframe_kind(id, KeyframeKind::Pli, now)
+    }
+
+    /// Ask the peer for a video keyframe with a PLI (RFC 4585: a picture was lost) or a FIR
+    /// (RFC 5104: a decoder (re)starts and needs an intra picture; also what an MCU sends when
+    /// PLIs went unanswered).
+    pub fn request_keyframe_kind(
+        &mut self,
+        id: ParticipantId,
+        kind: KeyframeKind,
+        now: Instant,
+    ) -> Result<(), Error> {
         let p = self
             .participants
             .get_mut(&id)
@@ -708,7 +720,10 @@ impl Endpoint {
             let mut api = rtc.direct_api();
             match api.stream_rx_by_mid(mid, None) {
                 Some(rx) => {
-                    rx.request_keyframe(KeyframeRequestKind::Pli);
+                    rx.request_keyframe(match kind {
+                        KeyframeKind::Pli => KeyframeRequestKind::Pli,
+                        KeyframeKind::Fir => KeyframeRequestKind::Fir,
+                    });
                     true
                 }
                 None => false,
@@ -723,7 +738,10 @@ impl Endpoint {
                 return Err(Error::UnknownParticipant(id));
             }
         }
-        self.metrics.plis_sent += 1;
+        match kind {
+            KeyframeKind::Pli => self.metrics.plis_sent += 1,
+            KeyframeKind::Fir => self.metrics.firs_sent += 1,
+        }
         self.drain(id, now);
         self.tick(id, now);
         Ok(())

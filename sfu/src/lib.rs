@@ -35,7 +35,8 @@
 //!   RFC 6464 audio level, arrival time. Media out: [`Endpoint::write_audio`] /
 //!   [`Endpoint::write_video`] take RTP payloads (already packetized); the endpoint numbers
 //!   the packets, adds the audio-level extension, keeps video for NACK retransmission, and
-//!   sends RTCP sender/receiver reports. Keyframes: [`Endpoint::request_keyframe`] sends PLI;
+//!   sends RTCP sender/receiver reports. Keyframes: [`Endpoint::request_keyframe`] sends PLI,
+//!   [`Endpoint::request_keyframe_kind`] PLI or FIR;
 //!   [`Event::KeyframeRequest`] reports the peer's PLI/FIR. REMB (and TWCC estimates when
 //!   [`EndpointConfig::bwe_initial_bitrate`] is set) arrive as [`Event::BitrateEstimate`].
 //!   Writes are refused with an error (and counted) before [`Event::Connected`], on an

@@ -347,6 +347,8 @@ pub struct Metrics {
     pub firs_received: u64,
     /// Keyframe requests (PLI) we sent on `request_keyframe`.
     pub plis_sent: u64,
+    /// Keyframe requests (FIR) we sent on `request_keyframe_kind`.
+    pub firs_sent: u64,
     /// Panics caught inside the WebRTC stack (bugs; the participant is discarded).
     pub panics: u64,
     /// write_audio/write_video calls refused (not connected, not sending, no such m-line).

@@ -136,6 +136,18 @@ fn connect_media_keyframes_and_close() {
         "client saw no PLI"
     );
     assert_eq!(net.ep.metrics().plis_sent, 1);
+    // And a FIR (what the MCU escalates to when PLIs go unanswered).
+    net.ep
+        .request_keyframe_kind(id, comet_sfu::KeyframeKind::Fir, net.now)
+        .unwrap();
+    net.advance(Duration::from_millis(50));
+    let c = &net.clients[i];
+    assert!(
+        c.events.iter().any(|e| matches!(e,
+            str0m::Event::KeyframeRequest(r) if r.mid == c.video && r.kind == KeyframeRequestKind::Fir)),
+        "client saw no FIR"
+    );
+    assert_eq!(net.ep.metrics().firs_sent, 1);
 
     // Video out, then the client asks us for a keyframe.
     for k in 0..10u32 {

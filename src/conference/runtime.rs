@@ -13,6 +13,12 @@
 //!    encoder; every member's packets carry its own continuous RTP timestamps;
 //! 4. the payloads go out through the endpoint (SRTP).
 //!
+//! Conferences whose profile has video also get a video thread ([`VideoWorker`] running a
+//! [`super::video::VideoMixer`]): this task forwards it each member's video packets, keyframe
+//! requests and bandwidth estimates, the dominant speaker of the audio mixer, the moderation
+//! flags and each member's audio delay (for lip sync); the thread composes and encodes the
+//! canvases and writes them to the endpoint itself.
+//!
 //! Talking members are reported to the [`ConferenceRegistry`] (`conference_members`
 //! `last_talking`). A participant whose WebRTC connection dies is hung up through the registry,
 //! so the browser gets a SIP BYE; a call that ends on the SIP side closes its participant.
@@ -33,6 +39,8 @@ use comet_sfu::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::ConferenceRegistry;
+use super::video::{MemberVideo, VideoSettings, layout_kind, offered_video_bandwidth};
+use super::video_worker::{VideoCmd, VideoCounters, VideoWorker};
 use crate::broadcast::{Broadcast, BroadcastPlan};
 use crate::sip::{CallEvent, CallHandler, CallId, CallInfo, EndReason, MediaError};
 use crate::store::DevId;
@@ -53,6 +61,9 @@ pub struct RuntimeConfig {
     pub opus_complexity: u8,
     /// RTMP broadcasts and recordings (`crate::broadcast`); `None`: never.
     pub broadcast: Option<Arc<BroadcastPlan>>,
+    /// Conference profiles by name: the canvas of those with video, `None` for audio-only
+    /// ones. A profile missing here is audio-only.
+    pub profiles: HashMap<String, Option<VideoSettings>>,
 }
 
 impl Default for RuntimeConfig {
@@ -62,6 +73,14 @@ impl Default for RuntimeConfig {
             opus_bitrate: 32_000,
             opus_complexity: 5,
             broadcast: None,
+            profiles: [
+                ("default", Some(VideoSettings::default())),
+                ("video", Some(VideoSettings::default())),
+                ("audio", None),
+            ]
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v))
+            .collect(),
         }
     }
 }
@@ -80,16 +99,30 @@ pub struct RuntimeStats {
     pub ticks: AtomicU64,
     /// Time spent decoding + mixing + encoding, nanoseconds.
     pub mix_ns: AtomicU64,
+    /// The video threads of every video conference.
+    pub video: Arc<VideoCounters>,
 }
 
 enum Cmd {
     Join {
         call: Box<CallInfo>,
         answer: Box<Answer>,
+        /// The `b=AS` of the offer's video section, bit/s.
+        video_bandwidth: Option<u32>,
         reply: oneshot::Sender<Result<(), MediaError>>,
+    },
+    /// A re-INVITE was answered: the video directions may have changed.
+    Reoffer {
+        participant: ParticipantId,
+        answer: Box<Answer>,
+        video_bandwidth: Option<u32>,
     },
     Leave {
         call: CallId,
+    },
+    /// SIP INFO asked for a keyframe of what we send the participant.
+    FastUpdate {
+        participant: ParticipantId,
     },
 }
 
@@ -99,6 +132,8 @@ pub struct MediaRuntime {
     cmds: mpsc::UnboundedSender<Cmd>,
     /// Which participant carries which call (for re-INVITEs).
     calls: Mutex<HashMap<CallId, ParticipantId>>,
+    /// Which profiles have video.
+    profiles: HashMap<String, Option<VideoSettings>>,
     pub stats: Arc<RuntimeStats>,
 }
 
@@ -112,7 +147,9 @@ impl MediaRuntime {
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(RuntimeStats::default());
+        let profiles = cfg.profiles.clone();
         let task = Task {
+            rt: tokio::runtime::Handle::current(),
             sfu: sfu.clone(),
             registry,
             stats: stats.clone(),
@@ -128,6 +165,7 @@ impl MediaRuntime {
             sfu,
             cmds: tx,
             calls: Mutex::new(HashMap::new()),
+            profiles,
             stats,
         })
     }
@@ -136,12 +174,17 @@ impl MediaRuntime {
         self.calls.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// What we answer, by conference profile. Video is composed by the video MCU; until a
-    /// profile has it, we neither send nor receive video.
-    fn answer_options(_profile: &str) -> AnswerOptions {
+    /// What we answer, by conference profile: video both ways when the profile has video
+    /// (members send their camera, receive the canvas), else none.
+    fn answer_options(&self, profile: &str) -> AnswerOptions {
+        let video = self.profiles.get(profile).is_some_and(|v| v.is_some());
         AnswerOptions {
             audio: Direction::SendRecv,
-            video: Direction::Inactive,
+            video: if video {
+                Direction::SendRecv
+            } else {
+                Direction::Inactive
+            },
         }
     }
 }
@@ -158,9 +201,10 @@ fn sfu_error(e: comet_sfu::Error) -> MediaError {
 #[async_trait]
 impl CallHandler for MediaRuntime {
     async fn offer(&self, call: CallInfo, sdp: &str) -> Result<String, MediaError> {
+        let video_bandwidth = offered_video_bandwidth(sdp);
         let answer = self
             .sfu
-            .accept_offer(sdp, Self::answer_options(&call.profile))
+            .accept_offer(sdp, self.answer_options(&call.profile))
             .await
             .map_err(sfu_error)?;
         let pid = answer.participant;
@@ -185,6 +229,7 @@ impl CallHandler for MediaRuntime {
             .send(Cmd::Join {
                 call: Box::new(call),
                 answer: Box::new(answer),
+                video_bandwidth,
                 reply,
             })
             .is_err()
@@ -216,13 +261,27 @@ impl CallHandler for MediaRuntime {
             .ok_or_else(|| MediaError::Failed("no media for this call".into()))?;
         let answer = self
             .sfu
-            .accept_reoffer(pid, sdp, Self::answer_options(&call.profile))
+            .accept_reoffer(pid, sdp, self.answer_options(&call.profile))
             .await
             .map_err(sfu_error)?;
-        Ok(answer.sdp)
+        let out = answer.sdp.clone();
+        let _ = self.cmds.send(Cmd::Reoffer {
+            participant: pid,
+            answer: Box::new(answer),
+            video_bandwidth: offered_video_bandwidth(sdp),
+        });
+        Ok(out)
     }
 
-    fn event(&self, _call: &CallInfo, _ev: &CallEvent) {}
+    fn event(&self, call: &CallInfo, ev: &CallEvent) {
+        // SIP INFO `picture_fast_update` (what FreeSWITCH answered with a keyframe): the same
+        // as an RTCP PLI from the member.
+        if matches!(ev, CallEvent::VideoFastUpdate)
+            && let Some(pid) = self.calls().get(&call.id).copied()
+        {
+            let _ = self.cmds.send(Cmd::FastUpdate { participant: pid });
+        }
+    }
 
     fn ended(&self, call: &CallInfo, reason: &EndReason) {
         tracing::debug!(call = ?call.id, %reason, "call ended");
@@ -249,6 +308,8 @@ struct Member {
     level: Option<u8>,
     /// Voice activity as last reported to the registry, and when.
     reported: Option<(bool, u8, Instant)>,
+    /// In its conference's video mixer.
+    video: bool,
 }
 
 struct Conf {
@@ -258,9 +319,18 @@ struct Conf {
     members: Vec<ParticipantId>,
     /// The RTMP output and/or recording of the conference (gets the shared mix every tick).
     broadcast: Option<Broadcast>,
+    /// The video thread feeds the broadcast its viewer canvas.
+    broadcast_canvas: bool,
+    /// The video thread of a conference with video.
+    video: Option<VideoWorker>,
+    /// The dominant speaker the video thread was told.
+    speaker: Option<ParticipantId>,
+    /// When the members' audio delays were last sent to the video thread.
+    delays_sent: Option<Instant>,
 }
 
 struct Task {
+    rt: tokio::runtime::Handle,
     sfu: SfuHandle,
     registry: Arc<ConferenceRegistry>,
     stats: Arc<RuntimeStats>,
@@ -298,8 +368,16 @@ impl Task {
                     }
                 },
                 cmd = cmds.recv() => match cmd {
-                    Some(Cmd::Join { call, answer, reply }) => {
-                        let _ = reply.send(self.join(*call, *answer));
+                    Some(Cmd::Join { call, answer, video_bandwidth, reply }) => {
+                        let _ = reply.send(self.join(*call, *answer, video_bandwidth));
+                    }
+                    Some(Cmd::Reoffer { participant, answer, video_bandwidth }) => {
+                        self.reoffered(participant, &answer, video_bandwidth);
+                    }
+                    Some(Cmd::FastUpdate { participant }) => {
+                        if let Some(w) = self.video_of(participant) {
+                            w.send(VideoCmd::KeyframeRequest(participant));
+                        }
                     }
                     Some(Cmd::Leave { call }) => {
                         if let Some(pid) = self.by_call.get(&call).copied() {
@@ -335,7 +413,12 @@ impl Task {
         }
     }
 
-    fn join(&mut self, call: CallInfo, answer: Answer) -> Result<(), MediaError> {
+    fn join(
+        &mut self,
+        call: CallInfo,
+        answer: Answer,
+        video_bandwidth: Option<u32>,
+    ) -> Result<(), MediaError> {
         let failed = |e: &dyn std::fmt::Display| MediaError::Failed(e.to_string());
         let key: ConfKey = (call.dev, call.conference.clone());
         if !self.confs.contains_key(&key) {
@@ -352,6 +435,10 @@ impl Task {
                     shared,
                     members: Vec::new(),
                     broadcast: None,
+                    broadcast_canvas: false,
+                    video: None,
+                    speaker: None,
+                    delays_sent: None,
                 },
             );
             self.stats.conferences.fetch_add(1, Ordering::Relaxed);
@@ -377,6 +464,50 @@ impl Task {
         let mixer_id = conf.mixer.add_member().map_err(|e| failed(&e))?;
         let rx = AudioReceiver::new(AudioReceiverConfig::default()).map_err(|e| failed(&e))?;
         conf.members.push(answer.participant);
+        // Video: the profile has it and the offer negotiated it.
+        let settings = self.cfg.profiles.get(&call.profile).copied().flatten();
+        let member_video = settings.zip(answer.video).and_then(|(settings, v)| {
+            let codec = match v.codec {
+                Codec::H264 => comet_media::VideoCodec::H264,
+                Codec::Vp8 => comet_media::VideoCodec::Vp8,
+                _ => return None,
+            };
+            Some((
+                settings,
+                MemberVideo {
+                    number: u32::try_from(call.user).unwrap_or(u32::MAX),
+                    sends: v.direction.receives().then_some(codec),
+                    receives: v.direction.sends() && v.codec == Codec::H264,
+                    max_bitrate: video_bandwidth,
+                },
+            ))
+        });
+        if let Some((settings, mv)) = member_video {
+            if conf.video.is_none() {
+                match VideoWorker::start(
+                    &call.conference,
+                    settings,
+                    self.sfu.clone(),
+                    self.rt.clone(),
+                    self.stats.video.clone(),
+                ) {
+                    Ok(w) => conf.video = Some(w),
+                    Err(e) => tracing::error!("cannot start a video thread: {e}"),
+                }
+            }
+            if let Some(w) = &conf.video {
+                w.send(VideoCmd::Member(answer.participant, mv));
+            }
+        }
+        let video = member_video.is_some() && conf.video.is_some();
+        // The broadcast shows the viewer canvas of the video thread (until a member with video
+        // joins, the broadcast's own "no video" card).
+        if !conf.broadcast_canvas
+            && let (Some(w), Some(b)) = (&conf.video, &conf.broadcast)
+        {
+            w.send(VideoCmd::Broadcast(b.video_sink()));
+            conf.broadcast_canvas = true;
+        }
         self.by_call.insert(call.id, answer.participant);
         tracing::info!(
             dev = call.dev, conference = %call.conference, user = call.user,
@@ -395,6 +526,7 @@ impl Task {
                 pcm: vec![0; FRAME],
                 level: None,
                 reported: None,
+                video,
             },
         );
         self.stats.participants.fetch_add(1, Ordering::Relaxed);
@@ -416,6 +548,12 @@ impl Task {
         if let Some(conf) = self.confs.get_mut(&m.conf) {
             let _ = conf.mixer.remove_member(m.mixer_id);
             conf.members.retain(|p| *p != pid);
+            if let Some(w) = conf.video.as_ref().filter(|_| m.video) {
+                w.send(VideoCmd::Leave(pid));
+            }
+            if conf.speaker == Some(pid) {
+                conf.speaker = None;
+            }
             if conf.members.is_empty() {
                 self.confs.remove(&m.conf);
                 self.stats.conferences.fetch_sub(1, Ordering::Relaxed);
@@ -429,11 +567,68 @@ impl Task {
         Some(m)
     }
 
+    /// The video thread of `pid`'s conference, if `pid` is in it.
+    fn video_of(&self, pid: ParticipantId) -> Option<&VideoWorker> {
+        let m = self.members.get(&pid).filter(|m| m.video)?;
+        self.confs.get(&m.conf)?.video.as_ref()
+    }
+
+    /// A re-INVITE changed what the member negotiated (camera off: it no longer sends video).
+    fn reoffered(&mut self, pid: ParticipantId, answer: &Answer, video_bandwidth: Option<u32>) {
+        let (Some(m), Some(v)) = (self.members.get(&pid), answer.video) else {
+            return;
+        };
+        let codec = match v.codec {
+            Codec::H264 => comet_media::VideoCodec::H264,
+            Codec::Vp8 => comet_media::VideoCodec::Vp8,
+            _ => return,
+        };
+        let mv = MemberVideo {
+            number: u32::try_from(m.call.user).unwrap_or(u32::MAX),
+            sends: v.direction.receives().then_some(codec),
+            receives: v.direction.sends() && v.codec == Codec::H264,
+            max_bitrate: video_bandwidth,
+        };
+        if let Some(w) = self.video_of(pid) {
+            w.send(VideoCmd::Member(pid, mv));
+        }
+    }
+
     async fn on_event(&mut self, pid: ParticipantId, ev: Event) {
         match ev {
             Event::Connected | Event::Reconnected => {
                 if let Some(m) = self.members.get_mut(&pid) {
                     m.connected = true;
+                }
+                if let Some(w) = self.video_of(pid) {
+                    w.send(VideoCmd::Connected(pid, true));
+                }
+            }
+            Event::Media(pkt) if pkt.kind == MediaKind::Video => {
+                self.stats.video.packets_in.fetch_add(1, Ordering::Relaxed);
+                if let Some(w) = self.video_of(pid) {
+                    w.send(VideoCmd::Packet(
+                        pid,
+                        RtpPacket {
+                            sequence_number: pkt.seq as u16,
+                            timestamp: pkt.timestamp,
+                            marker: pkt.marker,
+                            payload: pkt.payload.to_vec(),
+                            audio_level: None,
+                            arrival: pkt.arrival,
+                        },
+                    ));
+                }
+            }
+            Event::KeyframeRequest(_) => {
+                if let Some(w) = self.video_of(pid) {
+                    w.send(VideoCmd::KeyframeRequest(pid));
+                }
+            }
+            Event::BitrateEstimate { bps, .. } => {
+                if let Some(w) = self.video_of(pid) {
+                    self.stats.video.estimates.fetch_add(1, Ordering::Relaxed);
+                    w.send(VideoCmd::Estimate(pid, bps));
                 }
             }
             Event::Media(pkt) if pkt.kind == MediaKind::Audio && pkt.codec == Codec::Opus => {
@@ -480,6 +675,7 @@ impl Task {
             let Some(state) = self.registry.conference_state(*dev, name) else {
                 continue;
             };
+            let mut video_flags = Vec::new();
             for pid in &conf.members {
                 let Some(m) = self.members.get(pid) else {
                     continue;
@@ -487,7 +683,14 @@ impl Task {
                 if let Some((_, f)) = state.flags.iter().find(|(u, _)| *u == m.call.user) {
                     let _ = conf.mixer.set_muted(m.mixer_id, !f.audio);
                     let _ = conf.mixer.set_deaf(m.mixer_id, f.deaf);
+                    if m.video {
+                        video_flags.push((*pid, f.video, f.video_floor));
+                    }
                 }
+            }
+            if let Some(w) = &conf.video {
+                let layout = state.layout.as_deref().and_then(layout_kind);
+                w.send(VideoCmd::Moderation(layout, video_flags));
             }
         }
     }
@@ -537,6 +740,31 @@ impl Task {
             // What a listener who is not talking hears goes to the broadcast.
             if let Some(b) = &conf.broadcast {
                 b.push_audio(conf.mixer.shared_mix());
+            }
+            // The video thread follows the dominant speaker and each member's audio delay.
+            if let Some(w) = &conf.video {
+                let dominant = conf.mixer.dominant_speaker().and_then(|d| {
+                    conf.members
+                        .iter()
+                        .copied()
+                        .find(|p| members.get(p).is_some_and(|m| m.mixer_id == d))
+                });
+                if dominant.is_some() && dominant != conf.speaker {
+                    conf.speaker = dominant;
+                    w.send(VideoCmd::Speaker(dominant));
+                }
+                if conf
+                    .delays_sent
+                    .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+                {
+                    conf.delays_sent = Some(now);
+                    for pid in &conf.members {
+                        if let Some(m) = members.get(pid).filter(|m| m.video) {
+                            let delay = m.rx.stats().jitter.current_delay;
+                            w.send(VideoCmd::AudioDelay(*pid, delay));
+                        }
+                    }
+                }
             }
             // 3. Encode: the shared mix once, own mixes per talker.
             // Encoded on first use, then shared by every member who hears the shared mix.

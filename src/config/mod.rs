@@ -102,6 +102,12 @@ pub struct Profile {
     pub layout: String,
     /// Whether members send and receive video.
     pub video: bool,
+    /// Canvas width and height of video conferences (even).
+    pub canvas: (u32, u32),
+    /// Canvas frames per second.
+    pub fps: u32,
+    /// Most bit/s one canvas encoding may use (kbit/s).
+    pub video_bitrate: u32,
     /// RTMP URL the conference is published to (`{name}`, `{dev}` replaced); empty: none.
     pub stream: String,
     /// Whether conferences of this profile are recorded to `[broadcast] record_dir`.
@@ -109,19 +115,27 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// A profile with the default settings.
+    pub fn new(video: bool) -> Profile {
+        Profile {
+            max_duration: 0,
+            layout: "active-speaker".into(),
+            video,
+            canvas: (640, 360),
+            fps: 30,
+            video_bitrate: 1500,
+            stream: String::new(),
+            record: false,
+        }
+    }
+
     fn builtin(name: &str) -> Option<Profile> {
         let video = match name {
             "default" | "video" => true,
             "audio" => false,
             _ => return None,
         };
-        Some(Profile {
-            max_duration: 0,
-            layout: "active-speaker".into(),
-            video,
-            stream: String::new(),
-            record: false,
-        })
+        Some(Profile::new(video))
     }
 }
 
@@ -175,6 +189,51 @@ static PROFILE_KEYS: &[ProfileKey] = &[
         get: |p| p.video.to_string(),
         set: |p, v| {
             p.video = parse_bool(v)?;
+            Ok(())
+        },
+    },
+    ProfileKey {
+        name: "canvas",
+        doc: "Size of the composed video every member receives, WIDTHxHEIGHT (even numbers, \
+              64..4096).",
+        get: |p| format!("{}x{}", p.canvas.0, p.canvas.1),
+        set: |p, v| {
+            let bad = || format!("`{v}` is not WIDTHxHEIGHT of even numbers in 64..4096");
+            let (w, h) = v.split_once(['x', 'X']).ok_or_else(bad)?;
+            let w: u32 = w.trim().parse().map_err(|_| bad())?;
+            let h: u32 = h.trim().parse().map_err(|_| bad())?;
+            if !(64..=4096).contains(&w) || !(64..=4096).contains(&h) || (w | h) & 1 != 0 {
+                return Err(bad());
+            }
+            p.canvas = (w, h);
+            Ok(())
+        },
+    },
+    ProfileKey {
+        name: "fps",
+        doc: "Frames per second of the composed video (1..60).",
+        get: |p| p.fps.to_string(),
+        set: |p, v| {
+            p.fps = v
+                .parse()
+                .ok()
+                .filter(|f| (1..=60).contains(f))
+                .ok_or_else(|| format!("`{v}` is not a frame rate in 1..60"))?;
+            Ok(())
+        },
+    },
+    ProfileKey {
+        name: "video_bitrate",
+        doc: "Most kbit/s one encoding of the composed video may use. Each encoding also stays \
+              under the b=AS its viewers offered (cometVideoApi.js: 256) and their REMB/TWCC \
+              estimates.",
+        get: |p| p.video_bitrate.to_string(),
+        set: |p, v| {
+            p.video_bitrate = v
+                .parse()
+                .ok()
+                .filter(|b| (64..=20_000).contains(b))
+                .ok_or_else(|| format!("`{v}` is not a bitrate in 64..20000 kbit/s"))?;
             Ok(())
         },
     },
@@ -762,13 +821,7 @@ impl Config {
                         });
                     }
                     let profile = c.profiles.entry(name.to_string()).or_insert_with(|| {
-                        Profile::builtin(name).unwrap_or_else(|| Profile {
-                            max_duration: 0,
-                            layout: "active-speaker".into(),
-                            video: true,
-                            stream: String::new(),
-                            record: false,
-                        })
+                        Profile::builtin(name).unwrap_or_else(|| Profile::new(true))
                     });
                     match PROFILE_KEYS.iter().find(|k| k.name == e.key) {
                         Some(k) => (k.set)(profile, &e.value).map_err(|m| ConfigError {
@@ -1057,6 +1110,31 @@ mod tests {
         assert_eq!(e.at, "c.ini:2");
         let e = Config::load(Some(("c.ini", "[profile.bad*name]\nvideo = no\n")), &[]).unwrap_err();
         assert!(e.message.contains("profile name"), "{e}");
+    }
+
+    #[test]
+    fn profile_canvas_fps_and_bitrate() {
+        let ini = "[profile.hd]\ncanvas = 1280x720\nfps = 25\nvideo_bitrate = 2500\n";
+        let (c, _) = Config::load(Some(("c.ini", ini)), &[]).unwrap();
+        let hd = &c.profiles["hd"];
+        assert_eq!(
+            (hd.canvas, hd.fps, hd.video_bitrate),
+            ((1280, 720), 25, 2500)
+        );
+        let v = &c.profiles["video"];
+        assert_eq!((v.canvas, v.fps, v.video_bitrate), ((640, 360), 30, 1500));
+        for bad in [
+            "canvas = 641x360",
+            "canvas = 640",
+            "canvas = 32x32",
+            "fps = 0",
+            "fps = 61",
+            "video_bitrate = 10",
+        ] {
+            let ini = format!("[profile.video]\n{bad}\n");
+            let e = Config::load(Some(("c.ini", &ini)), &[]).unwrap_err();
+            assert_eq!(e.at, "c.ini:2", "{bad}: {e}");
+        }
     }
 
     #[test]

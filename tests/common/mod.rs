@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub mod peer;
+pub mod picture;
 pub mod sip_client;
 pub mod tones;
 
@@ -180,6 +181,30 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The `/metrics` lines whose names start with one of `prefixes`, joined with ", ".
+    #[allow(dead_code)]
+    pub fn metrics(&self, prefixes: &[&str]) -> String {
+        use std::io::{Read, Write};
+        let Some(addr) = self.http else {
+            return "no HTTP listener".into();
+        };
+        let mut text = String::new();
+        let got = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).and_then(
+            |mut t| {
+                t.set_read_timeout(Some(Duration::from_secs(2)))?;
+                t.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+                t.read_to_string(&mut text)
+            },
+        );
+        if let Err(e) = got {
+            return format!("GET /metrics failed: {e}");
+        }
+        text.lines()
+            .filter(|l| !l.starts_with('#') && prefixes.iter().any(|p| l.starts_with(p)))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Stderr lines printed so far.

@@ -4,6 +4,11 @@
 //! RFC 6464 audio level, optionally dropping a share of its packets before they leave (network
 //! loss), and decodes everything it receives into one PCM timeline for spectrum checks.
 //!
+//! [`Peer::with_video`] makes a camera-sending peer instead: it also offers H.264 video both
+//! ways, sends a synthetic picture (a solid colour with a moving bar, encoded by OpenH264 through
+//! `comet-media`) and answers PLI/FIR with a keyframe; every picture it receives is decoded and
+//! handed to an inspection function whose verdicts (one per decoded picture) the test reads.
+//!
 //! Loopback only: interface `lo`, loopback candidates, no mDNS, no STUN servers (as in
 //! `sfu/tests/webrtc_peer.rs`). Every wait has a deadline.
 
@@ -18,7 +23,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, timeout_at};
 use webrtc::api::APIBuilder;
 use webrtc::api::interceptor_registry::register_default_interceptors;
-use webrtc::api::media_engine::{MIME_TYPE_OPUS, MediaEngine};
+use webrtc::api::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::network_type::NetworkType;
@@ -36,6 +41,7 @@ use webrtc::rtp_transceiver::rtp_codec::{
 use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
 use webrtc::track::track_local::TrackLocal;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
+use webrtc::track::track_remote::TrackRemote;
 
 use super::tones;
 
@@ -67,6 +73,96 @@ pub struct SendStats {
     pub dropped: AtomicU64,
 }
 
+/// Looks at one decoded picture and says what it shows (e.g. which colour each tile has).
+pub type Inspect = Arc<dyn Fn(&comet_media::I420Frame) -> Vec<Option<u8>> + Send + Sync>;
+
+/// One picture the peer received and decoded.
+#[derive(Debug, Clone)]
+pub struct VideoSeen {
+    /// When it was decoded.
+    pub at: Instant,
+    pub width: u32,
+    pub height: u32,
+    /// The inspection's verdict.
+    pub verdict: Vec<Option<u8>>,
+}
+
+/// An RTCP sender report the server sent this peer.
+#[derive(Debug, Clone, Copy)]
+pub struct SenderReportSeen {
+    /// Of the video stream (else the audio).
+    pub video: bool,
+    /// NTP timestamp (RFC 3550: seconds since 1900 in the upper 32 bits) and the RTP
+    /// timestamp it maps to.
+    pub ntp: u64,
+    pub rtp: u32,
+    /// When it arrived.
+    pub at: std::time::SystemTime,
+}
+
+impl SenderReportSeen {
+    /// The report's NTP time as Unix time.
+    pub fn wallclock(&self) -> std::time::SystemTime {
+        let secs = (self.ntp >> 32).saturating_sub(2_208_988_800);
+        let frac = (self.ntp & 0xffff_ffff) as f64 / 4_294_967_296.0;
+        std::time::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_secs_f64(frac)
+    }
+}
+
+/// What a video peer received.
+#[derive(Default)]
+struct Watched {
+    seen: Vec<VideoSeen>,
+    last: Option<comet_media::I420Frame>,
+    packets: u64,
+    plis_sent: u64,
+    /// H.264 keyframes received (pictures with an IDR slice), and the RTP timestamp of the
+    /// last one.
+    keyframes: u64,
+    last_key_ts: Option<u32>,
+    /// SSRC of the received video (for PLIs the test sends).
+    ssrc: Option<u32>,
+}
+
+/// Whether an H.264 RTP payload (RFC 6184) carries (the start of) an IDR slice.
+fn h264_idr(payload: &[u8]) -> bool {
+    let Some(&first) = payload.first() else {
+        return false;
+    };
+    match first & 0x1f {
+        5 => true,
+        // STAP-A: 16-bit sizes, each followed by a NAL unit.
+        24 => {
+            let mut rest = &payload[1..];
+            while rest.len() > 2 {
+                let n = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                if n == 0 || rest.len() < 2 + n {
+                    break;
+                }
+                if rest[2] & 0x1f == 5 {
+                    return true;
+                }
+                rest = &rest[2 + n..];
+            }
+            false
+        }
+        // FU-A: the start fragment names the NAL type.
+        28 => payload
+            .get(1)
+            .is_some_and(|h| h & 0x80 != 0 && h & 0x1f == 5),
+        _ => false,
+    }
+}
+
+/// The camera side of a video peer.
+#[derive(Debug, Default)]
+pub struct CameraStats {
+    pub frames: AtomicU64,
+    pub keyframes: AtomicU64,
+    /// PLI/FIR received from the server.
+    pub keyframe_requests: AtomicU64,
+}
+
 /// A WebRTC peer.
 pub struct Peer {
     pub name: String,
@@ -82,10 +178,30 @@ pub struct Peer {
     loss_permille: Arc<AtomicU32>,
     pub send_stats: Arc<SendStats>,
     sender_task: Option<tokio::task::JoinHandle<()>>,
+    /// Video peers: the camera track, what was received.
+    camera: Option<Arc<TrackLocalStaticRTP>>,
+    camera_on: Arc<AtomicBool>,
+    camera_task: Option<tokio::task::JoinHandle<()>>,
+    keyframe_asked: Arc<AtomicBool>,
+    pub camera_stats: Arc<CameraStats>,
+    watched: Arc<Mutex<Watched>>,
+    watched_tx: Arc<watch::Sender<u64>>,
+    sender_reports: Arc<Mutex<Vec<SenderReportSeen>>>,
 }
 
 impl Peer {
+    /// An audio peer that asks to receive video (and discards it).
     pub async fn new(name: &str) -> Peer {
+        Self::build(name, None).await
+    }
+
+    /// A peer with a camera: it offers H.264 video both ways (sending nothing until
+    /// [`Peer::start_camera`]) and runs `inspect` on every picture it decodes.
+    pub async fn with_video(name: &str, inspect: Inspect) -> Peer {
+        Self::build(name, Some(inspect)).await
+    }
+
+    async fn build(name: &str, inspect: Option<Inspect>) -> Peer {
         let mut m = MediaEngine::default();
         m.register_default_codecs().unwrap();
         m.register_header_extension(
@@ -139,16 +255,61 @@ impl Peer {
             .unwrap();
         // Interceptors need the sender's RTCP read.
         tokio::spawn(async move { while audio_sender.read_rtcp().await.is_ok() {} });
-        // Video: receive only (JsSIP's offerToReceiveVideo on an audio-only call).
-        pc.add_transceiver_from_kind(
-            RTPCodecType::Video,
-            Some(RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Recvonly,
-                send_encodings: vec![],
-            }),
-        )
-        .await
-        .unwrap();
+        let keyframe_asked = Arc::new(AtomicBool::new(false));
+        let camera_stats = Arc::new(CameraStats::default());
+        let camera = if inspect.is_some() {
+            // A camera: H.264 both ways, as Chrome offers it next to VP8.
+            let camera = Arc::new(TrackLocalStaticRTP::new(
+                RTCRtpCodecCapability {
+                    mime_type: MIME_TYPE_H264.to_owned(),
+                    clock_rate: 90000,
+                    channels: 0,
+                    sdp_fmtp_line:
+                        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+                            .to_owned(),
+                    rtcp_feedback: vec![],
+                },
+                "video".to_owned(),
+                name.to_owned(),
+            ));
+            let sender = pc
+                .add_track(Arc::clone(&camera) as Arc<dyn TrackLocal + Send + Sync>)
+                .await
+                .unwrap();
+            let asked = keyframe_asked.clone();
+            let stats = camera_stats.clone();
+            tokio::spawn(async move {
+                use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+                use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+                while let Ok((packets, _)) = sender.read_rtcp().await {
+                    for p in packets {
+                        let any = p.as_any();
+                        if any.downcast_ref::<PictureLossIndication>().is_some()
+                            || any.downcast_ref::<FullIntraRequest>().is_some()
+                        {
+                            stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                            asked.store(true, Ordering::SeqCst);
+                        }
+                    }
+                }
+            });
+            Some(camera)
+        } else {
+            // Video: receive only (JsSIP's offerToReceiveVideo on an audio-only call).
+            pc.add_transceiver_from_kind(
+                RTPCodecType::Video,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    send_encodings: vec![],
+                }),
+            )
+            .await
+            .unwrap();
+            None
+        };
+        let watched = Arc::new(Mutex::new(Watched::default()));
+        let sender_reports = Arc::new(Mutex::new(Vec::new()));
+        let watched_tx = Arc::new(watch::channel(0u64).0);
 
         let heard = Arc::new(Mutex::new(Heard::default()));
         let heard_tx = Arc::new(watch::channel(0u64).0);
@@ -157,13 +318,50 @@ impl Peer {
             let heard = heard.clone();
             let heard_tx = heard_tx.clone();
             let level_id = level_id.clone();
-            pc.on_track(Box::new(move |track, _receiver, _transceiver| {
+            let watched = watched.clone();
+            let watched_tx = watched_tx.clone();
+            let pc_weak = Arc::downgrade(&pc);
+            let reports = sender_reports.clone();
+            pc.on_track(Box::new(move |track, receiver, _transceiver| {
+                // RTCP sender reports of what the server sends on this track.
+                let reports = reports.clone();
+                let kind = track.kind();
+                tokio::spawn(async move {
+                    use webrtc::rtcp::sender_report::SenderReport;
+                    while let Ok((packets, _)) = receiver.read_rtcp().await {
+                        for p in packets {
+                            if let Some(sr) = p.as_any().downcast_ref::<SenderReport>() {
+                                reports.lock().unwrap().push(SenderReportSeen {
+                                    video: kind == RTPCodecType::Video,
+                                    ntp: sr.ntp_time,
+                                    rtp: sr.rtp_time,
+                                    at: std::time::SystemTime::now(),
+                                });
+                            }
+                        }
+                    }
+                });
                 let heard = heard.clone();
                 let heard_tx = heard_tx.clone();
                 let level_id = level_id.clone();
-                Box::pin(async move {
+                let watched = watched.clone();
+                let watched_tx = watched_tx.clone();
+                let inspect = inspect.clone();
+                let pc_weak = pc_weak.clone();
+                // webrtc-rs awaits each on_track handler before the next track's: run the
+                // readers on their own tasks.
+                tokio::spawn(async move {
                     if track.kind() != RTPCodecType::Audio {
-                        while track.read_rtp().await.is_ok() {}
+                        match inspect {
+                            Some(inspect) => {
+                                watch_video(track, inspect, watched, watched_tx, pc_weak).await
+                            }
+                            None => {
+                                while track.read_rtp().await.is_ok() {
+                                    watched.lock().unwrap().packets += 1;
+                                }
+                            }
+                        }
                         return;
                     }
                     let mut dec = opus::Decoder::new(48000, opus::Channels::Mono).unwrap();
@@ -208,7 +406,8 @@ impl Peer {
                         drop(h);
                         heard_tx.send_replace(n);
                     }
-                })
+                });
+                Box::pin(async {})
             }));
         }
 
@@ -230,6 +429,14 @@ impl Peer {
             loss_permille: Arc::new(AtomicU32::new(0)),
             send_stats: Arc::new(SendStats::default()),
             sender_task: None,
+            camera,
+            camera_on: Arc::new(AtomicBool::new(false)),
+            camera_task: None,
+            keyframe_asked,
+            camera_stats,
+            watched,
+            watched_tx,
+            sender_reports,
         }
     }
 
@@ -418,6 +625,253 @@ impl Peer {
     /// Stops sending and closes the connection.
     pub async fn close(&mut self) {
         self.stop_tone().await;
+        self.stop_camera().await;
         let _ = self.pc.close().await;
+    }
+
+    /// Starts the camera: `width x height` pictures of one colour (Y, U, V) with a white bar
+    /// moving along the top edge, `fps` per second, H.264 at about 300 kbit/s. A PLI or FIR
+    /// from the server makes the next picture a keyframe.
+    pub fn start_camera(&mut self, colour: (u8, u8, u8), width: u32, height: u32, fps: u32) {
+        let track = self
+            .camera
+            .clone()
+            .expect("a peer made with Peer::with_video");
+        assert!(self.camera_task.is_none(), "{}: the camera runs", self.name);
+        self.camera_on.store(true, Ordering::SeqCst);
+        let on = self.camera_on.clone();
+        let asked = self.keyframe_asked.clone();
+        let stats = self.camera_stats.clone();
+        self.camera_task = Some(tokio::spawn(async move {
+            let mut sender = comet_media::VideoSender::new(comet_media::VideoSenderConfig {
+                encoder: comet_media::H264EncoderConfig {
+                    bitrate: 300_000,
+                    fps: fps as f32,
+                    keyframe_interval: fps * 10,
+                    threads: 1,
+                },
+                mtu: 1100,
+                initial_timestamp: rand::random(),
+            })
+            .unwrap();
+            let mut ticker =
+                tokio::time::interval(Duration::from_micros(1_000_000 / u64::from(fps)));
+            let mut seq: u16 = rand::random();
+            let mut k: u32 = 0;
+            while on.load(Ordering::SeqCst) {
+                ticker.tick().await;
+                let mut frame =
+                    comet_media::I420Frame::filled(width, height, colour.0, colour.1, colour.2);
+                // A moving white bar in the top eighth: the picture changes every frame.
+                let bar_w = (width / 8).max(2);
+                let x0 = (k * 4) % (width - bar_w);
+                for y in 0..(height / 8).max(2) {
+                    let row = (y * width) as usize;
+                    frame.y[row + x0 as usize..row + (x0 + bar_w) as usize].fill(235);
+                }
+                k += 1;
+                if asked.swap(false, Ordering::SeqCst) {
+                    sender.request_keyframe();
+                }
+                let Ok(payloads) = sender.encode(&frame, std::time::Instant::now()) else {
+                    continue;
+                };
+                stats.frames.fetch_add(1, Ordering::Relaxed);
+                if payloads.first().is_some_and(|p| p.keyframe) {
+                    stats.keyframes.fetch_add(1, Ordering::Relaxed);
+                }
+                for p in payloads {
+                    let packet = webrtc::rtp::packet::Packet {
+                        header: webrtc::rtp::header::Header {
+                            version: 2,
+                            marker: p.marker,
+                            sequence_number: seq,
+                            timestamp: p.timestamp,
+                            ..Default::default()
+                        },
+                        payload: p.payload.into(),
+                    };
+                    seq = seq.wrapping_add(1);
+                    use webrtc::track::track_local::TrackLocalWriter;
+                    let _ = track.write_rtp(&packet).await;
+                }
+            }
+        }));
+    }
+
+    /// Stops the camera (as a stalled network would: nothing more arrives).
+    pub async fn stop_camera(&mut self) {
+        self.camera_on.store(false, Ordering::SeqCst);
+        if let Some(t) = self.camera_task.take() {
+            let _ = t.await;
+        }
+    }
+
+    /// Every picture received so far, with the inspection's verdict.
+    pub fn seen(&self) -> Vec<VideoSeen> {
+        self.watched.lock().unwrap().seen.clone()
+    }
+
+    /// How many pictures have been decoded.
+    pub fn seen_count(&self) -> usize {
+        self.watched.lock().unwrap().seen.len()
+    }
+
+    /// The last picture decoded.
+    pub fn last_picture(&self) -> Option<comet_media::I420Frame> {
+        self.watched.lock().unwrap().last.clone()
+    }
+
+    /// Waits until a picture decoded after the first `from` satisfies `pred`; returns it, or
+    /// `None` at the deadline.
+    pub async fn wait_seen(
+        &self,
+        from: usize,
+        deadline: Instant,
+        pred: impl Fn(&VideoSeen) -> bool,
+    ) -> Option<VideoSeen> {
+        let mut rx = self.watched_tx.subscribe();
+        let mut checked = from;
+        loop {
+            {
+                let w = self.watched.lock().unwrap();
+                if let Some(s) = w.seen.iter().skip(checked).find(|s| pred(s)) {
+                    return Some(s.clone());
+                }
+                checked = w.seen.len().max(checked);
+            }
+            if timeout_at(deadline, rx.changed()).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// The RTCP sender reports received so far.
+    pub fn sender_reports(&self) -> Vec<SenderReportSeen> {
+        self.sender_reports.lock().unwrap().clone()
+    }
+
+    /// Video RTP packets received so far.
+    pub fn video_packets(&self) -> u64 {
+        self.watched.lock().unwrap().packets
+    }
+
+    /// H.264 keyframes received so far.
+    pub fn keyframes_received(&self) -> u64 {
+        self.watched.lock().unwrap().keyframes
+    }
+
+    /// Sends the server a PLI for the video it sends us (as a browser does after loss).
+    pub async fn send_pli(&self) {
+        use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+        let ssrc = self
+            .watched
+            .lock()
+            .unwrap()
+            .ssrc
+            .expect("video received before a PLI");
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc: ssrc,
+        };
+        self.pc.write_rtcp(&[Box::new(pli)]).await.unwrap();
+    }
+
+    /// Waits until more than `n` keyframes were received; false at the deadline.
+    pub async fn wait_keyframes(&self, n: u64, deadline: Instant) -> bool {
+        let mut rx = self.watched_tx.subscribe();
+        loop {
+            if self.keyframes_received() > n {
+                return true;
+            }
+            if timeout_at(deadline, rx.changed()).await.is_err() {
+                return self.keyframes_received() > n;
+            }
+        }
+    }
+
+    /// One line about the video this peer sent and received, for failure messages.
+    pub fn video_report(&self) -> String {
+        let w = self.watched.lock().unwrap();
+        format!(
+            "{}: camera {} frames ({} keyframes, {} PLI/FIR received); received {} video \
+             packets ({} keyframes), decoded {} pictures (last {:?}), sent {} PLIs",
+            self.name,
+            self.camera_stats.frames.load(Ordering::Relaxed),
+            self.camera_stats.keyframes.load(Ordering::Relaxed),
+            self.camera_stats.keyframe_requests.load(Ordering::Relaxed),
+            w.packets,
+            w.keyframes,
+            w.seen.len(),
+            w.seen.last().map(|s| (s.width, s.height, &s.verdict)),
+            w.plis_sent,
+        )
+    }
+}
+
+/// Decodes what the server sends (H.264) with `comet-media`, asks for keyframes with PLI, and
+/// records the inspection of every picture.
+async fn watch_video(
+    track: Arc<TrackRemote>,
+    inspect: Inspect,
+    watched: Arc<Mutex<Watched>>,
+    watched_tx: Arc<watch::Sender<u64>>,
+    pc: std::sync::Weak<RTCPeerConnection>,
+) {
+    use comet_media::{VideoEvent, VideoReceiver, VideoReceiverConfig};
+    use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+    let mut rx =
+        VideoReceiver::new(VideoReceiverConfig::new(comet_media::VideoCodec::H264)).unwrap();
+    while let Ok((packet, _)) = track.read_rtp().await {
+        let now = std::time::Instant::now();
+        let events = rx.push(
+            comet_media::RtpPacket {
+                sequence_number: packet.header.sequence_number,
+                timestamp: packet.header.timestamp,
+                marker: packet.header.marker,
+                payload: packet.payload.to_vec(),
+                audio_level: None,
+                arrival: now,
+            },
+            now,
+        );
+        {
+            let mut w = watched.lock().unwrap();
+            w.packets += 1;
+            w.ssrc = Some(track.ssrc());
+            if h264_idr(&packet.payload) && w.last_key_ts != Some(packet.header.timestamp) {
+                w.last_key_ts = Some(packet.header.timestamp);
+                w.keyframes += 1;
+            }
+        }
+        for e in events {
+            match e {
+                VideoEvent::Frame { frame, .. } => {
+                    let verdict = inspect(&frame);
+                    let n = {
+                        let mut w = watched.lock().unwrap();
+                        w.seen.push(VideoSeen {
+                            at: Instant::now(),
+                            width: frame.width,
+                            height: frame.height,
+                            verdict,
+                        });
+                        w.last = Some(frame);
+                        w.seen.len() as u64
+                    };
+                    watched_tx.send_replace(n);
+                }
+                VideoEvent::NeedKeyframe => {
+                    let Some(pc) = pc.upgrade() else { return };
+                    let pli = PictureLossIndication {
+                        sender_ssrc: 0,
+                        media_ssrc: track.ssrc(),
+                    };
+                    if pc.write_rtcp(&[Box::new(pli)]).await.is_ok() {
+                        watched.lock().unwrap().plis_sent += 1;
+                    }
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,240 @@
+//! Runs one conference's [`VideoMixer`] on its own thread: decoding, composing and encoding
+//! video takes milliseconds per frame, which must not delay the 20 ms audio ticks nor the
+//! tokio tasks that carry SIP and the UDP socket. The runtime task forwards what concerns video
+//! ([`VideoCmd`]); the thread ticks the mixer at the canvas frame rate and hands its RTP and
+//! keyframe requests straight to the WebRTC endpoint. The thread ends when the
+//! [`VideoWorker`] is dropped (the conference ended).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use comet_media::RtpPacket;
+use comet_mixer::LayoutKind;
+use comet_sfu::ParticipantId;
+use comet_sfu::driver::SfuHandle;
+
+use super::video::{MemberVideo, VideoMixer, VideoOutput, VideoSettings};
+
+/// What the runtime tells a conference's video thread.
+#[derive(Debug)]
+pub enum VideoCmd {
+    /// A member joined, or re-negotiated.
+    Member(ParticipantId, MemberVideo),
+    Leave(ParticipantId),
+    Connected(ParticipantId, bool),
+    Packet(ParticipantId, RtpPacket),
+    /// The member asked for a keyframe (PLI/FIR).
+    KeyframeRequest(ParticipantId),
+    /// REMB/TWCC for what we send the member.
+    Estimate(ParticipantId, u64),
+    Speaker(Option<ParticipantId>),
+    /// Layout override and `(participant, video, video_floor)` of every member.
+    Moderation(Option<LayoutKind>, Vec<(ParticipantId, bool, bool)>),
+    AudioDelay(ParticipantId, Duration),
+    /// The conference is broadcast/recorded: compose the viewer canvas and feed it there.
+    Broadcast(crate::broadcast::VideoSink),
+}
+
+/// Counters over every video conference, for metrics.
+#[derive(Debug, Default)]
+pub struct VideoCounters {
+    /// Video RTP packets received from members (decoded or not).
+    pub packets_in: AtomicU64,
+    pub decoded: AtomicU64,
+    pub composed: AtomicU64,
+    pub encoded: AtomicU64,
+    pub keyframes: AtomicU64,
+    pub keyframe_requests: AtomicU64,
+    pub dropped_hidden: AtomicU64,
+    /// Canvas payloads handed to the endpoint (one per subscriber).
+    pub payloads_out: AtomicU64,
+    /// REMB/TWCC bandwidth estimates received for members' canvases.
+    pub estimates: AtomicU64,
+    /// Time the video threads spent working (decoding included), nanoseconds.
+    pub busy_ns: AtomicU64,
+    /// Live encoders (distinct canvases) and subscribers, gauges.
+    pub encoders: AtomicU64,
+    pub subscribers: AtomicU64,
+}
+
+/// A conference's video thread. Dropping it stops the thread.
+pub struct VideoWorker {
+    tx: mpsc::Sender<VideoCmd>,
+}
+
+impl std::fmt::Debug for VideoWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VideoWorker").finish()
+    }
+}
+
+impl VideoWorker {
+    /// Starts the thread. Writes go through `sfu` on the tokio runtime `rt`.
+    pub fn start(
+        name: &str,
+        settings: VideoSettings,
+        sfu: SfuHandle,
+        rt: tokio::runtime::Handle,
+        counters: Arc<VideoCounters>,
+    ) -> std::io::Result<VideoWorker> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("video-{name}"))
+            .spawn(move || run(settings, rx, sfu, rt, counters))?;
+        Ok(VideoWorker { tx })
+    }
+
+    pub fn send(&self, cmd: VideoCmd) {
+        // The thread only stops when this handle is dropped.
+        let _ = self.tx.send(cmd);
+    }
+}
+
+fn run(
+    settings: VideoSettings,
+    rx: mpsc::Receiver<VideoCmd>,
+    sfu: SfuHandle,
+    rt: tokio::runtime::Handle,
+    counters: Arc<VideoCounters>,
+) {
+    let mut mixer = VideoMixer::new(settings, Instant::now());
+    let interval = mixer.frame_interval();
+    let mut next = Instant::now() + interval;
+    let mut published = mixer.stats();
+    let mut broadcast: Option<crate::broadcast::VideoSink> = None;
+    loop {
+        let now = Instant::now();
+        if now >= next {
+            let started = Instant::now();
+            mixer.tick(now);
+            if let Some(b) = &broadcast
+                && let Some(canvas) = mixer.take_viewer_canvas()
+            {
+                b.push(canvas);
+            }
+            flush(&mut mixer, &sfu, &rt);
+            publish(&mixer, &mut published, &counters, started.elapsed());
+            next += interval;
+            if next <= now {
+                // Behind (an overloaded machine): skip frames rather than burst.
+                next = now + interval;
+            }
+            continue;
+        }
+        let cmd = match rx.recv_timeout(next - now) {
+            Ok(c) => c,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let started = Instant::now();
+        handle(&mut mixer, &mut broadcast, cmd, started);
+        while let Ok(c) = rx.try_recv() {
+            handle(&mut mixer, &mut broadcast, c, Instant::now());
+        }
+        flush(&mut mixer, &sfu, &rt);
+        publish(&mixer, &mut published, &counters, started.elapsed());
+    }
+    // Gauges go back down with the conference.
+    let zero = super::video::VideoStats {
+        encoders: 0,
+        subscribers: 0,
+        ..published
+    };
+    publish_stats(&zero, &mut published, &counters, Duration::ZERO);
+}
+
+fn handle(
+    mixer: &mut VideoMixer,
+    broadcast: &mut Option<crate::broadcast::VideoSink>,
+    cmd: VideoCmd,
+    now: Instant,
+) {
+    match cmd {
+        VideoCmd::Broadcast(sink) => {
+            mixer.set_viewer_canvas(true);
+            *broadcast = Some(sink);
+        }
+        VideoCmd::Member(pid, v) => mixer.add_member(pid, v),
+        VideoCmd::Leave(pid) => mixer.remove_member(pid),
+        VideoCmd::Connected(pid, up) => mixer.set_connected(pid, up),
+        VideoCmd::Packet(pid, p) => mixer.push_packet(pid, p, now),
+        VideoCmd::KeyframeRequest(pid) => mixer.keyframe_requested(pid),
+        VideoCmd::Estimate(pid, bps) => mixer.set_estimate(pid, bps),
+        VideoCmd::Speaker(pid) => mixer.set_speaker(pid),
+        VideoCmd::Moderation(layout, flags) => mixer.set_moderation(layout, &flags),
+        VideoCmd::AudioDelay(pid, d) => mixer.set_audio_delay(pid, d),
+    }
+}
+
+fn flush(mixer: &mut VideoMixer, sfu: &SfuHandle, rt: &tokio::runtime::Handle) {
+    let outputs = mixer.take_outputs();
+    if outputs.is_empty() {
+        return;
+    }
+    rt.block_on(async {
+        for o in outputs {
+            match o {
+                VideoOutput::Rtp {
+                    to,
+                    payload,
+                    timestamp,
+                    marker,
+                } => {
+                    let _ = sfu.write_video(to, payload, timestamp, marker).await;
+                }
+                VideoOutput::RequestKeyframe { from, kind } => {
+                    if let Err(e) = sfu.request_keyframe_kind(from, kind).await {
+                        tracing::debug!(participant = %from, "keyframe request: {e}");
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn publish(
+    mixer: &VideoMixer,
+    published: &mut super::video::VideoStats,
+    counters: &VideoCounters,
+    busy: Duration,
+) {
+    let now = mixer.stats();
+    publish_stats(&now, published, counters, busy);
+}
+
+fn publish_stats(
+    now: &super::video::VideoStats,
+    published: &mut super::video::VideoStats,
+    c: &VideoCounters,
+    busy: Duration,
+) {
+    let add = |a: &AtomicU64, new: u64, old: u64| {
+        if new > old {
+            a.fetch_add(new - old, Ordering::Relaxed);
+        } else if new < old {
+            a.fetch_sub(old - new, Ordering::Relaxed);
+        }
+    };
+    add(&c.decoded, now.decoded, published.decoded);
+    add(&c.composed, now.composed, published.composed);
+    add(&c.encoded, now.encoded, published.encoded);
+    add(&c.keyframes, now.keyframes, published.keyframes);
+    add(
+        &c.keyframe_requests,
+        now.plis + now.firs,
+        published.plis + published.firs,
+    );
+    add(
+        &c.dropped_hidden,
+        now.dropped_hidden,
+        published.dropped_hidden,
+    );
+    add(&c.payloads_out, now.payloads_out, published.payloads_out);
+    add(&c.encoders, now.encoders, published.encoders);
+    add(&c.subscribers, now.subscribers, published.subscribers);
+    c.busy_ns
+        .fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
+    *published = *now;
+}
