@@ -224,7 +224,19 @@ async fn main() {
                 let started_wall = SystemTime::now();
                 p2.start_tone(TONES[1], 4000.0, 2);
                 let end = Instant::now() + Duration::from_secs(30);
+                let mut webrtc: Option<f64> = None;
                 'found: loop {
+                    // The same tone over WebRTC, as member 1 hears it (for comparison).
+                    if webrtc.is_none()
+                        && Spectrum::measure(&p1.heard_last(4800), &[TONES[1]]).at(TONES[1])
+                            > 1000.0
+                    {
+                        webrtc = Some(started.elapsed().as_secs_f64());
+                        println!(
+                            "glass-to-WebRTC (member 1 hears it): {:.2} s",
+                            webrtc.unwrap_or(0.0)
+                        );
+                    }
                     for s in nginx.segments() {
                         if !known.contains(&s)
                             && std::fs::metadata(&s)
