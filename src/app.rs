@@ -67,6 +67,8 @@ pub struct Running {
     pub media_addr: SocketAddr,
     pub media_announced: SocketAddr,
     pub runtime: Arc<MediaRuntime>,
+    /// RTMP outputs and recordings of the running conferences.
+    pub broadcasts: Arc<crate::broadcast::Broadcasts>,
     /// Where the store keeps its file, if it has one.
     pub store_path: Option<std::path::PathBuf>,
     tasks: Vec<JoinHandle<()>>,
@@ -78,6 +80,12 @@ impl Running {
         for t in &self.tasks {
             t.abort();
         }
+    }
+
+    /// Stops every broadcast: recordings are finalized (MP4 `moov` written), RTMP outputs send
+    /// what they have queued. Blocking; waits at most `timeout`.
+    pub fn finish_broadcasts(&self, timeout: std::time::Duration) {
+        self.broadcasts.shutdown(timeout);
     }
 
     /// The start-up banner: what listens where, and how to connect.
@@ -198,6 +206,39 @@ fn publish_conference_events(registry: &ConferenceRegistry, engine: Arc<Engine>)
     })
 }
 
+/// Each profile's RTMP URL, recording and canvas.
+fn broadcast_plan(
+    config: &Config,
+    broadcasts: Arc<crate::broadcast::Broadcasts>,
+) -> crate::broadcast::BroadcastPlan {
+    use crate::broadcast::{ProfileBroadcast, encode::VideoFormat};
+    crate::broadcast::BroadcastPlan {
+        broadcasts,
+        profiles: config
+            .profiles
+            .iter()
+            .map(|(name, p)| {
+                (
+                    name.clone(),
+                    ProfileBroadcast {
+                        stream: p.stream.clone(),
+                        record: p.record,
+                        // The broadcast canvas of a video profile.
+                        video: p.video.then_some(VideoFormat {
+                            width: p.canvas.0,
+                            height: p.canvas.1,
+                            fps: p.fps,
+                        }),
+                    },
+                )
+            })
+            .collect(),
+        record_dir: config.recordings_dir(),
+        video_bitrate: config.broadcast_video_bitrate,
+        audio_bitrate: config.broadcast_audio_bitrate,
+    }
+}
+
 /// The canvas of a profile's video conferences (`None`: an audio-only profile).
 fn video_settings(p: &crate::config::Profile) -> Option<crate::conference::video::VideoSettings> {
     use crate::conference::video::{VideoSettings, layout_kind};
@@ -274,12 +315,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         comet_sfu::driver::DriverOptions::default(),
     );
     tasks.push(sfu_task);
+    let broadcasts = crate::broadcast::Broadcasts::new(tokio::runtime::Handle::current());
     let runtime = MediaRuntime::start(
         sfu,
         events,
         conferences.clone(),
         RuntimeConfig {
             max_talkers: config.max_talkers,
+            broadcast: Some(Arc::new(broadcast_plan(config, broadcasts.clone()))),
             profiles: config
                 .profiles
                 .iter()
@@ -485,6 +528,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         media_addr,
         media_announced,
         runtime,
+        broadcasts,
         cometql_addr,
         ws_addr,
         ws_tls,

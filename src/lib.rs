@@ -22,6 +22,7 @@
 //! RTP, jitter buffer) and `comet-mixer` (mixing and compositing).
 
 pub mod app;
+pub mod broadcast;
 pub mod cometql;
 pub mod conference;
 pub mod config;

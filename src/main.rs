@@ -136,6 +136,13 @@ fn main() -> std::process::ExitCode {
         signals.await;
         tracing::info!("shutting down");
         running.stop();
+        // Recordings must be finalized before the process exits.
+        let running = std::sync::Arc::new(running);
+        let r = running.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            r.finish_broadcasts(std::time::Duration::from_secs(10))
+        })
+        .await;
         std::process::ExitCode::SUCCESS
     })
 }

@@ -68,6 +68,7 @@ pub use video::image::{BLACK, I420Image, I420View, Yuv};
 pub use video::layout::{LayoutConfig, LayoutKind, MAX_GRID_TILES, Rect, fit_rect, grid};
 pub use video::plan::{
     CanvasDesc, CanvasPlan, SceneInput, TileContent, TileDesc, VideoMember, plan_canvases,
+    viewer_canvas,
 };
 
 /// Low-level kernels, exposed for the SIMD-equivalence tests and the benchmarks.

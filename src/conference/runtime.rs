@@ -45,6 +45,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::ConferenceRegistry;
 use super::video::{MemberVideo, VideoSettings, layout_kind, offered_video_bandwidth};
 use super::video_worker::{VideoCmd, VideoCounters, VideoWorker};
+use crate::broadcast::{Broadcast, BroadcastPlan};
 use crate::sip::{CallEvent, CallHandler, CallId, CallInfo, EndReason, MediaError};
 use crate::store::DevId;
 
@@ -62,6 +63,8 @@ pub struct RuntimeConfig {
     pub opus_bitrate: u32,
     /// Opus encoder complexity (0..=10).
     pub opus_complexity: u8,
+    /// RTMP broadcasts and recordings (`crate::broadcast`); `None`: never.
+    pub broadcast: Option<Arc<BroadcastPlan>>,
     /// Conference profiles by name: the canvas of those with video, `None` for audio-only
     /// ones. A profile missing here is audio-only.
     pub profiles: HashMap<String, Option<VideoSettings>>,
@@ -73,6 +76,7 @@ impl Default for RuntimeConfig {
             max_talkers: 3,
             opus_bitrate: 32_000,
             opus_complexity: 5,
+            broadcast: None,
             profiles: [
                 ("default", Some(VideoSettings::default())),
                 ("video", Some(VideoSettings::default())),
@@ -339,6 +343,10 @@ struct Conf {
     /// Encode the mix that every non-talker hears, once per tick and codec in use.
     shared: Vec<(AudioCodec, AudioSender)>,
     members: Vec<ParticipantId>,
+    /// The RTMP output and/or recording of the conference (gets the shared mix every tick).
+    broadcast: Option<Broadcast>,
+    /// The video thread feeds the broadcast its viewer canvas.
+    broadcast_canvas: bool,
     /// The video thread of a conference with video.
     video: Option<VideoWorker>,
     /// The dominant speaker the video thread was told.
@@ -452,6 +460,8 @@ impl Task {
                     mixer,
                     shared: Vec::new(),
                     members: Vec::new(),
+                    broadcast: None,
+                    broadcast_canvas: false,
                     video: None,
                     speaker: None,
                     delays_sent: None,
@@ -472,6 +482,19 @@ impl Task {
         if !conf.shared.iter().any(|(c, _)| *c == codec) {
             let enc = new_sender(codec, opus_cfg).map_err(|e| failed(&e))?;
             conf.shared.push((codec, enc));
+        }
+        if conf.broadcast.is_none()
+            && let Some(plan) = &self.cfg.broadcast
+        {
+            // The first member, or the first whose invitation names an RTMP URL.
+            if conf.members.is_empty() || call.invitation.stream.starts_with("rtmp://") {
+                conf.broadcast = plan.start(
+                    call.dev,
+                    &call.conference,
+                    &call.profile,
+                    &call.invitation.stream,
+                );
+            }
         }
         let mixer_id = conf.mixer.add_member().map_err(|e| failed(&e))?;
         let rx = AudioReceiver::new(AudioReceiverConfig {
@@ -516,6 +539,14 @@ impl Task {
             }
         }
         let video = member_video.is_some() && conf.video.is_some();
+        // The broadcast shows the viewer canvas of the video thread (until a member with video
+        // joins, the broadcast's own "no video" card).
+        if !conf.broadcast_canvas
+            && let (Some(w), Some(b)) = (&conf.video, &conf.broadcast)
+        {
+            w.send(VideoCmd::Broadcast(b.video_sink()));
+            conf.broadcast_canvas = true;
+        }
         self.by_call.insert(call.id, answer.participant);
         tracing::info!(
             dev = call.dev, conference = %call.conference, user = call.user,
@@ -748,6 +779,10 @@ impl Task {
                 continue;
             }
             drop(inputs);
+            // What a listener who is not talking hears goes to the broadcast.
+            if let Some(b) = &conf.broadcast {
+                b.push_audio(conf.mixer.shared_mix());
+            }
             // The video thread follows the dominant speaker and each member's audio delay.
             if let Some(w) = &conf.video {
                 let dominant = conf.mixer.dominant_speaker().and_then(|d| {

@@ -42,7 +42,7 @@ use comet_media::{
 };
 use comet_mixer::{
     CanvasDesc, CanvasPlan, Compositor, I420Image, I420View, LayoutConfig, LayoutKind, SceneInput,
-    TileContent, VideoMember, plan_canvases,
+    TileContent, VideoMember, plan_canvases, viewer_canvas,
 };
 use comet_sfu::{KeyframeKind, ParticipantId};
 
@@ -244,6 +244,19 @@ pub struct VideoMixer {
     previous_speaker: Option<ParticipantId>,
     out: Vec<VideoOutput>,
     stats: VideoStats,
+    /// The canvas a viewer who is not a member sees (the broadcast), when enabled.
+    viewer: Option<Viewer>,
+}
+
+/// The broadcast canvas: the speaker big, every member as a thumbnail (`viewer_canvas`).
+struct Viewer {
+    /// This tick's canvas description.
+    desc: Option<CanvasDesc>,
+    image: I420Image,
+    composed_desc: Option<CanvasDesc>,
+    composed: Vec<(u32, u64)>,
+    /// A newly composed canvas not yet taken.
+    ready: Option<I420Frame>,
 }
 
 impl std::fmt::Debug for VideoMixer {
@@ -290,7 +303,34 @@ impl VideoMixer {
             previous_speaker: None,
             out: Vec::new(),
             stats: VideoStats::default(),
+            viewer: None,
         }
+    }
+
+    /// Composes, every tick where it changes, the canvas a viewer who is not a member sees
+    /// (the broadcast and the recording): see [`VideoMixer::take_viewer_canvas`].
+    pub fn set_viewer_canvas(&mut self, on: bool) {
+        if !on {
+            self.viewer = None;
+        } else if self.viewer.is_none() {
+            match I420Image::new(self.settings.width, self.settings.height) {
+                Ok(image) => {
+                    self.viewer = Some(Viewer {
+                        desc: None,
+                        image,
+                        composed_desc: None,
+                        composed: Vec::new(),
+                        ready: None,
+                    })
+                }
+                Err(e) => tracing::warn!("video: no broadcast canvas: {e}"),
+            }
+        }
+    }
+
+    /// The viewer canvas composed since the last call, if it changed.
+    pub fn take_viewer_canvas(&mut self) -> Option<I420Frame> {
+        self.viewer.as_mut().and_then(|v| v.ready.take())
     }
 
     pub fn settings(&self) -> &VideoSettings {
@@ -581,6 +621,9 @@ impl VideoMixer {
             self.plan.canvases.clear();
             self.plan.assignment.clear();
         }
+        if let Some(v) = self.viewer.as_mut() {
+            v.desc = viewer_canvas(&input).ok();
+        }
 
         // 2. Decoders for what is shown, none for the rest.
         for m in &mut self.members {
@@ -589,6 +632,7 @@ impl VideoMixer {
                     .plan
                     .canvases
                     .iter()
+                    .chain(self.viewer.as_ref().and_then(|v| v.desc.as_ref()))
                     .any(|c| c.tiles.iter().any(|t| t.member == m.id));
             match (shown, m.rx.is_some()) {
                 (true, false) => {
@@ -617,6 +661,7 @@ impl VideoMixer {
         self.assign_encoders(now);
 
         // 4. Compose and encode.
+        self.compose_viewer();
         let Self {
             members,
             encoders,
@@ -740,6 +785,47 @@ impl VideoMixer {
             }
         }
         let _ = plan;
+    }
+
+    /// Composes the viewer canvas when its layout or one of its pictures changed.
+    fn compose_viewer(&mut self) {
+        let Some(v) = self.viewer.as_mut() else {
+            return;
+        };
+        let Some(desc) = v.desc.as_ref() else {
+            return;
+        };
+        let members = &self.members;
+        let tiles: Vec<(u32, u64)> = desc
+            .tiles
+            .iter()
+            .filter(|t| t.content == TileContent::Video)
+            .filter_map(|t| members.iter().find(|m| m.id == t.member))
+            .map(|m| (m.id, m.frame_seq))
+            .collect();
+        if v.composed_desc.as_ref() == Some(desc) && v.composed == tiles {
+            return;
+        }
+        let source = |id: u32| {
+            members
+                .iter()
+                .find(|m| m.id == id)
+                .and_then(|m| m.frame.as_ref())
+                .and_then(view)
+        };
+        if let Err(err) = self.compositor.compose(desc, source, &mut v.image) {
+            tracing::warn!("video: cannot compose the broadcast canvas: {err}");
+            return;
+        }
+        v.composed = tiles;
+        v.composed_desc = Some(desc.clone());
+        let (y, u, vv) = v.image.planes();
+        let (w, h) = (self.settings.width, self.settings.height);
+        let mut frame = I420Frame::black(w, h);
+        frame.y.copy_from_slice(y);
+        frame.u.copy_from_slice(u);
+        frame.v.copy_from_slice(vv);
+        v.ready = Some(frame);
     }
 
     /// Matches this tick's canvases to encoders, greedily by subscriber overlap; moves

@@ -33,6 +33,8 @@ pub enum VideoCmd {
     /// Layout override and `(participant, video, video_floor)` of every member.
     Moderation(Option<LayoutKind>, Vec<(ParticipantId, bool, bool)>),
     AudioDelay(ParticipantId, Duration),
+    /// The conference is broadcast/recorded: compose the viewer canvas and feed it there.
+    Broadcast(crate::broadcast::VideoSink),
 }
 
 /// Counters over every video conference, for metrics.
@@ -101,11 +103,17 @@ fn run(
     let interval = mixer.frame_interval();
     let mut next = Instant::now() + interval;
     let mut published = mixer.stats();
+    let mut broadcast: Option<crate::broadcast::VideoSink> = None;
     loop {
         let now = Instant::now();
         if now >= next {
             let started = Instant::now();
             mixer.tick(now);
+            if let Some(b) = &broadcast
+                && let Some(canvas) = mixer.take_viewer_canvas()
+            {
+                b.push(canvas);
+            }
             flush(&mut mixer, &sfu, &rt);
             publish(&mixer, &mut published, &counters, started.elapsed());
             next += interval;
@@ -121,9 +129,9 @@ fn run(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         let started = Instant::now();
-        handle(&mut mixer, cmd, started);
+        handle(&mut mixer, &mut broadcast, cmd, started);
         while let Ok(c) = rx.try_recv() {
-            handle(&mut mixer, c, Instant::now());
+            handle(&mut mixer, &mut broadcast, c, Instant::now());
         }
         flush(&mut mixer, &sfu, &rt);
         publish(&mixer, &mut published, &counters, started.elapsed());
@@ -137,8 +145,17 @@ fn run(
     publish_stats(&zero, &mut published, &counters, Duration::ZERO);
 }
 
-fn handle(mixer: &mut VideoMixer, cmd: VideoCmd, now: Instant) {
+fn handle(
+    mixer: &mut VideoMixer,
+    broadcast: &mut Option<crate::broadcast::VideoSink>,
+    cmd: VideoCmd,
+    now: Instant,
+) {
     match cmd {
+        VideoCmd::Broadcast(sink) => {
+            mixer.set_viewer_canvas(true);
+            *broadcast = Some(sink);
+        }
         VideoCmd::Member(pid, v) => mixer.add_member(pid, v),
         VideoCmd::Leave(pid) => mixer.remove_member(pid),
         VideoCmd::Connected(pid, up) => mixer.set_connected(pid, up),

@@ -99,6 +99,12 @@ pub struct Config {
     pub log_level: String,
     /// Conference profiles by name (`[profile.<name>]`); default, audio and video are built in.
     pub profiles: BTreeMap<String, Profile>,
+    /// `[broadcast] record_dir`: where recordings go (empty: `<data_dir>/recordings`).
+    pub record_dir: PathBuf,
+    /// `[broadcast] video_bitrate`, bit/s.
+    pub broadcast_video_bitrate: u32,
+    /// `[broadcast] audio_bitrate`, bit/s.
+    pub broadcast_audio_bitrate: u32,
 }
 
 /// Canvas layouts of video conferences.
@@ -119,6 +125,10 @@ pub struct Profile {
     pub fps: u32,
     /// Most bit/s one canvas encoding may use (kbit/s).
     pub video_bitrate: u32,
+    /// RTMP URL the conference is published to (`{name}`, `{dev}` replaced); empty: none.
+    pub stream: String,
+    /// Whether conferences of this profile are recorded to `[broadcast] record_dir`.
+    pub record: bool,
 }
 
 impl Profile {
@@ -131,6 +141,8 @@ impl Profile {
             canvas: (640, 360),
             fps: 30,
             video_bitrate: 1500,
+            stream: String::new(),
+            record: false,
         }
     }
 
@@ -239,6 +251,33 @@ static PROFILE_KEYS: &[ProfileKey] = &[
                 .ok()
                 .filter(|b| (64..=20_000).contains(b))
                 .ok_or_else(|| format!("`{v}` is not a bitrate in 64..20000 kbit/s"))?;
+            Ok(())
+        },
+    },
+    ProfileKey {
+        name: "stream",
+        doc: "RTMP URL every conference of this profile is published to while it has members \
+              (the composed canvas as H.264 and the mix as AAC; nginx-rtmp turns it into HLS and \
+              DASH), for example rtmp://127.0.0.1:1935/cam1/{name}. `{name}` is replaced by the \
+              conference name, `{dev}` by the dev_id. Empty: no broadcast. The `stream` column \
+              of `INSERT INTO conference` sets it for one conference.",
+        get: |p| p.stream.clone(),
+        set: |p, v| {
+            if !v.is_empty() {
+                crate::broadcast::rtmp::RtmpUrl::parse(&crate::broadcast::expand_url(v, 0, "x"))?;
+            }
+            p.stream = v.to_string();
+            Ok(())
+        },
+    },
+    ProfileKey {
+        name: "record",
+        doc: "Whether conferences of this profile are recorded (canvas and mix; audio only for a \
+              profile without video) to an MP4 file in [broadcast] record_dir named \
+              <name>_<YYYYmmdd-HHMMSS>.mp4 (UTC start time).",
+        get: |p| p.record.to_string(),
+        set: |p, v| {
+            p.record = parse_bool(v)?;
             Ok(())
         },
     },
@@ -536,6 +575,43 @@ pub static KEYS: &[Key] = &[
         },
     },
     Key {
+        section: "broadcast",
+        name: "record_dir",
+        default: "",
+        doc: "Directory of the recordings of profiles with `record = yes`. Empty: \
+              <data_dir>/recordings. Created if missing.",
+        set: |c, v| {
+            c.record_dir = PathBuf::from(v);
+            Ok(())
+        },
+    },
+    Key {
+        section: "broadcast",
+        name: "video_bitrate",
+        default: "1000",
+        doc: "kbit/s of the H.264 canvas sent over RTMP and recorded.",
+        set: |c, v| {
+            c.broadcast_video_bitrate = match v.parse::<u32>() {
+                Ok(n) if (100..=20_000).contains(&n) => n * 1000,
+                _ => return Err(format!("`{v}` is not a bitrate in 100..20000 kbit/s")),
+            };
+            Ok(())
+        },
+    },
+    Key {
+        section: "broadcast",
+        name: "audio_bitrate",
+        default: "128",
+        doc: "kbit/s of the AAC mix sent over RTMP and recorded.",
+        set: |c, v| {
+            c.broadcast_audio_bitrate = match v.parse::<u32>() {
+                Ok(n) if (32..=320).contains(&n) => n * 1000,
+                _ => return Err(format!("`{v}` is not a bitrate in 32..320 kbit/s")),
+            };
+            Ok(())
+        },
+    },
+    Key {
         section: "http",
         name: "ip",
         default: "127.0.0.1",
@@ -744,6 +820,9 @@ impl Default for Config {
             store_sync: SyncMode::Full,
             log_level: String::new(),
             profiles: builtin_profiles(),
+            record_dir: PathBuf::new(),
+            broadcast_video_bitrate: 0,
+            broadcast_audio_bitrate: 0,
         };
         for k in KEYS {
             // The defaults are part of the key table; a bad one is a programming error caught by
@@ -932,6 +1011,15 @@ impl Config {
     }
 
     /// Cross-key rules.
+    /// Where recordings go: `[broadcast] record_dir`, or `<data_dir>/recordings`.
+    pub fn recordings_dir(&self) -> PathBuf {
+        if self.record_dir.as_os_str().is_empty() {
+            self.data_dir.join("recordings")
+        } else {
+            self.record_dir.clone()
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         for (section, tls) in [
             ("ws", &self.ws_tls),

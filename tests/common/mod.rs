@@ -217,6 +217,11 @@ impl Server {
     pub fn port(&self) -> u16 {
         self.cometql.port()
     }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Server {

@@ -116,6 +116,24 @@ pub fn plan_canvases(input: &SceneInput<'_>, plan: &mut CanvasPlan) -> Result<()
     Ok(())
 }
 
+/// The canvas of a viewer who is not a member (a broadcast, a recording): the pinned member or
+/// the active speaker (else the first member) in the big tile, everyone else as thumbnails;
+/// the shared grid in a grid layout. It is the canvas every member but the speaker sees.
+pub fn viewer_canvas(input: &SceneInput<'_>) -> Result<CanvasDesc, MixerError> {
+    let members = input.members;
+    let present = |id: Option<u32>| id.filter(|i| members.iter().any(|m| m.id == *i));
+    let primary = present(input.floor)
+        .or(present(input.active_speaker))
+        .or(members.first().map(|m| m.id));
+    let speaker = present(input.active_speaker);
+    let big = if input.layout.kind == LayoutKind::Grid {
+        None
+    } else {
+        primary
+    };
+    build(input, big, speaker, primary)
+}
+
 fn tile(m: &VideoMember, rect: Rect, speaker: Option<u32>) -> TileDesc {
     TileDesc {
         member: m.id,
@@ -183,4 +201,37 @@ fn build(
         big,
         tiles,
     })
+}
+
+#[cfg(test)]
+mod viewer_tests {
+    use super::*;
+
+    #[test]
+    fn the_viewer_sees_the_speaker_big_and_everyone() {
+        let members: Vec<VideoMember> = (1..=3)
+            .map(|id| VideoMember {
+                id,
+                number: id,
+                has_video: true,
+                video_off: false,
+                subscribed: true,
+            })
+            .collect();
+        let input = SceneInput {
+            members: &members,
+            active_speaker: Some(2),
+            previous_speaker: None,
+            floor: None,
+            layout: LayoutConfig::new(LayoutKind::ActiveSpeaker, 640, 360),
+        };
+        let c = viewer_canvas(&input).unwrap();
+        assert_eq!(c.big, Some(2));
+        assert_eq!(c.tiles.len(), 3);
+        assert_eq!(c.tiles[0].member, 2);
+        // The same canvas member 1 (not the speaker) gets.
+        let mut plan = CanvasPlan::default();
+        plan_canvases(&input, &mut plan).unwrap();
+        assert_eq!(plan.canvases[plan.canvas_of(1).unwrap()], c);
+    }
 }

@@ -127,6 +127,12 @@ impl Table for Conference {
                 format!("stream is too long (at most {MAX_STREAM_LEN} bytes)"),
             ));
         }
+        // An RTMP URL broadcasts this conference there (instead of its profile's URL).
+        if stream.starts_with("rtmp") {
+            let url = crate::broadcast::expand_url(&stream, cx.dev, &name);
+            crate::broadcast::rtmp::RtmpUrl::parse(&url)
+                .map_err(|e| CqlError::invalid(format!("stream: {e}")))?;
+        }
         let row = ConferenceRow {
             name: name.clone(),
             user_id,
