@@ -458,8 +458,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 )
             })
             .collect(),
-        broadcast: false,
-        hls: None,
+        // The demo links to the HLS player when viewers have somewhere to watch.
+        broadcast: !config.hls_url.is_empty(),
+        hls: (!config.hls_url.is_empty()).then(|| config.hls_url.replace("{name}", "{room}")),
         ws: crate::http::Endpoint {
             port: ws_addr.port(),
             tls: ws_tls,

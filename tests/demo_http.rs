@@ -78,6 +78,8 @@ async fn page_js_api_and_features_are_served() {
     );
     assert_eq!(f["ws"]["port"], json!(s.ws.port()));
     assert_eq!(f["ws"]["tls"], json!(false));
+    assert_eq!(f["broadcast"], json!(false), "no [broadcast] hls_url");
+    assert_eq!(f["hls"], json!(null));
     assert_eq!(f["sip"]["port"], json!(s.sip.port()));
     assert_eq!(f["profiles"]["video"]["video"], json!(true));
     assert_eq!(f["profiles"]["audio"]["video"], json!(false));
@@ -306,4 +308,22 @@ where
         .unwrap()
         .unwrap();
     serde_json::from_str::<Value>(m.to_text().unwrap()).unwrap()
+}
+
+/// With `[broadcast] hls_url`, `/api/features` tells the demo page where viewers watch
+/// (`{room}` is what the page fills in).
+#[tokio::test]
+async fn features_name_the_hls_player_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(
+        dir.path(),
+        &[
+            "--set",
+            "broadcast.hls_url=http://127.0.0.1:8088/hls/{name}.m3u8",
+        ],
+    );
+    let http = s.http.expect("HTTP listener");
+    let f = get(http, "/api/features").await.json();
+    assert_eq!(f["broadcast"], json!(true));
+    assert_eq!(f["hls"], json!("http://127.0.0.1:8088/hls/{room}.m3u8"));
 }

@@ -105,6 +105,9 @@ pub struct Config {
     pub broadcast_video_bitrate: u32,
     /// `[broadcast] audio_bitrate`, bit/s.
     pub broadcast_audio_bitrate: u32,
+    /// `[broadcast] hls_url`: the HLS playlist viewers open, `{name}` standing for the
+    /// conference name (empty: no player link is offered).
+    pub hls_url: String,
 }
 
 /// Canvas layouts of video conferences.
@@ -600,6 +603,21 @@ pub static KEYS: &[Key] = &[
     },
     Key {
         section: "broadcast",
+        name: "hls_url",
+        default: "",
+        doc: "The HLS playlist viewers of a broadcast open (where nginx-rtmp's hls_path is \
+              served), `{name}` standing for the conference name, e.g. \
+              http://127.0.0.1:8088/hls/{name}.m3u8. The demo page links to it. Empty: no link.",
+        set: |c, v| {
+            if !(v.is_empty() || v.starts_with("http://") || v.starts_with("https://")) {
+                return Err(format!("`{v}` is not an http:// or https:// URL"));
+            }
+            c.hls_url = v.to_string();
+            Ok(())
+        },
+    },
+    Key {
+        section: "broadcast",
         name: "audio_bitrate",
         default: "128",
         doc: "kbit/s of the AAC mix sent over RTMP and recorded.",
@@ -821,6 +839,7 @@ impl Default for Config {
             log_level: String::new(),
             profiles: builtin_profiles(),
             record_dir: PathBuf::new(),
+            hls_url: String::new(),
             broadcast_video_bitrate: 0,
             broadcast_audio_bitrate: 0,
         };

@@ -198,7 +198,7 @@ pub struct Peer {
 enum AudioDecoder {
     Opus(opus::Decoder),
     /// G.711 resampled to 48 kHz, so everything heard is on one 48 kHz timeline.
-    G711(Law, g711::Upsampler),
+    G711(Law, Box<g711::Upsampler>),
 }
 
 impl AudioDecoder {
@@ -467,7 +467,7 @@ impl Peer {
                         None => AudioDecoder::Opus(
                             opus::Decoder::new(48000, opus::Channels::Mono).unwrap(),
                         ),
-                        Some(law) => AudioDecoder::G711(law, g711::Upsampler::new()),
+                        Some(law) => AudioDecoder::G711(law, Box::new(g711::Upsampler::new())),
                     };
                     let ticks = dec.frame_ticks();
                     let mut last: Option<(u16, u32)> = None;
