@@ -53,12 +53,7 @@ fn the_tone_detector_separates_the_test_tones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_peers_hear_each_other_and_not_themselves() {
-    let mut room = Room::start(&[]).await;
-    for user in [1, 2] {
-        room.invite(user).await;
-    }
-    room.join(1, TONES[0]).await;
-    room.join(2, TONES[1]).await;
+    let mut room = Room::with_talkers(&[], &[1, 2]).await;
     room.assert_hearing(&TONES[..2], "two peers").await;
     let rows = room.wait_members(&[1, 2]).await;
     check_rows(&rows, &[1, 2]);
@@ -177,14 +172,8 @@ async fn tones_survive_ten_percent_packet_loss() {
 /// cannot dial back in (its invitation is gone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kicked_member_gets_bye_with_reason_and_leaves() {
-    let mut room = Room::start(&[]).await;
     let users = [1, 2, 3];
-    for user in users {
-        room.invite(user).await;
-    }
-    for (user, tone) in users.iter().zip(TONES) {
-        room.join(*user, tone).await;
-    }
+    let mut room = Room::with_talkers(&[], &users).await;
     room.assert_hearing(&TONES[..3], "before the kick").await;
     room.wait_members(&users).await;
 
@@ -194,23 +183,7 @@ async fn a_kicked_member_gets_bye_with_reason_and_leaves() {
         ))
         .await
         .unwrap();
-    let kicked = room.member(2);
-    let bye = kicked.sip.expect_request("BYE", deadline(10)).await;
-    assert_eq!(
-        bye.h("call-id"),
-        Some(kicked.session.call_id.as_str()),
-        "{}",
-        bye.raw
-    );
-    let reason = bye
-        .h("reason")
-        .unwrap_or_else(|| panic!("the BYE has no Reason header:\n{}", bye.raw));
-    assert!(
-        reason.starts_with("SIP") || reason.starts_with("Q.850"),
-        "Reason is RFC 3326 (protocol ;cause ;text): {reason}"
-    );
-    assert!(reason.contains("text="), "Reason has a text: {reason}");
-    kicked.sip.respond(&bye, 200, "OK");
+    room.member(2).expect_bye().await;
     let mut kicked = room.take(2);
     // The browser closes its peer connection after the BYE; the tone stops with it.
     kicked.peer.close().await;
@@ -313,23 +286,13 @@ async fn refused_calls_never_join() {
 /// closed): the server ends the call itself, with a BYE that says why, and the member leaves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_whose_media_closes_is_hung_up() {
-    let mut room = Room::start(&[]).await;
-    for user in [1, 2] {
-        room.invite(user).await;
-    }
-    room.join(1, TONES[0]).await;
-    room.join(2, TONES[1]).await;
+    let mut room = Room::with_talkers(&[], &[1, 2]).await;
     room.assert_hearing(&TONES[..2], "two peers").await;
 
     let mut gone = room.take(2);
     gone.peer.close().await; // DTLS close_notify, no BYE
-    let bye = gone.sip.expect_request("BYE", deadline(15)).await;
-    assert_eq!(bye.h("call-id"), Some(gone.session.call_id.as_str()));
-    let reason = bye
-        .h("reason")
-        .unwrap_or_else(|| panic!("the BYE has no Reason header:\n{}", bye.raw));
+    let reason = gone.expect_bye().await;
     assert!(reason.contains("media"), "{reason}");
-    gone.sip.respond(&bye, 200, "OK");
     room.wait_members(&[1]).await;
     room.close().await;
 }

@@ -14,7 +14,6 @@ mod common;
 use std::time::Duration;
 
 use common::audio_room::*;
-use common::sip_client::Msg;
 use futures_util::{SinkExt, StreamExt};
 use mysql_async::prelude::Queryable;
 use serde_json::Value;
@@ -36,29 +35,6 @@ async fn flags_of(room: &mut Room, user: i64) -> (String, String, String) {
     rows.into_iter()
         .next()
         .unwrap_or_else(|| panic!("user {user} is not in conference_members"))
-}
-
-/// The server hangs `user` up: a BYE for its dialog with an RFC 3326 Reason header, which the
-/// test answers as JsSIP does. Returns the Reason.
-async fn expect_bye(room: &mut Room, user: i64) -> String {
-    let m = room.member(user);
-    let bye: Msg = m.sip.expect_request("BYE", deadline(15)).await;
-    assert_eq!(
-        bye.h("call-id"),
-        Some(m.session.call_id.as_str()),
-        "{}",
-        bye.raw
-    );
-    let reason = bye
-        .h("reason")
-        .unwrap_or_else(|| panic!("the BYE has no Reason header:\n{}", bye.raw))
-        .to_string();
-    assert!(
-        (reason.starts_with("SIP") || reason.starts_with("Q.850")) && reason.contains("text="),
-        "Reason is RFC 3326 (protocol ;cause ;text): {reason}"
-    );
-    m.sip.respond(&bye, 200, "OK");
-    reason
 }
 
 /// A comet WebSocket subscriber of the conference's event pipe.
@@ -141,14 +117,8 @@ fn moderation_events(events: &[(String, Value)]) -> Vec<String> {
 /// still hears everybody; a deaf member receives nothing while the others hear it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mute_and_deaf_take_effect_in_the_media() {
-    let mut room = Room::start(&[]).await;
     let users = [1, 2, 3];
-    for user in users {
-        room.invite(user).await;
-    }
-    for (user, tone) in users.iter().zip(TONES) {
-        room.join(*user, tone).await;
-    }
+    let mut room = Room::with_talkers(&[], &users).await;
     room.assert_hearing(&TONES[..3], "three talkers").await;
     room.wait_members(&users).await;
 
@@ -251,7 +221,7 @@ async fn events_arrive_in_order_and_delete_hangs_up() {
         ))
         .await;
     assert_eq!(n, 1, "one member hung up");
-    let reason = expect_bye(&mut room, 2).await;
+    let reason = room.member(2).expect_bye().await;
     println!("BYE Reason: {reason}");
     let mut gone = room.take(2);
     gone.peer.close().await;
@@ -339,7 +309,7 @@ async fn the_profile_time_limit_ends_the_conference() {
         "{rows:?}"
     );
     for user in [1, 2] {
-        let reason = expect_bye(&mut room, user).await;
+        let reason = room.member(user).expect_bye().await;
         assert!(reason.contains("time limit"), "{reason}");
     }
     let after = started.elapsed();
@@ -355,12 +325,7 @@ async fn the_profile_time_limit_ends_the_conference() {
 /// conference; 0 removes the limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conference_time_limit_set_over_cometql_ends_it() {
-    let mut room = Room::start(&[]).await;
-    for user in [1, 2] {
-        room.invite(user).await;
-    }
-    room.join(1, TONES[0]).await;
-    room.join(2, TONES[1]).await;
+    let mut room = Room::with_talkers(&[], &[1, 2]).await;
     room.wait_members(&[1, 2]).await;
     // A limit far away, then none: nothing happens.
     room.update(&format!(
@@ -378,7 +343,7 @@ async fn a_conference_time_limit_set_over_cometql_ends_it() {
     ))
     .await;
     for user in [1, 2] {
-        let reason = expect_bye(&mut room, user).await;
+        let reason = room.member(user).expect_bye().await;
         assert!(reason.contains("time limit"), "{reason}");
     }
     room.wait_members(&[]).await;

@@ -56,6 +56,30 @@ pub struct Member {
     pub peer: Peer,
 }
 
+impl Member {
+    /// The server hangs this member up: a BYE for its dialog with an RFC 3326 Reason header
+    /// (protocol, cause, text), which the test answers as JsSIP does. Returns the Reason.
+    pub async fn expect_bye(&mut self) -> String {
+        let bye = self.sip.expect_request("BYE", deadline(15)).await;
+        assert_eq!(
+            bye.h("call-id"),
+            Some(self.session.call_id.as_str()),
+            "{}",
+            bye.raw
+        );
+        let reason = bye
+            .h("reason")
+            .unwrap_or_else(|| panic!("the BYE has no Reason header:\n{}", bye.raw))
+            .to_string();
+        assert!(
+            (reason.starts_with("SIP") || reason.starts_with("Q.850")) && reason.contains("text="),
+            "Reason is RFC 3326 (protocol ;cause ;text): {reason}"
+        );
+        self.sip.respond(&bye, 200, "OK");
+        reason
+    }
+}
+
 /// A server with its CometQL connection and the members that joined.
 pub struct Room {
     pub server: Server,
@@ -75,6 +99,19 @@ impl Room {
             members: Vec::new(),
             _dir: dir,
         }
+    }
+
+    /// A server (with `extra` flags) whose conference has `users` in it, user `users[i]`
+    /// sending `TONES[i]`: each invited over CometQL, then joined over SIP and WebRTC.
+    pub async fn with_talkers(extra: &[&str], users: &[i64]) -> Room {
+        let mut room = Room::start(extra).await;
+        for &user in users {
+            room.invite(user).await;
+        }
+        for (&user, tone) in users.iter().zip(TONES) {
+            room.join(user, tone).await;
+        }
+        room
     }
 
     /// What the backend does before a user may call: the user's key, then the invitation.
