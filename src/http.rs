@@ -164,11 +164,115 @@ async fn metrics(
         )
             .into_response();
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        render(&ctx),
+    let mut body = render(&ctx);
+    // The WebRTC endpoint's counters come from its driver task (skipped if it does not answer
+    // within a second, e.g. while it is shutting down).
+    if let Ok(Ok(m)) = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        ctx.runtime.endpoint_metrics(),
     )
-        .into_response()
+    .await
+    {
+        body.push_str(&render_endpoint(&m));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// The WebRTC endpoint's counters (`comet_sfu_*`) in the Prometheus text format.
+pub fn render_endpoint(m: &comet_sfu::Metrics) -> String {
+    let metrics: [(&str, &str, &str, u64); 14] = [
+        (
+            "comet_sfu_participants",
+            "gauge",
+            "WebRTC participants held by the endpoint.",
+            m.participants,
+        ),
+        (
+            "comet_sfu_datagrams_in_total",
+            "counter",
+            "UDP datagrams received on the media port.",
+            m.datagrams_in,
+        ),
+        (
+            "comet_sfu_datagrams_out_total",
+            "counter",
+            "UDP datagrams sent from the media port.",
+            m.datagrams_out,
+        ),
+        (
+            "comet_sfu_bytes_in_total",
+            "counter",
+            "Bytes received on the media port.",
+            m.bytes_in,
+        ),
+        (
+            "comet_sfu_bytes_out_total",
+            "counter",
+            "Bytes sent from the media port.",
+            m.bytes_out,
+        ),
+        (
+            "comet_sfu_malformed_dropped_total",
+            "counter",
+            "Datagrams dropped as none of STUN/DTLS/RTP/RTCP or garbled.",
+            m.malformed_dropped,
+        ),
+        (
+            "comet_sfu_unknown_dropped_total",
+            "counter",
+            "Datagrams dropped because no participant claims them.",
+            m.unknown_dropped,
+        ),
+        (
+            "comet_sfu_rtp_in_total",
+            "counter",
+            "RTP packets received from participants.",
+            m.rtp_in,
+        ),
+        (
+            "comet_sfu_rtp_out_total",
+            "counter",
+            "RTP packets sent to participants (retransmissions excluded).",
+            m.rtp_out,
+        ),
+        (
+            "comet_sfu_nacks_received_total",
+            "counter",
+            "NACKs received from participants.",
+            m.nacks_received,
+        ),
+        (
+            "comet_sfu_writes_refused_total",
+            "counter",
+            "Media writes refused (participant not connected or not receiving).",
+            m.writes_refused,
+        ),
+        (
+            "comet_sfu_events_dropped_total",
+            "counter",
+            "Media events dropped because the conference runtime was behind.",
+            m.events_dropped,
+        ),
+        (
+            "comet_sfu_send_errors_total",
+            "counter",
+            "Failed UDP sends.",
+            m.send_errors,
+        ),
+        (
+            "comet_sfu_panics_total",
+            "counter",
+            "Panics caught inside the WebRTC stack (bugs).",
+            m.panics,
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in metrics {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    }
+    out
 }
 
 /// The metrics text (Prometheus text format, version 0.0.4).
@@ -178,7 +282,7 @@ pub fn render(ctx: &HttpContext) -> String {
     let h = &ctx.hub.stats;
     let r = &ctx.runtime.stats;
     let v = &r.video;
-    let metrics: [(&str, &str, &str, f64); 25] = [
+    let metrics: [(&str, &str, &str, f64); 26] = [
         (
             "comet_cometql_connections",
             "gauge",
@@ -256,6 +360,12 @@ pub fn render(ctx: &HttpContext) -> String {
             "counter",
             "20 ms mixing periods run.",
             load(&r.ticks),
+        ),
+        (
+            "comet_mix_ticks_skipped_total",
+            "counter",
+            "20 ms mixing periods skipped because the runtime fell over 200 ms behind.",
+            load(&r.ticks_skipped),
         ),
         (
             "comet_mix_seconds_total",

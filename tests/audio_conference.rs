@@ -57,6 +57,29 @@ async fn two_peers_hear_each_other_and_not_themselves() {
     room.assert_hearing(&TONES[..2], "two peers").await;
     let rows = room.wait_members(&[1, 2]).await;
     check_rows(&rows, &[1, 2]);
+    // What an operator sees on /metrics: two WebRTC participants, media both ways, the
+    // mixing clock running, nothing dropped or skipped.
+    let m = media_metrics(&room.server);
+    let v = |name: &str| metric(&m, name).unwrap_or_else(|| panic!("{name} missing: {m}"));
+    assert_eq!(v("comet_sfu_participants"), 2.0, "{m}");
+    assert_eq!(v("comet_participants"), 2.0, "{m}");
+    for name in [
+        "comet_sfu_rtp_in_total",
+        "comet_sfu_rtp_out_total",
+        "comet_sfu_datagrams_in_total",
+        "comet_sfu_bytes_out_total",
+        "comet_rtp_packets_in_total",
+        "comet_rtp_packets_out_total",
+        "comet_mix_ticks_total",
+    ] {
+        assert!(v(name) > 0.0, "{name}: {m}");
+    }
+    for name in [
+        "comet_sfu_malformed_dropped_total",
+        "comet_sfu_panics_total",
+    ] {
+        assert_eq!(v(name), 0.0, "{name}: {m}");
+    }
     room.close().await;
 }
 
@@ -271,7 +294,7 @@ async fn refused_calls_never_join() {
     assert!(room.members_rows().await.is_empty());
     let metrics = media_metrics(&room.server);
     assert!(
-        metrics.contains("comet_participants 0"),
+        metrics.contains("comet_participants 0") && metrics.contains("comet_sfu_participants 0"),
         "media participants after refused calls: {metrics}"
     );
     let _ = peer.pc.close().await;

@@ -264,25 +264,33 @@ async fn events_arrive_in_order_and_delete_hangs_up() {
         );
     }
 
-    // The history has them too, in the same order.
-    let rows: Vec<(String, String)> = room
-        .db
-        .query(format!(
-            "SELECT event, message FROM pipes_messages WHERE name = 'conference_{ROOM}'"
-        ))
-        .await
-        .unwrap();
-    let logged: Vec<String> = rows
-        .iter()
-        .filter(|(e, _)| e != "talking")
-        .map(|(e, _)| e.clone())
-        .collect();
+    // The history has them too, in the same order (it is written just after the frame goes
+    // out, so the last rows may land a moment after the WebSocket saw them).
     let sent: Vec<String> = events
         .iter()
         .filter(|(e, _)| e != "talking")
         .map(|(e, _)| e.clone())
         .collect();
-    assert_eq!(logged, sent, "pipes_messages: {rows:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows: Vec<(String, String)> = room
+            .db
+            .query(format!(
+                "SELECT event, message FROM pipes_messages WHERE name = 'conference_{ROOM}'"
+            ))
+            .await
+            .unwrap();
+        let logged: Vec<String> = rows
+            .iter()
+            .filter(|(e, _)| e != "talking")
+            .map(|(e, _)| e.clone())
+            .collect();
+        if logged.len() >= sent.len() || Instant::now() > deadline {
+            assert_eq!(logged, sent, "pipes_messages: {rows:?}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     room.close().await;
 }
 

@@ -209,6 +209,8 @@ pub struct AudioReceiver {
     pcm_level: Option<u8>,
     pcm_ts: Option<u32>,
     concealed_run: Duration,
+    /// See [`AudioReceiver::set_quiet`].
+    quiet: bool,
     cfg: AudioReceiverConfig,
     stats: AudioReceiverStats,
 }
@@ -243,6 +245,7 @@ impl AudioReceiver {
             pcm_level: None,
             pcm_ts: None,
             concealed_run: Duration::ZERO,
+            quiet: false,
             cfg,
             stats: AudioReceiverStats::default(),
         })
@@ -330,22 +333,26 @@ impl AudioReceiver {
                 self.concealed_run = Duration::ZERO;
                 let dtx = matches!(self.decoder, Decoder::Opus(_))
                     && parse_packet(&payload).is_ok_and(|i| i.dtx);
-                match self.decoder.decode(&payload, self.channels, &mut buf) {
-                    Ok(_) if dtx => {
-                        buf.iter_mut().for_each(|s| *s = 0);
-                        (AudioFrameKind::Silence, audio_level)
-                    }
-                    Ok(_) => (AudioFrameKind::Decoded, audio_level),
-                    Err(_) => {
-                        self.stats.decode_errors += 1;
-                        buf.clear();
-                        self.conceal(&mut buf)
+                if dtx || (self.quiet && audio_level == Some(127)) {
+                    // A DTX frame decodes to comfort noise (libopus runs its concealment
+                    // and noise generator for it): not worth it for a mixer, which mixes
+                    // talkers only. Most members of a large conference send nothing else.
+                    silence(&mut buf);
+                    (AudioFrameKind::Silence, audio_level)
+                } else {
+                    match self.decoder.decode(&payload, self.channels, &mut buf) {
+                        Ok(_) => (AudioFrameKind::Decoded, audio_level),
+                        Err(_) => {
+                            self.stats.decode_errors += 1;
+                            buf.clear();
+                            self.conceal(&mut buf)
+                        }
                     }
                 }
             }
             Playout::Lost {
                 fec: Some(next), ..
-            } => match &mut self.decoder {
+            } if !self.quiet => match &mut self.decoder {
                 Decoder::Opus(d) => match d.decode_fec(&next, FRAME_SAMPLES, &mut buf) {
                     Ok(_) => {
                         self.concealed_run = Duration::ZERO;
@@ -359,7 +366,7 @@ impl AudioReceiver {
                 // No in-band FEC in G.711.
                 Decoder::G711 { .. } => self.conceal(&mut buf),
             },
-            Playout::Lost { fec: None, .. } => self.conceal(&mut buf),
+            Playout::Lost { .. } => self.conceal(&mut buf),
         };
         if buf.len() < FRAME_SAMPLES * ch {
             buf.resize(FRAME_SAMPLES * ch, 0);
@@ -374,7 +381,7 @@ impl AudioReceiver {
 
     fn conceal(&mut self, buf: &mut Vec<i16>) -> (AudioFrameKind, Option<u8>) {
         self.concealed_run += self.cfg.jitter.frame_duration;
-        if self.concealed_run > self.cfg.max_concealment {
+        if self.quiet || self.concealed_run > self.cfg.max_concealment {
             buf.resize(FRAME_SAMPLES * self.channels as usize, 0);
             return (AudioFrameKind::Silence, None);
         }
@@ -383,6 +390,15 @@ impl AudioReceiver {
             buf.resize(FRAME_SAMPLES * self.channels as usize, 0);
         }
         (AudioFrameKind::Concealed, None)
+    }
+
+    /// Quiet mode, for a mixer that knows this sender is not being heard (not talking, not
+    /// among the mixed): lost frames become silence instead of being concealed, and packets
+    /// whose RFC 6464 level says digital silence (127) are not decoded. A browser in DTX
+    /// sends a comfort-noise packet every 400 ms; without this each gap costs up to
+    /// `max_concealment` of packet-loss concealment. Off by default.
+    pub fn set_quiet(&mut self, quiet: bool) {
+        self.quiet = quiet;
     }
 
     /// Counters, including the jitter buffer's loss and jitter figures.

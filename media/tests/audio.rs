@@ -377,3 +377,66 @@ fn g711_round_trips_through_a_lossy_network() {
         }
     }
 }
+
+/// Decodes `input` (20 ms frames, DTX on, RFC 6464 levels as the sender computed them) through
+/// a receiver in quiet mode or not; returns the frame kinds and the receiver's stats.
+fn dtx_through(
+    input: &[i16],
+    quiet: bool,
+) -> (Vec<AudioFrameKind>, comet_media::audio::AudioReceiverStats) {
+    let mut sender = AudioSender::new(
+        OpusEncoderConfig {
+            dtx: true,
+            ..Default::default()
+        },
+        99,
+    )
+    .unwrap();
+    let mut rx = AudioReceiver::new(AudioReceiverConfig::default()).unwrap();
+    rx.set_quiet(quiet);
+    let base = Instant::now();
+    let mut seq = 0u16;
+    let mut kinds = Vec::new();
+    for (i, pcm) in input.chunks(FRAME_SAMPLES).enumerate() {
+        let now = base + MS20 * i as u32;
+        if let Some(p) = sender.encode(pcm).unwrap() {
+            let at = now + Duration::from_millis(10);
+            let mut packet = RtpPacket::new(seq, p.timestamp, p.marker, p.payload, at);
+            packet.audio_level = p.audio_level;
+            rx.push(packet, at).unwrap();
+            seq = seq.wrapping_add(1);
+        }
+        kinds.push(rx.pop(now + Duration::from_millis(15)).kind);
+    }
+    (kinds, rx.stats())
+}
+
+#[test]
+fn quiet_mode_spends_nothing_on_a_silent_dtx_sender() {
+    // 1 s of tone, 3 s of digital silence (DTX: a comfort-noise packet now and then), 1 s of
+    // tone.
+    let tone = signal(50, 1);
+    let mut input = tone.clone();
+    input.extend(std::iter::repeat_n(0i16, 150 * FRAME_SAMPLES));
+    input.extend(&tone);
+    let (normal, _) = dtx_through(&input, false);
+    let (quiet, stats) = dtx_through(&input, true);
+    let silent = 70..190;
+    let decoded = |k: &[AudioFrameKind]| {
+        k[silent.clone()]
+            .iter()
+            .filter(|k| **k != AudioFrameKind::Silence)
+            .count()
+    };
+    // Without quiet mode the comfort-noise packets are decoded (and the gaps after them may
+    // be concealed); in quiet mode the whole silent stretch is silence, nothing decoded.
+    assert!(decoded(&normal) > 0, "{normal:?}");
+    assert_eq!(decoded(&quiet), 0, "{quiet:?}");
+    assert_eq!(stats.concealed, 0, "{stats:?}");
+    // The tone after the silence (levels under 127) is decoded as usual.
+    let decoded_end = quiet[210..]
+        .iter()
+        .filter(|k| **k == AudioFrameKind::Decoded)
+        .count();
+    assert!(decoded_end >= 35, "{decoded_end}");
+}

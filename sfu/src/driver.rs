@@ -64,6 +64,7 @@ enum Command {
         timestamp: u32,
         level: Option<AudioLevel>,
     },
+    WriteAudioBatch(Vec<AudioWrite>),
     WriteVideo {
         id: ParticipantId,
         payload: Arc<[u8]>,
@@ -83,6 +84,16 @@ enum Command {
         reply: oneshot::Sender<Metrics>,
     },
     Shutdown,
+}
+
+/// One audio packet of [`SfuHandle::write_audio_batch_blocking`]: the arguments of
+/// [`Endpoint::write_audio`].
+#[derive(Debug, Clone)]
+pub struct AudioWrite {
+    pub id: ParticipantId,
+    pub payload: Arc<[u8]>,
+    pub timestamp: u32,
+    pub level: Option<AudioLevel>,
 }
 
 /// A cheap, cloneable handle to a running driver. The driver stops when every handle is
@@ -187,6 +198,21 @@ impl SfuHandle {
             level,
         })
         .await
+    }
+
+    /// Many [`Endpoint::write_audio`]s in one command (a mixer tick's output), from a thread
+    /// that is not a tokio runtime's: waits while the command channel is full.
+    ///
+    /// # Panics
+    /// When called from within an asynchronous execution context (tokio's rule for
+    /// `blocking_send`).
+    pub fn write_audio_batch_blocking(&self, writes: Vec<AudioWrite>) -> Result<(), Error> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.tx
+            .blocking_send(Command::WriteAudioBatch(writes))
+            .map_err(|_| Error::DriverGone)
     }
 
     /// [`Endpoint::write_video`], fire and forget.
@@ -384,6 +410,11 @@ fn handle_command(ep: &mut Endpoint, c: Command, events_dropped: u64, send_error
             level,
         } => {
             let _ = ep.write_audio(id, payload, timestamp, level, now);
+        }
+        Command::WriteAudioBatch(writes) => {
+            for w in writes {
+                let _ = ep.write_audio(w.id, w.payload, w.timestamp, w.level, now);
+            }
         }
         Command::WriteVideo {
             id,

@@ -2,8 +2,14 @@
 //!
 //! [`MediaRuntime`] is the [`CallHandler`] of the SIP layer. An answered INVITE becomes a
 //! participant of the WebRTC endpoint (`comet-sfu`) and a member of its conference; the
-//! conference exists while it has members. One task owns every conference and member, so the
-//! media path takes no locks. Every 20 ms it runs each conference:
+//! conference exists while it has members. Two parts share the conferences:
+//!
+//! - the **event loop** (a tokio task) takes joins, leaves and the endpoint's events; a media
+//!   packet only goes into its member's inbox, so the loop never waits for the mixing;
+//! - the **mixing clock** (a thread) runs every conference every 20 ms, the conferences in
+//!   parallel on rayon's thread pool (they share nothing on the media path), and within a
+//!   conference of many members steps 1 and 4 in parallel too; each conference is locked
+//!   only while its own tick runs. A tick:
 //!
 //! 1. each member's jitter buffer + decoder (`comet-media`: Opus, or G.711 for a caller that
 //!    offered nothing better, resampled to 48 kHz) gives exactly one 20 ms frame (decoded,
@@ -12,7 +18,10 @@
 //!    share one output;
 //! 3. the shared mix is encoded once per codec in use for all who hear it, a talker's own N-1
 //!    mix by its own encoder; every member's packets carry its own continuous RTP timestamps;
-//! 4. the payloads go out through the endpoint (SRTP).
+//! 4. the payloads go out through the endpoint (SRTP), one batch per tick.
+//!
+//! [`Conf`] owns its members, so a conference's tick touches only its own state; the event
+//! loop keeps which conference (and inbox) each participant has.
 //!
 //! Conferences whose profile has video also get a video thread ([`VideoWorker`] running a
 //! [`super::video::VideoMixer`]): this task forwards it each member's video packets, keyframe
@@ -35,11 +44,12 @@ use comet_media::{
     AudioCodec, AudioReceiver, AudioReceiverConfig, AudioSender, OpusEncoderConfig, RtpPacket,
 };
 use comet_mixer::{AudioMixer, MemberId, MemberInput, MixerConfig, OutputKind};
-use comet_sfu::driver::{Events, SfuHandle};
+use comet_sfu::driver::{AudioWrite, Events, SfuHandle};
 use comet_sfu::{
     Answer, AnswerOptions, AudioLevel, CloseReason, Codec, Direction, Event, MediaKind,
     ParticipantId,
 };
+use rayon::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
 use super::ConferenceRegistry;
@@ -101,6 +111,8 @@ pub struct RuntimeStats {
     /// Frames concealed (loss) over every member that has left.
     pub concealed: AtomicU64,
     pub ticks: AtomicU64,
+    /// 20 ms periods skipped because the runtime fell more than 200 ms behind.
+    pub ticks_skipped: AtomicU64,
     /// Time spent decoding + mixing + encoding, nanoseconds.
     pub mix_ns: AtomicU64,
     /// The video threads of every video conference.
@@ -152,17 +164,32 @@ impl MediaRuntime {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(RuntimeStats::default());
         let profiles = cfg.profiles.clone();
+        let table = Arc::new(Mutex::new(Vec::new()));
+        let clock = Clock {
+            table: Arc::downgrade(&table),
+            sfu: sfu.clone(),
+            registry: registry.clone(),
+            stats: stats.clone(),
+            enc_cfg: encoder_config(&cfg),
+            epoch: Instant::now(),
+            flags_seen: 0,
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("comet-mix-clock".into())
+            .spawn(move || clock.run())
+        {
+            tracing::error!("cannot start the mixing clock thread: {e}");
+        }
         let task = Task {
             rt: tokio::runtime::Handle::current(),
             sfu: sfu.clone(),
             registry,
             stats: stats.clone(),
             cfg,
-            members: HashMap::new(),
+            where_is: HashMap::new(),
             by_call: HashMap::new(),
             confs: HashMap::new(),
-            epoch: Instant::now(),
-            flags_seen: 0,
+            table,
         };
         tokio::spawn(task.run(events, rx));
         Arc::new(MediaRuntime {
@@ -172,6 +199,11 @@ impl MediaRuntime {
             profiles,
             stats,
         })
+    }
+
+    /// The WebRTC endpoint's counters.
+    pub async fn endpoint_metrics(&self) -> Result<comet_sfu::Metrics, comet_sfu::Error> {
+        self.sfu.metrics().await
     }
 
     fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<CallId, ParticipantId>> {
@@ -316,9 +348,27 @@ fn new_sender(codec: AudioCodec, opus: OpusEncoderConfig) -> comet_media::Result
 
 type ConfKey = (DevId, String);
 
+/// A conference with at least this many members decodes and encodes its members on the
+/// thread pool too (below it, one thread per conference is cheaper than splitting it).
+const PAR_MEMBERS: usize = 64;
+/// Members per piece of work when a large conference is split.
+const PAR_CHUNK: usize = 16;
+
+/// Audio packets the event loop received for one member since its last tick: the event loop
+/// never waits for a conference's tick, the tick moves them into the jitter buffer.
+type Inbox = Arc<Mutex<Vec<RtpPacket>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Each critical section leaves the data valid; a poisoned lock still holds it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 struct Member {
+    pid: ParticipantId,
+    inbox: Inbox,
+    /// The inbox's previous buffer, swapped in to keep the tick free of allocations.
+    spare: Vec<RtpPacket>,
     call: CallInfo,
-    conf: ConfKey,
     mixer_id: MemberId,
     /// What this member sends and receives: Opus, or G.711 when it offered nothing better.
     codec: AudioCodec,
@@ -338,11 +388,35 @@ struct Member {
     video: bool,
 }
 
+impl Member {
+    /// Step 1 of a tick: this member's 20 ms frame (decoded, concealed or silence).
+    fn pop(&mut self, now: Instant) {
+        std::mem::swap(&mut *lock(&self.inbox), &mut self.spare);
+        for packet in self.spare.drain(..) {
+            let arrival = packet.arrival;
+            // Malformed payloads are counted by the receiver and dropped.
+            let _ = self.rx.push(packet, arrival);
+        }
+        let frame = self.rx.pop(now);
+        if frame.samples.len() == FRAME {
+            self.pcm.copy_from_slice(&frame.samples);
+        } else {
+            self.pcm.fill(0);
+        }
+        self.level = frame.audio_level;
+    }
+}
+
+/// One conference: its members, mixer and encoders. Conferences share nothing on the media
+/// path, so a tick runs them in parallel (each on one pool thread at a time).
 struct Conf {
+    key: ConfKey,
     mixer: AudioMixer,
     /// Encode the mix that every non-talker hears, once per tick and codec in use.
     shared: Vec<(AudioCodec, AudioSender)>,
-    members: Vec<ParticipantId>,
+    members: Vec<Member>,
+    /// Where each participant is in `members`.
+    index: HashMap<ParticipantId, usize>,
     /// The RTMP output and/or recording of the conference (gets the shared mix every tick).
     broadcast: Option<Broadcast>,
     /// The video thread feeds the broadcast its viewer canvas.
@@ -355,39 +429,268 @@ struct Conf {
     delays_sent: Option<Instant>,
 }
 
+/// What every conference's tick shares.
+struct TickCtx<'a> {
+    now: Instant,
+    now_ms: u64,
+    enc_cfg: OpusEncoderConfig,
+    registry: &'a ConferenceRegistry,
+}
+
+impl Conf {
+    fn member(&self, pid: ParticipantId) -> Option<&Member> {
+        self.members.get(*self.index.get(&pid)?)
+    }
+
+    fn member_mut(&mut self, pid: ParticipantId) -> Option<&mut Member> {
+        let i = *self.index.get(&pid)?;
+        self.members.get_mut(i)
+    }
+
+    fn insert(&mut self, m: Member) {
+        self.index.insert(m.pid, self.members.len());
+        self.members.push(m);
+    }
+
+    fn take(&mut self, pid: ParticipantId) -> Option<Member> {
+        let i = self.index.remove(&pid)?;
+        let m = self.members.swap_remove(i);
+        if let Some(moved) = self.members.get(i) {
+            self.index.insert(moved.pid, i);
+        }
+        Some(m)
+    }
+
+    fn is_large(&self) -> bool {
+        self.members.len() >= PAR_MEMBERS
+    }
+
+    /// One 20 ms period of this conference; returns what to send.
+    fn tick(&mut self, ctx: &TickCtx<'_>) -> Vec<Write> {
+        let now = ctx.now;
+        // 1. One frame per member.
+        if self.is_large() {
+            self.members
+                .par_iter_mut()
+                .with_min_len(PAR_CHUNK)
+                .for_each(|m| m.pop(now));
+        } else {
+            self.members.iter_mut().for_each(|m| m.pop(now));
+        }
+        // 2. Mix.
+        let inputs: Vec<MemberInput<'_>> = self
+            .members
+            .iter()
+            .map(|m| MemberInput {
+                member: m.mixer_id,
+                pcm: &m.pcm,
+                audio_level: m.level,
+            })
+            .collect();
+        if let Err(e) = self.mixer.mix(ctx.now_ms, &inputs) {
+            tracing::warn!(conference = %self.key.1, "mix failed: {e}");
+            return Vec::new();
+        }
+        drop(inputs);
+        // What a listener who is not talking hears goes to the broadcast.
+        if let Some(b) = &self.broadcast {
+            b.push_audio(self.mixer.shared_mix());
+        }
+        self.feed_video(now);
+        // 3. Voice activity for conference_members and the event pipe, and the shared mix
+        // encoded once per codec that someone hearing it uses.
+        let mut shared: Vec<(AudioCodec, Option<Encoded>)> = Vec::new();
+        for m in &mut self.members {
+            if let Ok(st) = self.mixer.status(m.mixer_id) {
+                // Nobody hears a member who is neither talking nor mixed: until it talks, its
+                // losses need no concealment and its silence no decoding.
+                m.rx.set_quiet(!st.talking && !st.mixed);
+                // On every change of talking, and at least once a second.
+                let due = match m.reported {
+                    None => true,
+                    Some((talking, energy, at)) => {
+                        talking != st.talking
+                            || (st.talking && now.duration_since(at) >= Duration::from_secs(1))
+                            || (energy != st.energy
+                                && now.duration_since(at) >= Duration::from_secs(1))
+                    }
+                };
+                if due {
+                    ctx.registry.activity(
+                        self.key.0,
+                        &self.key.1,
+                        m.call.user,
+                        st.talking,
+                        st.energy,
+                        now,
+                    );
+                    m.reported = Some((st.talking, st.energy, now));
+                }
+            }
+            if m.connected
+                && !shared.iter().any(|(c, _)| *c == m.codec)
+                && self
+                    .mixer
+                    .output(m.mixer_id)
+                    .is_ok_and(|o| o.kind == OutputKind::Shared)
+            {
+                let e = self
+                    .shared
+                    .iter_mut()
+                    .find(|(c, _)| *c == m.codec)
+                    .and_then(|(_, enc)| enc.encode(self.mixer.shared_mix()).ok())
+                    .flatten()
+                    .map(|p| (Arc::<[u8]>::from(p.payload), p.audio_level));
+                shared.push((m.codec, e));
+            }
+        }
+        // 4. Each member's payload: the shared one, or its own N-1 mix encoded by its own
+        // encoder (talkers).
+        let mixer = &self.mixer;
+        let shared = &shared;
+        let enc_cfg = ctx.enc_cfg;
+        let out = |m: &mut Member| member_output(m, mixer, shared, enc_cfg);
+        if self.is_large() {
+            self.members
+                .par_iter_mut()
+                .with_min_len(PAR_CHUNK)
+                .filter_map(out)
+                .collect()
+        } else {
+            self.members.iter_mut().filter_map(out).collect()
+        }
+    }
+
+    /// The video thread follows the dominant speaker and each member's audio delay.
+    fn feed_video(&mut self, now: Instant) {
+        let Some(w) = &self.video else {
+            return;
+        };
+        let dominant = self
+            .mixer
+            .dominant_speaker()
+            .and_then(|d| self.members.iter().find(|m| m.mixer_id == d).map(|m| m.pid));
+        if dominant.is_some() && dominant != self.speaker {
+            self.speaker = dominant;
+            w.send(VideoCmd::Speaker(dominant));
+        }
+        if self
+            .delays_sent
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.delays_sent = Some(now);
+            for m in self.members.iter().filter(|m| m.video) {
+                let delay = m.rx.stats().jitter.current_delay;
+                w.send(VideoCmd::AudioDelay(m.pid, delay));
+            }
+        }
+    }
+}
+
+/// What `m` gets this tick (after the mix): `None` when it is not connected, deaf, or its
+/// encoder skipped the frame.
+fn member_output(
+    m: &mut Member,
+    mixer: &AudioMixer,
+    shared: &[(AudioCodec, Option<Encoded>)],
+    enc_cfg: OpusEncoderConfig,
+) -> Option<Write> {
+    if !m.connected {
+        return None;
+    }
+    let out = mixer.output(m.mixer_id).ok()?;
+    if tracing::enabled!(tracing::Level::TRACE) {
+        let st = mixer.status(m.mixer_id).ok();
+        tracing::trace!(
+            participant = %m.pid, mixer_id = m.mixer_id.0, level = ?m.level,
+            input_peak = m.pcm.iter().map(|s| s.unsigned_abs()).max(),
+            talking = st.map(|s| s.talking), mixed = st.map(|s| s.mixed), output = ?out.kind,
+            output_peak = out.pcm.iter().map(|s| s.unsigned_abs()).max(), "tick"
+        );
+    }
+    let encoded = match out.kind {
+        OutputKind::Shared => shared
+            .iter()
+            .find(|(c, _)| *c == m.codec)
+            .and_then(|(_, e)| e.clone()),
+        OutputKind::Own => {
+            if m.own.is_none() {
+                m.own = new_sender(m.codec, enc_cfg).ok();
+            }
+            m.own
+                .as_mut()
+                .and_then(|enc| enc.encode(out.pcm).ok().flatten())
+                .map(|p| (Arc::<[u8]>::from(p.payload), p.audio_level))
+        }
+        // Deaf: nothing to hear; the browser treats the gap like DTX.
+        OutputKind::Silence => None,
+    };
+    let ts = m.out_ts;
+    // The timeline moves on even when nothing is sent (deaf, or an encoder skip).
+    m.out_ts = m.out_ts.wrapping_add(m.codec.frame_ticks());
+    let (payload, level) = encoded?;
+    Some(Write {
+        id: m.pid,
+        payload,
+        timestamp: ts,
+        level: level.map(|l| AudioLevel {
+            level: l,
+            voice: l < 127,
+        }),
+    })
+}
+
+type ConfRef = Arc<Mutex<Conf>>;
+
+/// Where the event loop finds a member.
+struct MemberRef {
+    conf: ConfRef,
+    inbox: Inbox,
+}
+
+/// The event loop: joins, leaves, SIP and WebRTC events. It owns the conference table; the
+/// [`Clock`] thread runs the conferences every 20 ms. Media packets go to the members'
+/// inboxes without waiting for a tick; everything else locks only the one conference.
 struct Task {
     rt: tokio::runtime::Handle,
     sfu: SfuHandle,
     registry: Arc<ConferenceRegistry>,
     stats: Arc<RuntimeStats>,
     cfg: RuntimeConfig,
-    members: HashMap<ParticipantId, Member>,
+    where_is: HashMap<ParticipantId, MemberRef>,
     by_call: HashMap<CallId, ParticipantId>,
-    confs: HashMap<ConfKey, Conf>,
-    epoch: Instant,
-    /// The registry generation whose moderation flags are applied.
-    flags_seen: u64,
+    confs: HashMap<ConfKey, ConfRef>,
+    /// The conferences the clock runs (the clock holds it weakly: it stops with the task).
+    table: Arc<Mutex<Vec<ConfRef>>>,
 }
 
 /// An encoded payload and its RFC 6464 level.
 type Encoded = (Arc<[u8]>, Option<u8>);
 
 /// One payload to send.
-struct Write {
-    to: ParticipantId,
-    payload: Arc<[u8]>,
-    ts: u32,
-    level: Option<AudioLevel>,
+type Write = AudioWrite;
+
+/// The Opus settings of what we send.
+fn encoder_config(cfg: &RuntimeConfig) -> OpusEncoderConfig {
+    OpusEncoderConfig {
+        channels: 1,
+        bitrate: cfg.opus_bitrate,
+        complexity: cfg.opus_complexity,
+        // No DTX: libopus decides DTX by its speech-activity analysis, which takes steady
+        // tones and music for inactivity and then drops most frames of a loud mix (the
+        // browsers did not ask for DTX either: no `usedtx=1` in their offers).
+        dtx: false,
+        fec: true,
+        packet_loss_percent: 0,
+    }
 }
 
 impl Task {
     async fn run(mut self, mut events: Events, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         loop {
             tokio::select! {
                 ev = events.recv() => match ev {
-                    Some((pid, ev)) => self.on_event(pid, ev).await,
+                    Some((pid, ev)) => self.on_event(pid, ev),
                     None => {
                         tracing::error!("the WebRTC endpoint stopped; the media runtime stops");
                         return;
@@ -401,9 +704,7 @@ impl Task {
                         self.reoffered(participant, &answer, video_bandwidth);
                     }
                     Some(Cmd::FastUpdate { participant }) => {
-                        if let Some(w) = self.video_of(participant) {
-                            w.send(VideoCmd::KeyframeRequest(participant));
-                        }
+                        self.to_video(participant, VideoCmd::KeyframeRequest(participant));
                     }
                     Some(Cmd::Leave { call }) => {
                         if let Some(pid) = self.by_call.get(&call).copied() {
@@ -413,29 +714,7 @@ impl Task {
                     }
                     None => return,
                 },
-                _ = tick.tick() => {
-                    let writes = self.tick(Instant::now());
-                    for w in writes {
-                        if self.sfu.write_audio(w.to, w.payload, w.ts, w.level).await.is_ok() {
-                            self.stats.rtp_out.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
             }
-        }
-    }
-
-    fn encoder_config(&self) -> OpusEncoderConfig {
-        OpusEncoderConfig {
-            channels: 1,
-            bitrate: self.cfg.opus_bitrate,
-            complexity: self.cfg.opus_complexity,
-            // No DTX: libopus decides DTX by its speech-activity analysis, which takes steady
-            // tones and music for inactivity and then drops most frames of a loud mix (the
-            // browsers did not ask for DTX either: no `usedtx=1` in their offers).
-            dtx: false,
-            fec: true,
-            packet_loss_percent: 0,
         }
     }
 
@@ -447,33 +726,36 @@ impl Task {
     ) -> Result<(), MediaError> {
         let failed = |e: &dyn std::fmt::Display| MediaError::Failed(e.to_string());
         let key: ConfKey = (call.dev, call.conference.clone());
-        let opus_cfg = self.encoder_config();
-        if !self.confs.contains_key(&key) {
-            let mixer = AudioMixer::new(MixerConfig {
-                max_talkers: self.cfg.max_talkers,
-                ..MixerConfig::default()
-            })
-            .map_err(|e| failed(&e))?;
-            self.confs.insert(
-                key.clone(),
-                Conf {
+        let opus_cfg = encoder_config(&self.cfg);
+        let conf_ref = match self.confs.get(&key) {
+            Some(c) => c.clone(),
+            None => {
+                let mixer = AudioMixer::new(MixerConfig {
+                    max_talkers: self.cfg.max_talkers,
+                    ..MixerConfig::default()
+                })
+                .map_err(|e| failed(&e))?;
+                let conf = Arc::new(Mutex::new(Conf {
+                    key: key.clone(),
                     mixer,
                     shared: Vec::new(),
                     members: Vec::new(),
+                    index: HashMap::new(),
                     broadcast: None,
                     broadcast_canvas: false,
                     video: None,
                     speaker: None,
                     delays_sent: None,
-                },
-            );
-            self.stats.conferences.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(dev = call.dev, conference = %call.conference, "conference started");
-        }
-        let conf = self
-            .confs
-            .get_mut(&key)
-            .ok_or_else(|| MediaError::Failed("conference vanished".into()))?;
+                }));
+                self.confs.insert(key.clone(), conf.clone());
+                lock(&self.table).push(conf.clone());
+                self.stats.conferences.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(dev = call.dev, conference = %call.conference, "conference started");
+                conf
+            }
+        };
+        let mut guard = lock(&conf_ref);
+        let conf = &mut *guard;
         let codec = answer
             .audio
             .as_ref()
@@ -497,12 +779,16 @@ impl Task {
             }
         }
         let mixer_id = conf.mixer.add_member().map_err(|e| failed(&e))?;
-        let rx = AudioReceiver::new(AudioReceiverConfig {
+        let rx = match AudioReceiver::new(AudioReceiverConfig {
             codec,
             ..AudioReceiverConfig::default()
-        })
-        .map_err(|e| failed(&e))?;
-        conf.members.push(answer.participant);
+        }) {
+            Ok(rx) => rx,
+            Err(e) => {
+                let _ = conf.mixer.remove_member(mixer_id);
+                return Err(failed(&e));
+            }
+        };
         // Video: the profile has it and the offer negotiated it.
         let settings = self.cfg.profiles.get(&call.profile).copied().flatten();
         let member_video = settings.zip(answer.video).and_then(|(settings, v)| {
@@ -547,26 +833,34 @@ impl Task {
             w.send(VideoCmd::Broadcast(b.video_sink()));
             conf.broadcast_canvas = true;
         }
-        self.by_call.insert(call.id, answer.participant);
         tracing::info!(
             dev = call.dev, conference = %call.conference, user = call.user,
             participant = %answer.participant, "member joined"
         );
-        self.members.insert(
+        let inbox = Inbox::default();
+        self.by_call.insert(call.id, answer.participant);
+        conf.insert(Member {
+            pid: answer.participant,
+            inbox: inbox.clone(),
+            spare: Vec::new(),
+            call,
+            mixer_id,
+            codec,
+            rx,
+            connected: false,
+            out_ts: rand::random(),
+            own: None,
+            pcm: vec![0; FRAME],
+            level: None,
+            reported: None,
+            video,
+        });
+        drop(guard);
+        self.where_is.insert(
             answer.participant,
-            Member {
-                call,
-                conf: key,
-                mixer_id,
-                codec,
-                rx,
-                connected: false,
-                out_ts: rand::random(),
-                own: None,
-                pcm: vec![0; FRAME],
-                level: None,
-                reported: None,
-                video,
+            MemberRef {
+                conf: conf_ref,
+                inbox,
             },
         );
         self.stats.participants.fetch_add(1, Ordering::Relaxed);
@@ -575,7 +869,9 @@ impl Task {
 
     /// Removes a member; the conference ends with its last member.
     fn remove(&mut self, pid: ParticipantId) -> Option<Member> {
-        let m = self.members.remove(&pid)?;
+        let r = self.where_is.remove(&pid)?;
+        let mut conf = lock(&r.conf);
+        let m = conf.take(pid)?;
         self.by_call.remove(&m.call.id);
         let rs = m.rx.stats();
         self.stats
@@ -585,20 +881,20 @@ impl Task {
             .concealed
             .fetch_add(rs.concealed, Ordering::Relaxed);
         self.stats.participants.fetch_sub(1, Ordering::Relaxed);
-        if let Some(conf) = self.confs.get_mut(&m.conf) {
-            let _ = conf.mixer.remove_member(m.mixer_id);
-            conf.members.retain(|p| *p != pid);
-            if let Some(w) = conf.video.as_ref().filter(|_| m.video) {
-                w.send(VideoCmd::Leave(pid));
-            }
-            if conf.speaker == Some(pid) {
-                conf.speaker = None;
-            }
-            if conf.members.is_empty() {
-                self.confs.remove(&m.conf);
-                self.stats.conferences.fetch_sub(1, Ordering::Relaxed);
-                tracing::info!(dev = m.conf.0, conference = %m.conf.1, "conference ended");
-            }
+        let _ = conf.mixer.remove_member(m.mixer_id);
+        if let Some(w) = conf.video.as_ref().filter(|_| m.video) {
+            w.send(VideoCmd::Leave(pid));
+        }
+        if conf.speaker == Some(pid) {
+            conf.speaker = None;
+        }
+        if conf.members.is_empty() {
+            let key = conf.key.clone();
+            drop(conf);
+            self.confs.remove(&key);
+            lock(&self.table).retain(|c| !Arc::ptr_eq(c, &r.conf));
+            self.stats.conferences.fetch_sub(1, Ordering::Relaxed);
+            tracing::info!(dev = key.0, conference = %key.1, "conference ended");
         }
         tracing::info!(
             dev = m.call.dev, conference = %m.call.conference, user = m.call.user,
@@ -607,15 +903,27 @@ impl Task {
         Some(m)
     }
 
-    /// The video thread of `pid`'s conference, if `pid` is in it.
-    fn video_of(&self, pid: ParticipantId) -> Option<&VideoWorker> {
-        let m = self.members.get(&pid).filter(|m| m.video)?;
-        self.confs.get(&m.conf)?.video.as_ref()
+    /// Sends `cmd` to the video thread of `pid`'s conference, if `pid` is in it.
+    fn to_video(&self, pid: ParticipantId, cmd: VideoCmd) -> bool {
+        let Some(r) = self.where_is.get(&pid) else {
+            return false;
+        };
+        let conf = lock(&r.conf);
+        match (&conf.video, conf.member(pid)) {
+            (Some(w), Some(m)) if m.video => {
+                w.send(cmd);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// A re-INVITE changed what the member negotiated (camera off: it no longer sends video).
     fn reoffered(&mut self, pid: ParticipantId, answer: &Answer, video_bandwidth: Option<u32>) {
-        let (Some(m), Some(v)) = (self.members.get(&pid), answer.video) else {
+        let (Some(r), Some(v)) = (self.where_is.get(&pid), answer.video) else {
+            return;
+        };
+        let Some(user) = lock(&r.conf).member(pid).map(|m| m.call.user) else {
             return;
         };
         let codec = match v.codec {
@@ -624,30 +932,29 @@ impl Task {
             _ => return,
         };
         let mv = MemberVideo {
-            number: u32::try_from(m.call.user).unwrap_or(u32::MAX),
+            number: u32::try_from(user).unwrap_or(u32::MAX),
             sends: v.direction.receives().then_some(codec),
             receives: v.direction.sends() && v.codec == Codec::H264,
             max_bitrate: video_bandwidth,
         };
-        if let Some(w) = self.video_of(pid) {
-            w.send(VideoCmd::Member(pid, mv));
-        }
+        self.to_video(pid, VideoCmd::Member(pid, mv));
     }
 
-    async fn on_event(&mut self, pid: ParticipantId, ev: Event) {
+    fn on_event(&mut self, pid: ParticipantId, ev: Event) {
         match ev {
             Event::Connected | Event::Reconnected => {
-                if let Some(m) = self.members.get_mut(&pid) {
+                if let Some(r) = self.where_is.get(&pid)
+                    && let Some(m) = lock(&r.conf).member_mut(pid)
+                {
                     m.connected = true;
                 }
-                if let Some(w) = self.video_of(pid) {
-                    w.send(VideoCmd::Connected(pid, true));
-                }
+                self.to_video(pid, VideoCmd::Connected(pid, true));
             }
             Event::Media(pkt) if pkt.kind == MediaKind::Video => {
                 self.stats.video.packets_in.fetch_add(1, Ordering::Relaxed);
-                if let Some(w) = self.video_of(pid) {
-                    w.send(VideoCmd::Packet(
+                self.to_video(
+                    pid,
+                    VideoCmd::Packet(
                         pid,
                         RtpPacket {
                             sequence_number: pkt.seq as u16,
@@ -657,35 +964,30 @@ impl Task {
                             audio_level: None,
                             arrival: pkt.arrival,
                         },
-                    ));
-                }
+                    ),
+                );
             }
             Event::KeyframeRequest(_) => {
-                if let Some(w) = self.video_of(pid) {
-                    w.send(VideoCmd::KeyframeRequest(pid));
-                }
+                self.to_video(pid, VideoCmd::KeyframeRequest(pid));
             }
-            Event::BitrateEstimate { bps, .. } => {
-                if let Some(w) = self.video_of(pid) {
-                    self.stats.video.estimates.fetch_add(1, Ordering::Relaxed);
-                    w.send(VideoCmd::Estimate(pid, bps));
-                }
+            Event::BitrateEstimate { bps, .. }
+                if self.to_video(pid, VideoCmd::Estimate(pid, bps)) =>
+            {
+                self.stats.video.estimates.fetch_add(1, Ordering::Relaxed);
             }
             Event::Media(pkt)
                 if pkt.kind == MediaKind::Audio && audio_codec(pkt.codec).is_some() =>
             {
                 self.stats.rtp_in.fetch_add(1, Ordering::Relaxed);
-                if let Some(m) = self.members.get_mut(&pid) {
-                    let packet = RtpPacket {
+                if let Some(r) = self.where_is.get(&pid) {
+                    lock(&r.inbox).push(RtpPacket {
                         sequence_number: pkt.seq as u16,
                         timestamp: pkt.timestamp,
                         marker: pkt.marker,
                         payload: pkt.payload.to_vec(),
                         audio_level: pkt.audio_level.map(|l| l.level),
                         arrival: pkt.arrival,
-                    };
-                    // Malformed payloads are counted by the receiver and dropped.
-                    let _ = m.rx.push(packet, pkt.arrival);
+                    });
                 }
             }
             Event::Closed(reason) => {
@@ -704,29 +1006,79 @@ impl Task {
             _ => {}
         }
     }
+}
+
+/// A tick that starts this late gives up catching up: the missed periods are skipped
+/// (counted in [`RuntimeStats::ticks_skipped`]) instead of sent in a burst.
+const MAX_CATCH_UP: Duration = Duration::from_millis(200);
+
+/// The mixing clock: a thread that runs every conference every 20 ms (on the thread pool) and
+/// hands the output to the endpoint in one batch.
+struct Clock {
+    table: std::sync::Weak<Mutex<Vec<ConfRef>>>,
+    sfu: SfuHandle,
+    registry: Arc<ConferenceRegistry>,
+    stats: Arc<RuntimeStats>,
+    enc_cfg: OpusEncoderConfig,
+    epoch: Instant,
+    /// The registry generation whose moderation flags are applied.
+    flags_seen: u64,
+}
+
+impl Clock {
+    fn run(mut self) {
+        let mut next = Instant::now();
+        loop {
+            next += TICK;
+            let now = Instant::now();
+            if let Some(wait) = next.checked_duration_since(now) {
+                std::thread::sleep(wait);
+            } else if now.duration_since(next) > MAX_CATCH_UP {
+                let behind = now.duration_since(next);
+                let skipped = (behind.as_micros() / TICK.as_micros()) as u32;
+                self.stats
+                    .ticks_skipped
+                    .fetch_add(u64::from(skipped), Ordering::Relaxed);
+                tracing::warn!(
+                    skipped,
+                    "the conference runtime fell behind; periods skipped"
+                );
+                next += TICK * skipped;
+            }
+            let Some(table) = self.table.upgrade() else {
+                return; // the runtime stopped
+            };
+            let confs: Vec<ConfRef> = lock(&table).clone();
+            drop(table);
+            let writes = self.tick(&confs, Instant::now());
+            let n = writes.len() as u64;
+            if self.sfu.write_audio_batch_blocking(writes).is_ok() {
+                self.stats.rtp_out.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
 
     /// Applies the backend's moderation (`UPDATE conference_members`): muted members are not
     /// mixed, deaf members hear silence. Runs only when the registry changed.
-    fn apply_flags(&mut self) {
+    fn apply_flags(&mut self, confs: &[ConfRef]) {
         let generation = self.registry.generation();
         if generation == self.flags_seen {
             return;
         }
         self.flags_seen = generation;
-        for ((dev, name), conf) in self.confs.iter_mut() {
-            let Some(state) = self.registry.conference_state(*dev, name) else {
+        for conf in confs {
+            let mut conf = lock(conf);
+            let Some(state) = self.registry.conference_state(conf.key.0, &conf.key.1) else {
                 continue;
             };
+            let conf = &mut *conf;
             let mut video_flags = Vec::new();
-            for pid in &conf.members {
-                let Some(m) = self.members.get(pid) else {
-                    continue;
-                };
+            for m in &conf.members {
                 if let Some((_, f)) = state.flags.iter().find(|(u, _)| *u == m.call.user) {
                     let _ = conf.mixer.set_muted(m.mixer_id, !f.audio);
                     let _ = conf.mixer.set_deaf(m.mixer_id, f.deaf);
                     if m.video {
-                        video_flags.push((*pid, f.video, f.video_floor));
+                        video_flags.push((m.pid, f.video, f.video_floor));
                     }
                 }
             }
@@ -737,158 +1089,28 @@ impl Task {
         }
     }
 
-    /// One 20 ms period of every conference; returns what to send.
-    fn tick(&mut self, now: Instant) -> Vec<Write> {
-        self.apply_flags();
+    /// One 20 ms period of every conference; returns what to send. Conferences run in
+    /// parallel on the thread pool (and the members of a large one too, see [`PAR_MEMBERS`]).
+    fn tick(&mut self, confs: &[ConfRef], now: Instant) -> Vec<Write> {
+        self.apply_flags(confs);
         let started = Instant::now();
-        let now_ms = now.duration_since(self.epoch).as_millis() as u64;
-        let enc_cfg = self.encoder_config();
-        let mut writes = Vec::new();
-        let Task {
-            members,
-            confs,
-            registry,
-            ..
-        } = self;
-        for (key, conf) in confs.iter_mut() {
-            // 1. One frame per member.
-            for pid in &conf.members {
-                if let Some(m) = members.get_mut(pid) {
-                    let frame = m.rx.pop(now);
-                    if frame.samples.len() == FRAME {
-                        m.pcm.copy_from_slice(&frame.samples);
-                    } else {
-                        m.pcm.fill(0);
-                    }
-                    m.level = frame.audio_level;
-                }
-            }
-            // 2. Mix.
-            let inputs: Vec<MemberInput<'_>> = conf
-                .members
+        let ctx = TickCtx {
+            now,
+            now_ms: now.duration_since(self.epoch).as_millis() as u64,
+            enc_cfg: self.enc_cfg,
+            registry: &self.registry,
+        };
+        let writes: Vec<Write> = if confs.len() > 1 {
+            confs
+                .par_iter()
+                .flat_map_iter(|conf| lock(conf).tick(&ctx))
+                .collect()
+        } else {
+            confs
                 .iter()
-                .filter_map(|pid| members.get(pid))
-                .map(|m| MemberInput {
-                    member: m.mixer_id,
-                    pcm: &m.pcm,
-                    audio_level: m.level,
-                })
-                .collect();
-            if let Err(e) = conf.mixer.mix(now_ms, &inputs) {
-                tracing::warn!(conference = %key.1, "mix failed: {e}");
-                continue;
-            }
-            drop(inputs);
-            // What a listener who is not talking hears goes to the broadcast.
-            if let Some(b) = &conf.broadcast {
-                b.push_audio(conf.mixer.shared_mix());
-            }
-            // The video thread follows the dominant speaker and each member's audio delay.
-            if let Some(w) = &conf.video {
-                let dominant = conf.mixer.dominant_speaker().and_then(|d| {
-                    conf.members
-                        .iter()
-                        .copied()
-                        .find(|p| members.get(p).is_some_and(|m| m.mixer_id == d))
-                });
-                if dominant.is_some() && dominant != conf.speaker {
-                    conf.speaker = dominant;
-                    w.send(VideoCmd::Speaker(dominant));
-                }
-                if conf
-                    .delays_sent
-                    .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-                {
-                    conf.delays_sent = Some(now);
-                    for pid in &conf.members {
-                        if let Some(m) = members.get(pid).filter(|m| m.video) {
-                            let delay = m.rx.stats().jitter.current_delay;
-                            w.send(VideoCmd::AudioDelay(*pid, delay));
-                        }
-                    }
-                }
-            }
-            // 3. Encode: the shared mix once, own mixes per talker.
-            // Encoded on first use, then shared by every member who hears the shared mix.
-            let mut shared: Vec<(AudioCodec, Option<Encoded>)> = Vec::new();
-            for pid in &conf.members {
-                let Some(m) = members.get_mut(pid) else {
-                    continue;
-                };
-                // Voice activity for conference_members and the event pipe: on every change
-                // of talking, and at least once a second.
-                if let Ok(st) = conf.mixer.status(m.mixer_id) {
-                    let due = match m.reported {
-                        None => true,
-                        Some((talking, energy, at)) => {
-                            talking != st.talking
-                                || (st.talking && now.duration_since(at) >= Duration::from_secs(1))
-                                || (energy != st.energy
-                                    && now.duration_since(at) >= Duration::from_secs(1))
-                        }
-                    };
-                    if due {
-                        registry.activity(key.0, &key.1, m.call.user, st.talking, st.energy, now);
-                        m.reported = Some((st.talking, st.energy, now));
-                    }
-                }
-                if !m.connected {
-                    continue;
-                }
-                let Ok(out) = conf.mixer.output(m.mixer_id) else {
-                    continue;
-                };
-                if tracing::enabled!(tracing::Level::TRACE) {
-                    let st = conf.mixer.status(m.mixer_id).ok();
-                    tracing::trace!(
-                        participant = %pid, mixer_id = m.mixer_id.0, level = ?m.level, input_peak = m.pcm.iter().map(|s| s.unsigned_abs()).max(),
-                        talking = st.map(|s| s.talking), mixed = st.map(|s| s.mixed), output = ?out.kind,
-                        output_peak = out.pcm.iter().map(|s| s.unsigned_abs()).max(), "tick"
-                    );
-                }
-                let encoded = match out.kind {
-                    OutputKind::Shared => {
-                        if let Some((_, e)) = shared.iter().find(|(c, _)| *c == m.codec) {
-                            e.clone()
-                        } else {
-                            let e = conf
-                                .shared
-                                .iter_mut()
-                                .find(|(c, _)| *c == m.codec)
-                                .and_then(|(_, enc)| enc.encode(conf.mixer.shared_mix()).ok())
-                                .flatten()
-                                .map(|p| (Arc::<[u8]>::from(p.payload), p.audio_level));
-                            shared.push((m.codec, e.clone()));
-                            e
-                        }
-                    }
-                    OutputKind::Own => {
-                        if m.own.is_none() {
-                            m.own = new_sender(m.codec, enc_cfg).ok();
-                        }
-                        m.own
-                            .as_mut()
-                            .and_then(|enc| enc.encode(out.pcm).ok().flatten())
-                            .map(|p| (Arc::<[u8]>::from(p.payload), p.audio_level))
-                    }
-                    // Deaf: nothing to hear; the browser treats the gap like DTX.
-                    OutputKind::Silence => None,
-                };
-                if let Some((payload, level)) = encoded {
-                    writes.push(Write {
-                        to: *pid,
-                        payload,
-                        ts: m.out_ts,
-                        level: level.map(|l| AudioLevel {
-                            level: l,
-                            voice: l < 127,
-                        }),
-                    });
-                }
-                // The timeline moves on even when nothing is sent (deaf, or an encoder skip).
-                m.out_ts = m.out_ts.wrapping_add(m.codec.frame_ticks());
-            }
-        }
+                .flat_map(|conf| lock(conf).tick(&ctx))
+                .collect()
+        };
         self.stats.ticks.fetch_add(1, Ordering::Relaxed);
         self.stats
             .mix_ns

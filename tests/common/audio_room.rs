@@ -377,6 +377,12 @@ impl Room {
 }
 
 /// The server's media counters from `GET /metrics` (comet_participants, comet_rtp_*, ...).
+/// One value of [`media_metrics`]' text (`None`: not there).
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.split(", ")
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
 pub fn media_metrics(server: &Server) -> String {
     use std::io::{Read, Write};
     let Some(addr) = server.http else {
@@ -400,6 +406,7 @@ pub fn media_metrics(server: &Server) -> String {
                     "comet_conferences",
                     "comet_rtp",
                     "comet_mix",
+                    "comet_sfu",
                 ]
                 .iter()
                 .any(|p| l.starts_with(p))
