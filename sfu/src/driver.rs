@@ -64,7 +64,6 @@ enum Command {
         timestamp: u32,
         level: Option<AudioLevel>,
     },
-    WriteAudioBatch(Vec<AudioWrite>),
     WriteVideo {
         id: ParticipantId,
         payload: Arc<[u8]>,
@@ -101,8 +100,14 @@ pub struct AudioWrite {
 #[derive(Debug, Clone)]
 pub struct SfuHandle {
     tx: mpsc::Sender<Command>,
+    /// Audio batches have their own short queue: a driver that falls behind makes the
+    /// mixing clock wait (and skip periods) instead of letting latency pile up.
+    audio_tx: mpsc::Sender<Vec<AudioWrite>>,
     local_addr: SocketAddr,
 }
+
+/// Audio batches (mixer ticks) queued for the driver at most.
+const AUDIO_BATCHES: usize = 4;
 
 /// Bind `bind_addr` and start a driver with `config`. When `config.candidates` is empty the
 /// socket's own address is announced (it must then be a concrete address, not a wildcard).
@@ -130,11 +135,13 @@ pub fn spawn(
         .local_addr()
         .unwrap_or_else(|_| endpoint.config().candidates[0]);
     let (cmd_tx, cmd_rx) = mpsc::channel(opts.command_capacity.max(1));
+    let (audio_tx, audio_rx) = mpsc::channel(AUDIO_BATCHES);
     let (ev_tx, ev_rx) = mpsc::channel(opts.event_capacity.max(1));
-    let task = tokio::spawn(run(socket, endpoint, cmd_rx, ev_tx));
+    let task = tokio::spawn(run(socket, endpoint, cmd_rx, audio_rx, ev_tx));
     (
         SfuHandle {
             tx: cmd_tx,
+            audio_tx,
             local_addr,
         },
         ev_rx,
@@ -210,8 +217,8 @@ impl SfuHandle {
         if writes.is_empty() {
             return Ok(());
         }
-        self.tx
-            .blocking_send(Command::WriteAudioBatch(writes))
+        self.audio_tx
+            .blocking_send(writes)
             .map_err(|_| Error::DriverGone)
     }
 
@@ -321,6 +328,7 @@ async fn run(
     socket: UdpSocket,
     mut ep: Endpoint,
     mut cmd_rx: mpsc::Receiver<Command>,
+    mut audio_rx: mpsc::Receiver<Vec<AudioWrite>>,
     ev_tx: mpsc::Sender<(ParticipantId, Event)>,
 ) {
     let local = socket.local_addr().unwrap_or(ep.config().candidates[0]);
@@ -373,6 +381,12 @@ async fn run(
                     break;
                 }
             }
+            Some(writes) = audio_rx.recv() => {
+                let now = Instant::now();
+                for w in writes {
+                    let _ = ep.write_audio(w.id, w.payload, w.timestamp, w.level, now);
+                }
+            }
             permit = delivery.tx.reserve(), if has_pending => {
                 match permit {
                     Ok(permit) => {
@@ -410,11 +424,6 @@ fn handle_command(ep: &mut Endpoint, c: Command, events_dropped: u64, send_error
             level,
         } => {
             let _ = ep.write_audio(id, payload, timestamp, level, now);
-        }
-        Command::WriteAudioBatch(writes) => {
-            for w in writes {
-                let _ = ep.write_audio(w.id, w.payload, w.timestamp, w.level, now);
-            }
         }
         Command::WriteVideo {
             id,

@@ -216,7 +216,13 @@ impl Endpoint {
             .set_local_ice_credentials(creds.clone())
             .set_stats_interval(Some(self.config.stats_interval))
             .clear_codecs();
-        if let Some(bps) = self.config.bwe_initial_bitrate {
+        // Bandwidth estimation (and with it str0m's pacer) only for participants we send
+        // video to: an audio-only participant gets one small packet per 20 ms, and the pacer's
+        // timers cost the endpoint more than the audio itself in large audio conferences.
+        if let Some(bps) = self.config.bwe_initial_bitrate
+            && video_choice.is_some()
+            && opts.video.sends()
+        {
             cfg = cfg.enable_bwe(Some(Bitrate::bps(bps)));
         }
         let mut payload_types = Vec::new();

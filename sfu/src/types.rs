@@ -135,8 +135,8 @@ pub struct EndpointConfig {
     pub max_participants: usize,
     /// How often [`Event::Stats`] is produced per participant (and NACK counters updated).
     pub stats_interval: Duration,
-    /// Enable str0m's send-side bandwidth estimation (TWCC) with this initial estimate in bit/s;
-    /// estimates then arrive as [`Event::BitrateEstimate`]. REMB from the peer is surfaced
+    /// Enable str0m's send-side bandwidth estimation (TWCC) with this initial estimate in bit/s
+    /// for participants we send video to; estimates then arrive as [`Event::BitrateEstimate`]. REMB from the peer is surfaced
     /// either way.
     pub bwe_initial_bitrate: Option<u64>,
 }
