@@ -89,6 +89,34 @@ proptest! {
     }
 }
 
+#[test]
+fn energy_exact_at_full_scale() {
+    // Every multiply-add lane at its maximum (2^31) in every SIMD accumulator.
+    for len in [
+        0usize,
+        1,
+        7,
+        8,
+        15,
+        16,
+        31,
+        32,
+        33,
+        960,
+        1920,
+        4099,
+        1 << 20,
+    ] {
+        for v in [i16::MIN, i16::MAX] {
+            let x = vec![v; len];
+            let want = len as u64 * (v as i64 * v as i64) as u64;
+            for l in levels() {
+                assert_eq!(kernels::energy(l, &x), want, "{l:?} {v} x {len}");
+            }
+        }
+    }
+}
+
 /// One member's behaviour over the test frames.
 #[derive(Clone, Debug)]
 struct MemberPlan {

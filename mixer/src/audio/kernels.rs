@@ -150,47 +150,102 @@ pub(crate) fn render_scalar(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{KNEE, KNEE_RANGE, Ramp, UNITY_Q12, render_scalar};
+
+    /// `|s| + KNEE_BIAS >= 0x8000` (unsigned) iff `|s| > KNEE`.
+    const KNEE_BIAS: i16 = (0x8000 - KNEE as i32 - 1) as i16;
     use std::arch::x86_64::*;
 
+    /// Folds the lane sums of the energy kernels: every `pmaddwd` lane is a sum of two
+    /// squares (<= 2^31) that the kernels add, as the low or high half of a u64 lane, into
+    /// `total` (so it holds `sum(lo) + 2^32 * sum(hi)` modulo 2^64) while `high` collects
+    /// `sum(hi)`. The energy is `sum(lo) + sum(hi) = total - (2^32 - 1) * high`, exact modulo
+    /// 2^64 and therefore exact.
+    fn fold_energy(total: &[u64], high: &[u64]) -> u64 {
+        let t = total.iter().fold(0u64, |a, &b| a.wrapping_add(b));
+        let h = high.iter().fold(0u64, |a, &b| a.wrapping_add(b));
+        t.wrapping_sub(h.wrapping_mul(0xFFFF_FFFF))
+    }
+
+    /// 32 samples per iteration in two independent accumulator pairs; four vector operations
+    /// per 16 samples (multiply-add, shift, two adds).
     #[target_feature(enable = "avx2")]
     pub(super) fn energy_avx2(x: &[i16]) -> u64 {
         let len = x.len();
-        let zero = _mm256_setzero_si256();
-        let mut acc = _mm256_setzero_si256();
+        let p = x.as_ptr() as *const __m256i;
+        let (mut t0, mut t1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        let (mut h0, mut h1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
         let mut i = 0;
-        while i + 16 <= len {
-            // SAFETY: reads x[i..i + 16], in bounds by the loop condition.
-            let v = unsafe { _mm256_loadu_si256(x.as_ptr().add(i) as *const __m256i) };
-            // Pair sums of squares are <= 2^31: exact when read as u32.
-            let sq = _mm256_madd_epi16(v, v);
-            acc = _mm256_add_epi64(acc, _mm256_unpacklo_epi32(sq, zero));
-            acc = _mm256_add_epi64(acc, _mm256_unpackhi_epi32(sq, zero));
+        while i + 32 <= len {
+            // SAFETY: reads x[i..i + 32], in bounds by the loop condition.
+            let (v0, v1) = unsafe {
+                (
+                    _mm256_loadu_si256(p.add(i / 16)),
+                    _mm256_loadu_si256(p.add(i / 16 + 1)),
+                )
+            };
+            let s0 = _mm256_madd_epi16(v0, v0);
+            let s1 = _mm256_madd_epi16(v1, v1);
+            t0 = _mm256_add_epi64(t0, s0);
+            h0 = _mm256_add_epi64(h0, _mm256_srli_epi64::<32>(s0));
+            t1 = _mm256_add_epi64(t1, s1);
+            h1 = _mm256_add_epi64(h1, _mm256_srli_epi64::<32>(s1));
+            i += 32;
+        }
+        if i + 16 <= len {
+            // SAFETY: reads x[i..i + 16], in bounds by the condition.
+            let v = unsafe { _mm256_loadu_si256(p.add(i / 16)) };
+            let s = _mm256_madd_epi16(v, v);
+            t0 = _mm256_add_epi64(t0, s);
+            h0 = _mm256_add_epi64(h0, _mm256_srli_epi64::<32>(s));
             i += 16;
         }
-        let mut lanes = [0u64; 4];
-        // SAFETY: `lanes` is 32 bytes.
-        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
-        lanes.iter().sum::<u64>() + super::energy_scalar(&x[i..])
+        let (mut t, mut h) = ([0u64; 4], [0u64; 4]);
+        // SAFETY: `t` and `h` are 32 bytes each.
+        unsafe {
+            _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, _mm256_add_epi64(t0, t1));
+            _mm256_storeu_si256(h.as_mut_ptr() as *mut __m256i, _mm256_add_epi64(h0, h1));
+        }
+        fold_energy(&t, &h).wrapping_add(super::energy_scalar(&x[i..]))
     }
 
     #[target_feature(enable = "sse2")]
     pub(super) fn energy_sse2(x: &[i16]) -> u64 {
         let len = x.len();
-        let zero = _mm_setzero_si128();
-        let mut acc = _mm_setzero_si128();
+        let p = x.as_ptr() as *const __m128i;
+        let (mut t0, mut t1) = (_mm_setzero_si128(), _mm_setzero_si128());
+        let (mut h0, mut h1) = (_mm_setzero_si128(), _mm_setzero_si128());
         let mut i = 0;
-        while i + 8 <= len {
-            // SAFETY: reads x[i..i + 8], in bounds by the loop condition.
-            let v = unsafe { _mm_loadu_si128(x.as_ptr().add(i) as *const __m128i) };
-            let sq = _mm_madd_epi16(v, v);
-            acc = _mm_add_epi64(acc, _mm_unpacklo_epi32(sq, zero));
-            acc = _mm_add_epi64(acc, _mm_unpackhi_epi32(sq, zero));
+        while i + 16 <= len {
+            // SAFETY: reads x[i..i + 16], in bounds by the loop condition.
+            let (v0, v1) = unsafe {
+                (
+                    _mm_loadu_si128(p.add(i / 8)),
+                    _mm_loadu_si128(p.add(i / 8 + 1)),
+                )
+            };
+            let s0 = _mm_madd_epi16(v0, v0);
+            let s1 = _mm_madd_epi16(v1, v1);
+            t0 = _mm_add_epi64(t0, s0);
+            h0 = _mm_add_epi64(h0, _mm_srli_epi64::<32>(s0));
+            t1 = _mm_add_epi64(t1, s1);
+            h1 = _mm_add_epi64(h1, _mm_srli_epi64::<32>(s1));
+            i += 16;
+        }
+        if i + 8 <= len {
+            // SAFETY: reads x[i..i + 8], in bounds by the condition.
+            let v = unsafe { _mm_loadu_si128(p.add(i / 8)) };
+            let s = _mm_madd_epi16(v, v);
+            t0 = _mm_add_epi64(t0, s);
+            h0 = _mm_add_epi64(h0, _mm_srli_epi64::<32>(s));
             i += 8;
         }
-        let mut lanes = [0u64; 2];
-        // SAFETY: `lanes` is 16 bytes.
-        unsafe { _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, acc) };
-        lanes[0] + lanes[1] + super::energy_scalar(&x[i..])
+        let (mut t, mut h) = ([0u64; 2], [0u64; 2]);
+        // SAFETY: `t` and `h` are 16 bytes each.
+        unsafe {
+            _mm_storeu_si128(t.as_mut_ptr() as *mut __m128i, _mm_add_epi64(t0, t1));
+            _mm_storeu_si128(h.as_mut_ptr() as *mut __m128i, _mm_add_epi64(h0, h1));
+        }
+        fold_energy(&t, &h).wrapping_add(super::energy_scalar(&x[i..]))
     }
 
     #[target_feature(enable = "avx2")]
@@ -297,9 +352,42 @@ mod x86 {
         _mm256_cvtps_epi32(signed)
     }
 
-    /// Sixteen samples per iteration. At unity gain (the common case) a block whose samples
-    /// are all within the knee is passed through in integer arithmetic, which is exactly
-    /// what the float path computes for it.
+    /// `acc[i..i + 16]` minus the own contribution, as two vectors of eight i32.
+    ///
+    /// # Safety
+    /// `acc[i..i + 16]` and (with `own`) `x[i..i + 16]` must be in bounds.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn load_n1_avx2(
+        acc: &[i32],
+        own: Option<(&[i16], i32)>,
+        i: usize,
+    ) -> (__m256i, __m256i) {
+        // SAFETY: in bounds by the caller's contract.
+        unsafe {
+            let pa = acc.as_ptr().add(i) as *const __m256i;
+            let mut v0 = _mm256_loadu_si256(pa);
+            let mut v1 = _mm256_loadu_si256(pa.add(1));
+            if let Some((x, g)) = own {
+                let px = x.as_ptr().add(i) as *const __m128i;
+                let mut c0 = _mm256_cvtepi16_epi32(_mm_loadu_si128(px));
+                let mut c1 = _mm256_cvtepi16_epi32(_mm_loadu_si128(px.add(1)));
+                if g != UNITY_Q12 {
+                    let gv = _mm256_set1_epi32(g);
+                    c0 = _mm256_srai_epi32::<12>(_mm256_mullo_epi32(c0, gv));
+                    c1 = _mm256_srai_epi32::<12>(_mm256_mullo_epi32(c1, gv));
+                }
+                v0 = _mm256_sub_epi32(v0, c0);
+                v1 = _mm256_sub_epi32(v1, c1);
+            }
+            (v0, v1)
+        }
+    }
+
+    /// Sixteen samples per iteration, in one of two loops. At unity gain (the common case) a
+    /// block whose samples are all within the knee is passed through in integer arithmetic,
+    /// which is exactly what the float path computes for it; the knee test and the peak of
+    /// such blocks use the saturated i16 samples (a sample beyond i16 stays beyond the knee).
     #[target_feature(enable = "avx2")]
     pub(super) fn render_avx2(
         acc: &[i32],
@@ -315,59 +403,71 @@ mod x86 {
         let unity = constant && ramp.g0 == 1.0;
         let g0 = _mm256_set1_ps(ramp.g0);
         let step = _mm256_set1_ps(ramp.step);
-        let knee_i = _mm256_set1_epi32(KNEE as i32);
-        let mut idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let eight = _mm256_set1_epi32(8);
-        let sixteen = _mm256_set1_epi32(16);
+        // Peak of the pass-through blocks (|v| <= KNEE, exact in u16) and of the others.
+        let mut peak16 = _mm256_setzero_si256();
         let mut peak = _mm256_setzero_si256();
         let mut i = 0;
-        while i + 16 <= len {
-            // SAFETY: acc[i..i + 16], x[i..i + 16] and out[i..i + 16] are in bounds (loop
-            // condition, `len` is the minimum of the lengths).
-            unsafe {
-                let pa = acc.as_ptr().add(i) as *const __m256i;
-                let mut v0 = _mm256_loadu_si256(pa);
-                let mut v1 = _mm256_loadu_si256(pa.add(1));
-                if let Some((x, g)) = own {
-                    let s = _mm256_loadu_si256(x.as_ptr().add(i) as *const __m256i);
-                    let mut c0 = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(s));
-                    let mut c1 = _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(s));
-                    if g != UNITY_Q12 {
-                        let gv = _mm256_set1_epi32(g);
-                        c0 = _mm256_srai_epi32::<12>(_mm256_mullo_epi32(c0, gv));
-                        c1 = _mm256_srai_epi32::<12>(_mm256_mullo_epi32(c1, gv));
-                    }
-                    v0 = _mm256_sub_epi32(v0, c0);
-                    v1 = _mm256_sub_epi32(v1, c1);
+        if unity {
+            // |s| + KNEE_BIAS has its top bit set (unsigned saturating add) iff |s| > KNEE.
+            let knee_bias = _mm256_set1_epi16(KNEE_BIAS);
+            let top = _mm256_set1_epi16(i16::MIN);
+            let zero = _mm256_setzero_ps();
+            while i + 16 <= len {
+                // SAFETY: acc[i..i + 16], x[i..i + 16] and out[i..i + 16] are in bounds (loop
+                // condition, `len` is the minimum of the lengths).
+                unsafe {
+                    let (v0, v1) = load_n1_avx2(acc, own, i);
+                    let sat = _mm256_packs_epi32(v0, v1);
+                    let a = _mm256_abs_epi16(sat);
+                    let packed = if _mm256_testz_si256(_mm256_adds_epu16(a, knee_bias), top) == 1 {
+                        peak16 = _mm256_max_epu16(peak16, a);
+                        sat
+                    } else {
+                        let m = _mm256_max_epu32(_mm256_abs_epi32(v0), _mm256_abs_epi32(v1));
+                        peak = _mm256_max_epu32(peak, m);
+                        _mm256_packs_epi32(
+                            shape_avx2(v0, g0, zero, zero, true),
+                            shape_avx2(v1, g0, zero, zero, true),
+                        )
+                    };
+                    // packs interleaves 128-bit lanes: restore sample order.
+                    let r = _mm256_permute4x64_epi64::<0b11_01_10_00>(packed);
+                    _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut __m256i, r);
                 }
-                let a0 = _mm256_abs_epi32(v0);
-                let a1 = _mm256_abs_epi32(v1);
-                peak = _mm256_max_epu32(peak, _mm256_max_epu32(a0, a1));
-                let over = _mm256_or_si256(
-                    _mm256_cmpgt_epi32(a0, knee_i),
-                    _mm256_cmpgt_epi32(a1, knee_i),
-                );
-                let packed = if unity && _mm256_testz_si256(over, over) == 1 {
-                    _mm256_packs_epi32(v0, v1)
-                } else {
+                i += 16;
+            }
+        } else {
+            let mut idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let eight = _mm256_set1_epi32(8);
+            let sixteen = _mm256_set1_epi32(16);
+            while i + 16 <= len {
+                // SAFETY: as above.
+                unsafe {
+                    let (v0, v1) = load_n1_avx2(acc, own, i);
+                    let m = _mm256_max_epu32(_mm256_abs_epi32(v0), _mm256_abs_epi32(v1));
+                    peak = _mm256_max_epu32(peak, m);
                     let n0 = _mm256_cvtepi32_ps(idx);
                     let n1 = _mm256_cvtepi32_ps(_mm256_add_epi32(idx, eight));
-                    _mm256_packs_epi32(
+                    let packed = _mm256_packs_epi32(
                         shape_avx2(v0, g0, step, n0, constant),
                         shape_avx2(v1, g0, step, n1, constant),
-                    )
-                };
-                // packs interleaves 128-bit lanes: restore sample order.
-                let r = _mm256_permute4x64_epi64::<0b11_01_10_00>(packed);
-                _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut __m256i, r);
+                    );
+                    let r = _mm256_permute4x64_epi64::<0b11_01_10_00>(packed);
+                    _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut __m256i, r);
+                }
+                idx = _mm256_add_epi32(idx, sixteen);
+                i += 16;
             }
-            idx = _mm256_add_epi32(idx, sixteen);
-            i += 16;
         }
         let mut lanes = [0u32; 8];
-        // SAFETY: `lanes` is 32 bytes.
-        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, peak) };
+        let mut lanes16 = [0u16; 16];
+        // SAFETY: `lanes` and `lanes16` are 32 bytes.
+        unsafe {
+            _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, peak);
+            _mm256_storeu_si256(lanes16.as_mut_ptr() as *mut __m256i, peak16);
+        }
         let tail = render_scalar(&acc[..len], own, ramp, &mut out[..len], i);
+        let tail = lanes16.iter().map(|&p| p as u32).fold(tail, u32::max);
         lanes.iter().copied().fold(tail, u32::max)
     }
 
@@ -426,12 +526,15 @@ mod x86 {
         }
         let constant = ramp.step == 0.0;
         let unity = constant && ramp.g0 == 1.0;
-        let knee_i = _mm_set1_epi32(KNEE as i32);
+        let knee16 = _mm_set1_epi16(KNEE as i16);
+        let zero = _mm_setzero_si128();
         let g0 = _mm_set1_ps(ramp.g0);
         let step = _mm_set1_ps(ramp.step);
         let mut idx0 = _mm_setr_epi32(0, 1, 2, 3);
         let four = _mm_set1_epi32(4);
         let eight = _mm_set1_epi32(8);
+        // Peak of the pass-through blocks (|v| <= KNEE, exact in i16) and of the others.
+        let mut peak16 = _mm_setzero_si128();
         let mut peak = _mm_setzero_si128();
         let mut i = 0;
         while i + 8 <= len {
@@ -452,12 +555,16 @@ mod x86 {
                     v0 = _mm_sub_epi32(v0, c0);
                     v1 = _mm_sub_epi32(v1, c1);
                 }
-                let (a0, a1) = (abs_sse2(v0), abs_sse2(v1));
-                peak = max_sse2(peak, max_sse2(a0, a1));
-                let over = _mm_or_si128(_mm_cmpgt_epi32(a0, knee_i), _mm_cmpgt_epi32(a1, knee_i));
-                let packed = if unity && _mm_movemask_epi8(over) == 0 {
-                    _mm_packs_epi32(v0, v1)
+                // Saturating pack, then |s| saturating (-32768 -> 32767): a sample beyond
+                // the i16 range stays beyond the knee.
+                let sat = _mm_packs_epi32(v0, v1);
+                let a = _mm_max_epi16(sat, _mm_subs_epi16(zero, sat));
+                let pass = unity && _mm_movemask_epi8(_mm_cmpgt_epi16(a, knee16)) == 0;
+                let packed = if pass {
+                    peak16 = _mm_max_epi16(peak16, a);
+                    sat
                 } else {
+                    peak = max_sse2(peak, max_sse2(abs_sse2(v0), abs_sse2(v1)));
                     let idx1 = _mm_add_epi32(idx0, four);
                     let r0 = shape_sse2(v0, g0, step, _mm_cvtepi32_ps(idx0), constant);
                     let r1 = shape_sse2(v1, g0, step, _mm_cvtepi32_ps(idx1), constant);
@@ -469,9 +576,14 @@ mod x86 {
             i += 8;
         }
         let mut lanes = [0u32; 4];
-        // SAFETY: `lanes` is 16 bytes.
-        unsafe { _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, peak) };
+        let mut lanes16 = [0i16; 8];
+        // SAFETY: `lanes` and `lanes16` are 16 bytes.
+        unsafe {
+            _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, peak);
+            _mm_storeu_si128(lanes16.as_mut_ptr() as *mut __m128i, peak16);
+        }
         let tail = render_scalar(&acc[..len], own, ramp, &mut out[..len], i);
+        let tail = lanes16.iter().map(|&p| p as u32).fold(tail, u32::max);
         lanes.iter().copied().fold(tail, u32::max)
     }
 }

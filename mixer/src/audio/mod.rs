@@ -7,7 +7,7 @@ use crate::MixerError;
 use crate::simd::SimdLevel;
 use kernels::{KNEE, Ramp, UNITY_Q12};
 pub use vad::VadConfig;
-use vad::{Vad, dbov_from_energy, dbov_from_rfc6464};
+use vad::{Level, Vad, VadLinear};
 
 /// Sample rate of every frame, in Hz.
 pub const SAMPLE_RATE: u32 = 48_000;
@@ -24,6 +24,8 @@ pub const MAX_OUTPUT_GAIN: f32 = 16.0;
 
 /// The limiter aims the loudest sample of a stream at this level (just under the knee).
 const LIMIT_TARGET: f32 = KNEE * 0.95;
+/// The loudest-K rank decays by 1.5 dB per frame (as a power ratio).
+const RANK_DECAY: f32 = 0.707_945_8;
 /// Limiter release: gain recovers by 1 dB per frame.
 const LIMIT_RELEASE: f32 = 1.122_018_5;
 
@@ -193,7 +195,11 @@ struct Member {
     in_gain_q12: i32,
     out_gain: f32,
     vad: Vad,
-    rank_db: f32,
+    /// Loudness for the loudest-K ranking, as power: the frame's power, or the previous rank
+    /// decayed by 1.5 dB if that is louder.
+    rank: f32,
+    /// Sum of squares of this frame's input (when measured from samples).
+    frame_sum: u64,
     score: f32,
     in_mix: bool,
     candidate: bool,
@@ -215,7 +221,8 @@ impl Member {
             in_gain_q12: UNITY_Q12,
             out_gain: 1.0,
             vad: Vad::new(),
-            rank_db: vad::MIN_DBOV,
+            rank: 0.0,
+            frame_sum: 0,
             score: 0.0,
             in_mix: false,
             candidate: false,
@@ -252,6 +259,9 @@ pub struct AudioMixer {
     shared_limiter: Limiter,
     frame: u64,
     dominant: Dominant,
+    vad: VadLinear,
+    /// `switch_margin_db` as a power ratio.
+    switch_ratio: f32,
 }
 
 impl AudioMixer {
@@ -288,6 +298,8 @@ impl AudioMixer {
             shared_limiter: Limiter::new(),
             frame: 0,
             dominant: Dominant::default(),
+            vad: VadLinear::new(&cfg.vad, frame_len),
+            switch_ratio: 10f64.powf(cfg.switch_margin_db as f64 / 10.0) as f32,
         })
     }
 
@@ -420,6 +432,13 @@ impl AudioMixer {
         }
         self.frame = stamp;
 
+        // Energies first, in one tight loop over the inputs.
+        for input in inputs {
+            if input.audio_level.is_none() {
+                self.members[input.member.0 as usize].frame_sum =
+                    kernels::energy(self.simd, input.pcm);
+            }
+        }
         self.update_activity(inputs);
         self.select_talkers();
 
@@ -470,20 +489,21 @@ impl AudioMixer {
         let alpha = self.cfg.dominant.smoothing;
         for m in self.members.iter_mut().filter(|m| m.active) {
             let has_input = m.input_stamp == stamp;
-            let dbov = if has_input {
+            let level = if has_input {
                 let input = &inputs[m.input_idx];
                 match input.audio_level {
-                    Some(level) => dbov_from_rfc6464(level),
-                    None => {
-                        let e = kernels::energy(self.simd, input.pcm);
-                        dbov_from_energy(e, input.pcm.len())
-                    }
+                    Some(level) => Level::Rfc6464(level),
+                    None => Level::Energy {
+                        sum: m.frame_sum,
+                        samples: input.pcm.len() as u32,
+                    },
                 }
             } else {
-                vad::MIN_DBOV
+                Level::Silent
             };
-            m.vad.update(dbov, FRAME_MS, &self.cfg.vad);
-            m.rank_db = dbov.max(m.rank_db - 1.5);
+            let (power, energy) = self.vad.measure(level);
+            m.vad.update(level, power, energy, &self.vad);
+            m.rank = power.max(m.rank * RANK_DECAY);
             m.candidate = has_input && !m.muted && (m.vad.voiced || m.vad.talking);
             let activity = if m.vad.talking && !m.muted {
                 m.vad.energy
@@ -509,7 +529,7 @@ impl AudioMixer {
             for (i, m) in members.iter().enumerate() {
                 if m.active && m.candidate && !m.in_mix {
                     match best {
-                        Some(b) if members[b].rank_db >= m.rank_db => {}
+                        Some(b) if members[b].rank >= m.rank => {}
                         _ => best = Some(i),
                     }
                 }
@@ -533,11 +553,11 @@ impl AudioMixer {
                 .mixed
                 .iter()
                 .enumerate()
-                .min_by(|a, b| members[*a.1].rank_db.total_cmp(&members[*b.1].rank_db))
+                .min_by(|a, b| members[*a.1].rank.total_cmp(&members[*b.1].rank))
             else {
                 break;
             };
-            if members[b].rank_db > members[w].rank_db + self.cfg.switch_margin_db {
+            if members[b].rank > members[w].rank * self.switch_ratio {
                 members[w].in_mix = false;
                 members[b].in_mix = true;
                 self.mixed[wi] = b;
@@ -629,7 +649,7 @@ impl AudioMixer {
         Ok(MemberStatus {
             talking: m.vad.talking,
             energy: m.vad.energy.round().clamp(0.0, 100.0) as u8,
-            level_dbov: m.vad.dbov,
+            level_dbov: m.vad.level.dbov(),
             mixed: m.in_mix,
             muted: m.muted,
             deaf: m.deaf,
