@@ -35,7 +35,8 @@
 //!
 //! Kernels run on AVX2 or SSE2 (x86_64, detected at run time) or portable scalar code; every
 //! level produces bit-identical output ([`SimdLevel`], forced through
-//! [`MixerConfig::simd`]). aarch64 uses the scalar code (which the compiler vectorises).
+//! [`MixerConfig::simd`]); on aarch64 the audio kernels use NEON (the video scaler the scalar
+//! code, which the compiler vectorises).
 //!
 //! ## Video ([`video`])
 //! I420 images ([`I420Image`] owned, [`I420View`] borrowed with strides).

@@ -8,6 +8,8 @@ fn levels() -> Vec<SimdLevel> {
     let l: Vec<_> = SimdLevel::all_supported().collect();
     #[cfg(target_arch = "x86_64")]
     assert!(l.contains(&SimdLevel::Sse2), "x86_64 always has SSE2");
+    #[cfg(target_arch = "aarch64")]
+    assert!(l.contains(&SimdLevel::Neon), "aarch64 always has NEON");
     l
 }
 

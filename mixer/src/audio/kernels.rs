@@ -37,6 +37,9 @@ pub(crate) fn energy(level: SimdLevel, x: &[i16]) -> u64 {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: SSE2 is part of the x86_64 baseline.
         SimdLevel::Sse2 => unsafe { x86::energy_sse2(x) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of the aarch64 baseline.
+        SimdLevel::Neon => unsafe { neon::energy_neon(x) },
         _ => energy_scalar(x),
     }
 }
@@ -52,6 +55,9 @@ pub(crate) fn accumulate(level: SimdLevel, acc: &mut [i32], x: &[i16], gain_q12:
         #[cfg(target_arch = "x86_64")]
         // SAFETY: SSE2 is part of the x86_64 baseline.
         SimdLevel::Sse2 => unsafe { x86::accumulate_sse2(acc, x, gain_q12) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of the aarch64 baseline.
+        SimdLevel::Neon => unsafe { neon::accumulate_neon(acc, x, gain_q12) },
         _ => accumulate_scalar(acc, x, gain_q12),
     }
 }
@@ -74,6 +80,9 @@ pub(crate) fn render(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: SSE2 is part of the x86_64 baseline.
         SimdLevel::Sse2 => unsafe { x86::render_sse2(acc, own, ramp, out) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of the aarch64 baseline.
+        SimdLevel::Neon => unsafe { neon::render_neon(acc, own, ramp, out) },
         _ => render_scalar(acc, own, ramp, out, 0),
     }
 }
@@ -585,6 +594,217 @@ mod x86 {
         let tail = render_scalar(&acc[..len], own, ramp, &mut out[..len], i);
         let tail = lanes16.iter().map(|&p| p as u32).fold(tail, u32::max);
         lanes.iter().copied().fold(tail, u32::max)
+    }
+}
+
+/// aarch64 NEON (part of the aarch64 baseline, so always available there). Same structure
+/// as the x86 kernels: exact integer energy and accumulation; the output stage passes
+/// in-knee blocks through at unity gain and otherwise performs `shape`'s float operations
+/// in the same order (separate multiply and add, never fused; `fcvtns` rounds half to even).
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::{KNEE, KNEE_RANGE, Ramp, UNITY_Q12, render_scalar};
+    use std::arch::aarch64::*;
+
+    /// 16 samples per iteration: `smull` squares (<= 2^30 each), a pair of them added in
+    /// u32 (<= 2^31), then pairwise widening accumulation into u64 lanes.
+    #[target_feature(enable = "neon")]
+    pub(super) fn energy_neon(x: &[i16]) -> u64 {
+        let len = x.len();
+        let p = x.as_ptr();
+        let (mut a0, mut a1) = (vdupq_n_u64(0), vdupq_n_u64(0));
+        let mut i = 0;
+        while i + 16 <= len {
+            // SAFETY: reads x[i..i + 16], in bounds by the loop condition.
+            let (v0, v1) = unsafe { (vld1q_s16(p.add(i)), vld1q_s16(p.add(i + 8))) };
+            let q0 = vaddq_u32(
+                vreinterpretq_u32_s32(vmull_s16(vget_low_s16(v0), vget_low_s16(v0))),
+                vreinterpretq_u32_s32(vmull_high_s16(v0, v0)),
+            );
+            let q1 = vaddq_u32(
+                vreinterpretq_u32_s32(vmull_s16(vget_low_s16(v1), vget_low_s16(v1))),
+                vreinterpretq_u32_s32(vmull_high_s16(v1, v1)),
+            );
+            a0 = vpadalq_u32(a0, q0);
+            a1 = vpadalq_u32(a1, q1);
+            i += 16;
+        }
+        vaddvq_u64(vaddq_u64(a0, a1)) + super::energy_scalar(&x[i..])
+    }
+
+    #[target_feature(enable = "neon")]
+    pub(super) fn accumulate_neon(acc: &mut [i32], x: &[i16], gain_q12: i32) {
+        let len = acc.len().min(x.len());
+        let g = gain_q12 as i16;
+        let unity = gain_q12 == UNITY_Q12;
+        let mut i = 0;
+        while i + 8 <= len {
+            // SAFETY: x[i..i + 8] and acc[i..i + 8] are in bounds by the loop condition.
+            unsafe {
+                let s = vld1q_s16(x.as_ptr().add(i));
+                let (c0, c1) = if unity {
+                    (vmovl_s16(vget_low_s16(s)), vmovl_high_s16(s))
+                } else {
+                    (
+                        vshrq_n_s32::<12>(vmull_n_s16(vget_low_s16(s), g)),
+                        vshrq_n_s32::<12>(vmull_high_n_s16(s, g)),
+                    )
+                };
+                let pa = acc.as_mut_ptr().add(i);
+                vst1q_s32(pa, vaddq_s32(vld1q_s32(pa), c0));
+                vst1q_s32(pa.add(4), vaddq_s32(vld1q_s32(pa.add(4)), c1));
+            }
+            i += 8;
+        }
+        super::accumulate_scalar(&mut acc[i..len], &x[i..len], gain_q12);
+    }
+
+    /// The limiter on four lanes; same operation order as `super::shape`.
+    #[target_feature(enable = "neon")]
+    #[inline]
+    fn shape_neon(
+        v: int32x4_t,
+        g0: float32x4_t,
+        step: float32x4_t,
+        nf: float32x4_t,
+        constant: bool,
+    ) -> int32x4_t {
+        let g = if constant {
+            g0
+        } else {
+            vaddq_f32(g0, vmulq_f32(step, nf))
+        };
+        let y = vmulq_f32(vcvtq_f32_s32(v), g);
+        let a = vabsq_f32(y);
+        let knee = vdupq_n_f32(KNEE);
+        let over_mask = vcgtq_f32(a, knee);
+        let comp = if vmaxvq_u32(over_mask) == 0 {
+            a
+        } else {
+            let range = vdupq_n_f32(KNEE_RANGE);
+            let over = vsubq_f32(a, knee);
+            let soft = vaddq_f32(
+                knee,
+                vdivq_f32(vmulq_f32(over, range), vaddq_f32(over, range)),
+            );
+            vbslq_f32(over_mask, soft, a)
+        };
+        // copysign: the sign bit from y, the rest from comp.
+        let signed = vbslq_f32(vdupq_n_u32(0x8000_0000), y, comp);
+        vcvtnq_s32_f32(signed)
+    }
+
+    /// `acc[i..i + 8]` minus the own contribution, as two vectors of four i32.
+    ///
+    /// # Safety
+    /// `acc[i..i + 8]` and (with `own`) `x[i..i + 8]` must be in bounds.
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn load_n1_neon(
+        acc: &[i32],
+        own: Option<(&[i16], i32)>,
+        i: usize,
+    ) -> (int32x4_t, int32x4_t) {
+        // SAFETY: in bounds by the caller's contract.
+        unsafe {
+            let pa = acc.as_ptr().add(i);
+            let mut v0 = vld1q_s32(pa);
+            let mut v1 = vld1q_s32(pa.add(4));
+            if let Some((x, g)) = own {
+                let s = vld1q_s16(x.as_ptr().add(i));
+                let (c0, c1) = if g == UNITY_Q12 {
+                    (vmovl_s16(vget_low_s16(s)), vmovl_high_s16(s))
+                } else {
+                    (
+                        vshrq_n_s32::<12>(vmull_n_s16(vget_low_s16(s), g as i16)),
+                        vshrq_n_s32::<12>(vmull_high_n_s16(s, g as i16)),
+                    )
+                };
+                v0 = vsubq_s32(v0, c0);
+                v1 = vsubq_s32(v1, c1);
+            }
+            (v0, v1)
+        }
+    }
+
+    /// Eight samples per iteration, in one of two loops like `render_avx2`. At unity gain a
+    /// block is passed through when its saturated i16 samples are all within the knee
+    /// (`sqxtn` then `sqabs`: a sample beyond i16 stays beyond the knee).
+    #[target_feature(enable = "neon")]
+    pub(super) fn render_neon(
+        acc: &[i32],
+        own: Option<(&[i16], i32)>,
+        ramp: Ramp,
+        out: &mut [i16],
+    ) -> u32 {
+        let mut len = acc.len().min(out.len());
+        if let Some((x, _)) = own {
+            len = len.min(x.len());
+        }
+        let constant = ramp.step == 0.0;
+        let unity = constant && ramp.g0 == 1.0;
+        let g0 = vdupq_n_f32(ramp.g0);
+        let step = vdupq_n_f32(ramp.step);
+        // Peak of the pass-through blocks (|v| <= KNEE, exact in i16) and of the others.
+        let mut peak16 = vdupq_n_s16(0);
+        let mut peak = vdupq_n_u32(0);
+        let mut i = 0;
+        if unity {
+            let zero = vdupq_n_f32(0.0);
+            while i + 8 <= len {
+                // SAFETY: acc[i..i + 8], x[i..i + 8] and out[i..i + 8] are in bounds (loop
+                // condition, `len` is the minimum of the lengths).
+                unsafe {
+                    let (v0, v1) = load_n1_neon(acc, own, i);
+                    let sat = vcombine_s16(vqmovn_s32(v0), vqmovn_s32(v1));
+                    let a = vqabsq_s16(sat);
+                    let r = if vmaxvq_s16(a) <= KNEE as i16 {
+                        peak16 = vmaxq_s16(peak16, a);
+                        sat
+                    } else {
+                        let m = vmaxq_u32(
+                            vreinterpretq_u32_s32(vabsq_s32(v0)),
+                            vreinterpretq_u32_s32(vabsq_s32(v1)),
+                        );
+                        peak = vmaxq_u32(peak, m);
+                        vcombine_s16(
+                            vqmovn_s32(shape_neon(v0, g0, zero, zero, true)),
+                            vqmovn_s32(shape_neon(v1, g0, zero, zero, true)),
+                        )
+                    };
+                    vst1q_s16(out.as_mut_ptr().add(i), r);
+                }
+                i += 8;
+            }
+        } else {
+            const IDX: [i32; 4] = [0, 1, 2, 3];
+            // SAFETY: IDX holds four i32.
+            let mut idx = unsafe { vld1q_s32(IDX.as_ptr()) };
+            let four = vdupq_n_s32(4);
+            let eight = vdupq_n_s32(8);
+            while i + 8 <= len {
+                // SAFETY: as above.
+                unsafe {
+                    let (v0, v1) = load_n1_neon(acc, own, i);
+                    let m = vmaxq_u32(
+                        vreinterpretq_u32_s32(vabsq_s32(v0)),
+                        vreinterpretq_u32_s32(vabsq_s32(v1)),
+                    );
+                    peak = vmaxq_u32(peak, m);
+                    let n0 = vcvtq_f32_s32(idx);
+                    let n1 = vcvtq_f32_s32(vaddq_s32(idx, four));
+                    let r = vcombine_s16(
+                        vqmovn_s32(shape_neon(v0, g0, step, n0, constant)),
+                        vqmovn_s32(shape_neon(v1, g0, step, n1, constant)),
+                    );
+                    vst1q_s16(out.as_mut_ptr().add(i), r);
+                }
+                idx = vaddq_s32(idx, eight);
+                i += 8;
+            }
+        }
+        let tail = render_scalar(&acc[..len], own, ramp, &mut out[..len], i);
+        tail.max(vmaxvq_s16(peak16) as u32).max(vmaxvq_u32(peak))
     }
 }
 
