@@ -85,6 +85,10 @@ pub mod kernels {
     pub fn accumulate(level: SimdLevel, acc: &mut [i32], x: &[i16], gain_q12: i32) {
         crate::audio::kernels::accumulate(level, acc, x, gain_q12)
     }
+    /// `acc = (assign ? 0 : acc) + sum of (x * g) >> 12` over `srcs`.
+    pub fn sum(level: SimdLevel, acc: &mut [i32], srcs: &[(&[i16], i32)], assign: bool) {
+        crate::audio::kernels::sum(level, acc, srcs, assign)
+    }
     /// Output stage with a gain ramp `g0 + step * n`; returns the pre-gain peak.
     pub fn render(
         level: SimdLevel,

@@ -55,6 +55,30 @@ proptest! {
     }
 
     #[test]
+    fn sum_matches(
+        xs in prop::collection::vec(
+            (prop::collection::vec(sample(), 0..1000), prop_oneof![Just(4096), -10i32..=40000]),
+            0..10,
+        ),
+        seed in prop::collection::vec(-(1i32 << 27)..(1 << 27), 0..1000),
+        assign in any::<bool>(),
+    ) {
+        let srcs: Vec<(&[i16], i32)> = xs.iter().map(|(x, g)| (&x[..], *g)).collect();
+        let mut want = seed.clone();
+        if assign {
+            want.fill(0);
+        }
+        for &(x, g) in &srcs {
+            kernels::accumulate(SimdLevel::Scalar, &mut want, x, g);
+        }
+        for l in levels() {
+            let mut got = seed.clone();
+            kernels::sum(l, &mut got, &srcs, assign);
+            prop_assert_eq!(&got, &want, "{:?}", l);
+        }
+    }
+
+    #[test]
     fn render_matches(
         acc in prop::collection::vec(prop_oneof![3 => -40000i32..40000, 1 => -(1i32 << 27)..(1 << 27)], 0..1000),
         x in prop::collection::vec(sample(), 1000),

@@ -62,6 +62,94 @@ pub(crate) fn accumulate(level: SimdLevel, acc: &mut [i32], x: &[i16], gain_q12:
     }
 }
 
+/// Sources summed per pass by the vector `sum` kernels.
+pub(crate) const SUM_GROUP: usize = 4;
+
+/// Sums talkers in one pass per group of [`SUM_GROUP`]: with `assign`, `acc` is first
+/// cleared; then `acc[n] += (x[n] * g) >> 12` for every `(x, g)` in `srcs` and
+/// `n < min(acc.len(), x.len())`. Exactly `acc.fill(0)` (if `assign`) followed by
+/// [`accumulate`] per source, which is what the scalar twin does; the vector versions keep
+/// the running sum of a block in registers (one store per block instead of a read-modify-write
+/// per source, and no separate clearing pass).
+pub(crate) fn sum(level: SimdLevel, acc: &mut [i32], srcs: &[(&[i16], i32)], assign: bool) {
+    let level = level.effective();
+    if level == SimdLevel::Scalar {
+        return sum_scalar(acc, srcs, assign);
+    }
+    if srcs.is_empty() && assign {
+        acc.fill(0);
+    }
+    for (j, chunk) in srcs.chunks(SUM_GROUP).enumerate() {
+        let mut group: [(&[i16], i32); SUM_GROUP] = [(&[], 0); SUM_GROUP];
+        for (g, &(x, gain)) in group.iter_mut().zip(chunk) {
+            *g = (x, gain.clamp(0, i16::MAX as i32));
+        }
+        let group = &group[..chunk.len()];
+        let assign = assign && j == 0;
+        match level {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `effective` confirmed AVX2 is available.
+            SimdLevel::Avx2 => unsafe { x86::sum_avx2(acc, group, assign) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: SSE2 is part of the x86_64 baseline.
+            SimdLevel::Sse2 => unsafe { x86::sum_sse2(acc, group, assign) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: NEON is part of the aarch64 baseline.
+            SimdLevel::Neon => unsafe { neon::sum_neon(acc, group, assign) },
+            _ => sum_scalar(acc, group, assign),
+        }
+    }
+}
+
+pub(crate) fn sum_scalar(acc: &mut [i32], srcs: &[(&[i16], i32)], assign: bool) {
+    if assign {
+        acc.fill(0);
+    }
+    for &(x, g) in srcs {
+        accumulate_scalar(acc, x, g.clamp(0, i16::MAX as i32));
+    }
+}
+
+/// The common length of `acc` and every source, the sources' pointers and gains (at most
+/// [`SUM_GROUP`]) and the scalar tail after the first `i` samples.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+struct Group<'a> {
+    len: usize,
+    n: usize,
+    ptr: [*const i16; SUM_GROUP],
+    gain: [i32; SUM_GROUP],
+    srcs: &'a [(&'a [i16], i32)],
+}
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+impl<'a> Group<'a> {
+    fn new(acc_len: usize, srcs: &'a [(&'a [i16], i32)]) -> Self {
+        let n = srcs.len().min(SUM_GROUP);
+        let mut g = Group {
+            len: acc_len,
+            n,
+            ptr: [std::ptr::null(); SUM_GROUP],
+            gain: [0; SUM_GROUP],
+            srcs: &srcs[..n],
+        };
+        for (k, &(x, gain)) in g.srcs.iter().enumerate() {
+            g.len = g.len.min(x.len());
+            g.ptr[k] = x.as_ptr();
+            g.gain[k] = gain;
+        }
+        g
+    }
+
+    /// Samples `i..` (`i <= len`) with the scalar twin.
+    fn tail(&self, acc: &mut [i32], i: usize, assign: bool) {
+        let mut rest: [(&[i16], i32); SUM_GROUP] = [(&[], 0); SUM_GROUP];
+        for (r, &(x, g)) in rest.iter_mut().zip(self.srcs) {
+            *r = (&x[i..], g);
+        }
+        sum_scalar(&mut acc[i..], &rest[..self.n], assign);
+    }
+}
+
 /// Output stage. For every sample `v = acc[n] - own(n)` where `own(n) = (x[n] * g) >> 12`
 /// when `own = Some((x, g))`; writes `limit(v * (g0 + step * n))` to `out[n]` and returns
 /// `max |v|`. Processes `min` of the slice lengths.
@@ -287,6 +375,73 @@ mod x86 {
             }
         }
         super::accumulate_scalar(&mut acc[i..len], &x[i..len], gain_q12);
+    }
+
+    /// Eight samples per iteration: the group's contributions are added in registers and the
+    /// block is stored once.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn sum_avx2(acc: &mut [i32], srcs: &[(&[i16], i32)], assign: bool) {
+        let g = super::Group::new(acc.len(), srcs);
+        let mut i = 0;
+        while i + 8 <= g.len {
+            // SAFETY: acc[i..i + 8] and every source's [i..i + 8] are in bounds (`g.len` is
+            // the minimum of the lengths).
+            unsafe {
+                let pa = acc.as_mut_ptr().add(i) as *mut __m256i;
+                let mut s = if assign {
+                    _mm256_setzero_si256()
+                } else {
+                    _mm256_loadu_si256(pa)
+                };
+                for k in 0..g.n {
+                    let x = _mm_loadu_si128(g.ptr[k].add(i) as *const __m128i);
+                    let mut c = _mm256_cvtepi16_epi32(x);
+                    if g.gain[k] != UNITY_Q12 {
+                        c = _mm256_srai_epi32::<12>(_mm256_mullo_epi32(
+                            c,
+                            _mm256_set1_epi32(g.gain[k]),
+                        ));
+                    }
+                    s = _mm256_add_epi32(s, c);
+                }
+                _mm256_storeu_si256(pa, s);
+            }
+            i += 8;
+        }
+        g.tail(acc, i, assign);
+    }
+
+    #[target_feature(enable = "sse2")]
+    pub(super) fn sum_sse2(acc: &mut [i32], srcs: &[(&[i16], i32)], assign: bool) {
+        let g = super::Group::new(acc.len(), srcs);
+        let mut i = 0;
+        while i + 8 <= g.len {
+            // SAFETY: acc[i..i + 8] and every source's [i..i + 8] are in bounds (`g.len` is
+            // the minimum of the lengths).
+            unsafe {
+                let pa = acc.as_mut_ptr().add(i) as *mut __m128i;
+                let (mut s0, mut s1) = if assign {
+                    (_mm_setzero_si128(), _mm_setzero_si128())
+                } else {
+                    (_mm_loadu_si128(pa), _mm_loadu_si128(pa.add(1)))
+                };
+                for k in 0..g.n {
+                    let x = _mm_loadu_si128(g.ptr[k].add(i) as *const __m128i);
+                    let (c0, c1) = if g.gain[k] == UNITY_Q12 {
+                        widen_sse2(x)
+                    } else {
+                        let (p0, p1) = mul_widen_sse2(x, _mm_set1_epi16(g.gain[k] as i16));
+                        (_mm_srai_epi32::<12>(p0), _mm_srai_epi32::<12>(p1))
+                    };
+                    s0 = _mm_add_epi32(s0, c0);
+                    s1 = _mm_add_epi32(s1, c1);
+                }
+                _mm_storeu_si128(pa, s0);
+                _mm_storeu_si128(pa.add(1), s1);
+            }
+            i += 8;
+        }
+        g.tail(acc, i, assign);
     }
 
     /// i16 x i16 -> two vectors of four i32 products (elements 0..4 and 4..8).
@@ -522,6 +677,38 @@ mod x86 {
         _mm_or_si128(_mm_and_si128(m, a), _mm_andnot_si128(m, b))
     }
 
+    /// `acc[i..i + 8]` minus the own contribution, as two vectors of four i32.
+    ///
+    /// # Safety
+    /// `acc[i..i + 8]` and (with `own`) `x[i..i + 8]` must be in bounds.
+    #[target_feature(enable = "sse2")]
+    #[inline]
+    unsafe fn load_n1_sse2(
+        acc: &[i32],
+        own: Option<(&[i16], i32)>,
+        i: usize,
+    ) -> (__m128i, __m128i) {
+        // SAFETY: in bounds by the caller's contract.
+        unsafe {
+            let pa = acc.as_ptr().add(i) as *const __m128i;
+            let mut v0 = _mm_loadu_si128(pa);
+            let mut v1 = _mm_loadu_si128(pa.add(1));
+            if let Some((x, g)) = own {
+                let s = _mm_loadu_si128(x.as_ptr().add(i) as *const __m128i);
+                let (c0, c1) = if g == UNITY_Q12 {
+                    widen_sse2(s)
+                } else {
+                    let (p0, p1) = mul_widen_sse2(s, _mm_set1_epi16(g as i16));
+                    (_mm_srai_epi32::<12>(p0), _mm_srai_epi32::<12>(p1))
+                };
+                v0 = _mm_sub_epi32(v0, c0);
+                v1 = _mm_sub_epi32(v1, c1);
+            }
+            (v0, v1)
+        }
+    }
+
+    /// Eight samples per iteration, in one of two loops like `render_avx2`.
     #[target_feature(enable = "sse2")]
     pub(super) fn render_sse2(
         acc: &[i32],
@@ -535,54 +722,59 @@ mod x86 {
         }
         let constant = ramp.step == 0.0;
         let unity = constant && ramp.g0 == 1.0;
-        let knee16 = _mm_set1_epi16(KNEE as i16);
-        let zero = _mm_setzero_si128();
         let g0 = _mm_set1_ps(ramp.g0);
         let step = _mm_set1_ps(ramp.step);
-        let mut idx0 = _mm_setr_epi32(0, 1, 2, 3);
-        let four = _mm_set1_epi32(4);
-        let eight = _mm_set1_epi32(8);
         // Peak of the pass-through blocks (|v| <= KNEE, exact in i16) and of the others.
         let mut peak16 = _mm_setzero_si128();
         let mut peak = _mm_setzero_si128();
         let mut i = 0;
-        while i + 8 <= len {
-            // SAFETY: acc[i..i + 8], x[i..i + 8] and out[i..i + 8] are in bounds (loop
-            // condition, `len` is the minimum of the lengths).
-            unsafe {
-                let pa = acc.as_ptr().add(i) as *const __m128i;
-                let mut v0 = _mm_loadu_si128(pa);
-                let mut v1 = _mm_loadu_si128(pa.add(1));
-                if let Some((x, g)) = own {
-                    let s = _mm_loadu_si128(x.as_ptr().add(i) as *const __m128i);
-                    let (c0, c1) = if g == UNITY_Q12 {
-                        widen_sse2(s)
+        if unity {
+            let knee16 = _mm_set1_epi16(KNEE as i16);
+            let zero = _mm_setzero_si128();
+            let zf = _mm_setzero_ps();
+            while i + 8 <= len {
+                // SAFETY: acc[i..i + 8], x[i..i + 8] and out[i..i + 8] are in bounds (loop
+                // condition, `len` is the minimum of the lengths).
+                unsafe {
+                    let (v0, v1) = load_n1_sse2(acc, own, i);
+                    // Saturating pack, then |s| saturating (-32768 -> 32767): a sample
+                    // beyond the i16 range stays beyond the knee.
+                    let sat = _mm_packs_epi32(v0, v1);
+                    let a = _mm_max_epi16(sat, _mm_subs_epi16(zero, sat));
+                    let packed = if _mm_movemask_epi8(_mm_cmpgt_epi16(a, knee16)) == 0 {
+                        peak16 = _mm_max_epi16(peak16, a);
+                        sat
                     } else {
-                        let (p0, p1) = mul_widen_sse2(s, _mm_set1_epi16(g as i16));
-                        (_mm_srai_epi32::<12>(p0), _mm_srai_epi32::<12>(p1))
+                        peak = max_sse2(peak, max_sse2(abs_sse2(v0), abs_sse2(v1)));
+                        _mm_packs_epi32(
+                            shape_sse2(v0, g0, zf, zf, true),
+                            shape_sse2(v1, g0, zf, zf, true),
+                        )
                     };
-                    v0 = _mm_sub_epi32(v0, c0);
-                    v1 = _mm_sub_epi32(v1, c1);
+                    _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, packed);
                 }
-                // Saturating pack, then |s| saturating (-32768 -> 32767): a sample beyond
-                // the i16 range stays beyond the knee.
-                let sat = _mm_packs_epi32(v0, v1);
-                let a = _mm_max_epi16(sat, _mm_subs_epi16(zero, sat));
-                let pass = unity && _mm_movemask_epi8(_mm_cmpgt_epi16(a, knee16)) == 0;
-                let packed = if pass {
-                    peak16 = _mm_max_epi16(peak16, a);
-                    sat
-                } else {
+                i += 8;
+            }
+        } else {
+            let mut idx0 = _mm_setr_epi32(0, 1, 2, 3);
+            let four = _mm_set1_epi32(4);
+            let eight = _mm_set1_epi32(8);
+            while i + 8 <= len {
+                // SAFETY: as above.
+                unsafe {
+                    let (v0, v1) = load_n1_sse2(acc, own, i);
                     peak = max_sse2(peak, max_sse2(abs_sse2(v0), abs_sse2(v1)));
                     let idx1 = _mm_add_epi32(idx0, four);
                     let r0 = shape_sse2(v0, g0, step, _mm_cvtepi32_ps(idx0), constant);
                     let r1 = shape_sse2(v1, g0, step, _mm_cvtepi32_ps(idx1), constant);
-                    _mm_packs_epi32(r0, r1)
-                };
-                _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, packed);
+                    _mm_storeu_si128(
+                        out.as_mut_ptr().add(i) as *mut __m128i,
+                        _mm_packs_epi32(r0, r1),
+                    );
+                }
+                idx0 = _mm_add_epi32(idx0, eight);
+                i += 8;
             }
-            idx0 = _mm_add_epi32(idx0, eight);
-            i += 8;
         }
         let mut lanes = [0u32; 4];
         let mut lanes16 = [0i16; 8];
@@ -657,6 +849,42 @@ mod neon {
             i += 8;
         }
         super::accumulate_scalar(&mut acc[i..len], &x[i..len], gain_q12);
+    }
+
+    #[target_feature(enable = "neon")]
+    pub(super) fn sum_neon(acc: &mut [i32], srcs: &[(&[i16], i32)], assign: bool) {
+        let g = super::Group::new(acc.len(), srcs);
+        let mut i = 0;
+        while i + 8 <= g.len {
+            // SAFETY: acc[i..i + 8] and every source's [i..i + 8] are in bounds (`g.len` is
+            // the minimum of the lengths).
+            unsafe {
+                let pa = acc.as_mut_ptr().add(i);
+                let (mut s0, mut s1) = if assign {
+                    (vdupq_n_s32(0), vdupq_n_s32(0))
+                } else {
+                    (vld1q_s32(pa), vld1q_s32(pa.add(4)))
+                };
+                for k in 0..g.n {
+                    let x = vld1q_s16(g.ptr[k].add(i));
+                    let gk = g.gain[k];
+                    let (c0, c1) = if gk == UNITY_Q12 {
+                        (vmovl_s16(vget_low_s16(x)), vmovl_high_s16(x))
+                    } else {
+                        (
+                            vshrq_n_s32::<12>(vmull_n_s16(vget_low_s16(x), gk as i16)),
+                            vshrq_n_s32::<12>(vmull_high_n_s16(x, gk as i16)),
+                        )
+                    };
+                    s0 = vaddq_s32(s0, c0);
+                    s1 = vaddq_s32(s1, c1);
+                }
+                vst1q_s32(pa, s0);
+                vst1q_s32(pa.add(4), s1);
+            }
+            i += 8;
+        }
+        g.tail(acc, i, assign);
     }
 
     /// The limiter on four lanes; same operation order as `super::shape`.

@@ -442,12 +442,19 @@ impl AudioMixer {
         self.update_activity(inputs);
         self.select_talkers();
 
-        // Sum the selected talkers once.
-        self.acc.fill(0);
-        for &slot in &self.mixed {
-            let m = &self.members[slot];
-            let pcm = inputs[m.input_idx].pcm;
-            kernels::accumulate(self.simd, &mut self.acc, pcm, m.in_gain_q12);
+        // Sum the selected talkers once (a group of them per pass, nothing allocated).
+        let mut first = true;
+        for chunk in self.mixed.chunks(kernels::SUM_GROUP) {
+            let mut group: [(&[i16], i32); kernels::SUM_GROUP] = [(&[], 0); kernels::SUM_GROUP];
+            for (g, &slot) in group.iter_mut().zip(chunk) {
+                let m = &self.members[slot];
+                *g = (inputs[m.input_idx].pcm, m.in_gain_q12);
+            }
+            kernels::sum(self.simd, &mut self.acc, &group[..chunk.len()], first);
+            first = false;
+        }
+        if first {
+            self.acc.fill(0);
         }
 
         let len = self.frame_len;
