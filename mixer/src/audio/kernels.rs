@@ -110,12 +110,34 @@ pub(crate) fn sum_scalar(acc: &mut [i32], srcs: &[(&[i16], i32)], assign: bool) 
     }
 }
 
+/// Calls `$f::<N, GAIN>(acc, &group, assign)` for the group's source count `N` (1..=4) and
+/// whether any gain needs a multiply, so that the per-source loop is unrolled; returns the
+/// number of samples done (the rest is the scalar tail).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+macro_rules! by_count {
+    ($f:ident, $acc:expr, $g:expr, $assign:expr) => {
+        match ($g.n, $g.unity) {
+            (1, true) => $f::<1, false>($acc, $g, $assign),
+            (1, false) => $f::<1, true>($acc, $g, $assign),
+            (2, true) => $f::<2, false>($acc, $g, $assign),
+            (2, false) => $f::<2, true>($acc, $g, $assign),
+            (3, true) => $f::<3, false>($acc, $g, $assign),
+            (3, false) => $f::<3, true>($acc, $g, $assign),
+            (4, true) => $f::<4, false>($acc, $g, $assign),
+            (4, false) => $f::<4, true>($acc, $g, $assign),
+            _ => 0,
+        }
+    };
+}
+
 /// The common length of `acc` and every source, the sources' pointers and gains (at most
 /// [`SUM_GROUP`]) and the scalar tail after the first `i` samples.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 struct Group<'a> {
     len: usize,
     n: usize,
+    /// Every gain is unity (no multiplies).
+    unity: bool,
     ptr: [*const i16; SUM_GROUP],
     gain: [i32; SUM_GROUP],
     srcs: &'a [(&'a [i16], i32)],
@@ -128,6 +150,7 @@ impl<'a> Group<'a> {
         let mut g = Group {
             len: acc_len,
             n,
+            unity: true,
             ptr: [std::ptr::null(); SUM_GROUP],
             gain: [0; SUM_GROUP],
             srcs: &srcs[..n],
@@ -136,6 +159,7 @@ impl<'a> Group<'a> {
             g.len = g.len.min(x.len());
             g.ptr[k] = x.as_ptr();
             g.gain[k] = gain;
+            g.unity &= gain == UNITY_Q12;
         }
         g
     }
@@ -377,11 +401,17 @@ mod x86 {
         super::accumulate_scalar(&mut acc[i..len], &x[i..len], gain_q12);
     }
 
-    /// Eight samples per iteration: the group's contributions are added in registers and the
-    /// block is stored once.
+    /// Eight samples per iteration: the group's `N` contributions (unrolled; multiplied only
+    /// when `GAIN`, since `(x * 4096) >> 12 == x`) are added in registers and the block is
+    /// stored once. Returns the samples done.
     #[target_feature(enable = "avx2")]
-    pub(super) fn sum_avx2(acc: &mut [i32], srcs: &[(&[i16], i32)], assign: bool) {
-        let g = super::Group::new(acc.len(), srcs);
+    fn sum_n_avx2<const N: usize, const GAIN: bool>(
+        acc: &mut [i32],
+        g: &super::Group<'_>,
+        assign: bool,
+    ) -> usize {
+        let gv: [__m256i; N] = std::array::from_fn(|k| _mm256_set1_epi32(g.gain[k]));
+        let p: [*const i16; N] = std::array::from_fn(|k| g.ptr[k]);
         let mut i = 0;
         while i + 8 <= g.len {
             // SAFETY: acc[i..i + 8] and every source's [i..i + 8] are in bounds (`g.len` is
@@ -393,14 +423,11 @@ mod x86 {
                 } else {
                     _mm256_loadu_si256(pa)
                 };
-                for k in 0..g.n {
-                    let x = _mm_loadu_si128(g.ptr[k].add(i) as *const __m128i);
+                for k in 0..N {
+                    let x = _mm_loadu_si128(p[k].add(i) as *const __m128i);
                     let mut c = _mm256_cvtepi16_epi32(x);
-                    if g.gain[k] != UNITY_Q12 {
-                        c = _mm256_srai_epi32::<12>(_mm256_mullo_epi32(
-                            c,
-                            _mm256_set1_epi32(g.gain[k]),
-                        ));
+                    if GAIN {
+                        c = _mm256_srai_epi32::<12>(_mm256_mullo_epi32(c, gv[k]));
                     }
                     s = _mm256_add_epi32(s, c);
                 }
@@ -408,12 +435,24 @@ mod x86 {
             }
             i += 8;
         }
+        i
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn sum_avx2(acc: &mut [i32], srcs: &[(&[i16], i32)], assign: bool) {
+        let g = super::Group::new(acc.len(), srcs);
+        let i = by_count!(sum_n_avx2, acc, &g, assign);
         g.tail(acc, i, assign);
     }
 
     #[target_feature(enable = "sse2")]
-    pub(super) fn sum_sse2(acc: &mut [i32], srcs: &[(&[i16], i32)], assign: bool) {
-        let g = super::Group::new(acc.len(), srcs);
+    fn sum_n_sse2<const N: usize, const GAIN: bool>(
+        acc: &mut [i32],
+        g: &super::Group<'_>,
+        assign: bool,
+    ) -> usize {
+        let gv: [__m128i; N] = std::array::from_fn(|k| _mm_set1_epi16(g.gain[k] as i16));
+        let p: [*const i16; N] = std::array::from_fn(|k| g.ptr[k]);
         let mut i = 0;
         while i + 8 <= g.len {
             // SAFETY: acc[i..i + 8] and every source's [i..i + 8] are in bounds (`g.len` is
@@ -425,13 +464,13 @@ mod x86 {
                 } else {
                     (_mm_loadu_si128(pa), _mm_loadu_si128(pa.add(1)))
                 };
-                for k in 0..g.n {
-                    let x = _mm_loadu_si128(g.ptr[k].add(i) as *const __m128i);
-                    let (c0, c1) = if g.gain[k] == UNITY_Q12 {
-                        widen_sse2(x)
-                    } else {
-                        let (p0, p1) = mul_widen_sse2(x, _mm_set1_epi16(g.gain[k] as i16));
+                for k in 0..N {
+                    let x = _mm_loadu_si128(p[k].add(i) as *const __m128i);
+                    let (c0, c1) = if GAIN {
+                        let (p0, p1) = mul_widen_sse2(x, gv[k]);
                         (_mm_srai_epi32::<12>(p0), _mm_srai_epi32::<12>(p1))
+                    } else {
+                        widen_sse2(x)
                     };
                     s0 = _mm_add_epi32(s0, c0);
                     s1 = _mm_add_epi32(s1, c1);
@@ -441,6 +480,13 @@ mod x86 {
             }
             i += 8;
         }
+        i
+    }
+
+    #[target_feature(enable = "sse2")]
+    pub(super) fn sum_sse2(acc: &mut [i32], srcs: &[(&[i16], i32)], assign: bool) {
+        let g = super::Group::new(acc.len(), srcs);
+        let i = by_count!(sum_n_sse2, acc, &g, assign);
         g.tail(acc, i, assign);
     }
 
@@ -852,8 +898,13 @@ mod neon {
     }
 
     #[target_feature(enable = "neon")]
-    pub(super) fn sum_neon(acc: &mut [i32], srcs: &[(&[i16], i32)], assign: bool) {
-        let g = super::Group::new(acc.len(), srcs);
+    fn sum_n_neon<const N: usize, const GAIN: bool>(
+        acc: &mut [i32],
+        g: &super::Group<'_>,
+        assign: bool,
+    ) -> usize {
+        let gain: [i16; N] = std::array::from_fn(|k| g.gain[k] as i16);
+        let p: [*const i16; N] = std::array::from_fn(|k| g.ptr[k]);
         let mut i = 0;
         while i + 8 <= g.len {
             // SAFETY: acc[i..i + 8] and every source's [i..i + 8] are in bounds (`g.len` is
@@ -865,16 +916,15 @@ mod neon {
                 } else {
                     (vld1q_s32(pa), vld1q_s32(pa.add(4)))
                 };
-                for k in 0..g.n {
-                    let x = vld1q_s16(g.ptr[k].add(i));
-                    let gk = g.gain[k];
-                    let (c0, c1) = if gk == UNITY_Q12 {
-                        (vmovl_s16(vget_low_s16(x)), vmovl_high_s16(x))
-                    } else {
+                for k in 0..N {
+                    let x = vld1q_s16(p[k].add(i));
+                    let (c0, c1) = if GAIN {
                         (
-                            vshrq_n_s32::<12>(vmull_n_s16(vget_low_s16(x), gk as i16)),
-                            vshrq_n_s32::<12>(vmull_high_n_s16(x, gk as i16)),
+                            vshrq_n_s32::<12>(vmull_n_s16(vget_low_s16(x), gain[k])),
+                            vshrq_n_s32::<12>(vmull_high_n_s16(x, gain[k])),
                         )
+                    } else {
+                        (vmovl_s16(vget_low_s16(x)), vmovl_high_s16(x))
                     };
                     s0 = vaddq_s32(s0, c0);
                     s1 = vaddq_s32(s1, c1);
@@ -884,6 +934,13 @@ mod neon {
             }
             i += 8;
         }
+        i
+    }
+
+    #[target_feature(enable = "neon")]
+    pub(super) fn sum_neon(acc: &mut [i32], srcs: &[(&[i16], i32)], assign: bool) {
+        let g = super::Group::new(acc.len(), srcs);
+        let i = by_count!(sum_n_neon, acc, &g, assign);
         g.tail(acc, i, assign);
     }
 
