@@ -161,18 +161,31 @@ impl VadLinear {
         }
     }
 
+    /// How many of `energy_steps` are `<= p` (the 0..=100 energy of power `p`). A guess from
+    /// the float's bits (exponent plus mantissa is log2 within 0.09, i.e. within one 0.6 dB
+    /// step) is corrected against the table, so the result is exactly the count.
+    fn energy_of(&self, p: f32) -> u8 {
+        const STEPS: usize = 100;
+        let log2 = p.to_bits() as f32 * (1.0 / (1u32 << 23) as f32) - 127.0;
+        // dB = 10 log10(2) log2; step k + 1 is reached at 0.6 (k + 1) - 60.3 dB.
+        let guess = (log2 * 3.010_3 + 60.3) * (1.0 / 0.6);
+        let mut k = guess.clamp(0.0, STEPS as f32) as usize;
+        while k > 0 && self.energy_steps[k - 1] > p {
+            k -= 1;
+        }
+        while k < STEPS && self.energy_steps[k] <= p {
+            k += 1;
+        }
+        k as u8
+    }
+
     /// Power (`MIN_POWER..=1`) and the 0..=100 energy of a frame.
     pub fn measure(&self, level: Level) -> (f32, u8) {
         match level {
             Level::Silent => (MIN_POWER, 0),
             Level::Energy { sum, .. } => {
                 let p = (sum as f32 * self.inv_full_scale).clamp(MIN_POWER, 1.0);
-                let e = if p < self.energy_steps[0] {
-                    0
-                } else {
-                    self.energy_steps.partition_point(|&t| t <= p) as u8
-                };
-                (p, e)
+                (p, self.energy_of(p))
             }
             Level::Rfc6464(l) => {
                 let l = l.min(127) as usize;
@@ -292,6 +305,21 @@ mod tests {
             }
         }
         assert!(mismatches < 20);
+        for i in 0..200_000u32 {
+            let p = MIN_POWER * 1.000_15f32.powi(i as i32);
+            let want = lin.energy_steps.partition_point(|&t| t <= p.min(1.0)) as u8;
+            assert_eq!(lin.energy_of(p.min(1.0)), want, "{p}");
+        }
+        for &t in &lin.energy_steps {
+            for p in [
+                f32::from_bits(t.to_bits() - 1),
+                t,
+                f32::from_bits(t.to_bits() + 1),
+            ] {
+                let want = lin.energy_steps.partition_point(|&s| s <= p) as u8;
+                assert_eq!(lin.energy_of(p), want, "{p}");
+            }
+        }
         for l in 0..=127 {
             let (p, e) = lin.measure(Level::Rfc6464(l));
             assert_eq!(e, energy_from_dbov(-(l as f32)));
