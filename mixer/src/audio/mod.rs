@@ -439,8 +439,8 @@ impl AudioMixer {
                     kernels::energy(self.simd, input.pcm);
             }
         }
-        self.update_activity(inputs);
-        self.select_talkers();
+        let loudest_outside = self.update_activity(inputs);
+        self.select_talkers(loudest_outside);
 
         // Sum the selected talkers once (a group of them per pass, nothing allocated).
         let mut first = true;
@@ -491,10 +491,18 @@ impl AudioMixer {
         Ok(())
     }
 
-    fn update_activity(&mut self, inputs: &[MemberInput<'_>]) {
+    /// Updates every member's level, voice activity and rank; returns the loudest candidate
+    /// (first by slot among equals) that is not mixed, saving `select_talkers` a pass.
+    fn update_activity(&mut self, inputs: &[MemberInput<'_>]) -> Option<usize> {
         let stamp = self.frame;
         let alpha = self.cfg.dominant.smoothing;
-        for m in self.members.iter_mut().filter(|m| m.active) {
+        let mut loudest: Option<(usize, f32)> = None;
+        for (i, m) in self
+            .members
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, m)| m.active)
+        {
             let has_input = m.input_stamp == stamp;
             let level = if has_input {
                 let input = &inputs[m.input_idx];
@@ -518,20 +526,31 @@ impl AudioMixer {
                 0.0
             };
             m.score += (activity - m.score) * alpha;
+            if m.candidate && !m.in_mix {
+                match loudest {
+                    Some((_, r)) if r >= m.rank => {}
+                    _ => loudest = Some((i, m.rank)),
+                }
+            }
         }
+        loudest.map(|(i, _)| i)
     }
 
     /// Loudest-K selection with hysteresis: incumbents keep their slot while they are still
     /// talking; free slots go to the loudest candidates; a candidate replaces the quietest
     /// incumbent only when louder by `switch_margin_db`.
-    fn select_talkers(&mut self) {
+    ///
+    /// `loudest_outside` is what the first search for the loudest candidate outside the mix
+    /// finds (computed by `update_activity`: dropping incumbents that stopped being
+    /// candidates does not change it); later searches scan.
+    fn select_talkers(&mut self, loudest_outside: Option<usize>) {
         let members = &mut self.members;
         self.mixed.retain(|&s| {
             let keep = members[s].candidate;
             members[s].in_mix = keep;
             keep
         });
-        let best_outside = |members: &[Member]| -> Option<usize> {
+        let scan = |members: &[Member]| -> Option<usize> {
             let mut best: Option<usize> = None;
             for (i, m) in members.iter().enumerate() {
                 if m.active && m.candidate && !m.in_mix {
@@ -542,6 +561,14 @@ impl AudioMixer {
                 }
             }
             best
+        };
+        debug_assert_eq!(loudest_outside, scan(members));
+        let mut first = Some(loudest_outside);
+        let mut best_outside = |members: &[Member]| -> Option<usize> {
+            match first.take() {
+                Some(b) => b,
+                None => scan(members),
+            }
         };
         while self.mixed.len() < self.cfg.max_talkers {
             match best_outside(members) {

@@ -170,6 +170,9 @@ impl VadLinear {
         // dB = 10 log10(2) log2; step k + 1 is reached at 0.6 (k + 1) - 60.3 dB.
         let guess = (log2 * 3.010_3 + 60.3) * (1.0 / 0.6);
         let mut k = guess.clamp(0.0, STEPS as f32) as usize;
+        // The guess is at most one step low (log2 from the bits never overestimates): one
+        // branch-free step up, then loops that only run on rounding at a boundary.
+        k += (k < STEPS && self.energy_steps[k.min(STEPS - 1)] <= p) as usize;
         while k > 0 && self.energy_steps[k - 1] > p {
             k -= 1;
         }
