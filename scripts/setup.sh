@@ -3,6 +3,8 @@
 #   scripts/setup.sh build   system packages to build the server
 #   scripts/setup.sh test    ... plus the real clients and peers the test suite drives
 #   scripts/setup.sh bench   ... build set plus Janus (AudioBridge) for benches/run-load.sh
+#   scripts/setup.sh aarch64 ... build set plus the cross toolchain and qemu for
+#                            scripts/test-aarch64.sh (the mixer's NEON kernels)
 # Idempotent: `dpkg -s` decides; apt-get runs only for missing packages. Uses sudo when not root.
 set -euo pipefail
 
@@ -26,6 +28,11 @@ fi
 bench_pkgs=(janus)
 if [ "$mode" = "bench" ]; then
   pkgs+=("${bench_pkgs[@]}")
+fi
+# Cross-testing the NEON kernels on x86_64: link with Debian's aarch64 gcc, run under qemu-user.
+aarch64_pkgs=(qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+if [ "$mode" = "aarch64" ]; then
+  pkgs+=("${aarch64_pkgs[@]}")
 fi
 
 # Node.js and npm for the tests (JsSIP builds, Playwright, the browser code's unit tests and the
@@ -69,6 +76,12 @@ if ! command -v cargo >/dev/null 2>&1; then
   else
     echo "setup: installing the Rust toolchain with rustup" >&2
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy -c rustfmt >&2
+  fi
+fi
+
+if [ "$mode" = "aarch64" ] && command -v rustup >/dev/null 2>&1; then
+  if ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
+    rustup target add aarch64-unknown-linux-gnu >&2
   fi
 fi
 

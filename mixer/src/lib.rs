@@ -35,7 +35,8 @@
 //!
 //! Kernels run on AVX2 or SSE2 (x86_64, detected at run time) or portable scalar code; every
 //! level produces bit-identical output ([`SimdLevel`], forced through
-//! [`MixerConfig::simd`]). aarch64 uses the scalar code (which the compiler vectorises).
+//! [`MixerConfig::simd`]); on aarch64 the audio kernels use NEON (the video scaler the scalar
+//! code, which the compiler vectorises).
 //!
 //! ## Video ([`video`])
 //! I420 images ([`I420Image`] owned, [`I420View`] borrowed with strides).
@@ -83,6 +84,10 @@ pub mod kernels {
     /// `acc += (x * gain_q12) >> 12`.
     pub fn accumulate(level: SimdLevel, acc: &mut [i32], x: &[i16], gain_q12: i32) {
         crate::audio::kernels::accumulate(level, acc, x, gain_q12)
+    }
+    /// `acc = (assign ? 0 : acc) + sum of (x * g) >> 12` over `srcs`.
+    pub fn sum(level: SimdLevel, acc: &mut [i32], srcs: &[(&[i16], i32)], assign: bool) {
+        crate::audio::kernels::sum(level, acc, srcs, assign)
     }
     /// Output stage with a gain ramp `g0 + step * n`; returns the pre-gain peak.
     pub fn render(

@@ -14,6 +14,9 @@ pub enum SimdLevel {
     Sse2,
     /// x86_64 AVX2 (detected at run time).
     Avx2,
+    /// aarch64 NEON (always present on aarch64). Audio kernels only; the video scaler uses
+    /// the scalar code at this level.
+    Neon,
 }
 
 impl SimdLevel {
@@ -26,7 +29,11 @@ impl SimdLevel {
             }
             SimdLevel::Sse2
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        {
+            SimdLevel::Neon
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         {
             SimdLevel::Scalar
         }
@@ -40,16 +47,22 @@ impl SimdLevel {
             SimdLevel::Sse2 => true,
             #[cfg(target_arch = "x86_64")]
             SimdLevel::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(target_arch = "aarch64")]
+            SimdLevel::Neon => true,
             _ => false,
         }
     }
 
     /// All levels this CPU supports, scalar first.
     pub fn all_supported() -> impl Iterator<Item = SimdLevel> {
-        [SimdLevel::Scalar, SimdLevel::Sse2, SimdLevel::Avx2]
-            .into_iter()
-            .filter(|l| l.is_supported())
+        [
+            SimdLevel::Scalar,
+            SimdLevel::Sse2,
+            SimdLevel::Avx2,
+            SimdLevel::Neon,
+        ]
+        .into_iter()
+        .filter(|l| l.is_supported())
     }
 
     /// `self` if supported, otherwise the best supported level below it.

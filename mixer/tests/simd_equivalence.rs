@@ -8,6 +8,8 @@ fn levels() -> Vec<SimdLevel> {
     let l: Vec<_> = SimdLevel::all_supported().collect();
     #[cfg(target_arch = "x86_64")]
     assert!(l.contains(&SimdLevel::Sse2), "x86_64 always has SSE2");
+    #[cfg(target_arch = "aarch64")]
+    assert!(l.contains(&SimdLevel::Neon), "aarch64 always has NEON");
     l
 }
 
@@ -53,6 +55,30 @@ proptest! {
     }
 
     #[test]
+    fn sum_matches(
+        xs in prop::collection::vec(
+            (prop::collection::vec(sample(), 0..1000), prop_oneof![Just(4096), -10i32..=40000]),
+            0..10,
+        ),
+        seed in prop::collection::vec(-(1i32 << 27)..(1 << 27), 0..1000),
+        assign in any::<bool>(),
+    ) {
+        let srcs: Vec<(&[i16], i32)> = xs.iter().map(|(x, g)| (&x[..], *g)).collect();
+        let mut want = seed.clone();
+        if assign {
+            want.fill(0);
+        }
+        for &(x, g) in &srcs {
+            kernels::accumulate(SimdLevel::Scalar, &mut want, x, g);
+        }
+        for l in levels() {
+            let mut got = seed.clone();
+            kernels::sum(l, &mut got, &srcs, assign);
+            prop_assert_eq!(&got, &want, "{:?}", l);
+        }
+    }
+
+    #[test]
     fn render_matches(
         acc in prop::collection::vec(prop_oneof![3 => -40000i32..40000, 1 => -(1i32 << 27)..(1 << 27)], 0..1000),
         x in prop::collection::vec(sample(), 1000),
@@ -85,6 +111,34 @@ proptest! {
             let mut got = vec![0u8; a.len()];
             kernels::blend_rows(l, &a, b, f, &mut got);
             prop_assert_eq!(&got, &want, "{:?}", l);
+        }
+    }
+}
+
+#[test]
+fn energy_exact_at_full_scale() {
+    // Every multiply-add lane at its maximum (2^31) in every SIMD accumulator.
+    for len in [
+        0usize,
+        1,
+        7,
+        8,
+        15,
+        16,
+        31,
+        32,
+        33,
+        960,
+        1920,
+        4099,
+        1 << 20,
+    ] {
+        for v in [i16::MIN, i16::MAX] {
+            let x = vec![v; len];
+            let want = len as u64 * (v as i64 * v as i64) as u64;
+            for l in levels() {
+                assert_eq!(kernels::energy(l, &x), want, "{l:?} {v} x {len}");
+            }
         }
     }
 }

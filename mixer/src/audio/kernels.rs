@@ -37,6 +37,9 @@ pub(crate) fn energy(level: SimdLevel, x: &[i16]) -> u64 {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: SSE2 is part of the x86_64 baseline.
         SimdLevel::Sse2 => unsafe { x86::energy_sse2(x) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of the aarch64 baseline.
+        SimdLevel::Neon => unsafe { neon::energy_neon(x) },
         _ => energy_scalar(x),
     }
 }
@@ -52,7 +55,122 @@ pub(crate) fn accumulate(level: SimdLevel, acc: &mut [i32], x: &[i16], gain_q12:
         #[cfg(target_arch = "x86_64")]
         // SAFETY: SSE2 is part of the x86_64 baseline.
         SimdLevel::Sse2 => unsafe { x86::accumulate_sse2(acc, x, gain_q12) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of the aarch64 baseline.
+        SimdLevel::Neon => unsafe { neon::accumulate_neon(acc, x, gain_q12) },
         _ => accumulate_scalar(acc, x, gain_q12),
+    }
+}
+
+/// Sources summed per pass by the vector `sum` kernels.
+pub(crate) const SUM_GROUP: usize = 4;
+
+/// Sums talkers in one pass per group of [`SUM_GROUP`]: with `assign`, `acc` is first
+/// cleared; then `acc[n] += (x[n] * g) >> 12` for every `(x, g)` in `srcs` and
+/// `n < min(acc.len(), x.len())`. Exactly `acc.fill(0)` (if `assign`) followed by
+/// [`accumulate`] per source, which is what the scalar twin does; the vector versions keep
+/// the running sum of a block in registers (one store per block instead of a read-modify-write
+/// per source, and no separate clearing pass).
+pub(crate) fn sum(level: SimdLevel, acc: &mut [i32], srcs: &[(&[i16], i32)], assign: bool) {
+    let level = level.effective();
+    if level == SimdLevel::Scalar {
+        return sum_scalar(acc, srcs, assign);
+    }
+    if srcs.is_empty() && assign {
+        acc.fill(0);
+    }
+    for (j, chunk) in srcs.chunks(SUM_GROUP).enumerate() {
+        let mut group: [(&[i16], i32); SUM_GROUP] = [(&[], 0); SUM_GROUP];
+        for (g, &(x, gain)) in group.iter_mut().zip(chunk) {
+            *g = (x, gain.clamp(0, i16::MAX as i32));
+        }
+        let group = &group[..chunk.len()];
+        let assign = assign && j == 0;
+        match level {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `effective` confirmed AVX2 is available.
+            SimdLevel::Avx2 => unsafe { x86::sum_avx2(acc, group, assign) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: SSE2 is part of the x86_64 baseline.
+            SimdLevel::Sse2 => unsafe { x86::sum_sse2(acc, group, assign) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: NEON is part of the aarch64 baseline.
+            SimdLevel::Neon => unsafe { neon::sum_neon(acc, group, assign) },
+            _ => sum_scalar(acc, group, assign),
+        }
+    }
+}
+
+pub(crate) fn sum_scalar(acc: &mut [i32], srcs: &[(&[i16], i32)], assign: bool) {
+    if assign {
+        acc.fill(0);
+    }
+    for &(x, g) in srcs {
+        accumulate_scalar(acc, x, g.clamp(0, i16::MAX as i32));
+    }
+}
+
+/// Calls `$f::<N, GAIN>(acc, &group, assign)` for the group's source count `N` (1..=4) and
+/// whether any gain needs a multiply, so that the per-source loop is unrolled; returns the
+/// number of samples done (the rest is the scalar tail).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+macro_rules! by_count {
+    ($f:ident, $acc:expr, $g:expr, $assign:expr) => {
+        match ($g.n, $g.unity) {
+            (1, true) => $f::<1, false>($acc, $g, $assign),
+            (1, false) => $f::<1, true>($acc, $g, $assign),
+            (2, true) => $f::<2, false>($acc, $g, $assign),
+            (2, false) => $f::<2, true>($acc, $g, $assign),
+            (3, true) => $f::<3, false>($acc, $g, $assign),
+            (3, false) => $f::<3, true>($acc, $g, $assign),
+            (4, true) => $f::<4, false>($acc, $g, $assign),
+            (4, false) => $f::<4, true>($acc, $g, $assign),
+            _ => 0,
+        }
+    };
+}
+
+/// The common length of `acc` and every source, the sources' pointers and gains (at most
+/// [`SUM_GROUP`]) and the scalar tail after the first `i` samples.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+struct Group<'a> {
+    len: usize,
+    n: usize,
+    /// Every gain is unity (no multiplies).
+    unity: bool,
+    ptr: [*const i16; SUM_GROUP],
+    gain: [i32; SUM_GROUP],
+    srcs: &'a [(&'a [i16], i32)],
+}
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+impl<'a> Group<'a> {
+    fn new(acc_len: usize, srcs: &'a [(&'a [i16], i32)]) -> Self {
+        let n = srcs.len().min(SUM_GROUP);
+        let mut g = Group {
+            len: acc_len,
+            n,
+            unity: true,
+            ptr: [std::ptr::null(); SUM_GROUP],
+            gain: [0; SUM_GROUP],
+            srcs: &srcs[..n],
+        };
+        for (k, &(x, gain)) in g.srcs.iter().enumerate() {
+            g.len = g.len.min(x.len());
+            g.ptr[k] = x.as_ptr();
+            g.gain[k] = gain;
+            g.unity &= gain == UNITY_Q12;
+        }
+        g
+    }
+
+    /// Samples `i..` (`i <= len`) with the scalar twin.
+    fn tail(&self, acc: &mut [i32], i: usize, assign: bool) {
+        let mut rest: [(&[i16], i32); SUM_GROUP] = [(&[], 0); SUM_GROUP];
+        for (r, &(x, g)) in rest.iter_mut().zip(self.srcs) {
+            *r = (&x[i..], g);
+        }
+        sum_scalar(&mut acc[i..], &rest[..self.n], assign);
     }
 }
 
@@ -74,6 +192,9 @@ pub(crate) fn render(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: SSE2 is part of the x86_64 baseline.
         SimdLevel::Sse2 => unsafe { x86::render_sse2(acc, own, ramp, out) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of the aarch64 baseline.
+        SimdLevel::Neon => unsafe { neon::render_neon(acc, own, ramp, out) },
         _ => render_scalar(acc, own, ramp, out, 0),
     }
 }
@@ -150,47 +271,102 @@ pub(crate) fn render_scalar(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{KNEE, KNEE_RANGE, Ramp, UNITY_Q12, render_scalar};
+
+    /// `|s| + KNEE_BIAS >= 0x8000` (unsigned) iff `|s| > KNEE`.
+    const KNEE_BIAS: i16 = (0x8000 - KNEE as i32 - 1) as i16;
     use std::arch::x86_64::*;
 
+    /// Folds the lane sums of the energy kernels: every `pmaddwd` lane is a sum of two
+    /// squares (<= 2^31) that the kernels add, as the low or high half of a u64 lane, into
+    /// `total` (so it holds `sum(lo) + 2^32 * sum(hi)` modulo 2^64) while `high` collects
+    /// `sum(hi)`. The energy is `sum(lo) + sum(hi) = total - (2^32 - 1) * high`, exact modulo
+    /// 2^64 and therefore exact.
+    fn fold_energy(total: &[u64], high: &[u64]) -> u64 {
+        let t = total.iter().fold(0u64, |a, &b| a.wrapping_add(b));
+        let h = high.iter().fold(0u64, |a, &b| a.wrapping_add(b));
+        t.wrapping_sub(h.wrapping_mul(0xFFFF_FFFF))
+    }
+
+    /// 32 samples per iteration in two independent accumulator pairs; four vector operations
+    /// per 16 samples (multiply-add, shift, two adds).
     #[target_feature(enable = "avx2")]
     pub(super) fn energy_avx2(x: &[i16]) -> u64 {
         let len = x.len();
-        let zero = _mm256_setzero_si256();
-        let mut acc = _mm256_setzero_si256();
+        let p = x.as_ptr() as *const __m256i;
+        let (mut t0, mut t1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        let (mut h0, mut h1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
         let mut i = 0;
-        while i + 16 <= len {
-            // SAFETY: reads x[i..i + 16], in bounds by the loop condition.
-            let v = unsafe { _mm256_loadu_si256(x.as_ptr().add(i) as *const __m256i) };
-            // Pair sums of squares are <= 2^31: exact when read as u32.
-            let sq = _mm256_madd_epi16(v, v);
-            acc = _mm256_add_epi64(acc, _mm256_unpacklo_epi32(sq, zero));
-            acc = _mm256_add_epi64(acc, _mm256_unpackhi_epi32(sq, zero));
+        while i + 32 <= len {
+            // SAFETY: reads x[i..i + 32], in bounds by the loop condition.
+            let (v0, v1) = unsafe {
+                (
+                    _mm256_loadu_si256(p.add(i / 16)),
+                    _mm256_loadu_si256(p.add(i / 16 + 1)),
+                )
+            };
+            let s0 = _mm256_madd_epi16(v0, v0);
+            let s1 = _mm256_madd_epi16(v1, v1);
+            t0 = _mm256_add_epi64(t0, s0);
+            h0 = _mm256_add_epi64(h0, _mm256_srli_epi64::<32>(s0));
+            t1 = _mm256_add_epi64(t1, s1);
+            h1 = _mm256_add_epi64(h1, _mm256_srli_epi64::<32>(s1));
+            i += 32;
+        }
+        if i + 16 <= len {
+            // SAFETY: reads x[i..i + 16], in bounds by the condition.
+            let v = unsafe { _mm256_loadu_si256(p.add(i / 16)) };
+            let s = _mm256_madd_epi16(v, v);
+            t0 = _mm256_add_epi64(t0, s);
+            h0 = _mm256_add_epi64(h0, _mm256_srli_epi64::<32>(s));
             i += 16;
         }
-        let mut lanes = [0u64; 4];
-        // SAFETY: `lanes` is 32 bytes.
-        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
-        lanes.iter().sum::<u64>() + super::energy_scalar(&x[i..])
+        let (mut t, mut h) = ([0u64; 4], [0u64; 4]);
+        // SAFETY: `t` and `h` are 32 bytes each.
+        unsafe {
+            _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, _mm256_add_epi64(t0, t1));
+            _mm256_storeu_si256(h.as_mut_ptr() as *mut __m256i, _mm256_add_epi64(h0, h1));
+        }
+        fold_energy(&t, &h).wrapping_add(super::energy_scalar(&x[i..]))
     }
 
     #[target_feature(enable = "sse2")]
     pub(super) fn energy_sse2(x: &[i16]) -> u64 {
         let len = x.len();
-        let zero = _mm_setzero_si128();
-        let mut acc = _mm_setzero_si128();
+        let p = x.as_ptr() as *const __m128i;
+        let (mut t0, mut t1) = (_mm_setzero_si128(), _mm_setzero_si128());
+        let (mut h0, mut h1) = (_mm_setzero_si128(), _mm_setzero_si128());
         let mut i = 0;
-        while i + 8 <= len {
-            // SAFETY: reads x[i..i + 8], in bounds by the loop condition.
-            let v = unsafe { _mm_loadu_si128(x.as_ptr().add(i) as *const __m128i) };
-            let sq = _mm_madd_epi16(v, v);
-            acc = _mm_add_epi64(acc, _mm_unpacklo_epi32(sq, zero));
-            acc = _mm_add_epi64(acc, _mm_unpackhi_epi32(sq, zero));
+        while i + 16 <= len {
+            // SAFETY: reads x[i..i + 16], in bounds by the loop condition.
+            let (v0, v1) = unsafe {
+                (
+                    _mm_loadu_si128(p.add(i / 8)),
+                    _mm_loadu_si128(p.add(i / 8 + 1)),
+                )
+            };
+            let s0 = _mm_madd_epi16(v0, v0);
+            let s1 = _mm_madd_epi16(v1, v1);
+            t0 = _mm_add_epi64(t0, s0);
+            h0 = _mm_add_epi64(h0, _mm_srli_epi64::<32>(s0));
+            t1 = _mm_add_epi64(t1, s1);
+            h1 = _mm_add_epi64(h1, _mm_srli_epi64::<32>(s1));
+            i += 16;
+        }
+        if i + 8 <= len {
+            // SAFETY: reads x[i..i + 8], in bounds by the condition.
+            let v = unsafe { _mm_loadu_si128(p.add(i / 8)) };
+            let s = _mm_madd_epi16(v, v);
+            t0 = _mm_add_epi64(t0, s);
+            h0 = _mm_add_epi64(h0, _mm_srli_epi64::<32>(s));
             i += 8;
         }
-        let mut lanes = [0u64; 2];
-        // SAFETY: `lanes` is 16 bytes.
-        unsafe { _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, acc) };
-        lanes[0] + lanes[1] + super::energy_scalar(&x[i..])
+        let (mut t, mut h) = ([0u64; 2], [0u64; 2]);
+        // SAFETY: `t` and `h` are 16 bytes each.
+        unsafe {
+            _mm_storeu_si128(t.as_mut_ptr() as *mut __m128i, _mm_add_epi64(t0, t1));
+            _mm_storeu_si128(h.as_mut_ptr() as *mut __m128i, _mm_add_epi64(h0, h1));
+        }
+        fold_energy(&t, &h).wrapping_add(super::energy_scalar(&x[i..]))
     }
 
     #[target_feature(enable = "avx2")]
@@ -223,6 +399,95 @@ mod x86 {
             }
         }
         super::accumulate_scalar(&mut acc[i..len], &x[i..len], gain_q12);
+    }
+
+    /// Eight samples per iteration: the group's `N` contributions (unrolled; multiplied only
+    /// when `GAIN`, since `(x * 4096) >> 12 == x`) are added in registers and the block is
+    /// stored once. Returns the samples done.
+    #[target_feature(enable = "avx2")]
+    fn sum_n_avx2<const N: usize, const GAIN: bool>(
+        acc: &mut [i32],
+        g: &super::Group<'_>,
+        assign: bool,
+    ) -> usize {
+        let gv: [__m256i; N] = std::array::from_fn(|k| _mm256_set1_epi32(g.gain[k]));
+        let p: [*const i16; N] = std::array::from_fn(|k| g.ptr[k]);
+        let mut i = 0;
+        while i + 8 <= g.len {
+            // SAFETY: acc[i..i + 8] and every source's [i..i + 8] are in bounds (`g.len` is
+            // the minimum of the lengths).
+            unsafe {
+                let pa = acc.as_mut_ptr().add(i) as *mut __m256i;
+                let mut s = if assign {
+                    _mm256_setzero_si256()
+                } else {
+                    _mm256_loadu_si256(pa)
+                };
+                for k in 0..N {
+                    let x = _mm_loadu_si128(p[k].add(i) as *const __m128i);
+                    let mut c = _mm256_cvtepi16_epi32(x);
+                    if GAIN {
+                        c = _mm256_srai_epi32::<12>(_mm256_mullo_epi32(c, gv[k]));
+                    }
+                    s = _mm256_add_epi32(s, c);
+                }
+                _mm256_storeu_si256(pa, s);
+            }
+            i += 8;
+        }
+        i
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn sum_avx2(acc: &mut [i32], srcs: &[(&[i16], i32)], assign: bool) {
+        let g = super::Group::new(acc.len(), srcs);
+        let i = by_count!(sum_n_avx2, acc, &g, assign);
+        g.tail(acc, i, assign);
+    }
+
+    #[target_feature(enable = "sse2")]
+    fn sum_n_sse2<const N: usize, const GAIN: bool>(
+        acc: &mut [i32],
+        g: &super::Group<'_>,
+        assign: bool,
+    ) -> usize {
+        let gv: [__m128i; N] = std::array::from_fn(|k| _mm_set1_epi16(g.gain[k] as i16));
+        let p: [*const i16; N] = std::array::from_fn(|k| g.ptr[k]);
+        let mut i = 0;
+        while i + 8 <= g.len {
+            // SAFETY: acc[i..i + 8] and every source's [i..i + 8] are in bounds (`g.len` is
+            // the minimum of the lengths).
+            unsafe {
+                let pa = acc.as_mut_ptr().add(i) as *mut __m128i;
+                let (mut s0, mut s1) = if assign {
+                    (_mm_setzero_si128(), _mm_setzero_si128())
+                } else {
+                    (_mm_loadu_si128(pa), _mm_loadu_si128(pa.add(1)))
+                };
+                for k in 0..N {
+                    let x = _mm_loadu_si128(p[k].add(i) as *const __m128i);
+                    let (c0, c1) = if GAIN {
+                        let (p0, p1) = mul_widen_sse2(x, gv[k]);
+                        (_mm_srai_epi32::<12>(p0), _mm_srai_epi32::<12>(p1))
+                    } else {
+                        widen_sse2(x)
+                    };
+                    s0 = _mm_add_epi32(s0, c0);
+                    s1 = _mm_add_epi32(s1, c1);
+                }
+                _mm_storeu_si128(pa, s0);
+                _mm_storeu_si128(pa.add(1), s1);
+            }
+            i += 8;
+        }
+        i
+    }
+
+    #[target_feature(enable = "sse2")]
+    pub(super) fn sum_sse2(acc: &mut [i32], srcs: &[(&[i16], i32)], assign: bool) {
+        let g = super::Group::new(acc.len(), srcs);
+        let i = by_count!(sum_n_sse2, acc, &g, assign);
+        g.tail(acc, i, assign);
     }
 
     /// i16 x i16 -> two vectors of four i32 products (elements 0..4 and 4..8).
@@ -297,9 +562,42 @@ mod x86 {
         _mm256_cvtps_epi32(signed)
     }
 
-    /// Sixteen samples per iteration. At unity gain (the common case) a block whose samples
-    /// are all within the knee is passed through in integer arithmetic, which is exactly
-    /// what the float path computes for it.
+    /// `acc[i..i + 16]` minus the own contribution, as two vectors of eight i32.
+    ///
+    /// # Safety
+    /// `acc[i..i + 16]` and (with `own`) `x[i..i + 16]` must be in bounds.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn load_n1_avx2(
+        acc: &[i32],
+        own: Option<(&[i16], i32)>,
+        i: usize,
+    ) -> (__m256i, __m256i) {
+        // SAFETY: in bounds by the caller's contract.
+        unsafe {
+            let pa = acc.as_ptr().add(i) as *const __m256i;
+            let mut v0 = _mm256_loadu_si256(pa);
+            let mut v1 = _mm256_loadu_si256(pa.add(1));
+            if let Some((x, g)) = own {
+                let px = x.as_ptr().add(i) as *const __m128i;
+                let mut c0 = _mm256_cvtepi16_epi32(_mm_loadu_si128(px));
+                let mut c1 = _mm256_cvtepi16_epi32(_mm_loadu_si128(px.add(1)));
+                if g != UNITY_Q12 {
+                    let gv = _mm256_set1_epi32(g);
+                    c0 = _mm256_srai_epi32::<12>(_mm256_mullo_epi32(c0, gv));
+                    c1 = _mm256_srai_epi32::<12>(_mm256_mullo_epi32(c1, gv));
+                }
+                v0 = _mm256_sub_epi32(v0, c0);
+                v1 = _mm256_sub_epi32(v1, c1);
+            }
+            (v0, v1)
+        }
+    }
+
+    /// Sixteen samples per iteration, in one of two loops. At unity gain (the common case) a
+    /// block whose samples are all within the knee is passed through in integer arithmetic,
+    /// which is exactly what the float path computes for it; the knee test and the peak of
+    /// such blocks use the saturated i16 samples (a sample beyond i16 stays beyond the knee).
     #[target_feature(enable = "avx2")]
     pub(super) fn render_avx2(
         acc: &[i32],
@@ -315,59 +613,71 @@ mod x86 {
         let unity = constant && ramp.g0 == 1.0;
         let g0 = _mm256_set1_ps(ramp.g0);
         let step = _mm256_set1_ps(ramp.step);
-        let knee_i = _mm256_set1_epi32(KNEE as i32);
-        let mut idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let eight = _mm256_set1_epi32(8);
-        let sixteen = _mm256_set1_epi32(16);
+        // Peak of the pass-through blocks (|v| <= KNEE, exact in u16) and of the others.
+        let mut peak16 = _mm256_setzero_si256();
         let mut peak = _mm256_setzero_si256();
         let mut i = 0;
-        while i + 16 <= len {
-            // SAFETY: acc[i..i + 16], x[i..i + 16] and out[i..i + 16] are in bounds (loop
-            // condition, `len` is the minimum of the lengths).
-            unsafe {
-                let pa = acc.as_ptr().add(i) as *const __m256i;
-                let mut v0 = _mm256_loadu_si256(pa);
-                let mut v1 = _mm256_loadu_si256(pa.add(1));
-                if let Some((x, g)) = own {
-                    let s = _mm256_loadu_si256(x.as_ptr().add(i) as *const __m256i);
-                    let mut c0 = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(s));
-                    let mut c1 = _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(s));
-                    if g != UNITY_Q12 {
-                        let gv = _mm256_set1_epi32(g);
-                        c0 = _mm256_srai_epi32::<12>(_mm256_mullo_epi32(c0, gv));
-                        c1 = _mm256_srai_epi32::<12>(_mm256_mullo_epi32(c1, gv));
-                    }
-                    v0 = _mm256_sub_epi32(v0, c0);
-                    v1 = _mm256_sub_epi32(v1, c1);
+        if unity {
+            // |s| + KNEE_BIAS has its top bit set (unsigned saturating add) iff |s| > KNEE.
+            let knee_bias = _mm256_set1_epi16(KNEE_BIAS);
+            let top = _mm256_set1_epi16(i16::MIN);
+            let zero = _mm256_setzero_ps();
+            while i + 16 <= len {
+                // SAFETY: acc[i..i + 16], x[i..i + 16] and out[i..i + 16] are in bounds (loop
+                // condition, `len` is the minimum of the lengths).
+                unsafe {
+                    let (v0, v1) = load_n1_avx2(acc, own, i);
+                    let sat = _mm256_packs_epi32(v0, v1);
+                    let a = _mm256_abs_epi16(sat);
+                    let packed = if _mm256_testz_si256(_mm256_adds_epu16(a, knee_bias), top) == 1 {
+                        peak16 = _mm256_max_epu16(peak16, a);
+                        sat
+                    } else {
+                        let m = _mm256_max_epu32(_mm256_abs_epi32(v0), _mm256_abs_epi32(v1));
+                        peak = _mm256_max_epu32(peak, m);
+                        _mm256_packs_epi32(
+                            shape_avx2(v0, g0, zero, zero, true),
+                            shape_avx2(v1, g0, zero, zero, true),
+                        )
+                    };
+                    // packs interleaves 128-bit lanes: restore sample order.
+                    let r = _mm256_permute4x64_epi64::<0b11_01_10_00>(packed);
+                    _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut __m256i, r);
                 }
-                let a0 = _mm256_abs_epi32(v0);
-                let a1 = _mm256_abs_epi32(v1);
-                peak = _mm256_max_epu32(peak, _mm256_max_epu32(a0, a1));
-                let over = _mm256_or_si256(
-                    _mm256_cmpgt_epi32(a0, knee_i),
-                    _mm256_cmpgt_epi32(a1, knee_i),
-                );
-                let packed = if unity && _mm256_testz_si256(over, over) == 1 {
-                    _mm256_packs_epi32(v0, v1)
-                } else {
+                i += 16;
+            }
+        } else {
+            let mut idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let eight = _mm256_set1_epi32(8);
+            let sixteen = _mm256_set1_epi32(16);
+            while i + 16 <= len {
+                // SAFETY: as above.
+                unsafe {
+                    let (v0, v1) = load_n1_avx2(acc, own, i);
+                    let m = _mm256_max_epu32(_mm256_abs_epi32(v0), _mm256_abs_epi32(v1));
+                    peak = _mm256_max_epu32(peak, m);
                     let n0 = _mm256_cvtepi32_ps(idx);
                     let n1 = _mm256_cvtepi32_ps(_mm256_add_epi32(idx, eight));
-                    _mm256_packs_epi32(
+                    let packed = _mm256_packs_epi32(
                         shape_avx2(v0, g0, step, n0, constant),
                         shape_avx2(v1, g0, step, n1, constant),
-                    )
-                };
-                // packs interleaves 128-bit lanes: restore sample order.
-                let r = _mm256_permute4x64_epi64::<0b11_01_10_00>(packed);
-                _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut __m256i, r);
+                    );
+                    let r = _mm256_permute4x64_epi64::<0b11_01_10_00>(packed);
+                    _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut __m256i, r);
+                }
+                idx = _mm256_add_epi32(idx, sixteen);
+                i += 16;
             }
-            idx = _mm256_add_epi32(idx, sixteen);
-            i += 16;
         }
         let mut lanes = [0u32; 8];
-        // SAFETY: `lanes` is 32 bytes.
-        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, peak) };
+        let mut lanes16 = [0u16; 16];
+        // SAFETY: `lanes` and `lanes16` are 32 bytes.
+        unsafe {
+            _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, peak);
+            _mm256_storeu_si256(lanes16.as_mut_ptr() as *mut __m256i, peak16);
+        }
         let tail = render_scalar(&acc[..len], own, ramp, &mut out[..len], i);
+        let tail = lanes16.iter().map(|&p| p as u32).fold(tail, u32::max);
         lanes.iter().copied().fold(tail, u32::max)
     }
 
@@ -413,6 +723,38 @@ mod x86 {
         _mm_or_si128(_mm_and_si128(m, a), _mm_andnot_si128(m, b))
     }
 
+    /// `acc[i..i + 8]` minus the own contribution, as two vectors of four i32.
+    ///
+    /// # Safety
+    /// `acc[i..i + 8]` and (with `own`) `x[i..i + 8]` must be in bounds.
+    #[target_feature(enable = "sse2")]
+    #[inline]
+    unsafe fn load_n1_sse2(
+        acc: &[i32],
+        own: Option<(&[i16], i32)>,
+        i: usize,
+    ) -> (__m128i, __m128i) {
+        // SAFETY: in bounds by the caller's contract.
+        unsafe {
+            let pa = acc.as_ptr().add(i) as *const __m128i;
+            let mut v0 = _mm_loadu_si128(pa);
+            let mut v1 = _mm_loadu_si128(pa.add(1));
+            if let Some((x, g)) = own {
+                let s = _mm_loadu_si128(x.as_ptr().add(i) as *const __m128i);
+                let (c0, c1) = if g == UNITY_Q12 {
+                    widen_sse2(s)
+                } else {
+                    let (p0, p1) = mul_widen_sse2(s, _mm_set1_epi16(g as i16));
+                    (_mm_srai_epi32::<12>(p0), _mm_srai_epi32::<12>(p1))
+                };
+                v0 = _mm_sub_epi32(v0, c0);
+                v1 = _mm_sub_epi32(v1, c1);
+            }
+            (v0, v1)
+        }
+    }
+
+    /// Eight samples per iteration, in one of two loops like `render_avx2`.
     #[target_feature(enable = "sse2")]
     pub(super) fn render_sse2(
         acc: &[i32],
@@ -426,53 +768,328 @@ mod x86 {
         }
         let constant = ramp.step == 0.0;
         let unity = constant && ramp.g0 == 1.0;
-        let knee_i = _mm_set1_epi32(KNEE as i32);
         let g0 = _mm_set1_ps(ramp.g0);
         let step = _mm_set1_ps(ramp.step);
-        let mut idx0 = _mm_setr_epi32(0, 1, 2, 3);
-        let four = _mm_set1_epi32(4);
-        let eight = _mm_set1_epi32(8);
+        // Peak of the pass-through blocks (|v| <= KNEE, exact in i16) and of the others.
+        let mut peak16 = _mm_setzero_si128();
         let mut peak = _mm_setzero_si128();
         let mut i = 0;
-        while i + 8 <= len {
-            // SAFETY: acc[i..i + 8], x[i..i + 8] and out[i..i + 8] are in bounds (loop
-            // condition, `len` is the minimum of the lengths).
-            unsafe {
-                let pa = acc.as_ptr().add(i) as *const __m128i;
-                let mut v0 = _mm_loadu_si128(pa);
-                let mut v1 = _mm_loadu_si128(pa.add(1));
-                if let Some((x, g)) = own {
-                    let s = _mm_loadu_si128(x.as_ptr().add(i) as *const __m128i);
-                    let (c0, c1) = if g == UNITY_Q12 {
-                        widen_sse2(s)
+        if unity {
+            let knee16 = _mm_set1_epi16(KNEE as i16);
+            let zero = _mm_setzero_si128();
+            let zf = _mm_setzero_ps();
+            while i + 8 <= len {
+                // SAFETY: acc[i..i + 8], x[i..i + 8] and out[i..i + 8] are in bounds (loop
+                // condition, `len` is the minimum of the lengths).
+                unsafe {
+                    let (v0, v1) = load_n1_sse2(acc, own, i);
+                    // Saturating pack, then |s| saturating (-32768 -> 32767): a sample
+                    // beyond the i16 range stays beyond the knee.
+                    let sat = _mm_packs_epi32(v0, v1);
+                    let a = _mm_max_epi16(sat, _mm_subs_epi16(zero, sat));
+                    let packed = if _mm_movemask_epi8(_mm_cmpgt_epi16(a, knee16)) == 0 {
+                        peak16 = _mm_max_epi16(peak16, a);
+                        sat
                     } else {
-                        let (p0, p1) = mul_widen_sse2(s, _mm_set1_epi16(g as i16));
-                        (_mm_srai_epi32::<12>(p0), _mm_srai_epi32::<12>(p1))
+                        peak = max_sse2(peak, max_sse2(abs_sse2(v0), abs_sse2(v1)));
+                        _mm_packs_epi32(
+                            shape_sse2(v0, g0, zf, zf, true),
+                            shape_sse2(v1, g0, zf, zf, true),
+                        )
                     };
-                    v0 = _mm_sub_epi32(v0, c0);
-                    v1 = _mm_sub_epi32(v1, c1);
+                    _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, packed);
                 }
-                let (a0, a1) = (abs_sse2(v0), abs_sse2(v1));
-                peak = max_sse2(peak, max_sse2(a0, a1));
-                let over = _mm_or_si128(_mm_cmpgt_epi32(a0, knee_i), _mm_cmpgt_epi32(a1, knee_i));
-                let packed = if unity && _mm_movemask_epi8(over) == 0 {
-                    _mm_packs_epi32(v0, v1)
-                } else {
+                i += 8;
+            }
+        } else {
+            let mut idx0 = _mm_setr_epi32(0, 1, 2, 3);
+            let four = _mm_set1_epi32(4);
+            let eight = _mm_set1_epi32(8);
+            while i + 8 <= len {
+                // SAFETY: as above.
+                unsafe {
+                    let (v0, v1) = load_n1_sse2(acc, own, i);
+                    peak = max_sse2(peak, max_sse2(abs_sse2(v0), abs_sse2(v1)));
                     let idx1 = _mm_add_epi32(idx0, four);
                     let r0 = shape_sse2(v0, g0, step, _mm_cvtepi32_ps(idx0), constant);
                     let r1 = shape_sse2(v1, g0, step, _mm_cvtepi32_ps(idx1), constant);
-                    _mm_packs_epi32(r0, r1)
-                };
-                _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, packed);
+                    _mm_storeu_si128(
+                        out.as_mut_ptr().add(i) as *mut __m128i,
+                        _mm_packs_epi32(r0, r1),
+                    );
+                }
+                idx0 = _mm_add_epi32(idx0, eight);
+                i += 8;
             }
-            idx0 = _mm_add_epi32(idx0, eight);
-            i += 8;
         }
         let mut lanes = [0u32; 4];
-        // SAFETY: `lanes` is 16 bytes.
-        unsafe { _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, peak) };
+        let mut lanes16 = [0i16; 8];
+        // SAFETY: `lanes` and `lanes16` are 16 bytes.
+        unsafe {
+            _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, peak);
+            _mm_storeu_si128(lanes16.as_mut_ptr() as *mut __m128i, peak16);
+        }
         let tail = render_scalar(&acc[..len], own, ramp, &mut out[..len], i);
+        let tail = lanes16.iter().map(|&p| p as u32).fold(tail, u32::max);
         lanes.iter().copied().fold(tail, u32::max)
+    }
+}
+
+/// aarch64 NEON (part of the aarch64 baseline, so always available there). Same structure
+/// as the x86 kernels: exact integer energy and accumulation; the output stage passes
+/// in-knee blocks through at unity gain and otherwise performs `shape`'s float operations
+/// in the same order (separate multiply and add, never fused; `fcvtns` rounds half to even).
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::{KNEE, KNEE_RANGE, Ramp, UNITY_Q12, render_scalar};
+    use std::arch::aarch64::*;
+
+    /// 16 samples per iteration: `smull` squares (<= 2^30 each), a pair of them added in
+    /// u32 (<= 2^31), then pairwise widening accumulation into u64 lanes.
+    #[target_feature(enable = "neon")]
+    pub(super) fn energy_neon(x: &[i16]) -> u64 {
+        let len = x.len();
+        let p = x.as_ptr();
+        let (mut a0, mut a1) = (vdupq_n_u64(0), vdupq_n_u64(0));
+        let mut i = 0;
+        while i + 16 <= len {
+            // SAFETY: reads x[i..i + 16], in bounds by the loop condition.
+            let (v0, v1) = unsafe { (vld1q_s16(p.add(i)), vld1q_s16(p.add(i + 8))) };
+            let q0 = vaddq_u32(
+                vreinterpretq_u32_s32(vmull_s16(vget_low_s16(v0), vget_low_s16(v0))),
+                vreinterpretq_u32_s32(vmull_high_s16(v0, v0)),
+            );
+            let q1 = vaddq_u32(
+                vreinterpretq_u32_s32(vmull_s16(vget_low_s16(v1), vget_low_s16(v1))),
+                vreinterpretq_u32_s32(vmull_high_s16(v1, v1)),
+            );
+            a0 = vpadalq_u32(a0, q0);
+            a1 = vpadalq_u32(a1, q1);
+            i += 16;
+        }
+        vaddvq_u64(vaddq_u64(a0, a1)) + super::energy_scalar(&x[i..])
+    }
+
+    #[target_feature(enable = "neon")]
+    pub(super) fn accumulate_neon(acc: &mut [i32], x: &[i16], gain_q12: i32) {
+        let len = acc.len().min(x.len());
+        let g = gain_q12 as i16;
+        let unity = gain_q12 == UNITY_Q12;
+        let mut i = 0;
+        while i + 8 <= len {
+            // SAFETY: x[i..i + 8] and acc[i..i + 8] are in bounds by the loop condition.
+            unsafe {
+                let s = vld1q_s16(x.as_ptr().add(i));
+                let (c0, c1) = if unity {
+                    (vmovl_s16(vget_low_s16(s)), vmovl_high_s16(s))
+                } else {
+                    (
+                        vshrq_n_s32::<12>(vmull_n_s16(vget_low_s16(s), g)),
+                        vshrq_n_s32::<12>(vmull_high_n_s16(s, g)),
+                    )
+                };
+                let pa = acc.as_mut_ptr().add(i);
+                vst1q_s32(pa, vaddq_s32(vld1q_s32(pa), c0));
+                vst1q_s32(pa.add(4), vaddq_s32(vld1q_s32(pa.add(4)), c1));
+            }
+            i += 8;
+        }
+        super::accumulate_scalar(&mut acc[i..len], &x[i..len], gain_q12);
+    }
+
+    #[target_feature(enable = "neon")]
+    fn sum_n_neon<const N: usize, const GAIN: bool>(
+        acc: &mut [i32],
+        g: &super::Group<'_>,
+        assign: bool,
+    ) -> usize {
+        let gain: [i16; N] = std::array::from_fn(|k| g.gain[k] as i16);
+        let p: [*const i16; N] = std::array::from_fn(|k| g.ptr[k]);
+        let mut i = 0;
+        while i + 8 <= g.len {
+            // SAFETY: acc[i..i + 8] and every source's [i..i + 8] are in bounds (`g.len` is
+            // the minimum of the lengths).
+            unsafe {
+                let pa = acc.as_mut_ptr().add(i);
+                let (mut s0, mut s1) = if assign {
+                    (vdupq_n_s32(0), vdupq_n_s32(0))
+                } else {
+                    (vld1q_s32(pa), vld1q_s32(pa.add(4)))
+                };
+                for k in 0..N {
+                    let x = vld1q_s16(p[k].add(i));
+                    let (c0, c1) = if GAIN {
+                        (
+                            vshrq_n_s32::<12>(vmull_n_s16(vget_low_s16(x), gain[k])),
+                            vshrq_n_s32::<12>(vmull_high_n_s16(x, gain[k])),
+                        )
+                    } else {
+                        (vmovl_s16(vget_low_s16(x)), vmovl_high_s16(x))
+                    };
+                    s0 = vaddq_s32(s0, c0);
+                    s1 = vaddq_s32(s1, c1);
+                }
+                vst1q_s32(pa, s0);
+                vst1q_s32(pa.add(4), s1);
+            }
+            i += 8;
+        }
+        i
+    }
+
+    #[target_feature(enable = "neon")]
+    pub(super) fn sum_neon(acc: &mut [i32], srcs: &[(&[i16], i32)], assign: bool) {
+        let g = super::Group::new(acc.len(), srcs);
+        let i = by_count!(sum_n_neon, acc, &g, assign);
+        g.tail(acc, i, assign);
+    }
+
+    /// The limiter on four lanes; same operation order as `super::shape`.
+    #[target_feature(enable = "neon")]
+    #[inline]
+    fn shape_neon(
+        v: int32x4_t,
+        g0: float32x4_t,
+        step: float32x4_t,
+        nf: float32x4_t,
+        constant: bool,
+    ) -> int32x4_t {
+        let g = if constant {
+            g0
+        } else {
+            vaddq_f32(g0, vmulq_f32(step, nf))
+        };
+        let y = vmulq_f32(vcvtq_f32_s32(v), g);
+        let a = vabsq_f32(y);
+        let knee = vdupq_n_f32(KNEE);
+        let over_mask = vcgtq_f32(a, knee);
+        let comp = if vmaxvq_u32(over_mask) == 0 {
+            a
+        } else {
+            let range = vdupq_n_f32(KNEE_RANGE);
+            let over = vsubq_f32(a, knee);
+            let soft = vaddq_f32(
+                knee,
+                vdivq_f32(vmulq_f32(over, range), vaddq_f32(over, range)),
+            );
+            vbslq_f32(over_mask, soft, a)
+        };
+        // copysign: the sign bit from y, the rest from comp.
+        let signed = vbslq_f32(vdupq_n_u32(0x8000_0000), y, comp);
+        vcvtnq_s32_f32(signed)
+    }
+
+    /// `acc[i..i + 8]` minus the own contribution, as two vectors of four i32.
+    ///
+    /// # Safety
+    /// `acc[i..i + 8]` and (with `own`) `x[i..i + 8]` must be in bounds.
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn load_n1_neon(
+        acc: &[i32],
+        own: Option<(&[i16], i32)>,
+        i: usize,
+    ) -> (int32x4_t, int32x4_t) {
+        // SAFETY: in bounds by the caller's contract.
+        unsafe {
+            let pa = acc.as_ptr().add(i);
+            let mut v0 = vld1q_s32(pa);
+            let mut v1 = vld1q_s32(pa.add(4));
+            if let Some((x, g)) = own {
+                let s = vld1q_s16(x.as_ptr().add(i));
+                let (c0, c1) = if g == UNITY_Q12 {
+                    (vmovl_s16(vget_low_s16(s)), vmovl_high_s16(s))
+                } else {
+                    (
+                        vshrq_n_s32::<12>(vmull_n_s16(vget_low_s16(s), g as i16)),
+                        vshrq_n_s32::<12>(vmull_high_n_s16(s, g as i16)),
+                    )
+                };
+                v0 = vsubq_s32(v0, c0);
+                v1 = vsubq_s32(v1, c1);
+            }
+            (v0, v1)
+        }
+    }
+
+    /// Eight samples per iteration, in one of two loops like `render_avx2`. At unity gain a
+    /// block is passed through when its saturated i16 samples are all within the knee
+    /// (`sqxtn` then `sqabs`: a sample beyond i16 stays beyond the knee).
+    #[target_feature(enable = "neon")]
+    pub(super) fn render_neon(
+        acc: &[i32],
+        own: Option<(&[i16], i32)>,
+        ramp: Ramp,
+        out: &mut [i16],
+    ) -> u32 {
+        let mut len = acc.len().min(out.len());
+        if let Some((x, _)) = own {
+            len = len.min(x.len());
+        }
+        let constant = ramp.step == 0.0;
+        let unity = constant && ramp.g0 == 1.0;
+        let g0 = vdupq_n_f32(ramp.g0);
+        let step = vdupq_n_f32(ramp.step);
+        // Peak of the pass-through blocks (|v| <= KNEE, exact in i16) and of the others.
+        let mut peak16 = vdupq_n_s16(0);
+        let mut peak = vdupq_n_u32(0);
+        let mut i = 0;
+        if unity {
+            let zero = vdupq_n_f32(0.0);
+            while i + 8 <= len {
+                // SAFETY: acc[i..i + 8], x[i..i + 8] and out[i..i + 8] are in bounds (loop
+                // condition, `len` is the minimum of the lengths).
+                unsafe {
+                    let (v0, v1) = load_n1_neon(acc, own, i);
+                    let sat = vcombine_s16(vqmovn_s32(v0), vqmovn_s32(v1));
+                    let a = vqabsq_s16(sat);
+                    let r = if vmaxvq_s16(a) <= KNEE as i16 {
+                        peak16 = vmaxq_s16(peak16, a);
+                        sat
+                    } else {
+                        let m = vmaxq_u32(
+                            vreinterpretq_u32_s32(vabsq_s32(v0)),
+                            vreinterpretq_u32_s32(vabsq_s32(v1)),
+                        );
+                        peak = vmaxq_u32(peak, m);
+                        vcombine_s16(
+                            vqmovn_s32(shape_neon(v0, g0, zero, zero, true)),
+                            vqmovn_s32(shape_neon(v1, g0, zero, zero, true)),
+                        )
+                    };
+                    vst1q_s16(out.as_mut_ptr().add(i), r);
+                }
+                i += 8;
+            }
+        } else {
+            const IDX: [i32; 4] = [0, 1, 2, 3];
+            // SAFETY: IDX holds four i32.
+            let mut idx = unsafe { vld1q_s32(IDX.as_ptr()) };
+            let four = vdupq_n_s32(4);
+            let eight = vdupq_n_s32(8);
+            while i + 8 <= len {
+                // SAFETY: as above.
+                unsafe {
+                    let (v0, v1) = load_n1_neon(acc, own, i);
+                    let m = vmaxq_u32(
+                        vreinterpretq_u32_s32(vabsq_s32(v0)),
+                        vreinterpretq_u32_s32(vabsq_s32(v1)),
+                    );
+                    peak = vmaxq_u32(peak, m);
+                    let n0 = vcvtq_f32_s32(idx);
+                    let n1 = vcvtq_f32_s32(vaddq_s32(idx, four));
+                    let r = vcombine_s16(
+                        vqmovn_s32(shape_neon(v0, g0, step, n0, constant)),
+                        vqmovn_s32(shape_neon(v1, g0, step, n1, constant)),
+                    );
+                    vst1q_s16(out.as_mut_ptr().add(i), r);
+                }
+                idx = vaddq_s32(idx, eight);
+                i += 8;
+            }
+        }
+        let tail = render_scalar(&acc[..len], own, ramp, &mut out[..len], i);
+        tail.max(vmaxvq_s16(peak16) as u32).max(vmaxvq_u32(peak))
     }
 }
 

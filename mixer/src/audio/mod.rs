@@ -7,7 +7,7 @@ use crate::MixerError;
 use crate::simd::SimdLevel;
 use kernels::{KNEE, Ramp, UNITY_Q12};
 pub use vad::VadConfig;
-use vad::{Vad, dbov_from_energy, dbov_from_rfc6464};
+use vad::{Level, Vad, VadLinear};
 
 /// Sample rate of every frame, in Hz.
 pub const SAMPLE_RATE: u32 = 48_000;
@@ -24,6 +24,8 @@ pub const MAX_OUTPUT_GAIN: f32 = 16.0;
 
 /// The limiter aims the loudest sample of a stream at this level (just under the knee).
 const LIMIT_TARGET: f32 = KNEE * 0.95;
+/// The loudest-K rank decays by 1.5 dB per frame (as a power ratio).
+const RANK_DECAY: f32 = 0.707_945_8;
 /// Limiter release: gain recovers by 1 dB per frame.
 const LIMIT_RELEASE: f32 = 1.122_018_5;
 
@@ -193,7 +195,11 @@ struct Member {
     in_gain_q12: i32,
     out_gain: f32,
     vad: Vad,
-    rank_db: f32,
+    /// Loudness for the loudest-K ranking, as power: the frame's power, or the previous rank
+    /// decayed by 1.5 dB if that is louder.
+    rank: f32,
+    /// Sum of squares of this frame's input (when measured from samples).
+    frame_sum: u64,
     score: f32,
     in_mix: bool,
     candidate: bool,
@@ -215,7 +221,8 @@ impl Member {
             in_gain_q12: UNITY_Q12,
             out_gain: 1.0,
             vad: Vad::new(),
-            rank_db: vad::MIN_DBOV,
+            rank: 0.0,
+            frame_sum: 0,
             score: 0.0,
             in_mix: false,
             candidate: false,
@@ -252,6 +259,9 @@ pub struct AudioMixer {
     shared_limiter: Limiter,
     frame: u64,
     dominant: Dominant,
+    vad: VadLinear,
+    /// `switch_margin_db` as a power ratio.
+    switch_ratio: f32,
 }
 
 impl AudioMixer {
@@ -288,6 +298,8 @@ impl AudioMixer {
             shared_limiter: Limiter::new(),
             frame: 0,
             dominant: Dominant::default(),
+            vad: VadLinear::new(&cfg.vad, frame_len),
+            switch_ratio: 10f64.powf(cfg.switch_margin_db as f64 / 10.0) as f32,
         })
     }
 
@@ -420,15 +432,29 @@ impl AudioMixer {
         }
         self.frame = stamp;
 
-        self.update_activity(inputs);
-        self.select_talkers();
+        // Energies first, in one tight loop over the inputs.
+        for input in inputs {
+            if input.audio_level.is_none() {
+                self.members[input.member.0 as usize].frame_sum =
+                    kernels::energy(self.simd, input.pcm);
+            }
+        }
+        let loudest_outside = self.update_activity(inputs);
+        self.select_talkers(loudest_outside);
 
-        // Sum the selected talkers once.
-        self.acc.fill(0);
-        for &slot in &self.mixed {
-            let m = &self.members[slot];
-            let pcm = inputs[m.input_idx].pcm;
-            kernels::accumulate(self.simd, &mut self.acc, pcm, m.in_gain_q12);
+        // Sum the selected talkers once (a group of them per pass, nothing allocated).
+        let mut first = true;
+        for chunk in self.mixed.chunks(kernels::SUM_GROUP) {
+            let mut group: [(&[i16], i32); kernels::SUM_GROUP] = [(&[], 0); kernels::SUM_GROUP];
+            for (g, &slot) in group.iter_mut().zip(chunk) {
+                let m = &self.members[slot];
+                *g = (inputs[m.input_idx].pcm, m.in_gain_q12);
+            }
+            kernels::sum(self.simd, &mut self.acc, &group[..chunk.len()], first);
+            first = false;
+        }
+        if first {
+            self.acc.fill(0);
         }
 
         let len = self.frame_len;
@@ -465,25 +491,34 @@ impl AudioMixer {
         Ok(())
     }
 
-    fn update_activity(&mut self, inputs: &[MemberInput<'_>]) {
+    /// Updates every member's level, voice activity and rank; returns the loudest candidate
+    /// (first by slot among equals) that is not mixed, saving `select_talkers` a pass.
+    fn update_activity(&mut self, inputs: &[MemberInput<'_>]) -> Option<usize> {
         let stamp = self.frame;
         let alpha = self.cfg.dominant.smoothing;
-        for m in self.members.iter_mut().filter(|m| m.active) {
+        let mut loudest: Option<(usize, f32)> = None;
+        for (i, m) in self
+            .members
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, m)| m.active)
+        {
             let has_input = m.input_stamp == stamp;
-            let dbov = if has_input {
+            let level = if has_input {
                 let input = &inputs[m.input_idx];
                 match input.audio_level {
-                    Some(level) => dbov_from_rfc6464(level),
-                    None => {
-                        let e = kernels::energy(self.simd, input.pcm);
-                        dbov_from_energy(e, input.pcm.len())
-                    }
+                    Some(level) => Level::Rfc6464(level),
+                    None => Level::Energy {
+                        sum: m.frame_sum,
+                        samples: input.pcm.len() as u32,
+                    },
                 }
             } else {
-                vad::MIN_DBOV
+                Level::Silent
             };
-            m.vad.update(dbov, FRAME_MS, &self.cfg.vad);
-            m.rank_db = dbov.max(m.rank_db - 1.5);
+            let (power, energy) = self.vad.measure(level);
+            m.vad.update(level, power, energy, &self.vad);
+            m.rank = power.max(m.rank * RANK_DECAY);
             m.candidate = has_input && !m.muted && (m.vad.voiced || m.vad.talking);
             let activity = if m.vad.talking && !m.muted {
                 m.vad.energy
@@ -491,30 +526,49 @@ impl AudioMixer {
                 0.0
             };
             m.score += (activity - m.score) * alpha;
+            if m.candidate && !m.in_mix {
+                match loudest {
+                    Some((_, r)) if r >= m.rank => {}
+                    _ => loudest = Some((i, m.rank)),
+                }
+            }
         }
+        loudest.map(|(i, _)| i)
     }
 
     /// Loudest-K selection with hysteresis: incumbents keep their slot while they are still
     /// talking; free slots go to the loudest candidates; a candidate replaces the quietest
     /// incumbent only when louder by `switch_margin_db`.
-    fn select_talkers(&mut self) {
+    ///
+    /// `loudest_outside` is what the first search for the loudest candidate outside the mix
+    /// finds (computed by `update_activity`: dropping incumbents that stopped being
+    /// candidates does not change it); later searches scan.
+    fn select_talkers(&mut self, loudest_outside: Option<usize>) {
         let members = &mut self.members;
         self.mixed.retain(|&s| {
             let keep = members[s].candidate;
             members[s].in_mix = keep;
             keep
         });
-        let best_outside = |members: &[Member]| -> Option<usize> {
+        let scan = |members: &[Member]| -> Option<usize> {
             let mut best: Option<usize> = None;
             for (i, m) in members.iter().enumerate() {
                 if m.active && m.candidate && !m.in_mix {
                     match best {
-                        Some(b) if members[b].rank_db >= m.rank_db => {}
+                        Some(b) if members[b].rank >= m.rank => {}
                         _ => best = Some(i),
                     }
                 }
             }
             best
+        };
+        debug_assert_eq!(loudest_outside, scan(members));
+        let mut first = Some(loudest_outside);
+        let mut best_outside = |members: &[Member]| -> Option<usize> {
+            match first.take() {
+                Some(b) => b,
+                None => scan(members),
+            }
         };
         while self.mixed.len() < self.cfg.max_talkers {
             match best_outside(members) {
@@ -533,11 +587,11 @@ impl AudioMixer {
                 .mixed
                 .iter()
                 .enumerate()
-                .min_by(|a, b| members[*a.1].rank_db.total_cmp(&members[*b.1].rank_db))
+                .min_by(|a, b| members[*a.1].rank.total_cmp(&members[*b.1].rank))
             else {
                 break;
             };
-            if members[b].rank_db > members[w].rank_db + self.cfg.switch_margin_db {
+            if members[b].rank > members[w].rank * self.switch_ratio {
                 members[w].in_mix = false;
                 members[b].in_mix = true;
                 self.mixed[wi] = b;
@@ -629,7 +683,7 @@ impl AudioMixer {
         Ok(MemberStatus {
             talking: m.vad.talking,
             energy: m.vad.energy.round().clamp(0.0, 100.0) as u8,
-            level_dbov: m.vad.dbov,
+            level_dbov: m.vad.level.dbov(),
             mixed: m.in_mix,
             muted: m.muted,
             deaf: m.deaf,

@@ -81,9 +81,127 @@ pub fn energy_from_dbov(dbov: f32) -> u8 {
     ((dbov + 60.0) * (100.0 / 60.0)).round().clamp(0.0, 100.0) as u8
 }
 
+/// Power (mean square relative to a full-scale square wave) of the quietest level, -127 dBov.
+const MIN_POWER: f32 = 1.995_262_3e-13;
+
+fn power_from_dbov(dbov: f64) -> f32 {
+    10f64.powf(dbov / 10.0) as f32
+}
+
+/// A frame's measured level, kept as measured so that [`Level::dbov`] is exact; the per-frame
+/// decisions use the linear power instead (no logarithm per member and frame).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Level {
+    /// No input this frame.
+    Silent,
+    /// Sum of squares of a frame of `samples` samples.
+    Energy { sum: u64, samples: u32 },
+    /// RFC 6464 audio level.
+    Rfc6464(u8),
+}
+
+impl Level {
+    /// The level in dBov, `-127..=0`.
+    pub fn dbov(self) -> f32 {
+        match self {
+            Level::Silent => MIN_DBOV,
+            Level::Energy { sum, samples } => dbov_from_energy(sum, samples as usize),
+            Level::Rfc6464(l) => dbov_from_rfc6464(l),
+        }
+    }
+}
+
+/// [`VadConfig`] and the level scales converted once to the linear power domain, so that a
+/// frame's decision is a few comparisons and multiplications.
+#[derive(Clone, Debug)]
+pub(crate) struct VadLinear {
+    /// `1 / (samples * 32768^2)`: a frame's sum of squares times this is its power.
+    inv_full_scale: f32,
+    min_voice: f32,
+    margin: f32,
+    floor_min: f32,
+    floor_max: f32,
+    /// Noise floor rise per frame (0.05 dB).
+    floor_rise: f32,
+    attack_ms: u32,
+    release_ms: u32,
+    /// `energy_steps[k]` is the lowest power whose 0..=100 energy is `k + 1`
+    /// (the thresholds of [`energy_from_dbov`], in power).
+    energy_steps: [f32; 100],
+    rfc_power: [f32; 128],
+    rfc_energy: [u8; 128],
+}
+
+impl VadLinear {
+    pub fn new(cfg: &VadConfig, frame_samples: usize) -> Self {
+        let full = frame_samples.max(1) as f64 * 32768.0 * 32768.0;
+        let mut energy_steps = [0f32; 100];
+        for (k, t) in energy_steps.iter_mut().enumerate() {
+            // round((dbov + 60) * 5 / 3) >= k + 1  <=>  dbov >= 0.6 (k + 1) - 60.3
+            *t = power_from_dbov(0.6 * (k + 1) as f64 - 60.3);
+        }
+        let mut rfc_power = [0f32; 128];
+        let mut rfc_energy = [0u8; 128];
+        for l in 0..128u8 {
+            rfc_power[l as usize] = power_from_dbov(-(l as f64)).max(MIN_POWER);
+            rfc_energy[l as usize] = energy_from_dbov(dbov_from_rfc6464(l));
+        }
+        VadLinear {
+            inv_full_scale: (1.0 / full) as f32,
+            min_voice: power_from_dbov(cfg.min_voice_dbov as f64),
+            margin: power_from_dbov(cfg.noise_margin_db as f64),
+            floor_min: power_from_dbov(-100.0),
+            floor_max: power_from_dbov(cfg.max_noise_floor_dbov as f64),
+            floor_rise: power_from_dbov(0.05 * crate::audio::FRAME_MS as f64 / 20.0),
+            attack_ms: cfg.attack_ms,
+            release_ms: cfg.release_ms,
+            energy_steps,
+            rfc_power,
+            rfc_energy,
+        }
+    }
+
+    /// How many of `energy_steps` are `<= p` (the 0..=100 energy of power `p`). A guess from
+    /// the float's bits (exponent plus mantissa is log2 within 0.09, i.e. within one 0.6 dB
+    /// step) is corrected against the table, so the result is exactly the count.
+    fn energy_of(&self, p: f32) -> u8 {
+        const STEPS: usize = 100;
+        let log2 = p.to_bits() as f32 * (1.0 / (1u32 << 23) as f32) - 127.0;
+        // dB = 10 log10(2) log2; step k + 1 is reached at 0.6 (k + 1) - 60.3 dB.
+        let guess = (log2 * 3.010_3 + 60.3) * (1.0 / 0.6);
+        let mut k = guess.clamp(0.0, STEPS as f32) as usize;
+        // The guess is at most one step low (log2 from the bits never overestimates): one
+        // branch-free step up, then loops that only run on rounding at a boundary.
+        k += (k < STEPS && self.energy_steps[k.min(STEPS - 1)] <= p) as usize;
+        while k > 0 && self.energy_steps[k - 1] > p {
+            k -= 1;
+        }
+        while k < STEPS && self.energy_steps[k] <= p {
+            k += 1;
+        }
+        k as u8
+    }
+
+    /// Power (`MIN_POWER..=1`) and the 0..=100 energy of a frame.
+    pub fn measure(&self, level: Level) -> (f32, u8) {
+        match level {
+            Level::Silent => (MIN_POWER, 0),
+            Level::Energy { sum, .. } => {
+                let p = (sum as f32 * self.inv_full_scale).clamp(MIN_POWER, 1.0);
+                (p, self.energy_of(p))
+            }
+            Level::Rfc6464(l) => {
+                let l = l.min(127) as usize;
+                (self.rfc_power[l], self.rfc_energy[l])
+            }
+        }
+    }
+}
+
 /// Per-member voice activity state.
 #[derive(Clone, Debug)]
 pub(crate) struct Vad {
+    /// Tracked noise floor, as power.
     noise_floor: f32,
     voice_ms: u32,
     silence_ms: u32,
@@ -91,7 +209,7 @@ pub(crate) struct Vad {
     /// This frame was above the voice threshold.
     pub voiced: bool,
     /// Last frame's level.
-    pub dbov: f32,
+    pub level: Level,
     /// Displayed energy, 0..=100: instant attack, decays by 20% per frame.
     pub energy: f32,
 }
@@ -99,46 +217,42 @@ pub(crate) struct Vad {
 impl Vad {
     pub fn new() -> Self {
         Vad {
-            noise_floor: -70.0,
+            noise_floor: power_from_dbov(-70.0),
             voice_ms: 0,
             silence_ms: 0,
             talking: false,
             voiced: false,
-            dbov: MIN_DBOV,
+            level: Level::Silent,
             energy: 0.0,
         }
     }
 
-    /// Feeds one frame of `frame_ms` at level `dbov`.
-    pub fn update(&mut self, dbov: f32, frame_ms: u32, cfg: &VadConfig) {
-        let dbov = if dbov.is_nan() {
-            MIN_DBOV
+    /// Feeds one 20 ms frame whose level was measured as `power` and `energy` by
+    /// [`VadLinear::measure`]. All comparisons are in the power domain: the threshold is
+    /// `max(min_voice, noise_floor * margin)`, the noise floor falls half-way (in dB, i.e. to
+    /// the geometric mean) towards a quieter frame and otherwise rises by 0.05 dB per frame.
+    pub fn update(&mut self, level: Level, power: f32, energy: u8, lin: &VadLinear) {
+        self.level = level;
+        let threshold = lin.min_voice.max(self.noise_floor * lin.margin);
+        self.voiced = power > threshold;
+        if power < self.noise_floor {
+            self.noise_floor = (self.noise_floor * power).sqrt();
         } else {
-            dbov.clamp(MIN_DBOV, 0.0)
-        };
-        self.dbov = dbov;
-        let threshold = cfg
-            .min_voice_dbov
-            .max(self.noise_floor + cfg.noise_margin_db);
-        self.voiced = dbov > threshold;
-        // Noise floor: falls quickly towards quieter frames, rises slowly (2.5 dB/s at 20 ms).
-        if dbov < self.noise_floor {
-            self.noise_floor += (dbov - self.noise_floor) * 0.5;
-        } else {
-            self.noise_floor += 0.05 * frame_ms as f32 / 20.0;
+            self.noise_floor *= lin.floor_rise;
         }
-        self.noise_floor = self.noise_floor.clamp(-100.0, cfg.max_noise_floor_dbov);
+        self.noise_floor = self.noise_floor.max(lin.floor_min).min(lin.floor_max);
 
+        let frame_ms = crate::audio::FRAME_MS;
         if self.voiced {
             self.silence_ms = 0;
             self.voice_ms = self.voice_ms.saturating_add(frame_ms);
-            if self.voice_ms >= cfg.attack_ms {
+            if self.voice_ms >= lin.attack_ms {
                 self.talking = true;
             }
         } else {
             self.silence_ms = self.silence_ms.saturating_add(frame_ms);
             if self.talking {
-                if self.silence_ms >= cfg.release_ms {
+                if self.silence_ms >= lin.release_ms {
                     self.talking = false;
                     self.voice_ms = 0;
                 }
@@ -147,7 +261,7 @@ impl Vad {
                 self.voice_ms = self.voice_ms.saturating_sub(frame_ms);
             }
         }
-        let e = energy_from_dbov(dbov) as f32;
+        let e = energy as f32;
         self.energy = if e >= self.energy {
             e
         } else {
@@ -175,22 +289,79 @@ mod tests {
     }
 
     #[test]
+    fn linear_measure_matches_the_db_scale() {
+        let lin = VadLinear::new(&VadConfig::default(), 960);
+        let full = 960.0 * 32768.0 * 32768.0;
+        let mut mismatches = 0;
+        for i in 0..20_000u32 {
+            let dbov = -70.0 + i as f64 * 0.0035;
+            let sum = (10f64.powf(dbov / 10.0) * full) as u64;
+            let (p, e) = lin.measure(Level::Energy { sum, samples: 960 });
+            let exact = dbov_from_energy(sum, 960);
+            assert!((10.0 * (p as f64).log10() - exact as f64).abs() < 1e-3);
+            let want = energy_from_dbov(exact);
+            if e != want {
+                // Only where the level sits on a rounding boundary of the 0..=100 scale.
+                let x = (exact as f64 + 60.0) * 5.0 / 3.0;
+                assert!((x - x.floor() - 0.5).abs() < 1e-3, "{dbov}: {e} vs {want}");
+                mismatches += 1;
+            }
+        }
+        assert!(mismatches < 20);
+        for i in 0..200_000u32 {
+            let p = MIN_POWER * 1.000_15f32.powi(i as i32);
+            let want = lin.energy_steps.partition_point(|&t| t <= p.min(1.0)) as u8;
+            assert_eq!(lin.energy_of(p.min(1.0)), want, "{p}");
+        }
+        for &t in &lin.energy_steps {
+            for p in [
+                f32::from_bits(t.to_bits() - 1),
+                t,
+                f32::from_bits(t.to_bits() + 1),
+            ] {
+                let want = lin.energy_steps.partition_point(|&s| s <= p) as u8;
+                assert_eq!(lin.energy_of(p), want, "{p}");
+            }
+        }
+        for l in 0..=127 {
+            let (p, e) = lin.measure(Level::Rfc6464(l));
+            assert_eq!(e, energy_from_dbov(-(l as f32)));
+            assert!((10.0 * (p as f64).log10() + l as f64).abs() < 1e-3);
+        }
+        assert_eq!(lin.measure(Level::Silent), (MIN_POWER, 0));
+        assert_eq!(
+            lin.measure(Level::Energy {
+                sum: 0,
+                samples: 960
+            }),
+            (MIN_POWER, 0)
+        );
+    }
+
+    #[test]
     fn attack_and_release_timing() {
-        let cfg = VadConfig::default();
+        let lin = VadLinear::new(&VadConfig::default(), 960);
         let mut v = Vad::new();
+        let feed = |v: &mut Vad, dbov: f64| {
+            // A sum of squares at `dbov` for 960 samples.
+            let sum = (10f64.powf(dbov / 10.0) * 960.0 * 32768.0 * 32768.0) as u64;
+            let level = Level::Energy { sum, samples: 960 };
+            let (p, e) = lin.measure(level);
+            v.update(level, p, e, &lin);
+        };
         for _ in 0..50 {
-            v.update(-80.0, 20, &cfg);
+            feed(&mut v, -80.0);
         }
         let mut frames = 0;
         while !v.talking {
-            v.update(-20.0, 20, &cfg);
+            feed(&mut v, -20.0);
             frames += 1;
             assert!(frames < 100);
         }
         assert_eq!(frames * 20, 100, "talking after 100 ms of voice");
         let mut frames = 0;
         while v.talking {
-            v.update(-80.0, 20, &cfg);
+            feed(&mut v, -80.0);
             frames += 1;
             assert!(frames < 100);
         }

@@ -75,6 +75,7 @@ pub(crate) fn blend_scalar(a: &[u8], b: &[u8], f: u16, out: &mut [u8]) {
 /// non-decreasing and `row` padded so that `row[xi + 3]` exists for every index.
 fn hscale(level: SimdLevel, row: &[u8], xi: &[u32], wt: &[u32], out: &mut [u8]) {
     let n = out.len().min(xi.len()).min(wt.len());
+    #[cfg(target_arch = "x86_64")]
     let fits = n == 0 || (xi[n - 1] as usize + ROW_PAD) <= row.len();
     match level.effective() {
         #[cfg(target_arch = "x86_64")]
