@@ -272,3 +272,49 @@ impl AvEncoder {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keyframes come every `keyframe_interval_ms` (whole frames): what lets nginx-rtmp cut
+    /// fragments of that length.
+    #[test]
+    fn keyframe_interval_is_honoured() {
+        for (interval_ms, fps, every) in [(2000u32, 10u32, 20u64), (1000, 10, 10), (500, 30, 15)] {
+            let mut enc = AvEncoder::new(EncodeSettings {
+                video: Some(VideoFormat {
+                    width: 160,
+                    height: 96,
+                    fps,
+                }),
+                video_bitrate: 300_000,
+                audio_bitrate: 64_000,
+                audio_channels: 2,
+                keyframe_interval_ms: interval_ms,
+            })
+            .unwrap();
+            let frames = every * 3 + 1;
+            let mut keys = Vec::new();
+            for n in 0..frames {
+                let now = n * 1000 / u64::from(fps);
+                for p in enc.poll_video(now).unwrap() {
+                    if let Packet::Video {
+                        ts_ms,
+                        keyframe: true,
+                        ..
+                    } = p
+                    {
+                        keys.push(ts_ms);
+                    }
+                }
+            }
+            let step = u64::from(interval_ms);
+            assert_eq!(
+                keys,
+                vec![0, step, 2 * step, 3 * step],
+                "keyframe_interval {interval_ms} ms at {fps} fps"
+            );
+        }
+    }
+}
