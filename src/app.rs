@@ -236,6 +236,7 @@ fn broadcast_plan(
         record_dir: config.recordings_dir(),
         video_bitrate: config.broadcast_video_bitrate,
         audio_bitrate: config.broadcast_audio_bitrate,
+        keyframe_interval_ms: config.broadcast_keyframe_ms,
     }
 }
 
@@ -476,6 +477,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             engine: engine.clone(),
             hub: hub.clone(),
             runtime: runtime.clone(),
+            broadcast: broadcasts.stats.clone(),
             metrics_token: config.metrics_token.clone(),
             demo: demo.then(|| {
                 Arc::new(crate::demo::Demo::new(

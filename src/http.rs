@@ -27,6 +27,8 @@ pub struct HttpContext {
     pub engine: Arc<Engine>,
     pub hub: Arc<Hub>,
     pub runtime: Arc<MediaRuntime>,
+    /// Counters of the RTMP broadcasts and recordings.
+    pub broadcast: Arc<crate::broadcast::BroadcastStats>,
     /// Bearer token that opens `/metrics` to non-loopback clients.
     pub metrics_token: Option<String>,
     /// What `/api/features` answers.
@@ -442,9 +444,156 @@ pub fn render(ctx: &HttpContext) -> String {
     ];
     let mut out = String::new();
     for (name, kind, help, value) in metrics {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        let _ = writeln!(out, "{name} {value}");
+        family(&mut out, name, kind, help, &[("", value)]);
     }
+    render_broadcast(&mut out, &ctx.broadcast);
     out
+}
+
+/// One metric family: its HELP and TYPE lines and one sample per label set (`""`: none).
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+/// A metric family: name, type, help, samples by label set.
+type Family<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, f64)]);
+
+/// The broadcast families: RTMP outputs, recordings, encoding.
+fn render_broadcast(out: &mut String, b: &crate::broadcast::BroadcastStats) {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+    let one = |v: f64| [("", v)];
+    let families: [Family; 16] = [
+        (
+            "comet_broadcasts",
+            "gauge",
+            "Conferences being broadcast or recorded.",
+            &one(load(&b.active)),
+        ),
+        (
+            "comet_broadcast_rtmp_outputs",
+            "gauge",
+            "RTMP outputs running (publishing or reconnecting).",
+            &one(load(&b.rtmp_outputs)),
+        ),
+        (
+            "comet_broadcast_rtmp_publishing",
+            "gauge",
+            "RTMP outputs connected and publishing now.",
+            &one(load(&b.rtmp_publishing)),
+        ),
+        (
+            "comet_broadcast_rtmp_attempts_total",
+            "counter",
+            "RTMP connection attempts (TCP connect).",
+            &one(load(&b.rtmp_attempts)),
+        ),
+        (
+            "comet_broadcast_rtmp_connects_total",
+            "counter",
+            "RTMP sessions that started publishing (NetStream.Publish.Start).",
+            &one(load(&b.rtmp_connects)),
+        ),
+        (
+            "comet_broadcast_rtmp_reconnects_total",
+            "counter",
+            "RTMP sessions that started publishing again after their output lost a connection.",
+            &one(load(&b.rtmp_reconnects)),
+        ),
+        (
+            "comet_broadcast_rtmp_failures_total",
+            "counter",
+            "RTMP connection attempts that failed and sessions that were lost.",
+            &one(load(&b.rtmp_failures)),
+        ),
+        (
+            "comet_broadcast_rtmp_bytes_total",
+            "counter",
+            "Bytes written to RTMP connections.",
+            &one(load(&b.rtmp_bytes)),
+        ),
+        (
+            "comet_broadcast_rtmp_tags_total",
+            "counter",
+            "FLV tags sent over RTMP (sequence headers included).",
+            &[
+                ("kind=\"audio\"", load(&b.rtmp_audio_tags)),
+                ("kind=\"video\"", load(&b.rtmp_video_tags)),
+            ],
+        ),
+        (
+            "comet_broadcast_rtmp_dropped_total",
+            "counter",
+            "Encoded packets not sent because the RTMP connection was down or too slow.",
+            &one(load(&b.rtmp_dropped)),
+        ),
+        (
+            "comet_broadcast_recordings",
+            "gauge",
+            "Recordings open now.",
+            &one(load(&b.recordings)),
+        ),
+        (
+            "comet_broadcast_recordings_finalized_total",
+            "counter",
+            "Recordings finalized (the MP4 trailer written).",
+            &one(load(&b.recordings_finalized)),
+        ),
+        (
+            "comet_broadcast_recording_failures_total",
+            "counter",
+            "Recordings that could not be created, written or finalized.",
+            &one(load(&b.recording_failures)),
+        ),
+        (
+            "comet_broadcast_recording_bytes_total",
+            "counter",
+            "Bytes written to recording files (FFmpeg writes in chunks of up to 256 KB; exact \
+             once a recording is finalized).",
+            &one(load(&b.recording_bytes)),
+        ),
+        (
+            "comet_broadcast_frames_encoded_total",
+            "counter",
+            "Frames encoded for broadcasts (video: H.264 pictures, audio: AAC frames).",
+            &[
+                ("kind=\"audio\"", load(&b.audio_frames)),
+                ("kind=\"video\"", load(&b.video_frames)),
+            ],
+        ),
+        (
+            "comet_broadcast_frames_dropped_total",
+            "counter",
+            "Broadcast inputs and frames dropped: queue_full (the broadcast thread fell behind), \
+             late (video frames skipped to catch up), rate_control (skipped by the H.264 rate \
+             control).",
+            &[
+                ("reason=\"queue_full\"", load(&b.input_dropped)),
+                ("reason=\"late\"", load(&b.video_late)),
+                ("reason=\"rate_control\"", load(&b.video_rate_skipped)),
+            ],
+        ),
+    ];
+    for (name, kind, help, samples) in families {
+        family(out, name, kind, help, samples);
+    }
+    family(
+        out,
+        "comet_broadcast_encode_seconds_total",
+        "counter",
+        "Time the broadcast threads spent encoding (audio: AAC, video: H.264) and handing \
+         packets to the outputs (output: RTMP queue and the recording's muxer).",
+        &[
+            ("kind=\"audio\"", load(&b.audio_encode_ns) / 1e9),
+            ("kind=\"video\"", load(&b.video_encode_ns) / 1e9),
+            ("kind=\"output\"", load(&b.output_ns) / 1e9),
+        ],
+    );
 }

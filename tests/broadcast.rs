@@ -216,6 +216,48 @@ fn both_tones(s: &Spectrum) -> bool {
     TONES.iter().all(|&t| s.at(t) >= HEARD)
 }
 
+/// The server's `comet_broadcast*` samples from `/metrics`, by name with labels, e.g.
+/// `comet_broadcast_rtmp_tags_total{kind="video"}`.
+fn scrape(server: &Server) -> std::collections::BTreeMap<String, f64> {
+    let text = server.metrics(&["comet_broadcast"]);
+    let m: std::collections::BTreeMap<String, f64> = text
+        .split(", ")
+        .filter_map(|l| {
+            let (name, v) = l.rsplit_once(' ')?;
+            Some((name.to_string(), v.parse().ok()?))
+        })
+        .collect();
+    assert!(
+        m.contains_key("comet_broadcasts") && m.contains_key("comet_broadcast_rtmp_bytes_total"),
+        "/metrics has no broadcast metrics: {text}"
+    );
+    m
+}
+
+fn metric(m: &std::collections::BTreeMap<String, f64>, name: &str) -> f64 {
+    *m.get(name)
+        .unwrap_or_else(|| panic!("/metrics has no {name}: {m:?}"))
+}
+
+/// Scrapes `/metrics` until `ok` holds (an operator's dashboard catching up), or fails with
+/// `what` and the last scrape.
+async fn wait_metrics(
+    server: &Server,
+    secs: u64,
+    what: &str,
+    ok: impl Fn(&std::collections::BTreeMap<String, f64>) -> bool,
+) -> std::collections::BTreeMap<String, f64> {
+    let end = deadline(secs);
+    loop {
+        let m = scrape(server);
+        if ok(&m) {
+            return m;
+        }
+        assert!(Instant::now() < end, "{what} within {secs} s: {m:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A conference member: its SIP connection and its WebRTC peer sending a tone.
 struct Member {
     _sip: SipClient,
@@ -372,6 +414,48 @@ async fn hls_dash_reconnect_and_recording() {
     assert!(manifest.contains("avc1"), "{manifest}");
     assert!(manifest.contains("mp4a"), "{manifest}");
 
+    // What an operator sees on /metrics while the conference is broadcast and recorded: one
+    // broadcast, one RTMP output publishing after one connect, one recording; bytes, audio and
+    // video tags and encoded frames flowing, time spent encoding both.
+    let live = scrape(&server);
+    println!("/metrics while broadcasting: {live:#?}");
+    for (name, want) in [
+        ("comet_broadcasts", 1.0),
+        ("comet_broadcast_rtmp_outputs", 1.0),
+        ("comet_broadcast_rtmp_publishing", 1.0),
+        ("comet_broadcast_rtmp_connects_total", 1.0),
+        ("comet_broadcast_rtmp_reconnects_total", 0.0),
+        ("comet_broadcast_rtmp_failures_total", 0.0),
+        ("comet_broadcast_recordings", 1.0),
+        ("comet_broadcast_recordings_finalized_total", 0.0),
+    ] {
+        assert_eq!(metric(&live, name), want, "{name}: {live:#?}");
+    }
+    for name in [
+        "comet_broadcast_rtmp_bytes_total",
+        "comet_broadcast_rtmp_tags_total{kind=\"audio\"}",
+        "comet_broadcast_rtmp_tags_total{kind=\"video\"}",
+        "comet_broadcast_recording_bytes_total",
+        "comet_broadcast_frames_encoded_total{kind=\"audio\"}",
+        "comet_broadcast_frames_encoded_total{kind=\"video\"}",
+        "comet_broadcast_encode_seconds_total{kind=\"audio\"}",
+        "comet_broadcast_encode_seconds_total{kind=\"video\"}",
+    ] {
+        assert!(metric(&live, name) > 0.0, "{name}: {live:#?}");
+    }
+    // Video at 30 fps, AAC at 48000/1024 frames a second: the tag counts follow the encoders.
+    let video_tags = metric(&live, "comet_broadcast_rtmp_tags_total{kind=\"video\"}");
+    let audio_tags = metric(&live, "comet_broadcast_rtmp_tags_total{kind=\"audio\"}");
+    assert!(
+        video_tags > 30.0 && audio_tags > 40.0,
+        "a few seconds of HLS, yet {video_tags} video and {audio_tags} audio tags"
+    );
+    let bytes_live = metric(&live, "comet_broadcast_rtmp_bytes_total");
+    for reason in ["queue_full", "late", "rate_control"] {
+        let name = format!("comet_broadcast_frames_dropped_total{{reason=\"{reason}\"}}");
+        println!("{name} {}", metric(&live, &name));
+    }
+
     // 3. nginx dies and comes back: publishing resumes, new segments appear.
     nginx.kill();
     let restarted = SystemTime::now();
@@ -404,6 +488,34 @@ async fn hls_dash_reconnect_and_recording() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // /metrics tells the operator: the connection was lost (a failure), the output published
+    // again (a reconnect), and bytes keep flowing.
+    let after = wait_metrics(&server, 30, "the reconnect is not on /metrics", |m| {
+        metric(m, "comet_broadcast_rtmp_reconnects_total") >= 1.0
+            && metric(m, "comet_broadcast_rtmp_publishing") == 1.0
+    })
+    .await;
+    println!("/metrics after the nginx restart: {after:#?}");
+    assert!(
+        metric(&after, "comet_broadcast_rtmp_failures_total") >= 1.0,
+        "{after:#?}"
+    );
+    assert_eq!(
+        metric(&after, "comet_broadcast_rtmp_connects_total"),
+        1.0 + metric(&after, "comet_broadcast_rtmp_reconnects_total"),
+        "{after:#?}"
+    );
+    assert_eq!(metric(&after, "comet_broadcast_rtmp_outputs"), 1.0);
+    let grown = wait_metrics(&server, 30, "RTMP bytes stopped growing", |m| {
+        metric(m, "comet_broadcast_rtmp_bytes_total")
+            > metric(&after, "comet_broadcast_rtmp_bytes_total")
+    })
+    .await;
+    assert!(metric(&grown, "comet_broadcast_rtmp_bytes_total") > bytes_live);
+    assert!(
+        metric(&grown, "comet_broadcast_rtmp_tags_total{kind=\"video\"}") > video_tags,
+        "{grown:#?}"
+    );
 
     // 4. The backend ends the conference: the recording is finalized.
     let delete_sent = Instant::now();
@@ -440,6 +552,29 @@ async fn hls_dash_reconnect_and_recording() {
     let tail = &pcm[pcm.len().saturating_sub(4 * tones::RATE as usize)..];
     let s = tone_spectrum(&tail[..tail.len().min(2 * tones::RATE as usize)]);
     assert!(both_tones(&s), "the recording's audio: {s}");
+    // /metrics: nothing broadcast any more, one recording finalized, and the bytes it counted
+    // are the file's size.
+    let ended = wait_metrics(&server, 30, "the broadcast did not end on /metrics", |m| {
+        metric(m, "comet_broadcasts") == 0.0 && metric(m, "comet_broadcast_rtmp_outputs") == 0.0
+    })
+    .await;
+    println!("/metrics after the conference: {ended:#?}");
+    assert_eq!(metric(&ended, "comet_broadcast_rtmp_publishing"), 0.0);
+    assert_eq!(metric(&ended, "comet_broadcast_recordings"), 0.0);
+    assert_eq!(
+        metric(&ended, "comet_broadcast_recordings_finalized_total"),
+        1.0
+    );
+    assert_eq!(
+        metric(&ended, "comet_broadcast_recording_failures_total"),
+        0.0
+    );
+    assert_eq!(
+        metric(&ended, "comet_broadcast_recording_bytes_total"),
+        std::fs::metadata(&file).unwrap().len() as f64,
+        "recording bytes on /metrics vs the file {}",
+        file.display()
+    );
 
     a.peer.close().await;
     b.peer.close().await;
@@ -477,6 +612,20 @@ async fn audio_only_recording_finalized_on_sigterm() {
         assert!(Instant::now() < end, "the peers hear nothing");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // /metrics: one broadcast that is a recording only (no RTMP output), its file growing.
+    let m = wait_metrics(&server, 30, "the recording is not on /metrics", |m| {
+        metric(m, "comet_broadcast_recording_bytes_total") > 0.0
+    })
+    .await;
+    assert_eq!(metric(&m, "comet_broadcasts"), 1.0, "{m:#?}");
+    assert_eq!(metric(&m, "comet_broadcast_recordings"), 1.0, "{m:#?}");
+    assert_eq!(metric(&m, "comet_broadcast_rtmp_outputs"), 0.0, "{m:#?}");
+    assert_eq!(
+        metric(&m, "comet_broadcast_frames_encoded_total{kind=\"video\"}"),
+        0.0,
+        "{m:#?}"
+    );
+    assert!(metric(&m, "comet_broadcast_frames_encoded_total{kind=\"audio\"}") > 0.0);
     let term_sent = Instant::now();
     let status = server.terminate();
     let exited = Instant::now();

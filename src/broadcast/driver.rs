@@ -57,13 +57,24 @@ pub async fn run(
     want_keyframe: Arc<AtomicBool>,
     stats: Arc<BroadcastStats>,
 ) {
+    stats.rtmp_outputs.fetch_add(1, Ordering::Relaxed);
+    let _output = Gauge(&stats.rtmp_outputs);
     let mut headers: Option<Headers> = None;
     let mut backoff = FIRST_BACKOFF;
+    let mut published = false;
     let target = format!("{}:{}/{}/{}", url.host, url.port, url.app, url.stream);
     loop {
         let started = tokio::time::Instant::now();
         stats.rtmp_attempts.fetch_add(1, Ordering::Relaxed);
-        match session(&url, &mut rx, &mut headers, &want_keyframe, &stats).await {
+        let s = session(
+            &url,
+            &mut rx,
+            &mut headers,
+            &want_keyframe,
+            &stats,
+            &mut published,
+        );
+        match s.await {
             Ok(End::Finished) => {
                 tracing::info!(rtmp = %target, "broadcast ended");
                 return;
@@ -96,6 +107,7 @@ async fn session(
     headers: &mut Option<Headers>,
     want_keyframe: &AtomicBool,
     stats: &BroadcastStats,
+    published: &mut bool,
 ) -> Result<End, SessionError> {
     let stream = tokio::time::timeout(
         CONNECT_TIMEOUT,
@@ -131,8 +143,13 @@ async fn session(
         rtmp = %format!("{}:{}/{}/{}", url.host, url.port, url.app, url.stream),
         "publishing"
     );
+    stats.rtmp_connects.fetch_add(1, Ordering::Relaxed);
+    if *published {
+        stats.rtmp_reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+    *published = true;
     stats.rtmp_publishing.fetch_add(1, Ordering::Relaxed);
-    let _guard = PublishingGuard(stats);
+    let _guard = Gauge(&stats.rtmp_publishing);
     let mut sent_headers: Option<Headers> = None;
     let mut waiting_key = true;
     want_keyframe.store(true, Ordering::Relaxed);
@@ -167,10 +184,11 @@ async fn session(
                     if sent_headers.is_none() {
                         continue;
                     }
-                    let out = match p {
-                        Packet::Audio { ts_ms, data } => {
-                            publisher.audio(flv::aac_frame(&data), ts_ms as u32)?
-                        }
+                    let (out, tags) = match p {
+                        Packet::Audio { ts_ms, data } => (
+                            publisher.audio(flv::aac_frame(&data), ts_ms as u32)?,
+                            &stats.rtmp_audio_tags,
+                        ),
                         Packet::Video { ts_ms, data, keyframe } => {
                             if waiting_key && !keyframe {
                                 continue;
@@ -180,22 +198,27 @@ async fn session(
                                 continue;
                             }
                             waiting_key = false;
-                            publisher.video(flv::avc_frame(&data, keyframe), ts_ms as u32)?
+                            (
+                                publisher.video(flv::avc_frame(&data, keyframe), ts_ms as u32)?,
+                                &stats.rtmp_video_tags,
+                            )
                         }
                     };
-                    stats.rtmp_bytes.fetch_add(out.len() as u64, Ordering::Relaxed);
                     wr.write_all(&out).await?;
+                    tags.fetch_add(1, Ordering::Relaxed);
+                    stats.rtmp_bytes.fetch_add(out.len() as u64, Ordering::Relaxed);
                 }
             }
         }
     }
 }
 
-struct PublishingGuard<'a>(&'a BroadcastStats);
+/// Decrements a gauge when dropped.
+struct Gauge<'a>(&'a std::sync::atomic::AtomicU64);
 
-impl Drop for PublishingGuard<'_> {
+impl Drop for Gauge<'_> {
     fn drop(&mut self) {
-        self.0.rtmp_publishing.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -214,9 +237,13 @@ async fn send_headers(
         out.extend(publisher.video(flv::avc_sequence_header(avc), ts_ms)?);
     }
     out.extend(publisher.audio(flv::aac_sequence_header(&h.asc), ts_ms)?);
+    wr.write_all(&out).await?;
+    if h.avc.is_some() {
+        stats.rtmp_video_tags.fetch_add(1, Ordering::Relaxed);
+    }
+    stats.rtmp_audio_tags.fetch_add(1, Ordering::Relaxed);
     stats
         .rtmp_bytes
         .fetch_add(out.len() as u64, Ordering::Relaxed);
-    wr.write_all(&out).await?;
     Ok(())
 }

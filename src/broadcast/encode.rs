@@ -1,5 +1,5 @@
 //! The conference's canvas and mix, encoded once for every output (RTMP and the recording):
-//! H.264 (OpenH264, constrained baseline, a keyframe every [`KEYFRAME_SECONDS`]) at a steady
+//! H.264 (OpenH264, constrained baseline, a keyframe every `[broadcast] keyframe_interval`, 2 s by default) at a steady
 //! frame rate from the latest canvas, and AAC-LC from the 20 ms mix frames. Sans-IO: the caller
 //! gives the time (milliseconds since the broadcast started).
 
@@ -8,9 +8,9 @@ use std::sync::Arc;
 use comet_media::h264::{AvcDecoderConfig, annexb_to_avcc};
 use comet_media::{AacConfig, AacEncoder, H264Encoder, H264EncoderConfig, I420Frame};
 
-/// Seconds between keyframes: HLS/DASH fragments can only start on one, so 2 s fragments need
-/// a keyframe every 2 s.
-pub const KEYFRAME_SECONDS: u32 = 2;
+/// Default milliseconds between keyframes (`[broadcast] keyframe_interval`): HLS/DASH
+/// fragments can only start on one, so 2 s fragments need a keyframe every 2 s.
+pub const KEYFRAME_INTERVAL_MS: u32 = 2000;
 /// A late encoder catches up at most this many frames at once; beyond it, frames are skipped.
 const MAX_CATCH_UP: u64 = 3;
 
@@ -25,6 +25,8 @@ pub struct EncodeSettings {
     pub audio_bitrate: u32,
     /// AAC channels (the mix is mono; 2 duplicates it, which some players prefer).
     pub audio_channels: u8,
+    /// Milliseconds between keyframes (rounded to whole frames, at least one frame).
+    pub keyframe_interval_ms: u32,
 }
 
 /// Canvas size and frame rate.
@@ -73,8 +75,12 @@ pub struct Headers {
 pub struct EncodeStats {
     pub video_frames: u64,
     pub keyframes: u64,
-    /// Frames skipped by rate control or because the encoder was late.
-    pub video_skipped: u64,
+    /// Frames skipped because the encoder was late (the machine stalled).
+    pub video_late: u64,
+    /// Frames OpenH264's rate control skipped.
+    pub video_rate_skipped: u64,
+    /// Frames encoded before the first keyframe with SPS/PPS (not decodable, not sent).
+    pub video_before_key: u64,
     pub audio_frames: u64,
     /// Canvases of the wrong size, dropped.
     pub bad_canvas: u64,
@@ -127,7 +133,9 @@ impl AvEncoder {
                 Some(H264Encoder::new(H264EncoderConfig {
                     bitrate: settings.video_bitrate,
                     fps: v.fps as f32,
-                    keyframe_interval: v.fps * KEYFRAME_SECONDS,
+                    keyframe_interval: (v.fps * settings.keyframe_interval_ms)
+                        .div_ceil(1000)
+                        .max(1),
                     threads: 1,
                 })?),
                 Some(no_video_card(v.width, v.height)),
@@ -214,7 +222,7 @@ impl AvEncoder {
         // Far behind (the machine stalled): skip to the present.
         let due_index = now_ms * fps / 1000;
         if due_index > self.frame_index + MAX_CATCH_UP {
-            self.stats.video_skipped += due_index - self.frame_index - 1;
+            self.stats.video_late += due_index - self.frame_index - 1;
             self.frame_index = due_index - 1;
         }
         while self.frame_index * 1000 / fps <= now_ms {
@@ -225,7 +233,7 @@ impl AvEncoder {
             };
             let frame = enc.encode(canvas)?;
             if frame.data.is_empty() {
-                self.stats.video_skipped += 1;
+                self.stats.video_rate_skipped += 1;
                 continue;
             }
             if frame.keyframe {
@@ -236,7 +244,7 @@ impl AvEncoder {
             }
             if self.avc.is_none() {
                 // Nothing decodable before the first keyframe with SPS/PPS.
-                self.stats.video_skipped += 1;
+                self.stats.video_before_key += 1;
                 continue;
             }
             self.stats.video_frames += 1;
@@ -262,5 +270,51 @@ impl AvEncoder {
                 data: f.data.into(),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keyframes come every `keyframe_interval_ms` (whole frames): what lets nginx-rtmp cut
+    /// fragments of that length.
+    #[test]
+    fn keyframe_interval_is_honoured() {
+        for (interval_ms, fps, every) in [(2000u32, 10u32, 20u64), (1000, 10, 10), (500, 30, 15)] {
+            let mut enc = AvEncoder::new(EncodeSettings {
+                video: Some(VideoFormat {
+                    width: 160,
+                    height: 96,
+                    fps,
+                }),
+                video_bitrate: 300_000,
+                audio_bitrate: 64_000,
+                audio_channels: 2,
+                keyframe_interval_ms: interval_ms,
+            })
+            .unwrap();
+            let frames = every * 3 + 1;
+            let mut keys = Vec::new();
+            for n in 0..frames {
+                let now = n * 1000 / u64::from(fps);
+                for p in enc.poll_video(now).unwrap() {
+                    if let Packet::Video {
+                        ts_ms,
+                        keyframe: true,
+                        ..
+                    } = p
+                    {
+                        keys.push(ts_ms);
+                    }
+                }
+            }
+            let step = u64::from(interval_ms);
+            assert_eq!(
+                keys,
+                vec![0, step, 2 * step, 3 * step],
+                "keyframe_interval {interval_ms} ms at {fps} fps"
+            );
+        }
     }
 }

@@ -39,24 +39,50 @@ const INPUT_QUEUE: usize = 128;
 /// Packets queued to one RTMP connection.
 const RTMP_QUEUE: usize = 512;
 
-/// Counters of every broadcast (for `/metrics` and the benches).
+/// Counters of every broadcast, summed over conferences (`/metrics`, the benches).
 #[derive(Debug, Default)]
 pub struct BroadcastStats {
+    /// Broadcasts running (conferences being broadcast or recorded).
     pub active: AtomicU64,
+    /// Recordings open now.
     pub recordings: AtomicU64,
+    /// Recordings finalized (trailer written).
+    pub recordings_finalized: AtomicU64,
+    /// Recordings that could not be created or written.
+    pub recording_failures: AtomicU64,
+    /// Bytes written to recording files (the container included).
+    pub recording_bytes: AtomicU64,
+    /// RTMP outputs running (publishing or retrying).
+    pub rtmp_outputs: AtomicU64,
+    /// TCP connection attempts of RTMP outputs.
     pub rtmp_attempts: AtomicU64,
+    /// Sessions that reached `NetStream.Publish.Start`.
+    pub rtmp_connects: AtomicU64,
+    /// Of those, sessions of an output that had published before (after a lost connection).
+    pub rtmp_reconnects: AtomicU64,
+    /// Attempts that failed and sessions that were lost.
     pub rtmp_failures: AtomicU64,
     /// RTMP connections publishing now.
     pub rtmp_publishing: AtomicU64,
     pub rtmp_bytes: AtomicU64,
+    /// FLV tags sent (sequence headers included).
+    pub rtmp_audio_tags: AtomicU64,
+    pub rtmp_video_tags: AtomicU64,
     /// Packets not sent because the RTMP connection was down or slow.
     pub rtmp_dropped: AtomicU64,
     /// Inputs dropped because the broadcast thread fell behind.
     pub input_dropped: AtomicU64,
+    /// Video frames skipped because the encoder thread was late.
+    pub video_late: AtomicU64,
+    /// Video frames OpenH264's rate control skipped.
+    pub video_rate_skipped: AtomicU64,
     pub video_frames: AtomicU64,
     pub audio_frames: AtomicU64,
-    /// Time spent encoding and muxing, nanoseconds.
-    pub encode_ns: AtomicU64,
+    /// Time spent encoding, nanoseconds.
+    pub video_encode_ns: AtomicU64,
+    pub audio_encode_ns: AtomicU64,
+    /// Time spent handing packets to the outputs (muxing the recording), nanoseconds.
+    pub output_ns: AtomicU64,
 }
 
 /// What one conference's broadcast does.
@@ -89,6 +115,8 @@ pub struct BroadcastPlan {
     pub record_dir: PathBuf,
     pub video_bitrate: u32,
     pub audio_bitrate: u32,
+    /// Milliseconds between keyframes.
+    pub keyframe_interval_ms: u32,
 }
 
 impl BroadcastPlan {
@@ -129,6 +157,7 @@ impl BroadcastPlan {
                 video_bitrate: self.video_bitrate,
                 audio_bitrate: self.audio_bitrate,
                 audio_channels: 2,
+                keyframe_interval_ms: self.keyframe_interval_ms,
             },
         })
     }
@@ -258,6 +287,9 @@ impl Broadcasts {
             want_keyframe,
             recorder: None,
             record_failed: false,
+            record_write_failed: false,
+            record_bytes: 0,
+            counted: encode::EncodeStats::default(),
             stats: self.stats.clone(),
         };
         let thread = std::thread::Builder::new()
@@ -386,10 +418,49 @@ struct Worker {
     want_keyframe: Arc<AtomicBool>,
     recorder: Option<Recorder>,
     record_failed: bool,
+    record_write_failed: bool,
+    /// Bytes of the recording file counted in the stats so far.
+    record_bytes: u64,
+    /// The encoder's counters already added to the stats.
+    counted: encode::EncodeStats,
     stats: Arc<BroadcastStats>,
 }
 
+fn add_ns(counter: &AtomicU64, since: Instant) {
+    counter.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+}
+
 impl Worker {
+    /// Adds what the encoder counted since the last call to the shared stats.
+    fn count_frames(&mut self) {
+        let now = self.encoder.stats;
+        let was = std::mem::replace(&mut self.counted, now);
+        let add = |c: &AtomicU64, n: u64, w: u64| {
+            if n > w {
+                c.fetch_add(n - w, Ordering::Relaxed);
+            }
+        };
+        add(&self.stats.video_frames, now.video_frames, was.video_frames);
+        add(&self.stats.audio_frames, now.audio_frames, was.audio_frames);
+        add(&self.stats.video_late, now.video_late, was.video_late);
+        add(
+            &self.stats.video_rate_skipped,
+            now.video_rate_skipped,
+            was.video_rate_skipped,
+        );
+    }
+
+    /// Adds the growth of the recording file to the stats.
+    fn count_recording_bytes(&mut self, r: &Recorder) {
+        let len = r.bytes_written();
+        if len > self.record_bytes {
+            self.stats
+                .recording_bytes
+                .fetch_add(len - self.record_bytes, Ordering::Relaxed);
+            self.record_bytes = len;
+        }
+    }
+
     fn run(mut self, rx: Receiver<Input>) {
         let start = Instant::now();
         let mut sent_headers = None;
@@ -400,15 +471,18 @@ impl Worker {
                 None => Duration::from_millis(200),
             };
             let input = rx.recv_timeout(wait);
-            let t0 = Instant::now();
             let now_ms = start.elapsed().as_millis() as u64;
             let mut packets = Vec::new();
             let mut stop = false;
             match input {
-                Ok(Input::Audio(pcm)) => match self.encoder.push_audio(&pcm, now_ms) {
-                    Ok(p) => packets = p,
-                    Err(e) => tracing::warn!("broadcast audio encoding: {e}"),
-                },
+                Ok(Input::Audio(pcm)) => {
+                    let t0 = Instant::now();
+                    match self.encoder.push_audio(&pcm, now_ms) {
+                        Ok(p) => packets = p,
+                        Err(e) => tracing::warn!("broadcast audio encoding: {e}"),
+                    }
+                    add_ns(&self.stats.audio_encode_ns, t0);
+                }
                 Ok(Input::Video(frame)) => self.encoder.set_canvas(frame),
                 Ok(Input::Stop) | Err(RecvTimeoutError::Disconnected) => stop = true,
                 Err(RecvTimeoutError::Timeout) => {}
@@ -416,13 +490,16 @@ impl Worker {
             if self.want_keyframe.swap(false, Ordering::Relaxed) {
                 self.encoder.request_keyframe();
             }
+            let t0 = Instant::now();
             match self.encoder.poll_video(now_ms) {
                 Ok(p) => packets.extend(p),
                 Err(e) => tracing::warn!("broadcast video encoding: {e}"),
             }
+            add_ns(&self.stats.video_encode_ns, t0);
             if stop {
                 packets.extend(self.encoder.finish());
             }
+            let t0 = Instant::now();
             let headers = self.encoder.headers();
             if sent_headers.as_ref() != Some(&headers) {
                 if let Some(tx) = &self.rtmp {
@@ -437,28 +514,31 @@ impl Worker {
             for p in &packets {
                 self.output(p, &headers);
             }
-            let st = self.encoder.stats;
-            self.stats
-                .encode_ns
-                .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            add_ns(&self.stats.output_ns, t0);
+            self.count_frames();
             if stop {
-                self.stats
-                    .video_frames
-                    .fetch_add(st.video_frames, Ordering::Relaxed);
-                self.stats
-                    .audio_frames
-                    .fetch_add(st.audio_frames, Ordering::Relaxed);
                 break;
             }
         }
         if let Some(mut r) = self.recorder.take() {
             match r.finish() {
-                Ok(()) => tracing::info!(
-                    path = %r.path().display(), duration_ms = r.duration_ms, packets = r.packets,
-                    "recording finalized"
-                ),
-                Err(e) => tracing::warn!(path = %r.path().display(), "recording: {e}"),
+                Ok(()) => {
+                    tracing::info!(
+                        path = %r.path().display(), duration_ms = r.duration_ms,
+                        packets = r.packets, "recording finalized"
+                    );
+                    self.stats
+                        .recordings_finalized
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(path = %r.path().display(), "recording: {e}");
+                    self.stats
+                        .recording_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                }
             }
+            self.count_recording_bytes(&r);
             self.stats.recordings.fetch_sub(1, Ordering::Relaxed);
         }
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
@@ -486,6 +566,9 @@ impl Worker {
                 }
                 Err(e) => {
                     self.record_failed = true;
+                    self.stats
+                        .recording_failures
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::error!(path = %path.display(), "cannot record: {e}");
                 }
             }
@@ -493,7 +576,18 @@ impl Worker {
         if let Some(r) = &mut self.recorder
             && let Err(e) = r.write(p)
         {
-            tracing::warn!(path = %r.path().display(), "recording: {e}");
+            if !self.record_write_failed {
+                // Once per recording: a full disk fails every packet.
+                tracing::warn!(path = %r.path().display(), "recording: {e}");
+                self.stats
+                    .recording_failures
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            self.record_write_failed = true;
+        }
+        if let Some(r) = self.recorder.take() {
+            self.count_recording_bytes(&r);
+            self.recorder = Some(r);
         }
         // RTMP.
         if let Some(tx) = &self.rtmp {

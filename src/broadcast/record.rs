@@ -149,6 +149,12 @@ impl Recorder {
         &self.path
     }
 
+    /// The size of the file now: FFmpeg writes in chunks (256 KB here), so this lags by up to
+    /// one chunk; exact once finished.
+    pub fn bytes_written(&self) -> u64 {
+        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+
     /// Writes one packet (interleaved by FFmpeg).
     pub fn write(&mut self, p: &Packet) -> Result<(), String> {
         if self.finished {
@@ -243,6 +249,7 @@ mod tests {
             video_bitrate: 300_000,
             audio_bitrate: 64_000,
             audio_channels: 2,
+            keyframe_interval_ms: 2000,
         })
         .unwrap();
         let mut rec: Option<Recorder> = None;

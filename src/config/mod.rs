@@ -105,6 +105,8 @@ pub struct Config {
     pub broadcast_video_bitrate: u32,
     /// `[broadcast] audio_bitrate`, bit/s.
     pub broadcast_audio_bitrate: u32,
+    /// `[broadcast] keyframe_interval`, milliseconds between keyframes of the broadcast.
+    pub broadcast_keyframe_ms: u32,
     /// `[broadcast] hls_url`: the HLS playlist viewers open, `{name}` standing for the
     /// conference name (empty: no player link is offered).
     pub hls_url: String,
@@ -603,6 +605,26 @@ pub static KEYS: &[Key] = &[
     },
     Key {
         section: "broadcast",
+        name: "keyframe_interval",
+        default: "2",
+        doc: "Seconds between keyframes of the broadcast's H.264 (0.5-10). HLS/DASH fragments \
+              start on a keyframe, so this is the shortest fragment nginx-rtmp can cut: set \
+              hls_fragment to it (1 with hls_fragment 1s gives the lowest stable HLS delay; \
+              see README, Broadcast).",
+        set: |c, v| {
+            c.broadcast_keyframe_ms = match v.parse::<f64>() {
+                Ok(s) if (0.5..=10.0).contains(&s) => (s * 1000.0).round() as u32,
+                _ => {
+                    return Err(format!(
+                        "`{v}` is not a keyframe interval in 0.5..10 seconds"
+                    ));
+                }
+            };
+            Ok(())
+        },
+    },
+    Key {
+        section: "broadcast",
         name: "hls_url",
         default: "",
         doc: "The HLS playlist viewers of a broadcast open (where nginx-rtmp's hls_path is \
@@ -842,6 +864,7 @@ impl Default for Config {
             hls_url: String::new(),
             broadcast_video_bitrate: 0,
             broadcast_audio_bitrate: 0,
+            broadcast_keyframe_ms: 0,
         };
         for k in KEYS {
             // The defaults are part of the key table; a bad one is a programming error caught by

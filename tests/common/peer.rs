@@ -179,6 +179,10 @@ pub struct Peer {
     sending: Arc<AtomicBool>,
     /// Share of outgoing packets dropped before sending, in per mille.
     loss_permille: Arc<AtomicU32>,
+    /// The sender sends its tone (else digital silence, keeping the RTP stream going).
+    tone_on: Arc<AtomicBool>,
+    /// When the first tone frame after [`Peer::set_tone`]`(true)` was sent (wall clock).
+    tone_onset: Arc<Mutex<Option<std::time::SystemTime>>>,
     pub send_stats: Arc<SendStats>,
     sender_task: Option<tokio::task::JoinHandle<()>>,
     /// Video peers: the camera track, what was received.
@@ -528,6 +532,8 @@ impl Peer {
             state,
             sending: Arc::new(AtomicBool::new(false)),
             loss_permille: Arc::new(AtomicU32::new(0)),
+            tone_on: Arc::new(AtomicBool::new(true)),
+            tone_onset: Arc::new(Mutex::new(None)),
             send_stats: Arc::new(SendStats::default()),
             sender_task: None,
             camera,
@@ -604,6 +610,8 @@ impl Peer {
         let loss = self.loss_permille.clone();
         let stats = self.send_stats.clone();
         let level = tones::rfc6464_level(amplitude);
+        let tone_on = self.tone_on.clone();
+        let tone_onset = self.tone_onset.clone();
         let g711 = self.g711;
         self.sender_task = Some(tokio::spawn(async move {
             let mut down = g711::Downsampler::new();
@@ -619,9 +627,15 @@ impl Peer {
             let seq0: u16 = rng.random();
             let ts0: u32 = rng.random();
             let mut k: u64 = 0;
+            let mut was_on = true;
             while sending.load(Ordering::SeqCst) {
                 ticker.tick().await;
-                let pcm = tones::tone_frame(freq, amplitude, k);
+                let on = tone_on.load(Ordering::SeqCst);
+                let pcm = if on {
+                    tones::tone_frame(freq, amplitude, k)
+                } else {
+                    vec![0i16; 960]
+                };
                 let frame = match g711 {
                     None => enc.encode_vec(&pcm, 1500).unwrap(),
                     Some(law) => {
@@ -648,15 +662,33 @@ impl Peer {
                     continue;
                 }
                 let ext = [HeaderExtension::AudioLevel(AudioLevelExtension {
-                    level,
-                    voice: true,
+                    level: if on { level } else { 127 },
+                    voice: on,
                 })];
+                if on && !was_on {
+                    *tone_onset.lock().unwrap() = Some(std::time::SystemTime::now());
+                }
+                was_on = on;
                 // Fails only while the track is not bound yet (before the connection is up).
                 if audio.write_rtp_with_extensions(&packet, &ext).await.is_ok() {
                     stats.sent.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }));
+    }
+
+    /// Switches the tone on or off without stopping the RTP stream (off: digital silence with
+    /// the RFC 6464 level of silence), as a microphone that stays open does.
+    pub fn set_tone(&self, on: bool) {
+        if on {
+            *self.tone_onset.lock().unwrap() = None;
+        }
+        self.tone_on.store(on, Ordering::SeqCst);
+    }
+
+    /// The wall-clock time the first tone frame after the last `set_tone(true)` was sent.
+    pub fn tone_onset(&self) -> Option<std::time::SystemTime> {
+        *self.tone_onset.lock().unwrap()
     }
 
     /// Drops this share (0.0..=1.0) of the packets the peer sends, at random.
