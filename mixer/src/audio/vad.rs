@@ -109,6 +109,11 @@ impl Vad {
         }
     }
 
+    /// How long the member has been below the voice threshold (0 while voiced).
+    pub fn silent_ms(&self) -> u32 {
+        self.silence_ms
+    }
+
     /// Feeds one frame of `frame_ms` at level `dbov`.
     pub fn update(&mut self, dbov: f32, frame_ms: u32, cfg: &VadConfig) {
         let dbov = if dbov.is_nan() {
