@@ -516,7 +516,7 @@ impl Task {
                 MemberVideo {
                     number: u32::try_from(call.user).unwrap_or(u32::MAX),
                     sends: v.direction.receives().then_some(codec),
-                    receives: v.direction.sends() && v.codec == Codec::H264,
+                    receives: v.direction.sends().then_some(codec),
                     max_bitrate: video_bandwidth,
                 },
             ))
@@ -626,7 +626,7 @@ impl Task {
         let mv = MemberVideo {
             number: u32::try_from(m.call.user).unwrap_or(u32::MAX),
             sends: v.direction.receives().then_some(codec),
-            receives: v.direction.sends() && v.codec == Codec::H264,
+            receives: v.direction.sends().then_some(codec),
             max_bitrate: video_bandwidth,
         };
         if let Some(w) = self.video_of(pid) {
