@@ -1501,14 +1501,17 @@ mod tests {
             mixer.tick(now);
             let mut by_sub: std::collections::HashMap<u64, Vec<Arc<[u8]>>> = Default::default();
             for o in mixer.take_outputs() {
-                let VideoOutput::Rtp {
-                    to,
-                    payload,
-                    timestamp,
-                    marker,
-                } = o
-                else {
-                    continue;
+                let (to, payload, timestamp, marker) = match o {
+                    VideoOutput::Rtp {
+                        to,
+                        payload,
+                        timestamp,
+                        marker,
+                    } => (to, payload, timestamp, marker),
+                    VideoOutput::RequestKeyframe { from, .. } => {
+                        cams[from.0 as usize - 1].sender.request_keyframe();
+                        continue;
+                    }
                 };
                 let k = to.0 as usize - 1;
                 by_sub.entry(to.0).or_default().push(payload.clone());
