@@ -20,7 +20,7 @@ for i in $(seq 1 "$runs"); do
     cargo test "${flags[@]}" --test video_conference the_canvas_shows_the_speaker_big_and_follows_it \
         -- --exact >/dev/null
     cat tests/artifacts/video_conference_follow_times.txt >>"$samples"
-    echo "run $i/$runs: $(grep -o '[0-9]* ms' tests/artifacts/video_conference_follow_times.txt | head -3 | tr '\n' ' ')" >&2
+    echo "run $i/$runs: $(grep -o 'after [0-9]* ms' tests/artifacts/video_conference_follow_times.txt | tr '\n' ' ')" >&2
 done
 {
     echo "# $(date -u +%FT%TZ) $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), profile ${PROFILE:-debug}"
