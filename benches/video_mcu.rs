@@ -39,6 +39,7 @@ fn thread_cpu() -> Duration {
 /// One member's camera: `LOOP` frames of RTP payloads.
 fn camera_loop(k: usize, width: u32, height: u32) -> Vec<Vec<comet_media::RtpPayload>> {
     let mut sender = VideoSender::new(VideoSenderConfig {
+        codec: comet_media::VideoCodec::H264,
         encoder: H264EncoderConfig {
             bitrate: if width > 640 { 1_200_000 } else { 500_000 },
             fps: FPS as f32,
@@ -116,7 +117,7 @@ fn run(n: usize, canvas: (u32, u32), seconds: u32, layout: &str) -> Run {
             MemberVideo {
                 number: i as u32 + 1,
                 sends: Some(VideoCodec::H264),
-                receives: true,
+                receives: Some(comet_media::VideoCodec::H264),
                 max_bitrate: Some(if canvas.0 > 640 { 2_000_000 } else { 1_000_000 }),
             },
         );

@@ -1,6 +1,8 @@
 //! Real browsers in a video conference: two headless Chromium pages (JsSIP 2.0.6, as
 //! cometVideoApi.js ships it, and 3.x) join a `video` conference with the fake camera and
-//! microphone, writing `b=AS:256` into their offers as cometVideoApi.js does. Each page plays
+//! microphone, writing `b=AS:256` into their offers as cometVideoApi.js does; the second page
+//! offers VP8 alone for video (its offer's other video codecs removed), so it must receive the
+//! canvas as VP8 while the first receives H.264. Each page plays
 //! the one video stream it receives in a <video> element; its getStats must show inbound video
 //! with framesDecoded growing and a resolution equal to the canvas of the `video` profile
 //! (640x360). A snapshot of each page's <video> element (drawn into a canvas, PNG) is saved
@@ -55,14 +57,17 @@ async fn two_chromium_pages_receive_the_composed_canvas() {
             .layer(axum::extract::DefaultBodyLimit::max(16 << 20)),
     )
     .await;
-    let page = |role: &str, version: u8, user: u32, hash: &str| {
+    let page = |role: &str, version: u8, user: u32, hash: &str, vp8: bool| {
         format!(
-            "http://{http}/video.html?role={role}&jssip={version}&user={user}&hash={hash}&sip={}&room=vroom&profile=video",
-            s.sip
+            "http://{http}/video.html?role={role}&jssip={version}&user={user}&hash={hash}&sip={}&room=vroom&profile=video&vp8={}",
+            s.sip,
+            u8::from(vp8)
         )
     };
-    let _a = chromium(&page("a", 2, 31, "hashThirtyOne"));
-    let _b = chromium(&page("b", 3, 32, "hashThirtyTwo"));
+    // Page b offers VP8 alone for video: it receives the canvas as VP8.
+    let _a = chromium(&page("a", 2, 31, "hashThirtyOne", false));
+    let _b = chromium(&page("b", 3, 32, "hashThirtyTwo", true));
+    let codec = |p: &str| if p == "a" { "H264" } else { "VP8" };
 
     let v2 = reports.wait_for("a", "loaded", 60).await;
     assert_eq!(v2["version"], "2.0.6");
@@ -73,8 +78,9 @@ async fn two_chromium_pages_receive_the_composed_canvas() {
         let answer = reports.wait_for(p, "answer", 60).await;
         let sdp = answer["sdp"].as_str().unwrap_or_default();
         assert!(
-            sdp.contains("m=video") && sdp.contains("H264") && sdp.contains("a=sendrecv"),
-            "{p}: video is answered sendrecv with H.264:\n{sdp}"
+            sdp.contains("m=video") && sdp.contains(codec(p)) && sdp.contains("a=sendrecv"),
+            "{p}: video is answered sendrecv with {}:\n{sdp}",
+            codec(p)
         );
         reports.wait_for(p, "confirmed", 60).await;
     }
@@ -90,7 +96,10 @@ async fn two_chromium_pages_receive_the_composed_canvas() {
             "{p}: the canvas of the video profile: {later}"
         );
         assert!(
-            later["codec"].as_str().unwrap_or_default().contains("H264"),
+            later["codec"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(codec(p)),
             "{p}: {later}"
         );
         let snap = reports.wait_for(p, "snapshot", 60).await;

@@ -13,7 +13,8 @@
 //! * [`audio`] - [`AudioReceiver`] (jitter buffer + Opus decoder, one 20 ms PCM frame per
 //!   `pop`) and [`AudioSender`] (Opus encoder + RTP timestamps, DTX, loss hint).
 //! * [`video`] - [`VideoReceiver`] (depacketize + assemble + decode to [`I420Frame`], with
-//!   throttled [`VideoEvent::NeedKeyframe`]) and [`VideoSender`] (H.264 encode + packetize).
+//!   throttled [`VideoEvent::NeedKeyframe`]) and [`VideoSender`] (H.264 or VP8 encode +
+//!   packetize).
 //! * [`jitter`] - the adaptive audio [`JitterBuffer`].
 //! * [`assembler`] - video [`FrameAssembler`] with loss detection.
 //! * [`h264`] - Annex-B/AVCC, `AVCDecoderConfigurationRecord`, RFC 6184 (mode 1) packetizer
@@ -21,7 +22,7 @@
 //! * [`vp8`] - RFC 7741 descriptor, depacketizer, packetizer.
 //! * [`g711`] - G.711 mu-law/A-law and the 8 <-> 48 kHz resamplers.
 //! * [`opus`] - Opus packet validation (RFC 6716 section 3), encoder, decoder with FEC/PLC.
-//! * [`video_codec`] - OpenH264 encoder/decoder, FFmpeg VP8 decoder.
+//! * [`video_codec`] - OpenH264 encoder/decoder, FFmpeg VP8 decoder, libvpx VP8 encoder.
 //! * [`aac`] - AAC-LC encoder for RTMP (48 kHz PCM in, 48 or 44.1 kHz AAC out).
 //! * [`frame`] - the [`I420Frame`] picture type.
 //!
@@ -70,6 +71,7 @@ pub use video::{
 };
 #[cfg(feature = "codecs")]
 pub use video_codec::{
-    EncodedVideoFrame, H264Decoder, H264Encoder, H264EncoderConfig, VideoDecoder, Vp8Decoder,
+    EncodedVideoFrame, H264Decoder, H264Encoder, H264EncoderConfig, VideoDecoder, VideoEncoder,
+    VideoEncoderConfig, Vp8Decoder, Vp8Encoder,
 };
 pub use vp8::{Vp8Depacketizer, Vp8Packetizer};

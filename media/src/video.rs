@@ -2,7 +2,8 @@
 //!
 //! * [`VideoReceiver`]: RTP packets in; decoded I420 frames and throttled
 //!   [`VideoEvent::NeedKeyframe`] requests (for the transport to turn into PLI/FIR) out.
-//! * [`VideoSender`]: I420 frames in; H.264 RTP payloads no bigger than the MTU out.
+//! * [`VideoSender`]: I420 frames in; H.264 (RFC 6184) or VP8 (RFC 7741) RTP payloads no
+//!   bigger than the MTU out.
 
 use std::time::{Duration, Instant};
 
@@ -12,14 +13,15 @@ use crate::frame::I420Frame;
 use crate::h264::{Depacketizer, H264Depacketizer, H264Packetizer};
 use crate::rtp::{RtpPacket, RtpPayload};
 use crate::video_codec::{
-    EncodedVideoFrame, H264Decoder, H264Encoder, H264EncoderConfig, VideoDecoder, Vp8Decoder,
+    EncodedVideoFrame, H264Decoder, H264Encoder, H264EncoderConfig, VideoDecoder, VideoEncoder,
+    Vp8Decoder, Vp8Encoder,
 };
-use crate::vp8::Vp8Depacketizer;
+use crate::vp8::{Vp8Depacketizer, Vp8Packetizer};
 
 /// RTP clock rate of video.
 pub const VIDEO_CLOCK_RATE: u32 = 90_000;
 
-/// Incoming video codec.
+/// Video codec (of what a member sends, or of what we send it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VideoCodec {
     /// H.264, RFC 6184 packetization-mode 1.
@@ -188,6 +190,8 @@ impl VideoReceiver {
 /// Settings of a [`VideoSender`].
 #[derive(Debug, Clone)]
 pub struct VideoSenderConfig {
+    /// The codec (default H.264).
+    pub codec: VideoCodec,
     /// Encoder settings.
     pub encoder: H264EncoderConfig,
     /// Maximum RTP payload size.
@@ -199,6 +203,7 @@ pub struct VideoSenderConfig {
 impl Default for VideoSenderConfig {
     fn default() -> Self {
         VideoSenderConfig {
+            codec: VideoCodec::H264,
             encoder: H264EncoderConfig::default(),
             mtu: 1200,
             initial_timestamp: 0,
@@ -206,11 +211,18 @@ impl Default for VideoSenderConfig {
     }
 }
 
-/// H.264 encoder + RFC 6184 packetizer for one outgoing video stream.
+#[derive(Debug)]
+enum Packetizer {
+    H264(H264Packetizer),
+    Vp8(Vp8Packetizer),
+}
+
+/// Encoder + packetizer for one outgoing video stream: H.264 (OpenH264, RFC 6184 mode 1) or
+/// VP8 (libvpx, RFC 7741 with a 15-bit PictureID).
 #[derive(Debug)]
 pub struct VideoSender {
-    encoder: H264Encoder,
-    packetizer: H264Packetizer,
+    encoder: VideoEncoder,
+    packetizer: Packetizer,
     initial_timestamp: u32,
     start: Option<Instant>,
 }
@@ -218,12 +230,30 @@ pub struct VideoSender {
 impl VideoSender {
     /// New sender.
     pub fn new(cfg: VideoSenderConfig) -> Result<Self> {
+        let (encoder, packetizer) = match cfg.codec {
+            VideoCodec::H264 => (
+                VideoEncoder::H264(Box::new(H264Encoder::new(cfg.encoder)?)),
+                Packetizer::H264(H264Packetizer::new(cfg.mtu)?),
+            ),
+            VideoCodec::Vp8 => (
+                VideoEncoder::Vp8(Vp8Encoder::new(cfg.encoder)?),
+                Packetizer::Vp8(Vp8Packetizer::new(cfg.mtu, rand_picture_id())?),
+            ),
+        };
         Ok(VideoSender {
-            encoder: H264Encoder::new(cfg.encoder)?,
-            packetizer: H264Packetizer::new(cfg.mtu)?,
+            encoder,
+            packetizer,
             initial_timestamp: cfg.initial_timestamp,
             start: None,
         })
+    }
+
+    /// The codec it sends.
+    pub fn codec(&self) -> VideoCodec {
+        match self.packetizer {
+            Packetizer::H264(_) => VideoCodec::H264,
+            Packetizer::Vp8(_) => VideoCodec::Vp8,
+        }
     }
 
     /// Encodes a frame captured at `now` and packetizes it; the RTP timestamp follows `now`
@@ -242,9 +272,16 @@ impl VideoSender {
         Ok(self.packetize(&encoded, timestamp))
     }
 
-    /// Packetizes an already encoded frame.
-    pub fn packetize(&self, encoded: &EncodedVideoFrame, timestamp: u32) -> Vec<RtpPayload> {
-        let payloads = self.packetizer.packetize(&encoded.nals());
+    /// Packetizes an already encoded frame (of this sender's codec). Nothing for an empty
+    /// frame (a picture rate control skipped).
+    pub fn packetize(&mut self, encoded: &EncodedVideoFrame, timestamp: u32) -> Vec<RtpPayload> {
+        if encoded.data.is_empty() {
+            return Vec::new();
+        }
+        let payloads = match &mut self.packetizer {
+            Packetizer::H264(p) => p.packetize(&encoded.nals()),
+            Packetizer::Vp8(p) => p.packetize(&encoded.data),
+        };
         let n = payloads.len();
         payloads
             .into_iter()
@@ -270,7 +307,17 @@ impl VideoSender {
     }
 
     /// The encoder.
-    pub fn encoder_mut(&mut self) -> &mut H264Encoder {
+    pub fn encoder_mut(&mut self) -> &mut VideoEncoder {
         &mut self.encoder
     }
+}
+
+/// A PictureID to start from: random, so that a restarted stream does not look like a
+/// continuation.
+fn rand_picture_id() -> u16 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (nanos ^ (nanos >> 15)) as u16 & 0x7fff
 }

@@ -1,5 +1,6 @@
-//! Video codecs: H.264 encode/decode through OpenH264 (`openh264` crate, built from source)
-//! and VP8 decode through FFmpeg's `vp8` decoder (`ffmpeg-next`).
+//! Video codecs: H.264 encode/decode through OpenH264 (`openh264` crate, built from source),
+//! VP8 decode through FFmpeg's `vp8` decoder and VP8 encode through FFmpeg's `libvpx`
+//! encoder (`ffmpeg-next`).
 
 use std::sync::Once;
 
@@ -43,12 +44,16 @@ impl Default for H264EncoderConfig {
     }
 }
 
+/// Encoder settings of either codec ([`H264Encoder`], [`Vp8Encoder`]).
+pub type VideoEncoderConfig = H264EncoderConfig;
+
 /// One encoded access unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedVideoFrame {
-    /// Annex-B bytes (4-byte start codes); keyframes carry SPS and PPS first.
+    /// H.264: Annex-B bytes (4-byte start codes), keyframes carry SPS and PPS first. VP8:
+    /// one VP8 frame (RFC 6386).
     pub data: Vec<u8>,
-    /// IDR picture.
+    /// IDR picture (H.264), key frame (VP8).
     pub keyframe: bool,
 }
 
@@ -280,6 +285,9 @@ pub(crate) fn ffmpeg_init() {
     FFMPEG_INIT.call_once(|| {
         // Registration is a no-op on FFmpeg >= 4; errors are reported when codecs are missing.
         let _ = ffmpeg_next::init();
+        // FFmpeg logs to stderr itself: keep its warnings and errors, not its banners
+        // (libvpx prints its version at every open).
+        ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Warning);
     });
 }
 
@@ -338,6 +346,238 @@ impl Vp8Decoder {
             )?);
         }
         Ok(out)
+    }
+}
+
+/// Real-time VP8 encoder (FFmpeg's `libvpx`: realtime deadline, no lag, CBR at the target
+/// bitrate), with forced keyframes on request and a bounded keyframe interval.
+///
+/// libvpx is opened on the first frame with its size; a new size or a new bitrate reopens it
+/// (the next frame is then a keyframe).
+pub struct Vp8Encoder {
+    inner: Option<ffmpeg_next::encoder::Video>,
+    cfg: VideoEncoderConfig,
+    dimensions: Option<(u32, u32)>,
+    frame: Option<ffmpeg_next::frame::Video>,
+    packet: ffmpeg_next::Packet,
+    pts: i64,
+    frames_since_key: u32,
+    force_key: bool,
+}
+
+impl std::fmt::Debug for Vp8Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vp8Encoder")
+            .field("cfg", &self.cfg)
+            .field("dimensions", &self.dimensions)
+            .finish()
+    }
+}
+
+impl Vp8Encoder {
+    /// New encoder; the picture size is taken from the frames (and may change). Fails when
+    /// FFmpeg has no `libvpx` encoder.
+    pub fn new(cfg: VideoEncoderConfig) -> Result<Self> {
+        ffmpeg_init();
+        if ffmpeg_next::encoder::find_by_name("libvpx").is_none() {
+            return Err(MediaError::codec("FFmpeg", "no libvpx (VP8) encoder"));
+        }
+        Ok(Vp8Encoder {
+            inner: None,
+            cfg,
+            dimensions: None,
+            frame: None,
+            packet: ffmpeg_next::Packet::empty(),
+            pts: 0,
+            frames_since_key: 0,
+            force_key: true,
+        })
+    }
+
+    /// Current settings.
+    pub fn config(&self) -> &VideoEncoderConfig {
+        &self.cfg
+    }
+
+    fn open(
+        cfg: &VideoEncoderConfig,
+        width: u32,
+        height: u32,
+    ) -> Result<ffmpeg_next::encoder::Video> {
+        use ffmpeg_next as ff;
+        let codec = ff::encoder::find_by_name("libvpx")
+            .ok_or_else(|| MediaError::codec("FFmpeg", "no libvpx (VP8) encoder"))?;
+        let mut enc = ff::codec::context::Context::new_with_codec(codec)
+            .encoder()
+            .video()
+            .map_err(ff_err)?;
+        let fps = cfg.fps.clamp(1.0, 120.0).round() as i32;
+        let bps = cfg.bitrate.max(10_000) as usize;
+        enc.set_width(width);
+        enc.set_height(height);
+        enc.set_format(ff::format::Pixel::YUV420P);
+        enc.set_time_base((1, fps));
+        enc.set_frame_rate(Some((fps, 1)));
+        enc.set_bit_rate(bps);
+        // min = max = target: libvpx's CBR mode (what real-time senders use).
+        enc.set_max_bit_rate(bps);
+        // SAFETY: `enc` owns a valid, not yet opened AVCodecContext; these plain fields are
+        // read by avcodec_open2 (rc_min_rate selects CBR, rc_buffer_size bounds the burst,
+        // qmin/qmax the quantizer range, thread_count libvpx's threads).
+        unsafe {
+            let ctx = enc.as_mut_ptr();
+            (*ctx).rc_min_rate = bps as i64;
+            (*ctx).rc_buffer_size = (bps / 2) as i32;
+            (*ctx).qmin = 4;
+            (*ctx).qmax = 56;
+            (*ctx).thread_count = i32::from(cfg.threads.max(1));
+        }
+        enc.set_gop(cfg.keyframe_interval.max(1));
+        let mut opts = ff::Dictionary::new();
+        opts.set("deadline", "realtime");
+        opts.set("cpu-used", "8");
+        opts.set("lag-in-frames", "0");
+        opts.set("auto-alt-ref", "0");
+        opts.set("error-resilient", "1");
+        opts.set("max-intra-rate", "300");
+        enc.open_as_with(codec, opts).map_err(ff_err)
+    }
+
+    /// Changes the target bitrate (bandwidth estimation). libvpx is reopened with it at the
+    /// next frame, which is then a keyframe: callers should not change it too often.
+    pub fn set_bitrate(&mut self, bps: u32) -> Result<()> {
+        let bps = bps.max(10_000);
+        if bps != self.cfg.bitrate {
+            self.cfg.bitrate = bps;
+            self.inner = None;
+        }
+        Ok(())
+    }
+
+    /// The next encoded frame will be a keyframe (PLI/FIR from a receiver).
+    pub fn request_keyframe(&mut self) {
+        self.force_key = true;
+    }
+
+    /// Encodes one picture (even width and height). When rate control drops the picture,
+    /// `data` is empty (nothing to send).
+    pub fn encode(&mut self, frame: &I420Frame) -> Result<EncodedVideoFrame> {
+        use ffmpeg_next as ff;
+        frame.validate()?;
+        if !frame.width.is_multiple_of(2) || !frame.height.is_multiple_of(2) {
+            return Err(MediaError::InvalidArgument(
+                "VP8 encoder needs even dimensions".into(),
+            ));
+        }
+        let (w, h) = (frame.width, frame.height);
+        let (rows, crows) = (h as usize, frame.chroma_height());
+        if frame.y.len() < frame.stride_y * rows
+            || frame.u.len() < frame.stride_u * crows
+            || frame.v.len() < frame.stride_v * crows
+        {
+            return Err(MediaError::InvalidArgument(
+                "planes must hold full stride rows".into(),
+            ));
+        }
+        if self.dimensions != Some((w, h)) {
+            self.inner = None;
+            self.frame = None;
+        }
+        if self.inner.is_none() {
+            self.inner = Some(Self::open(&self.cfg, w, h)?);
+            self.dimensions = Some((w, h));
+            self.force_key = true;
+        }
+        let picture = self
+            .frame
+            .get_or_insert_with(|| ff::frame::Video::new(ff::format::Pixel::YUV420P, w, h));
+        let cw = w.div_ceil(2) as usize;
+        for (plane, src, src_stride, width, height) in [
+            (0, &frame.y, frame.stride_y, w as usize, rows),
+            (1, &frame.u, frame.stride_u, cw, crows),
+            (2, &frame.v, frame.stride_v, cw, crows),
+        ] {
+            let dst_stride = picture.stride(plane);
+            let dst = picture.data_mut(plane);
+            for r in 0..height {
+                dst[r * dst_stride..r * dst_stride + width]
+                    .copy_from_slice(&src[r * src_stride..r * src_stride + width]);
+            }
+        }
+        let key = self.force_key || self.frames_since_key + 1 >= self.cfg.keyframe_interval.max(1);
+        picture.set_kind(if key {
+            ff::picture::Type::I
+        } else {
+            ff::picture::Type::None
+        });
+        picture.set_pts(Some(self.pts));
+        self.pts += 1;
+        let Some(enc) = self.inner.as_mut() else {
+            return Err(MediaError::codec("FFmpeg", "VP8 encoder not open"));
+        };
+        enc.send_frame(picture).map_err(ff_err)?;
+        let mut data = Vec::new();
+        let mut keyframe = false;
+        while enc.receive_packet(&mut self.packet).is_ok() {
+            if let Some(bytes) = self.packet.data() {
+                keyframe |= self.packet.is_key();
+                data.extend_from_slice(bytes);
+            }
+        }
+        if !data.is_empty() {
+            // The key-frame bit of the VP8 frame tag is the truth (RFC 6386 9.1).
+            keyframe = data[0] & 1 == 0;
+            if keyframe {
+                self.frames_since_key = 0;
+                self.force_key = false;
+            } else {
+                self.frames_since_key += 1;
+            }
+        }
+        Ok(EncodedVideoFrame { data, keyframe })
+    }
+}
+
+/// Either video encoder, chosen by codec.
+#[derive(Debug)]
+pub enum VideoEncoder {
+    /// H.264 (OpenH264; boxed: OpenH264's state is large).
+    H264(Box<H264Encoder>),
+    /// VP8 (libvpx).
+    Vp8(Vp8Encoder),
+}
+
+impl VideoEncoder {
+    /// Encodes one picture.
+    pub fn encode(&mut self, frame: &I420Frame) -> Result<EncodedVideoFrame> {
+        match self {
+            VideoEncoder::H264(e) => e.encode(frame),
+            VideoEncoder::Vp8(e) => e.encode(frame),
+        }
+    }
+
+    /// The next frame will be a keyframe.
+    pub fn request_keyframe(&mut self) {
+        match self {
+            VideoEncoder::H264(e) => e.request_keyframe(),
+            VideoEncoder::Vp8(e) => e.request_keyframe(),
+        }
+    }
+
+    /// Changes the target bitrate.
+    pub fn set_bitrate(&mut self, bps: u32) -> Result<()> {
+        match self {
+            VideoEncoder::H264(e) => e.set_bitrate(bps),
+            VideoEncoder::Vp8(e) => e.set_bitrate(bps),
+        }
+    }
+
+    /// Current settings.
+    pub fn config(&self) -> &VideoEncoderConfig {
+        match self {
+            VideoEncoder::H264(e) => e.config(),
+            VideoEncoder::Vp8(e) => e.config(),
+        }
     }
 }
 

@@ -654,3 +654,68 @@ fn dominant_speaker_ignores_interjections_and_jitter() {
     assert!(switches <= 1, "dominant speaker flapped {switches} times");
     assert_eq!(*trace.last().unwrap(), Some(ids[0]));
 }
+
+#[test]
+fn dominant_speaker_hands_over_at_once_when_the_speaker_stops() {
+    let mut m = mixer(3);
+    let ids: Vec<_> = (0..3).map(|_| m.add_member().unwrap()).collect();
+    // A talks for 3 s, then stops; B starts loudly in the same frame.
+    let trace = run_dominant(&mut m, &ids, 0..300, |k, i| {
+        let turn = if k < 150 { 0 } else { 1 };
+        if i == turn { 8000.0 } else { 0.0 }
+    });
+    assert_eq!(trace[149], Some(ids[0]));
+    let b_from = (150..300)
+        .find(|&k| trace[k] == Some(ids[1]))
+        .expect("B becomes dominant");
+    // B's voice activity needs 100 ms (attack), A has to be silent 200 ms (hand-over):
+    // the switch comes 200 ms after the change, not after the score rule's ~700 ms.
+    let took_ms = (b_from - 150 + 1) * 20;
+    assert!(took_ms <= 220, "took {took_ms} ms");
+    assert!(trace[b_from..].iter().all(|&d| d == Some(ids[1])));
+}
+
+/// Both talk at once with speech-like pauses longer than the hand-over silence: the speaker
+/// may change, but never sooner than the minimum hold after the last change.
+#[test]
+fn dominant_speaker_holds_when_two_talk_at_once_with_pauses() {
+    let mut m = mixer(3);
+    let ids: Vec<_> = (0..3).map(|_| m.add_member().unwrap()).collect();
+    // A: 700 ms of voice, 300 ms pause; B the same, 500 ms later; C silent. 20 s.
+    let trace = run_dominant(&mut m, &ids, 0..1000, |k, i| match i {
+        0 if k % 50 < 35 => 6000.0,
+        1 if (k + 25) % 50 < 35 => 6000.0,
+        _ => 0.0,
+    });
+    let changes: Vec<usize> = (1..trace.len())
+        .filter(|&k| trace[k] != trace[k - 1])
+        .collect();
+    assert!(!changes.is_empty());
+    let hold_frames = (DominantConfig::default().min_hold_ms / 20) as usize;
+    for w in changes.windows(2) {
+        assert!(
+            w[1] - w[0] >= hold_frames,
+            "speaker changed after {} ms (changes at frames {changes:?})",
+            (w[1] - w[0]) * 20
+        );
+    }
+    assert!(trace.iter().all(|d| *d != Some(ids[2])));
+}
+
+/// The speaker's short gaps (below the hand-over silence) while someone else talks
+/// continuously, more quietly: the speaker keeps the floor.
+#[test]
+fn dominant_speaker_keeps_the_floor_through_short_gaps() {
+    let mut m = mixer(3);
+    let ids: Vec<_> = (0..3).map(|_| m.add_member().unwrap()).collect();
+    // A: 160 ms gaps every 600 ms (below the 200 ms hand-over); B continuous from 1 s.
+    let trace = run_dominant(&mut m, &ids, 0..600, |k, i| match i {
+        0 if k % 30 >= 8 => 9000.0,
+        1 if k >= 50 => 2500.0,
+        _ => 0.0,
+    });
+    assert_eq!(trace[40], Some(ids[0]));
+    let switches = trace.windows(2).filter(|w| w[0] != w[1]).count();
+    assert_eq!(switches, 1, "only the first pick: {switches}");
+    assert_eq!(*trace.last().unwrap(), Some(ids[0]));
+}

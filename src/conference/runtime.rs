@@ -802,7 +802,7 @@ impl Task {
                 MemberVideo {
                     number: u32::try_from(call.user).unwrap_or(u32::MAX),
                     sends: v.direction.receives().then_some(codec),
-                    receives: v.direction.sends() && v.codec == Codec::H264,
+                    receives: v.direction.sends().then_some(codec),
                     max_bitrate: video_bandwidth,
                 },
             ))
@@ -934,7 +934,7 @@ impl Task {
         let mv = MemberVideo {
             number: u32::try_from(user).unwrap_or(u32::MAX),
             sends: v.direction.receives().then_some(codec),
-            receives: v.direction.sends() && v.codec == Codec::H264,
+            receives: v.direction.sends().then_some(codec),
             max_bitrate: video_bandwidth,
         };
         self.to_video(pid, VideoCmd::Member(pid, mv));

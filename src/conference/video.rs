@@ -12,13 +12,14 @@
 //! 2. Only members some canvas shows are decoded: a member that appears gets a fresh
 //!    [`VideoReceiver`] and a keyframe request; one that disappears loses its decoder (its
 //!    packets are dropped and counted).
-//! 3. Each canvas is matched to an encoder (the one whose subscribers overlap most, so a
-//!    speaker change keeps most subscribers on the same stream); a subscriber that moves to
-//!    another encoder, or joins, gets nothing from it until that encoder's next keyframe, which
-//!    is forced at once.
-//! 4. A canvas is composed ([`Compositor`]) and H.264-encoded once, when one of its tiles has a
-//!    new picture (or its layout changed, a keyframe is due, or a second passed), and the same
-//!    payloads go to every subscriber of that canvas, each on its own RTP timeline.
+//! 3. Each canvas is matched, per codec its subscribers receive (H.264 or VP8), to an encoder
+//!    of that codec (the one whose subscribers overlap most, so a speaker change keeps most
+//!    subscribers on the same stream); a subscriber that moves to another encoder, or joins,
+//!    gets nothing from it until that encoder's next keyframe, which is forced at once.
+//! 4. A canvas is composed ([`Compositor`]) and encoded once per codec (OpenH264 or libvpx),
+//!    when one of its tiles has a new picture (or its layout changed, a keyframe is due, or a
+//!    second passed), and the same payloads go to every subscriber of that (canvas, codec),
+//!    each on its own RTP timeline.
 //!
 //! Keyframes: a receiver that starts or loses packets asks for one ([`VideoEvent::NeedKeyframe`],
 //! throttled to one per 500 ms and repeated until a keyframe decodes): the first two requests
@@ -109,8 +110,8 @@ pub struct MemberVideo {
     pub number: u32,
     /// The codec it sends us, if it sends video at all.
     pub sends: Option<VideoCodec>,
-    /// We may send it the canvas (H.264 negotiated in our sending direction).
-    pub receives: bool,
+    /// The codec we send it the canvas in (negotiated in our sending direction), if any.
+    pub receives: Option<VideoCodec>,
     /// The `b=AS` of its offer's video section, bit/s.
     pub max_bitrate: Option<u32>,
 }
@@ -196,7 +197,7 @@ impl Member {
     }
 
     fn subscribed(&self) -> bool {
-        self.connected && self.video.receives
+        self.connected && self.video.receives.is_some()
     }
 
     /// The bitrate it can take.
@@ -212,6 +213,8 @@ impl Member {
 
 struct Encoder {
     slot: u64,
+    /// What it encodes to (its subscribers all receive this codec).
+    codec: VideoCodec,
     sender: VideoSender,
     image: I420Image,
     frame: I420Frame,
@@ -688,7 +691,13 @@ impl VideoMixer {
                 .map(|m| m.limit(settings))
                 .min()
                 .unwrap_or(settings.start_bitrate);
-            if want.abs_diff(e.bitrate) * 20 > e.bitrate {
+            // OpenH264 changes its bitrate on the fly: follow changes of 5%. libvpx is
+            // reopened (a keyframe): only for changes of a quarter.
+            let step = match e.codec {
+                VideoCodec::H264 => 20,
+                VideoCodec::Vp8 => 4,
+            };
+            if want.abs_diff(e.bitrate) * step > e.bitrate {
                 if let Err(err) = e.sender.set_bitrate(want) {
                     tracing::warn!("video encoder bitrate: {err}");
                 }
@@ -828,46 +837,63 @@ impl VideoMixer {
         v.ready = Some(frame);
     }
 
-    /// Matches this tick's canvases to encoders, greedily by subscriber overlap; moves
-    /// subscribers; makes and drops encoders.
+    /// Matches this tick's (canvas, codec) streams to encoders of that codec, greedily by
+    /// subscriber overlap; moves subscribers; makes and drops encoders.
     fn assign_encoders(&mut self, now: Instant) {
-        let n = self.plan.canvases.len();
-        let subs: Vec<Vec<u32>> = (0..n)
-            .map(|ci| {
-                self.plan
+        // One stream per canvas and codec its subscribers receive.
+        let mut streams: Vec<(usize, VideoCodec, Vec<u32>)> = Vec::new();
+        for ci in 0..self.plan.canvases.len() {
+            for codec in [VideoCodec::H264, VideoCodec::Vp8] {
+                let set: Vec<u32> = self
+                    .plan
                     .assignment
                     .iter()
-                    .filter(|(_, c)| *c == ci)
+                    .filter(|(s, c)| {
+                        *c == ci
+                            && self
+                                .members
+                                .iter()
+                                .any(|m| m.id == *s && m.video.receives == Some(codec))
+                    })
                     .map(|(s, _)| *s)
-                    .collect()
-            })
-            .collect();
-        let mut pairs: Vec<(usize, usize, usize)> = Vec::new(); // (overlap, canvas, encoder)
-        for (ci, set) in subs.iter().enumerate() {
+                    .collect();
+                if !set.is_empty() {
+                    streams.push((ci, codec, set));
+                }
+            }
+        }
+        let n = streams.len();
+        let mut pairs: Vec<(usize, usize, usize)> = Vec::new(); // (overlap, stream, encoder)
+        for (si, (_, codec, set)) in streams.iter().enumerate() {
             for (ei, e) in self.encoders.iter().enumerate() {
+                if e.codec != *codec {
+                    continue;
+                }
                 let overlap = set.iter().filter(|s| e.subscribers.contains(s)).count();
                 if overlap > 0 {
-                    pairs.push((overlap, ci, ei));
+                    pairs.push((overlap, si, ei));
                 }
             }
         }
         pairs.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-        let mut canvas_enc: Vec<Option<usize>> = vec![None; n];
+        let mut stream_enc: Vec<Option<usize>> = vec![None; n];
         let mut used = vec![false; self.encoders.len()];
-        for (_, ci, ei) in pairs {
-            if canvas_enc[ci].is_none() && !used[ei] {
-                canvas_enc[ci] = Some(ei);
+        for (_, si, ei) in pairs {
+            if stream_enc[si].is_none() && !used[ei] {
+                stream_enc[si] = Some(ei);
                 used[ei] = true;
             }
         }
-        for ci in 0..n {
-            if canvas_enc[ci].is_some() || subs[ci].is_empty() {
+        for si in 0..n {
+            if stream_enc[si].is_some() {
                 continue;
             }
-            // An unused encoder (the idle one that drew this canvas last, if any), or a new one.
+            // An unused encoder of the codec (the idle one that drew this canvas last, if
+            // any), or a new one.
+            let (ci, codec) = (streams[si].0, streams[si].1);
             let big = self.plan.canvases[ci].big;
             let reuse = (0..self.encoders.len())
-                .filter(|ei| !used[*ei])
+                .filter(|ei| !used[*ei] && self.encoders[*ei].codec == codec)
                 .max_by_key(|ei| {
                     let e = &self.encoders[*ei];
                     (
@@ -877,7 +903,7 @@ impl VideoMixer {
                 });
             let ei = match reuse {
                 Some(ei) => ei,
-                None => match self.new_encoder() {
+                None => match self.new_encoder(codec) {
                     Some(e) => {
                         self.encoders.push(e);
                         used.push(false);
@@ -886,15 +912,14 @@ impl VideoMixer {
                     None => continue,
                 },
             };
-            canvas_enc[ci] = Some(ei);
+            stream_enc[si] = Some(ei);
             used[ei] = true;
         }
         for (ei, e) in self.encoders.iter_mut().enumerate() {
-            let canvas = canvas_enc.iter().position(|x| *x == Some(ei));
-            match canvas {
-                Some(ci) => {
-                    e.desc = Some(self.plan.canvases[ci].clone());
-                    e.subscribers.clone_from(&subs[ci]);
+            match stream_enc.iter().position(|x| *x == Some(ei)) {
+                Some(si) => {
+                    e.desc = Some(self.plan.canvases[streams[si].0].clone());
+                    e.subscribers.clone_from(&streams[si].2);
                     e.idle_since = None;
                 }
                 None => {
@@ -924,9 +949,10 @@ impl VideoMixer {
         });
     }
 
-    fn new_encoder(&mut self) -> Option<Encoder> {
+    fn new_encoder(&mut self, codec: VideoCodec) -> Option<Encoder> {
         let s = &self.settings;
         let sender = VideoSender::new(VideoSenderConfig {
+            codec,
             encoder: H264EncoderConfig {
                 bitrate: s.start_bitrate.min(s.max_bitrate),
                 fps: s.fps as f32,
@@ -941,7 +967,7 @@ impl VideoMixer {
         let sender = match sender {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!("video: cannot create an H.264 encoder: {e}");
+                tracing::warn!("video: cannot create a {codec:?} encoder: {e}");
                 return None;
             }
         };
@@ -951,6 +977,7 @@ impl VideoMixer {
         self.next_slot += 1;
         Some(Encoder {
             slot,
+            codec,
             sender,
             image,
             frame,
@@ -1022,6 +1049,7 @@ mod tests {
     impl Camera {
         fn new(colour: (u8, u8, u8)) -> Camera {
             let sender = VideoSender::new(VideoSenderConfig {
+                codec: VideoCodec::H264,
                 encoder: H264EncoderConfig {
                     bitrate: 200_000,
                     fps: FPS as f32,
@@ -1071,7 +1099,7 @@ mod tests {
         MemberVideo {
             number,
             sends: Some(VideoCodec::H264),
-            receives: true,
+            receives: Some(VideoCodec::H264),
             max_bitrate: Some(256_000),
         }
     }
@@ -1157,7 +1185,7 @@ mod tests {
             ParticipantId(1),
             MemberVideo {
                 sends: Some(VideoCodec::Vp8),
-                receives: false,
+                receives: None,
                 ..member(1)
             },
         );
@@ -1409,6 +1437,150 @@ mod tests {
         assert!(st.dropped_hidden > 0, "{st:?}");
         // Encodes per canvas frame: at most one per distinct canvas.
         assert!(st.encoded <= 2 * u64::from(FPS), "{st:?}");
+    }
+
+    /// Subscribers of one canvas that receive different codecs: the canvas is encoded once
+    /// per codec; the VP8 subscribers share one VP8 encoding (decodable, the speaker big),
+    /// the H.264 one gets H.264; a PLI of a VP8 subscriber makes its encoder send a keyframe.
+    #[test]
+    fn a_canvas_is_encoded_once_per_codec_its_subscribers_receive() {
+        let t0 = Instant::now();
+        let settings = VideoSettings {
+            width: 320,
+            height: 180,
+            ..VideoSettings::default()
+        };
+        let mut mixer = VideoMixer::new(settings, t0);
+        // 1: H.264 both ways (the speaker); 2 and 3: VP8 only; 4: H.264.
+        for (i, codec) in [
+            (1, VideoCodec::H264),
+            (2, VideoCodec::Vp8),
+            (3, VideoCodec::Vp8),
+            (4, VideoCodec::H264),
+        ] {
+            mixer.add_member(
+                ParticipantId(i),
+                MemberVideo {
+                    number: i as u32,
+                    sends: Some(VideoCodec::H264),
+                    receives: Some(codec),
+                    max_bitrate: Some(256_000),
+                },
+            );
+            mixer.set_connected(ParticipantId(i), true);
+        }
+        mixer.set_speaker(Some(ParticipantId(1)));
+        let colours = [(82, 90, 240), (145, 54, 34), (41, 240, 110), (210, 16, 146)];
+        let mut cams: Vec<Camera> = colours.iter().map(|c| Camera::new(*c)).collect();
+        let mut viewers: Vec<VideoReceiver> = [
+            VideoCodec::H264,
+            VideoCodec::Vp8,
+            VideoCodec::Vp8,
+            VideoCodec::H264,
+        ]
+        .into_iter()
+        .map(|c| VideoReceiver::new(VideoReceiverConfig::new(c)).unwrap())
+        .collect();
+        let mut last: Vec<Option<I420Frame>> = vec![None; 4];
+        let mut shared_vp8 = 0;
+        let mut now = t0;
+        let mut seqs = [0u16; 4];
+        let mut pli_sent = false;
+        let mut keys_after_pli = 0;
+        for frame in 0..2 * FPS {
+            now += interval();
+            for (i, cam) in cams.iter_mut().enumerate() {
+                for p in cam.packets(now) {
+                    mixer.push_packet(ParticipantId(i as u64 + 1), p, now);
+                }
+            }
+            if frame == FPS {
+                mixer.keyframe_requested(ParticipantId(2));
+                pli_sent = true;
+            }
+            mixer.tick(now);
+            let mut by_sub: std::collections::HashMap<u64, Vec<Arc<[u8]>>> = Default::default();
+            for o in mixer.take_outputs() {
+                let (to, payload, timestamp, marker) = match o {
+                    VideoOutput::Rtp {
+                        to,
+                        payload,
+                        timestamp,
+                        marker,
+                    } => (to, payload, timestamp, marker),
+                    VideoOutput::RequestKeyframe { from, .. } => {
+                        cams[from.0 as usize - 1].sender.request_keyframe();
+                        continue;
+                    }
+                };
+                let k = to.0 as usize - 1;
+                by_sub.entry(to.0).or_default().push(payload.clone());
+                if pli_sent
+                    && k == 1
+                    && comet_media::vp8::Vp8Descriptor::parse(&payload)
+                        .is_ok_and(|d| d.starts_frame() && payload[d.header_len] & 1 == 0)
+                {
+                    keys_after_pli += 1;
+                }
+                seqs[k] = seqs[k].wrapping_add(1);
+                let events = viewers[k].push(
+                    RtpPacket {
+                        sequence_number: seqs[k],
+                        timestamp,
+                        marker,
+                        payload: payload.to_vec(),
+                        audio_level: None,
+                        arrival: now,
+                    },
+                    now,
+                );
+                for e in events {
+                    if let VideoEvent::Frame { frame, .. } = e {
+                        last[k] = Some(frame);
+                    }
+                }
+            }
+            if let (Some(a), Some(b)) = (by_sub.get(&2), by_sub.get(&3)) {
+                if a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y)) {
+                    shared_vp8 += 1;
+                }
+                if let Some(c) = by_sub.get(&4) {
+                    assert!(!Arc::ptr_eq(&a[0], &c[0]), "H.264 and VP8 differ");
+                }
+            }
+        }
+        // Three encoders: (speaker's canvas, VP8) for 2 and 3, (speaker's canvas, H.264) for
+        // 4, and the speaker's own canvas (H.264) for 1.
+        let st = mixer.stats();
+        assert_eq!(st.encoders, 3, "{st:?}");
+        assert!(shared_vp8 > 0, "2 and 3 never shared one VP8 encoding");
+        assert!(keys_after_pli > 0, "no VP8 keyframe after the PLI");
+        let big = |f: &I420Frame| {
+            // The middle of the big tile.
+            let (x, y) = (160usize, 80usize);
+            (
+                f.y[y * f.stride_y + x],
+                f.u[(y / 2) * f.stride_u + x / 2],
+                f.v[(y / 2) * f.stride_v + x / 2],
+            )
+        };
+        let near = |a: (u8, u8, u8), b: (u8, u8, u8)| {
+            a.0.abs_diff(b.0) < 25 && a.1.abs_diff(b.1) < 25 && a.2.abs_diff(b.2) < 25
+        };
+        for (k, f) in last.iter().enumerate().skip(1) {
+            let f = f
+                .as_ref()
+                .unwrap_or_else(|| panic!("{} decoded nothing", k + 1));
+            assert_eq!((f.width, f.height), (320, 180));
+            assert!(
+                near(big(f), colours[0]),
+                "member {} sees {:?} big, not the speaker",
+                k + 1,
+                big(f)
+            );
+        }
+        let own = last[0].as_ref().expect("the speaker decoded nothing");
+        assert!(!near(big(own), colours[0]), "the speaker sees itself big");
     }
 
     #[test]

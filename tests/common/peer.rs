@@ -25,7 +25,7 @@ use tokio::time::{Instant, timeout_at};
 use webrtc::api::APIBuilder;
 use webrtc::api::interceptor_registry::register_default_interceptors;
 use webrtc::api::media_engine::{
-    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_PCMA, MIME_TYPE_PCMU, MediaEngine,
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_PCMA, MIME_TYPE_PCMU, MIME_TYPE_VP8, MediaEngine,
 };
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::ice::mdns::MulticastDnsMode;
@@ -125,6 +125,15 @@ struct Watched {
     last_key_ts: Option<u32>,
     /// SSRC of the received video (for PLIs the test sends).
     ssrc: Option<u32>,
+    /// MIME type of the received video track (lower case), e.g. `video/vp8`.
+    mime: Option<String>,
+}
+
+/// Whether a VP8 RTP payload (RFC 7741) starts a key frame.
+fn vp8_key(payload: &[u8]) -> bool {
+    comet_media::vp8::Vp8Descriptor::parse(payload).is_ok_and(|d| {
+        d.starts_frame() && payload.get(d.header_len).is_some_and(|tag| tag & 1 == 0)
+    })
 }
 
 /// Whether an H.264 RTP payload (RFC 6184) carries (the start of) an IDR slice.
@@ -196,6 +205,8 @@ pub struct Peer {
     sender_reports: Arc<Mutex<Vec<SenderReportSeen>>>,
     /// A telephony peer: G.711 only, no video.
     g711: Option<Law>,
+    /// The video codec it offers (alone) and sends.
+    video_codec: comet_media::VideoCodec,
 }
 
 /// What a peer decodes what it receives with.
@@ -252,28 +263,86 @@ impl AudioDecoder {
 impl Peer {
     /// An audio peer that asks to receive video (and discards it).
     pub async fn new(name: &str) -> Peer {
-        Self::build(name, None, None).await
+        Self::build(name, None, None, comet_media::VideoCodec::H264).await
     }
 
     /// A telephony peer (a SIP phone behind a gateway): it offers only G.711 (`law`) audio
     /// and no video; it sends its tone as 8 kHz G.711.
     pub async fn g711(name: &str, law: Law) -> Peer {
-        Self::build(name, None, Some(law)).await
+        Self::build(name, None, Some(law), comet_media::VideoCodec::H264).await
     }
 
     /// A peer with a camera: it offers H.264 video both ways (sending nothing until
     /// [`Peer::start_camera`]) and runs `inspect` on every picture it decodes.
     pub async fn with_video(name: &str, inspect: Inspect) -> Peer {
-        Self::build(name, Some(inspect), None).await
+        Self::build(name, Some(inspect), None, comet_media::VideoCodec::H264).await
     }
 
-    async fn build(name: &str, inspect: Option<Inspect>, g711: Option<Law>) -> Peer {
+    /// A peer with a camera that knows only VP8 for video (as a browser configured to prefer
+    /// VP8, or one without H.264): it offers Opus and VP8 alone, sends VP8 (libvpx), and
+    /// decodes the VP8 it receives.
+    pub async fn with_vp8_video(name: &str, inspect: Inspect) -> Peer {
+        Self::build(name, Some(inspect), None, comet_media::VideoCodec::Vp8).await
+    }
+
+    async fn build(
+        name: &str,
+        inspect: Option<Inspect>,
+        g711: Option<Law>,
+        video_codec: comet_media::VideoCodec,
+    ) -> Peer {
         let mut m = MediaEngine::default();
         let g711_mime = |law: Law| match law {
             Law::Mu => (MIME_TYPE_PCMU, 0),
             Law::A => (MIME_TYPE_PCMA, 8),
         };
         match g711 {
+            None if video_codec == comet_media::VideoCodec::Vp8 => {
+                use webrtc::rtp_transceiver::RTCPFeedback;
+                use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecParameters;
+                m.register_codec(
+                    RTCRtpCodecParameters {
+                        capability: RTCRtpCodecCapability {
+                            mime_type: MIME_TYPE_OPUS.to_owned(),
+                            clock_rate: 48000,
+                            channels: 2,
+                            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                            rtcp_feedback: vec![],
+                        },
+                        payload_type: 111,
+                        ..Default::default()
+                    },
+                    RTPCodecType::Audio,
+                )
+                .unwrap();
+                let feedback = [
+                    ("goog-remb", ""),
+                    ("ccm", "fir"),
+                    ("nack", ""),
+                    ("nack", "pli"),
+                ]
+                .into_iter()
+                .map(|(typ, parameter)| RTCPFeedback {
+                    typ: typ.to_owned(),
+                    parameter: parameter.to_owned(),
+                })
+                .collect();
+                m.register_codec(
+                    RTCRtpCodecParameters {
+                        capability: RTCRtpCodecCapability {
+                            mime_type: MIME_TYPE_VP8.to_owned(),
+                            clock_rate: 90000,
+                            channels: 0,
+                            sdp_fmtp_line: String::new(),
+                            rtcp_feedback: feedback,
+                        },
+                        payload_type: 96,
+                        ..Default::default()
+                    },
+                    RTPCodecType::Video,
+                )
+                .unwrap();
+            }
             None => m.register_default_codecs().unwrap(),
             Some(law) => {
                 use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecParameters;
@@ -358,16 +427,25 @@ impl Peer {
         let keyframe_asked = Arc::new(AtomicBool::new(false));
         let camera_stats = Arc::new(CameraStats::default());
         let camera = if inspect.is_some() {
-            // A camera: H.264 both ways, as Chrome offers it next to VP8.
+            // A camera: H.264 both ways, as Chrome offers it next to VP8; or VP8 alone.
             let camera = Arc::new(TrackLocalStaticRTP::new(
-                RTCRtpCodecCapability {
-                    mime_type: MIME_TYPE_H264.to_owned(),
-                    clock_rate: 90000,
-                    channels: 0,
-                    sdp_fmtp_line:
-                        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
-                            .to_owned(),
-                    rtcp_feedback: vec![],
+                match video_codec {
+                    comet_media::VideoCodec::H264 => RTCRtpCodecCapability {
+                        mime_type: MIME_TYPE_H264.to_owned(),
+                        clock_rate: 90000,
+                        channels: 0,
+                        sdp_fmtp_line:
+                            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+                                .to_owned(),
+                        rtcp_feedback: vec![],
+                    },
+                    comet_media::VideoCodec::Vp8 => RTCRtpCodecCapability {
+                        mime_type: MIME_TYPE_VP8.to_owned(),
+                        clock_rate: 90000,
+                        channels: 0,
+                        sdp_fmtp_line: String::new(),
+                        rtcp_feedback: vec![],
+                    },
                 },
                 "video".to_owned(),
                 name.to_owned(),
@@ -457,7 +535,15 @@ impl Peer {
                     if track.kind() != RTPCodecType::Audio {
                         match inspect {
                             Some(inspect) => {
-                                watch_video(track, inspect, watched, watched_tx, pc_weak).await
+                                watch_video(
+                                    track,
+                                    video_codec,
+                                    inspect,
+                                    watched,
+                                    watched_tx,
+                                    pc_weak,
+                                )
+                                .await
                             }
                             None => {
                                 while track.read_rtp().await.is_ok() {
@@ -545,6 +631,7 @@ impl Peer {
             watched_tx,
             sender_reports,
             g711,
+            video_codec,
         }
     }
 
@@ -774,7 +861,8 @@ impl Peer {
     }
 
     /// Starts the camera: `width x height` pictures of one colour (Y, U, V) with a white bar
-    /// moving along the top edge, `fps` per second, H.264 at about 300 kbit/s. A PLI or FIR
+    /// moving along the top edge, `fps` per second, H.264 (or VP8, for a peer made with
+    /// [`Peer::with_vp8_video`]) at about 300 kbit/s. A PLI or FIR
     /// from the server makes the next picture a keyframe.
     pub fn start_camera(&mut self, colour: (u8, u8, u8), width: u32, height: u32, fps: u32) {
         let track = self
@@ -786,8 +874,10 @@ impl Peer {
         let on = self.camera_on.clone();
         let asked = self.keyframe_asked.clone();
         let stats = self.camera_stats.clone();
+        let codec = self.video_codec;
         self.camera_task = Some(tokio::spawn(async move {
             let mut sender = comet_media::VideoSender::new(comet_media::VideoSenderConfig {
+                codec,
                 encoder: comet_media::H264EncoderConfig {
                     bitrate: 300_000,
                     fps: fps as f32,
@@ -900,7 +990,12 @@ impl Peer {
         self.watched.lock().unwrap().packets
     }
 
-    /// H.264 keyframes received so far.
+    /// The MIME type of the video track received (lower case: `video/h264`, `video/vp8`).
+    pub fn received_video_mime(&self) -> Option<String> {
+        self.watched.lock().unwrap().mime.clone()
+    }
+
+    /// Keyframes received so far.
     pub fn keyframes_received(&self) -> u64 {
         self.watched.lock().unwrap().keyframes
     }
@@ -953,10 +1048,11 @@ impl Peer {
     }
 }
 
-/// Decodes what the server sends (H.264) with `comet-media`, asks for keyframes with PLI, and
-/// records the inspection of every picture.
+/// Decodes what the server sends (H.264 or VP8, `codec`) with `comet-media`, asks for
+/// keyframes with PLI, and records the inspection of every picture.
 async fn watch_video(
     track: Arc<TrackRemote>,
+    codec: comet_media::VideoCodec,
     inspect: Inspect,
     watched: Arc<Mutex<Watched>>,
     watched_tx: Arc<watch::Sender<u64>>,
@@ -964,8 +1060,8 @@ async fn watch_video(
 ) {
     use comet_media::{VideoEvent, VideoReceiver, VideoReceiverConfig};
     use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-    let mut rx =
-        VideoReceiver::new(VideoReceiverConfig::new(comet_media::VideoCodec::H264)).unwrap();
+    watched.lock().unwrap().mime = Some(track.codec().capability.mime_type.to_ascii_lowercase());
+    let mut rx = VideoReceiver::new(VideoReceiverConfig::new(codec)).unwrap();
     while let Ok((packet, _)) = track.read_rtp().await {
         let now = std::time::Instant::now();
         let events = rx.push(
@@ -983,7 +1079,11 @@ async fn watch_video(
             let mut w = watched.lock().unwrap();
             w.packets += 1;
             w.ssrc = Some(track.ssrc());
-            if h264_idr(&packet.payload) && w.last_key_ts != Some(packet.header.timestamp) {
+            let key = match codec {
+                comet_media::VideoCodec::H264 => h264_idr(&packet.payload),
+                comet_media::VideoCodec::Vp8 => vp8_key(&packet.payload),
+            };
+            if key && w.last_key_ts != Some(packet.header.timestamp) {
                 w.last_key_ts = Some(packet.header.timestamp);
                 w.keyframes += 1;
             }

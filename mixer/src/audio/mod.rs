@@ -55,6 +55,12 @@ pub struct DominantConfig {
     pub margin: f32,
     /// Smoothing of the per-member score per 20 ms frame (default 0.05, about 400 ms).
     pub smoothing: f32,
+    /// A clear hand-over: once the speaker has been silent this long (default 200 ms) and
+    /// the minimum hold is over, the member talking now (voice activity on, voiced this
+    /// frame) takes over at once, without waiting for its smoothed score to lead by
+    /// `margin` for `switch_after_ms`. While the speaker keeps talking only the score
+    /// rule applies, so two people talking at once do not flap.
+    pub handover_silence_ms: u64,
 }
 
 impl Default for DominantConfig {
@@ -64,6 +70,7 @@ impl Default for DominantConfig {
             switch_after_ms: 300,
             margin: 8.0,
             smoothing: 0.05,
+            handover_silence_ms: 200,
         }
     }
 }
@@ -631,6 +638,28 @@ impl AudioMixer {
             }
             return;
         };
+        let held = now_ms.saturating_sub(d.since_ms) >= cfg.min_hold_ms;
+        if held && members[cur].vad.silent_ms() as u64 >= cfg.handover_silence_ms {
+            // The speaker stopped: the best-scored member talking right now takes over.
+            let mut next: Option<usize> = None;
+            for (i, m) in members.iter().enumerate() {
+                if i == cur || !eligible(i) || !m.vad.talking || !m.vad.voiced {
+                    continue;
+                }
+                match next {
+                    Some(n) if members[n].score >= m.score => {}
+                    _ => next = Some(i),
+                }
+            }
+            if let Some(n) = next {
+                *d = Dominant {
+                    current: Some(n),
+                    since_ms: now_ms,
+                    challenger: None,
+                };
+                return;
+            }
+        }
         match best {
             Some(b) if members[b].score > members[cur].score + cfg.margin => {
                 let since = match d.challenger {
@@ -638,7 +667,6 @@ impl AudioMixer {
                     _ => now_ms,
                 };
                 d.challenger = Some((b, since));
-                let held = now_ms.saturating_sub(d.since_ms) >= cfg.min_hold_ms;
                 let led = now_ms.saturating_sub(since) >= cfg.switch_after_ms;
                 if held && led {
                     *d = Dominant {

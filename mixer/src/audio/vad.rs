@@ -227,6 +227,11 @@ impl Vad {
         }
     }
 
+    /// How long the member has been below the voice threshold (0 while voiced).
+    pub fn silent_ms(&self) -> u32 {
+        self.silence_ms
+    }
+
     /// Feeds one 20 ms frame whose level was measured as `power` and `energy` by
     /// [`VadLinear::measure`]. All comparisons are in the power domain: the threshold is
     /// `max(min_voice, noise_floor * margin)`, the noise floor falls half-way (in dB, i.e. to
