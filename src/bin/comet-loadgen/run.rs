@@ -369,8 +369,19 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult> {
     let mut delays = Vec::new();
     let mut joins = Vec::new();
     let mut jitters = Vec::new();
+    // What each probed talker sent in the window: tells "not sent" from "not mixed" when a
+    // probe misses a tone.
+    let mut talkers_sent = Vec::new();
     for (spec, s) in &peers {
         let w = &s.window;
+        if let (Role::Talker(j), Some(_)) = (spec.role, &s.hearing) {
+            talkers_sent.push(format!(
+                "peer {} ({} Hz) sent {} audio packets",
+                spec.index,
+                media::talker_freq(j),
+                w.sent_audio
+            ));
+        }
         if let Some(why) = &s.dead {
             r.peers_dead += 1;
             if r.failures.len() < 5 {
@@ -425,6 +436,12 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult> {
                 ));
             }
         }
+    }
+    if r.probes_ok < r.probes && !talkers_sent.is_empty() {
+        r.hearing_failures.push(format!(
+            "in the window the probed talkers sent: {}",
+            talkers_sent.join(", ")
+        ));
     }
     if hangups > 0 && r.failures.len() < 5 {
         r.failures
