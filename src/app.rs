@@ -323,13 +323,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         conferences.clone(),
         RuntimeConfig {
             max_talkers: config.max_talkers,
+            opus_complexity: config.opus_complexity,
+            opus_bitrate: config.opus_bitrate,
             broadcast: Some(Arc::new(broadcast_plan(config, broadcasts.clone()))),
             profiles: config
                 .profiles
                 .iter()
                 .map(|(name, p)| (name.clone(), video_settings(p)))
                 .collect(),
-            ..RuntimeConfig::default()
         },
     );
 

@@ -82,6 +82,10 @@ pub struct Config {
     pub media_announce_ip: Option<IpAddr>,
     /// `[media] max_talkers`: how many of the loudest talkers a conference mixes.
     pub max_talkers: usize,
+    /// `[media] opus_complexity`: libopus complexity (0-10) of the mixes we encode.
+    pub opus_complexity: u8,
+    /// `[media] opus_bitrate`: bit/s of the Opus mixes we send.
+    pub opus_bitrate: u32,
     pub http: Listen,
     pub http_enabled: bool,
     /// `[http] tls_cert` / `tls_key`: PEM files; when both are set the listener speaks https://.
@@ -580,6 +584,34 @@ pub static KEYS: &[Key] = &[
         },
     },
     Key {
+        section: "media",
+        name: "opus_complexity",
+        default: "5",
+        doc: "libopus complexity (0-10) of the mixes the server encodes. Encoding is most of \
+              the CPU of small conferences (every talker gets its own N-1 mix): lower trades \
+              a little quality for CPU (see benches/README.md).",
+        set: |c, v| {
+            c.opus_complexity = match v.parse::<u8>() {
+                Ok(n) if n <= 10 => n,
+                _ => return Err(format!("`{v}` is not an Opus complexity (0-10)")),
+            };
+            Ok(())
+        },
+    },
+    Key {
+        section: "media",
+        name: "opus_bitrate",
+        default: "32",
+        doc: "kbit/s of the Opus mixes sent to participants (cometVideoApi.js asks for 32).",
+        set: |c, v| {
+            c.opus_bitrate = match v.parse::<u32>() {
+                Ok(n) if (6..=510).contains(&n) => n * 1000,
+                _ => return Err(format!("`{v}` is not an Opus bitrate in kbit/s (6-510)")),
+            };
+            Ok(())
+        },
+    },
+    Key {
         section: "broadcast",
         name: "record_dir",
         default: "",
@@ -847,6 +879,8 @@ impl Default for Config {
             media_announce_ip: None,
             sip_tls: None,
             max_talkers: 3,
+            opus_complexity: 5,
+            opus_bitrate: 32_000,
             http: Listen {
                 ip: loopback,
                 port: 1,
@@ -1267,6 +1301,26 @@ mod tests {
         assert_eq!(e.at, "c.ini:2");
         let e = Config::load(None, &[Override::parse("nope.key=1").unwrap()]).unwrap_err();
         assert_eq!(e.at, "command line");
+        for bad in [
+            "media.opus_complexity=11",
+            "media.opus_bitrate=5",
+            "media.opus_bitrate=x",
+        ] {
+            let e = Config::load(None, &[Override::parse(bad).unwrap()]).unwrap_err();
+            assert!(e.message.contains("Opus"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn opus_settings() {
+        let (c, _) = Config::load(None, &[]).unwrap();
+        assert_eq!((c.opus_complexity, c.opus_bitrate), (5, 32_000));
+        let (c, _) = Config::load(
+            Some(("c.ini", "[media]\nopus_complexity = 2\nopus_bitrate = 24\n")),
+            &[],
+        )
+        .unwrap();
+        assert_eq!((c.opus_complexity, c.opus_bitrate), (2, 24_000));
     }
 
     #[test]
