@@ -379,6 +379,7 @@ impl Pending {
                 frames: VecDeque::new(),
                 onsets: VecDeque::new(),
                 last_seq: None,
+                matched: vec![None; self.spec.talkers],
             })
         } else {
             None
@@ -448,6 +449,10 @@ struct Probe {
     /// Onsets (sample index) waiting for 10 ms of audio after them.
     onsets: VecDeque<u64>,
     last_seq: Option<u16>,
+    /// Per talker, the send time of the last burst a delay was measured for: each burst gives
+    /// one delay; a later onset matched to the same burst (an echo of the detector, a tone
+    /// edge) is not a second sample.
+    matched: Vec<Option<Instant>>,
 }
 
 struct PeerTask {
@@ -899,10 +904,14 @@ impl PeerTask {
                 .find(|&&s| s <= onset)
                 .copied();
             match sent {
+                Some(s) if p.matched.get(j).copied().flatten() == Some(s) => unmatched += 1,
                 Some(s) => {
                     let d = onset.duration_since(s).as_secs_f64() - offset;
                     if (-0.010..0.8).contains(&d) {
                         delays.push(d * 1e3);
+                        if let Some(m) = p.matched.get_mut(j) {
+                            *m = Some(s);
+                        }
                     } else {
                         unmatched += 1;
                     }
