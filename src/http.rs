@@ -270,9 +270,7 @@ pub fn render_endpoint(m: &comet_sfu::Metrics) -> String {
     ];
     let mut out = String::new();
     for (name, kind, help, value) in metrics {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        let _ = writeln!(out, "{name} {value}");
+        family(&mut out, name, kind, help, &[("", value as f64)]);
     }
     out
 }

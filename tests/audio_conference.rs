@@ -14,6 +14,7 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use common::audio_room::*;
+use common::metric;
 use common::peer::Peer;
 use common::sip_client::{SipClient, Ua};
 use common::tones::{self, Spectrum};

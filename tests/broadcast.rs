@@ -459,7 +459,14 @@ async fn hls_dash_reconnect_and_recording() {
     // 3. nginx dies and comes back: publishing resumes, new segments appear.
     nginx.kill();
     let restarted = SystemTime::now();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // nginx stays down until the server has noticed (its RTMP output stopped publishing).
+    wait_metrics(
+        &server,
+        30,
+        "the lost RTMP connection is not on /metrics",
+        |m| metric(m, "comet_broadcast_rtmp_publishing") == 0.0,
+    )
+    .await;
     nginx.spawn();
     let end = deadline(60);
     loop {

@@ -377,42 +377,14 @@ impl Room {
 }
 
 /// The server's media counters from `GET /metrics` (comet_participants, comet_rtp_*, ...).
-/// One value of [`media_metrics`]' text (`None`: not there).
-pub fn metric(text: &str, name: &str) -> Option<f64> {
-    text.split(", ")
-        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
 pub fn media_metrics(server: &Server) -> String {
-    use std::io::{Read, Write};
-    let Some(addr) = server.http else {
-        return "no HTTP listener".into();
-    };
-    let mut text = String::new();
-    let got =
-        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).and_then(|mut t| {
-            t.set_read_timeout(Some(Duration::from_secs(2)))?;
-            t.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-            t.read_to_string(&mut text)
-        });
-    if let Err(e) = got {
-        return format!("GET /metrics failed: {e}");
-    }
-    text.lines()
-        .filter(|l| {
-            !l.starts_with('#')
-                && [
-                    "comet_participants",
-                    "comet_conferences",
-                    "comet_rtp",
-                    "comet_mix",
-                    "comet_sfu",
-                ]
-                .iter()
-                .any(|p| l.starts_with(p))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    server.metrics(&[
+        "comet_participants",
+        "comet_conferences",
+        "comet_rtp",
+        "comet_mix",
+        "comet_sfu",
+    ])
 }
 
 /// Tone amplitudes every 100 ms, one line each, for failure messages.

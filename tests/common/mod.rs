@@ -261,3 +261,9 @@ pub fn err_code(e: mysql_async::Error) -> u16 {
         other => panic!("expected a server error, got {other:?}"),
     }
 }
+
+/// One value in [`Server::metrics`]' text (`name value, name value, ...`); `None`: not there.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.split(", ")
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
