@@ -646,6 +646,9 @@ type ConfRef = Arc<Mutex<Conf>>;
 struct MemberRef {
     conf: ConfRef,
     inbox: Inbox,
+    /// Its conference's video thread, when the member is in the video mixer: video packets,
+    /// keyframe requests and estimates go there without locking the conference.
+    video: Option<VideoWorker>,
 }
 
 /// The event loop: joins, leaves, SIP and WebRTC events. It owns the conference table; the
@@ -838,6 +841,7 @@ impl Task {
             participant = %answer.participant, "member joined"
         );
         let inbox = Inbox::default();
+        let video_worker = conf.video.clone().filter(|_| video);
         self.by_call.insert(call.id, answer.participant);
         conf.insert(Member {
             pid: answer.participant,
@@ -861,6 +865,7 @@ impl Task {
             MemberRef {
                 conf: conf_ref,
                 inbox,
+                video: video_worker,
             },
         );
         self.stats.participants.fetch_add(1, Ordering::Relaxed);
@@ -905,16 +910,12 @@ impl Task {
 
     /// Sends `cmd` to the video thread of `pid`'s conference, if `pid` is in it.
     fn to_video(&self, pid: ParticipantId, cmd: VideoCmd) -> bool {
-        let Some(r) = self.where_is.get(&pid) else {
-            return false;
-        };
-        let conf = lock(&r.conf);
-        match (&conf.video, conf.member(pid)) {
-            (Some(w), Some(m)) if m.video => {
+        match self.where_is.get(&pid).and_then(|r| r.video.as_ref()) {
+            Some(w) => {
                 w.send(cmd);
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 

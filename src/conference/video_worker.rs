@@ -59,7 +59,8 @@ pub struct VideoCounters {
     pub subscribers: AtomicU64,
 }
 
-/// A conference's video thread. Dropping it stops the thread.
+/// A conference's video thread. Cloneable; dropping the last clone stops the thread.
+#[derive(Clone)]
 pub struct VideoWorker {
     tx: mpsc::Sender<VideoCmd>,
 }
@@ -87,7 +88,7 @@ impl VideoWorker {
     }
 
     pub fn send(&self, cmd: VideoCmd) {
-        // The thread only stops when this handle is dropped.
+        // The thread only stops when every clone of this handle is dropped.
         let _ = self.tx.send(cmd);
     }
 }
