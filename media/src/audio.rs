@@ -48,6 +48,17 @@ pub struct AudioFrame {
     pub timestamp: Option<u32>,
 }
 
+/// What [`AudioReceiver::pop_into`] tells about the samples it wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AudioFrameInfo {
+    /// Where the samples came from.
+    pub kind: AudioFrameKind,
+    /// RFC 6464 level of the packet, if the sender provided one.
+    pub audio_level: Option<u8>,
+    /// RTP timestamp of the first sample (see [`AudioFrame::timestamp`]).
+    pub timestamp: Option<u32>,
+}
+
 impl AudioFrame {
     /// A silent frame.
     pub fn silence(channels: u8) -> Self {
@@ -211,6 +222,8 @@ pub struct AudioReceiver {
     concealed_run: Duration,
     /// See [`AudioReceiver::set_quiet`].
     quiet: bool,
+    /// Decoder output buffer, reused from tick to tick.
+    scratch: Vec<i16>,
     cfg: AudioReceiverConfig,
     stats: AudioReceiverStats,
 }
@@ -246,6 +259,7 @@ impl AudioReceiver {
             pcm_ts: None,
             concealed_run: Duration::ZERO,
             quiet: false,
+            scratch: Vec::new(),
             cfg,
             stats: AudioReceiverStats::default(),
         })
@@ -278,6 +292,21 @@ impl AudioReceiver {
 
     /// Exactly one 20 ms frame for this tick.
     pub fn pop(&mut self, now: Instant) -> AudioFrame {
+        let mut samples = vec![0; FRAME_SAMPLES * self.channels as usize];
+        let info = self.pop_into(now, &mut samples);
+        AudioFrame {
+            samples,
+            channels: self.channels,
+            kind: info.kind,
+            audio_level: info.audio_level,
+            timestamp: info.timestamp,
+        }
+    }
+
+    /// [`AudioReceiver::pop`] into `out` (`960 * channels` samples; a shorter `out` gets the
+    /// first samples, a longer one is zero-padded), without allocating: for a mixer that pops
+    /// every member every 20 ms.
+    pub fn pop_into(&mut self, now: Instant, out: &mut [i16]) -> AudioFrameInfo {
         let want = FRAME_SAMPLES * self.channels as usize;
         // Packets shorter than 20 ms need several jitter buffer pops per tick.
         for _ in 0..8 {
@@ -290,28 +319,31 @@ impl AudioReceiver {
             // Only on decoder trouble: pad with silence.
             self.pcm.resize(want, 0);
         }
-        let samples: Vec<i16> = self.pcm.drain(..want).collect();
-        let frame = AudioFrame {
-            samples,
-            channels: self.channels,
+        let n = out.len().min(want);
+        for (o, s) in out.iter_mut().zip(self.pcm.drain(..want)) {
+            *o = s;
+        }
+        out[n..].fill(0);
+        let info = AudioFrameInfo {
             kind: self.pcm_kind,
             audio_level: self.pcm_level,
             timestamp: self.pcm_ts,
         };
         let ticks = self.cfg.codec.frame_ticks();
         self.pcm_ts = self.pcm_ts.map(|t| t.wrapping_add(ticks));
-        match frame.kind {
+        match info.kind {
             AudioFrameKind::Decoded => self.stats.decoded += 1,
             AudioFrameKind::FecRecovered => self.stats.fec_recovered += 1,
             AudioFrameKind::Concealed => self.stats.concealed += 1,
             AudioFrameKind::Silence => self.stats.silence += 1,
         }
-        frame
+        info
     }
 
     fn refill(&mut self, now: Instant) {
         let ch = self.channels as usize;
-        let mut buf = Vec::with_capacity(FRAME_SAMPLES * ch * 3);
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
         let silence = |buf: &mut Vec<i16>| buf.resize(FRAME_SAMPLES * ch, 0);
         let playout = self.jb.pop(now);
         let ts = match &playout {
@@ -374,7 +406,8 @@ impl AudioReceiver {
         if self.pcm.is_empty() {
             self.pcm_ts = ts;
         }
-        self.pcm.extend(buf);
+        self.pcm.extend(buf.drain(..));
+        self.scratch = buf;
         self.pcm_kind = kind;
         self.pcm_level = level;
     }

@@ -54,8 +54,8 @@ pub use aac::{AacConfig, AacEncoder, AacFrame};
 pub use assembler::{AssembledFrame, AssemblerConfig, FrameAssembler};
 #[cfg(feature = "codecs")]
 pub use audio::{
-    AudioCodec, AudioFrame, AudioFrameKind, AudioReceiver, AudioReceiverConfig, AudioReceiverStats,
-    AudioSender,
+    AudioCodec, AudioFrame, AudioFrameInfo, AudioFrameKind, AudioReceiver, AudioReceiverConfig,
+    AudioReceiverStats, AudioSender,
 };
 pub use error::{MediaError, Result};
 pub use frame::I420Frame;

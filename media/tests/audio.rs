@@ -440,3 +440,34 @@ fn quiet_mode_spends_nothing_on_a_silent_dtx_sender() {
         .count();
     assert!(decoded_end >= 35, "{decoded_end}");
 }
+
+#[test]
+fn pop_into_gives_what_pop_gives_without_allocating_a_frame() {
+    let input = signal(30, 1);
+    let mut sender = AudioSender::new(OpusEncoderConfig::default(), 7).unwrap();
+    let mut a = AudioReceiver::new(AudioReceiverConfig::default()).unwrap();
+    let mut b = AudioReceiver::new(AudioReceiverConfig::default()).unwrap();
+    let base = Instant::now();
+    let mut out = vec![1i16; FRAME_SAMPLES];
+    for (i, pcm) in input.chunks(FRAME_SAMPLES).enumerate() {
+        let now = base + MS20 * i as u32;
+        // Every fifth packet lost: concealment and FEC take the same path too.
+        if i % 5 != 3
+            && let Some(p) = sender.encode(pcm).unwrap()
+        {
+            let at = now + Duration::from_millis(5);
+            let packet = RtpPacket::new(i as u16, p.timestamp, p.marker, p.payload, at);
+            a.push(packet.clone(), at).unwrap();
+            b.push(packet, at).unwrap();
+        }
+        let frame = a.pop(now + Duration::from_millis(10));
+        let info = b.pop_into(now + Duration::from_millis(10), &mut out);
+        assert_eq!(frame.samples, out, "frame {i}");
+        assert_eq!(
+            (frame.kind, frame.audio_level, frame.timestamp),
+            (info.kind, info.audio_level, info.timestamp),
+            "frame {i}"
+        );
+    }
+    assert_eq!(a.stats(), b.stats());
+}

@@ -397,13 +397,7 @@ impl Member {
             // Malformed payloads are counted by the receiver and dropped.
             let _ = self.rx.push(packet, arrival);
         }
-        let frame = self.rx.pop(now);
-        if frame.samples.len() == FRAME {
-            self.pcm.copy_from_slice(&frame.samples);
-        } else {
-            self.pcm.fill(0);
-        }
-        self.level = frame.audio_level;
+        self.level = self.rx.pop_into(now, &mut self.pcm).audio_level;
     }
 }
 
