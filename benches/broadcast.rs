@@ -28,10 +28,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
+use common::nginx::Nginx;
 use common::peer::Peer;
 use common::sip_client::{SipClient, Ua};
 use common::tones::Spectrum;
@@ -66,14 +67,6 @@ fn flag(name: &str) -> bool {
     std::env::args().any(|a| a == name)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One nginx-rtmp HLS setting, with the server's keyframe interval that goes with it.
 #[derive(Clone, Copy)]
 struct HlsSetting {
@@ -106,87 +99,10 @@ const SETTINGS: [HlsSetting; 3] = [
     },
 ];
 
-/// nginx with the RTMP module (HLS and DASH) and an HTTP server for the HLS files.
-struct Nginx {
-    child: Child,
-    dir: PathBuf,
-    port: u16,
-    http: SocketAddr,
-}
-
-impl Nginx {
-    fn start(dir: &Path, s: HlsSetting) -> Nginx {
-        let port = free_port();
-        let http_port = free_port();
-        for d in ["logs", "hls", "dash"] {
-            std::fs::create_dir_all(dir.join(d)).unwrap();
-        }
-        std::fs::write(
-            dir.join("nginx.conf"),
-            format!(
-                "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\ndaemon off;\n\
-                 master_process off;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log;\n\
-                 events {{ worker_connections 64; }}\n\
-                 rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096; \
-                 application cam1 {{ live on; record off; hls on; hls_path {d}/hls; \
-                 hls_fragment {f}; hls_playlist_length {p}; dash on; dash_path {d}/dash; \
-                 dash_fragment {f}; dash_playlist_length {p}; }} }} }}\n\
-                 http {{ access_log off; \
-                 client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; \
-                 fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp; \
-                 server {{ listen 127.0.0.1:{http_port}; \
-                 location /hls/ {{ root {d}; add_header Cache-Control no-cache; \
-                 types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; }} }} }} }}\n",
-                d = dir.display(),
-                f = s.fragment,
-                p = s.playlist,
-            ),
-        )
-        .unwrap();
-        std::fs::create_dir_all(dir.join("tmp")).unwrap();
-        let child = Command::new(tool("nginx"))
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let end = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err()
-            || TcpStream::connect(("127.0.0.1", http_port)).is_err()
-        {
-            assert!(
-                Instant::now() < end,
-                "nginx did not start: {}",
-                std::fs::read_to_string(dir.join("logs/error.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Nginx {
-            child,
-            dir: dir.to_path_buf(),
-            port,
-            http: SocketAddr::from(([127, 0, 0, 1], http_port)),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("logs/error.log")).unwrap_or_default()
-    }
-
-    /// The playlist as served over HTTP.
-    fn playlist(&self) -> Option<Playlist> {
-        let body = http_get(self.http, &format!("/hls/{ROOM}.m3u8"))?;
-        Playlist::parse(&String::from_utf8_lossy(&body))
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The HLS playlist of the conference as nginx serves it over HTTP (what a player reads).
+fn served_playlist(nginx: &Nginx) -> Option<Playlist> {
+    let body = http_get(nginx.http, &format!("/hls/{ROOM}.m3u8"))?;
+    Playlist::parse(&String::from_utf8_lossy(&body))
 }
 
 /// `GET path` over HTTP/1.0 on loopback: the body of a 200 answer.
@@ -316,7 +232,11 @@ async fn cpu(dir: &Path, seconds: u64) {
     ] {
         let sub = dir.join(label.replace([' ', '+'], "_"));
         std::fs::create_dir_all(&sub).unwrap();
-        let nginx = Nginx::start(&sub.join("nginx"), SETTINGS[0]);
+        let nginx = Nginx::start(
+            &sub.join("nginx"),
+            SETTINGS[0].fragment,
+            SETTINGS[0].playlist,
+        );
         let mut ini = String::from("[profile.video]\n");
         if stream {
             ini += &format!("stream = rtmp://127.0.0.1:{}/cam1/{{name}}\n", nginx.port);
@@ -389,7 +309,7 @@ impl Sample {
 async fn delay(dir: &Path, s: HlsSetting, samples: u64) -> Vec<Sample> {
     let sub = dir.join(format!("delay-{}", s.fragment));
     std::fs::create_dir_all(&sub).unwrap();
-    let nginx = Nginx::start(&sub.join("nginx"), s);
+    let nginx = Nginx::start(&sub.join("nginx"), s.fragment, s.playlist);
     std::fs::write(
         sub.join("comet.ini"),
         format!(
@@ -410,7 +330,7 @@ async fn delay(dir: &Path, s: HlsSetting, samples: u64) -> Vec<Sample> {
     let scratch = sub.join("segment.ts");
     // Warm up: a playlist with a few segments.
     let end = Instant::now() + Duration::from_secs(60);
-    while nginx.playlist().is_none_or(|p| p.segments.len() < 3) {
+    while served_playlist(&nginx).is_none_or(|p| p.segments.len() < 3) {
         assert!(Instant::now() < end, "no HLS playlist: {}", nginx.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -419,13 +339,12 @@ async fn delay(dir: &Path, s: HlsSetting, samples: u64) -> Vec<Sample> {
     for _ in 0..samples {
         // Silence, until a segment listed from now on has none of the tone.
         p2.set_tone(false);
-        let seen: Vec<String> = nginx
-            .playlist()
+        let seen: Vec<String> = served_playlist(&nginx)
             .map(|p| p.segments.into_iter().map(|s| s.0).collect())
             .unwrap_or_default();
         let end = Instant::now() + Duration::from_secs(30);
         'silent: loop {
-            if let Some(p) = nginx.playlist() {
+            if let Some(p) = served_playlist(&nginx) {
                 for (uri, _) in p.segments.iter().filter(|s| !seen.contains(&s.0)) {
                     if let Some(b) = http_get(nginx.http, &format!("/hls/{uri}"))
                         && !any_tone(&decode_audio(&b, &scratch), TONES[1])
@@ -441,8 +360,7 @@ async fn delay(dir: &Path, s: HlsSetting, samples: u64) -> Vec<Sample> {
         // just after a segment was listed).
         let phase = rand::random_range(0..(s.keyframe * 1000.0) as u64);
         tokio::time::sleep(Duration::from_millis(phase)).await;
-        let known: Vec<String> = nginx
-            .playlist()
+        let known: Vec<String> = served_playlist(&nginx)
             .map(|p| p.segments.into_iter().map(|s| s.0).collect())
             .unwrap_or_default();
         p2.set_tone(true);
@@ -463,7 +381,7 @@ async fn delay(dir: &Path, s: HlsSetting, samples: u64) -> Vec<Sample> {
             } {
                 webrtc = SystemTime::now().duration_since(onset_at).ok();
             }
-            if let Some(p) = nginx.playlist() {
+            if let Some(p) = served_playlist(&nginx) {
                 let listed_at = SystemTime::now();
                 for (uri, dur) in &p.segments {
                     if fetched.contains(uri) {

@@ -11,11 +11,11 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, SystemTime};
 
+use common::nginx::Nginx;
 use common::peer::Peer;
 use common::sip_client::{SipClient, Ua};
 use common::tones::{self, Spectrum};
@@ -35,113 +35,6 @@ const CANVAS: (u64, u64) = (640, 360);
 
 fn deadline(secs: u64) -> Instant {
     Instant::now() + Duration::from_secs(secs)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// nginx with the RTMP module, one `cam1` application writing HLS and DASH under `dir`.
-struct Nginx {
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Nginx {
-    fn start(dir: &Path) -> Nginx {
-        let port = free_port();
-        let mut n = Nginx {
-            dir: dir.to_path_buf(),
-            port,
-            child: None,
-        };
-        std::fs::create_dir_all(dir.join("logs")).unwrap();
-        std::fs::create_dir_all(dir.join("hls")).unwrap();
-        std::fs::create_dir_all(dir.join("dash")).unwrap();
-        let module = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
-        assert!(
-            Path::new(module).is_file(),
-            "{module} is missing: install libnginx-mod-rtmp (scripts/setup.sh test)"
-        );
-        std::fs::write(
-            dir.join("nginx.conf"),
-            format!(
-                "load_module {module};\n\
-                 daemon off;\nmaster_process off;\n\
-                 pid {d}/nginx.pid;\nerror_log {d}/logs/error.log info;\n\
-                 events {{ worker_connections 64; }}\n\
-                 rtmp {{\n  server {{\n    listen 127.0.0.1:{port};\n    chunk_size 4096;\n\
-                 \x20   application cam1 {{\n      live on;\n      record off;\n\
-                 \x20     hls on;\n      hls_path {d}/hls;\n      hls_fragment 2s;\n\
-                 \x20     hls_playlist_length 6s;\n\
-                 \x20     dash on;\n      dash_path {d}/dash;\n      dash_fragment 2s;\n\
-                 \x20     dash_playlist_length 6s;\n    }}\n  }}\n}}\n",
-                d = dir.display()
-            ),
-        )
-        .unwrap();
-        n.spawn();
-        n
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new(tool("nginx"))
-            .arg("-p")
-            .arg(&self.dir)
-            .arg("-c")
-            .arg(self.dir.join("nginx.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start nginx");
-        self.child = Some(child);
-        // Wait until it listens.
-        let end = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                std::time::Instant::now() < end,
-                "nginx did not listen on {} within 10 s:\n{}",
-                self.port,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("logs/error.log")).unwrap_or_default()
-    }
-
-    fn playlist(&self) -> PathBuf {
-        self.dir.join("hls").join(format!("{ROOM}.m3u8"))
-    }
-
-    /// The segments the HLS playlist lists now, oldest first.
-    fn segments(&self) -> Vec<PathBuf> {
-        let text = std::fs::read_to_string(self.playlist()).unwrap_or_default();
-        text.lines()
-            .filter(|l| !l.starts_with('#') && l.ends_with(".ts"))
-            .map(|l| self.dir.join("hls").join(l))
-            .collect()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// `ffprobe -show_streams -show_format` as JSON.
@@ -343,7 +236,7 @@ fn duration_of(v: &serde_json::Value) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hls_dash_reconnect_and_recording() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nginx = Nginx::start(&dir.path().join("nginx"));
+    let mut nginx = Nginx::start(&dir.path().join("nginx"), "2s", "6s");
     let rec = dir.path().join("rec");
     let config = write_config(
         dir.path(),
@@ -364,7 +257,7 @@ async fn hls_dash_reconnect_and_recording() {
     // 1. HLS: segments with H.264 at the canvas size and AAC, carrying both tones.
     let end = deadline(60);
     let (segment, spectrum) = loop {
-        let segs = nginx.segments();
+        let segs = nginx.segments(ROOM);
         if segs.len() >= 2 {
             let last = segs[segs.len() - 1].clone();
             let pcm = decode_audio(&segs[segs.len() - 2..]);
@@ -382,7 +275,7 @@ async fn hls_dash_reconnect_and_recording() {
         assert!(
             Instant::now() < end,
             "no HLS segments within 60 s: {:?}\nnginx log:\n{}",
-            nginx.segments(),
+            nginx.segments(ROOM),
             nginx.log()
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -399,7 +292,7 @@ async fn hls_dash_reconnect_and_recording() {
         st.iter().any(|s| s.0 == "audio" && s.1 == "aac"),
         "HLS segment streams: {st:?}"
     );
-    let playlist = std::fs::read_to_string(nginx.playlist()).unwrap();
+    let playlist = std::fs::read_to_string(nginx.playlist(ROOM)).unwrap();
     assert!(playlist.contains("#EXTM3U"), "{playlist}");
 
     // 2. DASH.
@@ -471,7 +364,7 @@ async fn hls_dash_reconnect_and_recording() {
     let end = deadline(60);
     loop {
         let fresh: Vec<PathBuf> = nginx
-            .segments()
+            .segments(ROOM)
             .into_iter()
             .filter(|s| {
                 std::fs::metadata(s)
@@ -699,7 +592,7 @@ fn near(c: (i32, i32, i32), want: (u8, u8, u8)) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hls_shows_the_composed_canvas() {
     let dir = tempfile::tempdir().unwrap();
-    let nginx = Nginx::start(&dir.path().join("nginx"));
+    let nginx = Nginx::start(&dir.path().join("nginx"), "2s", "6s");
     let config = write_config(
         dir.path(),
         &format!(
@@ -754,7 +647,7 @@ async fn hls_shows_the_composed_canvas() {
     let small = comet_mixer::fit_rect(320, 180, rects[1]);
     let end = deadline(60);
     loop {
-        if let Some(seg) = nginx.segments().last() {
+        if let Some(seg) = nginx.segments(ROOM).last() {
             let out = Command::new(tool("ffmpeg"))
                 .args(["-v", "error", "-i"])
                 .arg(seg)

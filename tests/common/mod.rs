@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod http;
+pub mod nginx;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
