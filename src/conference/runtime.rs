@@ -164,9 +164,9 @@ impl MediaRuntime {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(RuntimeStats::default());
         let profiles = cfg.profiles.clone();
-        let table = Arc::new(Mutex::new(Vec::new()));
+        let confs: Arc<ConfTable> = Arc::default();
         let clock = Clock {
-            table: Arc::downgrade(&table),
+            confs: Arc::downgrade(&confs),
             sfu: sfu.clone(),
             registry: registry.clone(),
             stats: stats.clone(),
@@ -188,8 +188,7 @@ impl MediaRuntime {
             cfg,
             where_is: HashMap::new(),
             by_call: HashMap::new(),
-            confs: HashMap::new(),
-            table,
+            confs,
         };
         tokio::spawn(task.run(events, rx));
         Arc::new(MediaRuntime {
@@ -635,6 +634,8 @@ fn member_output(
 }
 
 type ConfRef = Arc<Mutex<Conf>>;
+/// Every conference by key.
+type ConfTable = Mutex<HashMap<ConfKey, ConfRef>>;
 
 /// Where the event loop finds a member.
 struct MemberRef {
@@ -656,9 +657,9 @@ struct Task {
     cfg: RuntimeConfig,
     where_is: HashMap<ParticipantId, MemberRef>,
     by_call: HashMap<CallId, ParticipantId>,
-    confs: HashMap<ConfKey, ConfRef>,
-    /// The conferences the clock runs (the clock holds it weakly: it stops with the task).
-    table: Arc<Mutex<Vec<ConfRef>>>,
+    /// The conferences, shared with the clock (which holds it weakly: it stops with the
+    /// task); locked only to add or remove a conference, and by the clock once a tick.
+    confs: Arc<ConfTable>,
 }
 
 /// An encoded payload and its RFC 6464 level.
@@ -724,8 +725,9 @@ impl Task {
         let failed = |e: &dyn std::fmt::Display| MediaError::Failed(e.to_string());
         let key: ConfKey = (call.dev, call.conference.clone());
         let opus_cfg = encoder_config(&self.cfg);
-        let conf_ref = match self.confs.get(&key) {
-            Some(c) => c.clone(),
+        let existing = lock(&self.confs).get(&key).cloned();
+        let conf_ref = match existing {
+            Some(c) => c,
             None => {
                 let mixer = AudioMixer::new(MixerConfig {
                     max_talkers: self.cfg.max_talkers,
@@ -744,8 +746,7 @@ impl Task {
                     speaker: None,
                     delays_sent: None,
                 }));
-                self.confs.insert(key.clone(), conf.clone());
-                lock(&self.table).push(conf.clone());
+                lock(&self.confs).insert(key.clone(), conf.clone());
                 self.stats.conferences.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(dev = call.dev, conference = %call.conference, "conference started");
                 conf
@@ -890,8 +891,7 @@ impl Task {
         if conf.members.is_empty() {
             let key = conf.key.clone();
             drop(conf);
-            self.confs.remove(&key);
-            lock(&self.table).retain(|c| !Arc::ptr_eq(c, &r.conf));
+            lock(&self.confs).remove(&key);
             self.stats.conferences.fetch_sub(1, Ordering::Relaxed);
             tracing::info!(dev = key.0, conference = %key.1, "conference ended");
         }
@@ -1010,7 +1010,7 @@ const MAX_CATCH_UP: Duration = Duration::from_millis(200);
 /// The mixing clock: a thread that runs every conference every 20 ms (on the thread pool) and
 /// hands the output to the endpoint in one batch.
 struct Clock {
-    table: std::sync::Weak<Mutex<Vec<ConfRef>>>,
+    confs: std::sync::Weak<ConfTable>,
     sfu: SfuHandle,
     registry: Arc<ConferenceRegistry>,
     stats: Arc<RuntimeStats>,
@@ -1040,10 +1040,10 @@ impl Clock {
                 );
                 next += TICK * skipped;
             }
-            let Some(table) = self.table.upgrade() else {
+            let Some(table) = self.confs.upgrade() else {
                 return; // the runtime stopped
             };
-            let confs: Vec<ConfRef> = lock(&table).clone();
+            let confs: Vec<ConfRef> = lock(&table).values().cloned().collect();
             drop(table);
             let writes = self.tick(&confs, Instant::now());
             let n = writes.len() as u64;
