@@ -290,8 +290,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     // The WebRTC endpoint: one UDP socket; ICE candidates carry the announced address and the
     // port actually bound.
     let media_bind = SocketAddr::new(config.media.ip, config.media.port);
-    let socket = tokio::net::UdpSocket::bind(media_bind)
-        .await
+    let socket = std::net::UdpSocket::bind(media_bind)
         .with_context(|| format!("cannot bind the UDP media port {media_bind}"))?;
     let media_addr = socket.local_addr()?;
     let media_announced = SocketAddr::new(config.media_announce(), media_addr.port());
@@ -310,11 +309,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         ..Default::default()
     })
     .map_err(|e| anyhow::anyhow!("cannot start the WebRTC endpoint: {e}"))?;
-    let (sfu, events, sfu_task) = comet_sfu::driver::spawn(
+    // The endpoint's loop carries every participant's packets: it gets a thread of its own.
+    let (sfu, events, sfu_task) = comet_sfu::driver::spawn_dedicated(
         socket,
         endpoint,
         comet_sfu::driver::DriverOptions::default(),
-    );
+    )
+    .context("cannot start the WebRTC endpoint thread")?;
     tasks.push(sfu_task);
     let broadcasts = crate::broadcast::Broadcasts::new(tokio::runtime::Handle::current());
     let runtime = MediaRuntime::start(

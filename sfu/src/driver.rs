@@ -125,12 +125,118 @@ pub async fn bind(
     Ok(spawn(socket, endpoint, opts))
 }
 
+/// Kernel buffer asked for on each side of the socket. One socket carries every participant:
+/// at 1000 participants a 100 ms stall of the driver is ~5000 datagrams in and a tick of 1000
+/// out; Linux's usual default (~208 KiB) holds a few hundred.
+pub const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Asks for [`SOCKET_BUFFER`] on both sides of `socket`; the kernel caps it at
+/// `net.core.rmem_max` / `wmem_max`, which is logged when it is less.
+fn grow_buffers(socket: &UdpSocket) {
+    let s = socket2::SockRef::from(socket);
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    // Linux reports twice what was set (it counts its bookkeeping).
+    let granted = (
+        s.recv_buffer_size().unwrap_or(0),
+        s.send_buffer_size().unwrap_or(0),
+    );
+    if granted.0 < SOCKET_BUFFER || granted.1 < SOCKET_BUFFER {
+        tracing::warn!(
+            recv = granted.0,
+            send = granted.1,
+            wanted = SOCKET_BUFFER,
+            "the media socket's kernel buffers are small; raise net.core.rmem_max and \
+             net.core.wmem_max so bursts are not dropped"
+        );
+    } else {
+        tracing::debug!(recv = granted.0, send = granted.1, "media socket buffers");
+    }
+}
+
+/// Datagrams the kernel dropped on `socket` for lack of receive buffer (`SO_MEMINFO`).
+#[cfg(target_os = "linux")]
+fn socket_drops(socket: &UdpSocket) -> u64 {
+    use std::os::fd::AsRawFd;
+    let mut info = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `info` is a writable buffer of `len` bytes that outlives the call; the fd is
+    // open for as long as `socket` is borrowed.
+    let r = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r == 0 && len as usize > libc::SK_MEMINFO_DROPS as usize * 4 {
+        u64::from(info[libc::SK_MEMINFO_DROPS as usize])
+    } else {
+        0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn socket_drops(_socket: &UdpSocket) -> u64 {
+    0
+}
+
+/// Run `endpoint` on `socket` on a thread of its own (named `comet-sfu`, with a
+/// single-threaded tokio runtime): the endpoint's loop then never waits behind other tasks of
+/// the caller's runtime, whatever they do. The returned task (on the caller's runtime) ends
+/// when the driver does; aborting it stops the driver.
+pub fn spawn_dedicated(
+    socket: std::net::UdpSocket,
+    endpoint: Endpoint,
+    opts: DriverOptions,
+) -> io::Result<(SfuHandle, Events, JoinHandle<()>)> {
+    socket.set_nonblocking(true)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (parts_tx, parts_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("comet-sfu".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let socket = match UdpSocket::from_std(socket) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = parts_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let (handle, events, task) = spawn(socket, endpoint, opts);
+                let _ = parts_tx.send(Ok((handle, events)));
+                tokio::select! {
+                    _ = task => {}
+                    // The caller aborted its task (or dropped it): stop.
+                    _ = stop_rx => {}
+                }
+            });
+            let _ = done_tx.send(());
+        })?;
+    let (handle, events) = parts_rx
+        .recv()
+        .map_err(|_| io::Error::other("the endpoint thread did not start"))??;
+    let task = tokio::spawn(async move {
+        let _stop = stop_tx;
+        let _ = done_rx.await;
+    });
+    Ok((handle, events, task))
+}
+
 /// Run `endpoint` on `socket` in a new tokio task.
 pub fn spawn(
     socket: UdpSocket,
     endpoint: Endpoint,
     opts: DriverOptions,
 ) -> (SfuHandle, Events, JoinHandle<()>) {
+    grow_buffers(&socket);
     let local_addr = socket
         .local_addr()
         .unwrap_or_else(|_| endpoint.config().candidates[0]);
@@ -377,7 +483,17 @@ async fn run(
             }
             c = cmd_rx.recv() => {
                 let Some(c) = c else { break };
-                if !handle_command(&mut ep, c, delivery.dropped, send_errors) {
+                if let Command::Metrics { reply } = c {
+                    let _ = reply.send(Metrics {
+                        events_dropped: delivery.dropped,
+                        send_errors,
+                        socket_drops: socket_drops(&socket),
+                        socket_recv_buffer: socket2::SockRef::from(&socket)
+                            .recv_buffer_size()
+                            .unwrap_or(0) as u64,
+                        ..ep.metrics()
+                    });
+                } else if !handle_command(&mut ep, c) {
                     break;
                 }
             }
@@ -403,7 +519,7 @@ async fn run(
 }
 
 /// Apply one command; `false` to stop the driver.
-fn handle_command(ep: &mut Endpoint, c: Command, events_dropped: u64, send_errors: u64) -> bool {
+fn handle_command(ep: &mut Endpoint, c: Command) -> bool {
     let now = Instant::now();
     match c {
         Command::AcceptOffer { offer, opts, reply } => {
@@ -439,12 +555,9 @@ fn handle_command(ep: &mut Endpoint, c: Command, events_dropped: u64, send_error
         Command::Close { id, reply } => {
             let _ = reply.send(ep.close(id, now));
         }
+        // Answered by the loop, which has the socket and its counters.
         Command::Metrics { reply } => {
-            let _ = reply.send(Metrics {
-                events_dropped,
-                send_errors,
-                ..ep.metrics()
-            });
+            let _ = reply.send(ep.metrics());
         }
         Command::Shutdown => return false,
     }

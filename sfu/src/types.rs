@@ -357,6 +357,11 @@ pub struct Metrics {
     pub events_dropped: u64,
     /// Driver only: `send_to` failures.
     pub send_errors: u64,
+    /// Driver only: datagrams the kernel dropped because the socket's receive buffer was
+    /// full (the driver fell behind), from `SO_MEMINFO` (0 where unavailable).
+    pub socket_drops: u64,
+    /// Driver only: the socket's receive buffer as granted by the kernel, bytes.
+    pub socket_recv_buffer: u64,
 }
 
 /// Errors of the endpoint API (never of network input, which is dropped and counted).

@@ -93,3 +93,37 @@ async fn wildcard_bind_needs_candidates() {
     .await;
     assert!(r.is_err(), "a wildcard address cannot be announced");
 }
+
+/// The driver on a thread of its own: it serves offers, reports its socket (the receive buffer
+/// it was granted, no drops), and stops when the task it returned is aborted.
+#[tokio::test]
+async fn a_dedicated_driver_serves_and_stops_with_its_task() {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = socket.local_addr().unwrap();
+    let config = EndpointConfig {
+        candidates: vec![to],
+        ..Default::default()
+    };
+    let endpoint = comet_sfu::Endpoint::new(config).unwrap();
+    let (sfu, _events, task) =
+        driver::spawn_dedicated(socket, endpoint, DriverOptions::default()).unwrap();
+    let a = sfu
+        .accept_offer(common::CHROME, AnswerOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        a.sdp
+            .contains(&format!("{} {} typ host", to.ip(), to.port()))
+    );
+    let m = sfu.metrics().await.unwrap();
+    assert_eq!((m.participants, m.socket_drops), (1, 0), "{m:?}");
+    // At least what Linux gives by default; as much as asked when rmem_max allows it.
+    assert!(m.socket_recv_buffer >= 200_000, "{m:?}");
+
+    task.abort();
+    let end = Instant::now() + Duration::from_secs(10);
+    while sfu.metrics().await != Err(Error::DriverGone) {
+        assert!(Instant::now() < end, "the driver thread did not stop");
+        sleep(Duration::from_millis(10)).await;
+    }
+}
