@@ -1,8 +1,9 @@
 //! The `[http]` listener: health, Prometheus metrics, the browser JS API, what this server
 //! supports, and (when `[http] demo` allows it) the demo page and its backend ([`crate::demo`]).
 //!
-//! - `/healthz`, `/metrics` (an admin endpoint: it answers requests from loopback, and from
-//!   elsewhere only with `Authorization: Bearer <[http] metrics_token>` when a token is set).
+//! - `/healthz`, `/metrics` and `/debug/conferences` (admin endpoints: they answer requests
+//!   from loopback, and from elsewhere only with `Authorization: Bearer <[http]
+//!   metrics_token>` when a token is set).
 //! - `/api/cometVideoApi.js`: the drop-in video API (JsSIP bundled in).
 //! - `/api/features`: JSON saying what this server does (video composition, the demo, ...).
 
@@ -78,6 +79,7 @@ pub fn router(ctx: Arc<HttpContext>) -> Router {
     let mut r = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
+        .route("/debug/conferences", get(debug_conferences))
         .route("/api/features", get(features))
         .route("/api/cometVideoApi.js", get(video_api))
         .with_state(ctx.clone());
@@ -135,10 +137,16 @@ pub async fn serve_tls(
 }
 
 fn authorized(ctx: &HttpContext, peer: SocketAddr, headers: &HeaderMap) -> bool {
+    admin_allowed(ctx.metrics_token.as_deref(), peer, headers)
+}
+
+/// Admin pages (`/metrics`, `/debug/conferences`): loopback, or the bearer token (compared in
+/// constant time) when one is configured.
+fn admin_allowed(token: Option<&str>, peer: SocketAddr, headers: &HeaderMap) -> bool {
     if peer.ip().is_loopback() {
         return true;
     }
-    let Some(token) = &ctx.metrics_token else {
+    let Some(token) = token else {
         return false;
     };
     headers
@@ -167,6 +175,12 @@ async fn metrics(
             .into_response();
     }
     let mut body = render(&ctx);
+    // Summing the members' receive counters waits for each conference's tick: off the
+    // async workers.
+    let runtime = ctx.runtime.clone();
+    if let Ok(t) = tokio::task::spawn_blocking(move || runtime.audio_totals()).await {
+        body.push_str(&render_audio(&t));
+    }
     // The WebRTC endpoint's counters come from its driver task (skipped if it does not answer
     // within a second, e.g. while it is shutting down).
     if let Ok(Ok(m)) = tokio::time::timeout(
@@ -180,9 +194,30 @@ async fn metrics(
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
+/// `/debug/conferences` (admin, like `/metrics`): every media conference and member as JSON,
+/// with what each member's jitter buffer and decoder did and what the mixer made of it.
+async fn debug_conferences(
+    State(ctx): State<Arc<HttpContext>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&ctx, peer, &headers) {
+        return (
+            StatusCode::FORBIDDEN,
+            "debug pages are served to loopback or with the token\n",
+        )
+            .into_response();
+    }
+    let runtime = ctx.runtime.clone();
+    match tokio::task::spawn_blocking(move || runtime.debug_conferences()).await {
+        Ok(confs) => axum::Json(confs).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
 /// The WebRTC endpoint's counters (`comet_sfu_*`) in the Prometheus text format.
 pub fn render_endpoint(m: &comet_sfu::Metrics) -> String {
-    let metrics: [(&str, &str, &str, u64); 14] = [
+    let metrics: [(&str, &str, &str, u64); 16] = [
         (
             "comet_sfu_participants",
             "gauge",
@@ -262,6 +297,18 @@ pub fn render_endpoint(m: &comet_sfu::Metrics) -> String {
             m.send_errors,
         ),
         (
+            "comet_sfu_socket_drops_total",
+            "counter",
+            "Datagrams the kernel dropped on the media socket (receive buffer full).",
+            m.socket_drops,
+        ),
+        (
+            "comet_sfu_socket_recv_buffer_bytes",
+            "gauge",
+            "The media socket's receive buffer as granted by the kernel.",
+            m.socket_recv_buffer,
+        ),
+        (
             "comet_sfu_panics_total",
             "counter",
             "Panics caught inside the WebRTC stack (bugs).",
@@ -275,6 +322,60 @@ pub fn render_endpoint(m: &comet_sfu::Metrics) -> String {
     out
 }
 
+/// What the members' jitter buffers and decoders did with their audio, summed over every
+/// member present and departed.
+pub fn render_audio(t: &crate::conference::AudioTotals) -> String {
+    let mut out = String::new();
+    let c = |v: u64| v as f64;
+    family(
+        &mut out,
+        "comet_rtp_packets_lost_total",
+        "counter",
+        "Audio RTP packets never received (RFC 3550 cumulative loss).",
+        &[("", c(t.lost))],
+    );
+    family(
+        &mut out,
+        "comet_audio_packets_discarded_total",
+        "counter",
+        "Received audio packets not played, by reason.",
+        &[
+            ("reason=\"late\"", c(t.late)),
+            ("reason=\"duplicate\"", c(t.duplicates)),
+            ("reason=\"latency\"", c(t.dropped_for_latency)),
+            ("reason=\"overflow\"", c(t.overflow_drops)),
+            ("reason=\"malformed\"", c(t.malformed)),
+        ],
+    );
+    family(
+        &mut out,
+        "comet_audio_stream_resets_total",
+        "counter",
+        "Audio streams restarted after a huge sequence or timestamp jump.",
+        &[("", c(t.resets))],
+    );
+    family(
+        &mut out,
+        "comet_audio_frames_total",
+        "counter",
+        "20 ms frames the mixer got from members, by how they were made.",
+        &[
+            ("kind=\"decoded\"", c(t.decoded)),
+            ("kind=\"fec\"", c(t.fec_recovered)),
+            ("kind=\"concealed\"", c(t.concealed)),
+            ("kind=\"silence\"", c(t.silence)),
+        ],
+    );
+    family(
+        &mut out,
+        "comet_audio_decode_errors_total",
+        "counter",
+        "Audio payloads the decoder rejected (concealed instead).",
+        &[("", c(t.decode_errors))],
+    );
+    out
+}
+
 /// The metrics text (Prometheus text format, version 0.0.4).
 pub fn render(ctx: &HttpContext) -> String {
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
@@ -282,7 +383,7 @@ pub fn render(ctx: &HttpContext) -> String {
     let h = &ctx.hub.stats;
     let r = &ctx.runtime.stats;
     let v = &r.video;
-    let metrics: [(&str, &str, &str, f64); 26] = [
+    let metrics: [(&str, &str, &str, f64); 25] = [
         (
             "comet_cometql_connections",
             "gauge",
@@ -348,12 +449,6 @@ pub fn render(ctx: &HttpContext) -> String {
             "counter",
             "Audio RTP packets sent to participants.",
             load(&r.rtp_out),
-        ),
-        (
-            "comet_rtp_packets_lost_total",
-            "counter",
-            "Audio RTP packets never received, of members that left.",
-            load(&r.rtp_lost),
         ),
         (
             "comet_mix_ticks_total",
@@ -594,4 +689,46 @@ fn render_broadcast(out: &mut String, b: &crate::broadcast::BroadcastStats) {
             ("kind=\"output\"", load(&b.output_ns) / 1e9),
         ],
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_pages_need_loopback_or_the_token() {
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let remote: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+        let none = HeaderMap::new();
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, v.parse().unwrap());
+            h
+        };
+        assert!(admin_allowed(None, local, &none));
+        assert!(admin_allowed(Some("s3cret"), local, &none));
+        assert!(!admin_allowed(None, remote, &none));
+        assert!(!admin_allowed(None, remote, &with("Bearer s3cret")));
+        assert!(!admin_allowed(Some("s3cret"), remote, &none));
+        assert!(!admin_allowed(
+            Some("s3cret"),
+            remote,
+            &with("Bearer s3cre")
+        ));
+        assert!(!admin_allowed(
+            Some("s3cret"),
+            remote,
+            &with("Bearer s3cret2")
+        ));
+        assert!(!admin_allowed(
+            Some("s3cret"),
+            remote,
+            &with("Basic s3cret")
+        ));
+        assert!(admin_allowed(
+            Some("s3cret"),
+            remote,
+            &with("Bearer s3cret")
+        ));
+    }
 }

@@ -142,6 +142,26 @@ async fn only_the_three_loudest_of_four_talkers_are_mixed_by_default() {
         .await;
     let rows = room.wait_members(&[1, 2, 3, 4]).await;
     check_rows(&rows, &[1, 2, 3, 4]);
+
+    // The operator's view (`/debug/conferences`) says the same: the three are mixed and hear
+    // their own N-1 mix, the fourth talks, is not mixed, and hears the shared mix; everyone's
+    // audio is received and decoded.
+    let text = room.server.http_get("/debug/conferences").unwrap();
+    let confs: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let members = confs[0]["members"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(members.len(), 4, "{text}");
+    for m in members {
+        let user = m["user"].as_i64().unwrap();
+        let mixed = user != 4;
+        assert_eq!(m["talking"], true, "{m}");
+        assert_eq!(m["mixed"], mixed, "{m}");
+        assert_eq!(m["output"], if mixed { "own" } else { "shared" }, "{m}");
+        assert!(m["received"]["decoded"].as_u64().unwrap() > 0, "{m}");
+        assert_eq!(m["received"]["malformed"], 0, "{m}");
+    }
     room.close().await;
 }
 
@@ -187,6 +207,19 @@ async fn tones_survive_ten_percent_packet_loss() {
     assert!(
         lost > 0 && lost <= dropped,
         "the server counted {lost} lost packets, the peers dropped {dropped}: {metrics}"
+    );
+    // The talkers were heard, so their losses were filled in (in-band FEC or concealment).
+    let frames = |kind: &str| -> u64 {
+        let key = format!("comet_audio_frames_total{{kind=\"{kind}\"}} ");
+        metrics
+            .split(", ")
+            .find_map(|kv| kv.strip_prefix(key.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {metrics}"))
+    };
+    assert!(
+        frames("decoded") > 0 && frames("fec") + frames("concealed") > 0,
+        "no recovered or concealed frames: {metrics}"
     );
     room.close().await;
 }

@@ -434,6 +434,11 @@ impl AudioReceiver {
         self.quiet = quiet;
     }
 
+    /// Whether quiet mode is on.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
     /// Counters, including the jitter buffer's loss and jitter figures.
     pub fn stats(&self) -> AudioReceiverStats {
         let mut s = self.stats.clone();

@@ -142,6 +142,11 @@ pub struct JitterStats {
     pub jitter_ms: f64,
     /// Current target delay.
     pub target_delay: Duration,
+    /// What the target is made of: one frame plus the spread of recent transit times (95th
+    /// percentile minus minimum) ...
+    pub jitter_target: Duration,
+    /// ... and the raise after packets came too late to play (decays slowly).
+    pub late_target: Duration,
     /// Audio currently buffered ahead of the playout point.
     pub current_delay: Duration,
     /// Packets currently buffered.
@@ -270,6 +275,8 @@ impl JitterBuffer {
     pub fn stats(&self) -> JitterStats {
         let mut s = self.stats.clone();
         s.target_delay = self.target_delay();
+        s.jitter_target = self.jitter_target;
+        s.late_target = self.late_target;
         s.current_delay = self.buffered();
         s.buffered_packets = self.packets.len();
         if let (Some(first), Some(high)) = (self.first_seq, self.seq.highest()) {

@@ -13,4 +13,4 @@ pub mod video_worker;
 pub const VIDEO_COMPOSITION: bool = true;
 
 pub use registry::{ConferenceRegistry, Hangup, MemberRow};
-pub use runtime::{MediaRuntime, RuntimeConfig, RuntimeStats};
+pub use runtime::{AudioTotals, MediaRuntime, RuntimeConfig, RuntimeStats};

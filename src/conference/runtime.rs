@@ -57,7 +57,7 @@ use super::video::{MemberVideo, VideoSettings, layout_kind, offered_video_bandwi
 use super::video_worker::{VideoCmd, VideoCounters, VideoWorker};
 use crate::broadcast::{Broadcast, BroadcastPlan};
 use crate::sip::{CallEvent, CallHandler, CallId, CallInfo, EndReason, MediaError};
-use crate::store::DevId;
+use crate::store::{DevId, UserId};
 
 /// Samples in one 20 ms, 48 kHz mono frame.
 const FRAME: usize = 960;
@@ -106,10 +106,8 @@ pub struct RuntimeStats {
     pub conferences: AtomicU64,
     pub rtp_in: AtomicU64,
     pub rtp_out: AtomicU64,
-    /// Packets never received, over every member that has left (RFC 3550).
-    pub rtp_lost: AtomicU64,
-    /// Frames concealed (loss) over every member that has left.
-    pub concealed: AtomicU64,
+    /// The receive counters of every member that has left (see [`MediaRuntime::audio_totals`]).
+    departed: Mutex<AudioTotals>,
     pub ticks: AtomicU64,
     /// 20 ms periods skipped because the runtime fell more than 200 ms behind.
     pub ticks_skipped: AtomicU64,
@@ -117,6 +115,96 @@ pub struct RuntimeStats {
     pub mix_ns: AtomicU64,
     /// The video threads of every video conference.
     pub video: Arc<VideoCounters>,
+}
+
+/// What the members' receivers (jitter buffer + decoder) did with their audio, summed over
+/// members: see [`MediaRuntime::audio_totals`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct AudioTotals {
+    /// RTP packets received.
+    pub received: u64,
+    /// Packets never received (RFC 3550 cumulative loss).
+    pub lost: u64,
+    /// Arrived after their time to play (too late for the jitter buffer).
+    pub late: u64,
+    pub duplicates: u64,
+    /// Dropped to bring the delay back down to the jitter buffer's target.
+    pub dropped_for_latency: u64,
+    /// Dropped because the buffer held its maximum span.
+    pub overflow_drops: u64,
+    /// Stream restarts (huge sequence or timestamp jumps).
+    pub resets: u64,
+    /// Malformed payloads.
+    pub malformed: u64,
+    pub decode_errors: u64,
+    /// 20 ms frames by what the mixer got: decoded, recovered from in-band FEC, concealed,
+    /// silence (DTX, nothing buffered, or not worth decoding).
+    pub decoded: u64,
+    pub fec_recovered: u64,
+    pub concealed: u64,
+    pub silence: u64,
+}
+
+impl AudioTotals {
+    fn add(&mut self, s: &comet_media::AudioReceiverStats) {
+        let j = &s.jitter;
+        self.received += j.received;
+        self.lost += j.lost;
+        self.late += j.late;
+        self.duplicates += j.duplicates;
+        self.dropped_for_latency += j.dropped_for_latency;
+        self.overflow_drops += j.overflow_drops;
+        self.resets += j.resets;
+        self.malformed += s.malformed;
+        self.decode_errors += s.decode_errors;
+        self.decoded += s.decoded;
+        self.fec_recovered += s.fec_recovered;
+        self.concealed += s.concealed;
+        self.silence += s.silence;
+    }
+}
+
+/// One member as the admin endpoint `/debug/conferences` shows it: what its receiver did
+/// with its audio and what the mixer made of it (the first place to look when a member is not
+/// heard).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemberDebug {
+    pub user: UserId,
+    pub participant: String,
+    pub codec: String,
+    /// We may send to it (connected, not on hold).
+    pub connected: bool,
+    pub talking: bool,
+    /// Among the loudest mixed into the others' outputs.
+    pub mixed: bool,
+    pub energy: u8,
+    pub level_dbov: f32,
+    pub muted: bool,
+    pub deaf: bool,
+    /// What it hears: `shared`, `own` (its N-1 mix) or `silence`.
+    pub output: &'static str,
+    /// No concealment or decoding of silence: nobody hears it.
+    pub quiet: bool,
+    pub received: AudioTotals,
+    pub jitter_ms: f64,
+    pub target_delay_ms: f64,
+    /// The target's parts: transit spread + a frame, and the raise after late packets.
+    pub jitter_target_ms: f64,
+    pub late_target_ms: f64,
+    pub current_delay_ms: f64,
+    pub buffered_packets: usize,
+    /// Packets in its inbox, waiting for the next tick.
+    pub inbox: usize,
+}
+
+/// One conference in `/debug/conferences`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConferenceDebug {
+    pub dev: DevId,
+    pub name: String,
+    /// The dominant speaker's user id.
+    pub dominant: Option<UserId>,
+    pub members: Vec<MemberDebug>,
 }
 
 enum Cmd {
@@ -151,6 +239,8 @@ pub struct MediaRuntime {
     /// Which profiles have video.
     profiles: HashMap<String, Option<VideoSettings>>,
     pub stats: Arc<RuntimeStats>,
+    /// The conferences (owned by the event loop).
+    confs: std::sync::Weak<ConfTable>,
 }
 
 impl MediaRuntime {
@@ -165,8 +255,9 @@ impl MediaRuntime {
         let stats = Arc::new(RuntimeStats::default());
         let profiles = cfg.profiles.clone();
         let confs: Arc<ConfTable> = Arc::default();
+        let weak_confs = Arc::downgrade(&confs);
         let clock = Clock {
-            confs: Arc::downgrade(&confs),
+            confs: weak_confs.clone(),
             sfu: sfu.clone(),
             registry: registry.clone(),
             stats: stats.clone(),
@@ -197,7 +288,38 @@ impl MediaRuntime {
             calls: Mutex::new(HashMap::new()),
             profiles,
             stats,
+            confs: weak_confs,
         })
+    }
+
+    /// The receive counters of every member, present and departed. Locks each conference in
+    /// turn (waits for its tick): for metrics, not for the media path.
+    pub fn audio_totals(&self) -> AudioTotals {
+        let mut t = *lock(&self.stats.departed);
+        let confs: Vec<ConfRef> = self
+            .confs
+            .upgrade()
+            .map(|c| lock(&c).values().cloned().collect())
+            .unwrap_or_default();
+        for conf in confs {
+            for m in &lock(&conf).members {
+                t.add(&m.rx.stats());
+            }
+        }
+        t
+    }
+
+    /// Every conference and member with its receive counters and mixer state (see
+    /// [`MemberDebug`]). Locks each conference in turn.
+    pub fn debug_conferences(&self) -> Vec<ConferenceDebug> {
+        let confs: Vec<ConfRef> = self
+            .confs
+            .upgrade()
+            .map(|c| lock(&c).values().cloned().collect())
+            .unwrap_or_default();
+        let mut out: Vec<ConferenceDebug> = confs.iter().map(|c| lock(c).debug()).collect();
+        out.sort_by(|a, b| (a.dev, &a.name).cmp(&(b.dev, &b.name)));
+        out
     }
 
     /// The WebRTC endpoint's counters.
@@ -425,6 +547,9 @@ struct Conf {
 /// What every conference's tick shares.
 struct TickCtx<'a> {
     now: Instant,
+    /// Periods skipped just before this tick (the clock fell too far behind): every member's
+    /// RTP timeline jumps over them, so receivers see the gap instead of a compressed stream.
+    skipped: u32,
     now_ms: u64,
     enc_cfg: OpusEncoderConfig,
     registry: &'a ConferenceRegistry,
@@ -454,6 +579,57 @@ impl Conf {
         Some(m)
     }
 
+    fn debug(&self) -> ConferenceDebug {
+        let dominant = self.mixer.dominant_speaker();
+        let mut members: Vec<MemberDebug> = self
+            .members
+            .iter()
+            .map(|m| {
+                let st = self.mixer.status(m.mixer_id).ok();
+                let rs = m.rx.stats();
+                let mut received = AudioTotals::default();
+                received.add(&rs);
+                let ms = |d: Duration| d.as_secs_f64() * 1e3;
+                MemberDebug {
+                    user: m.call.user,
+                    participant: m.pid.to_string(),
+                    codec: format!("{:?}", m.codec),
+                    connected: m.connected,
+                    talking: st.is_some_and(|s| s.talking),
+                    mixed: st.is_some_and(|s| s.mixed),
+                    energy: st.map_or(0, |s| s.energy),
+                    level_dbov: st.map_or(-127.0, |s| s.level_dbov),
+                    muted: st.is_some_and(|s| s.muted),
+                    deaf: st.is_some_and(|s| s.deaf),
+                    output: match self.mixer.output(m.mixer_id).map(|o| o.kind) {
+                        Ok(OutputKind::Shared) => "shared",
+                        Ok(OutputKind::Own) => "own",
+                        Ok(OutputKind::Silence) => "silence",
+                        Err(_) => "none",
+                    },
+                    quiet: m.rx.is_quiet(),
+                    received,
+                    jitter_ms: rs.jitter.jitter_ms,
+                    target_delay_ms: ms(rs.jitter.target_delay),
+                    jitter_target_ms: ms(rs.jitter.jitter_target),
+                    late_target_ms: ms(rs.jitter.late_target),
+                    current_delay_ms: ms(rs.jitter.current_delay),
+                    buffered_packets: rs.jitter.buffered_packets,
+                    inbox: lock(&m.inbox).len(),
+                }
+            })
+            .collect();
+        members.sort_by_key(|m| m.user);
+        ConferenceDebug {
+            dev: self.key.0,
+            name: self.key.1.clone(),
+            dominant: dominant
+                .and_then(|d| self.members.iter().find(|m| m.mixer_id == d))
+                .map(|m| m.call.user),
+            members,
+        }
+    }
+
     fn is_large(&self) -> bool {
         self.members.len() >= PAR_MEMBERS
     }
@@ -461,6 +637,13 @@ impl Conf {
     /// One 20 ms period of this conference; returns what to send.
     fn tick(&mut self, ctx: &TickCtx<'_>) -> Vec<Write> {
         let now = ctx.now;
+        if ctx.skipped > 0 {
+            for m in &mut self.members {
+                m.out_ts = m
+                    .out_ts
+                    .wrapping_add(m.codec.frame_ticks().wrapping_mul(ctx.skipped));
+            }
+        }
         // 1. One frame per member.
         if self.is_large() {
             self.members
@@ -873,13 +1056,7 @@ impl Task {
         let mut conf = lock(&r.conf);
         let m = conf.take(pid)?;
         self.by_call.remove(&m.call.id);
-        let rs = m.rx.stats();
-        self.stats
-            .rtp_lost
-            .fetch_add(rs.jitter.lost, Ordering::Relaxed);
-        self.stats
-            .concealed
-            .fetch_add(rs.concealed, Ordering::Relaxed);
+        lock(&self.stats.departed).add(&m.rx.stats());
         self.stats.participants.fetch_sub(1, Ordering::Relaxed);
         let _ = conf.mixer.remove_member(m.mixer_id);
         if let Some(w) = conf.video.as_ref().filter(|_| m.video) {
@@ -1007,6 +1184,32 @@ impl Task {
 /// (counted in [`RuntimeStats::ticks_skipped`]) instead of sent in a burst.
 const MAX_CATCH_UP: Duration = Duration::from_millis(200);
 
+/// What the clock does next.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Sleep this long, then tick.
+    Wait(Duration),
+    /// Tick now (late), after skipping this many periods.
+    Run { skipped: u32 },
+}
+
+/// The clock's schedule: `next` is when the previous tick was due; it becomes when the coming
+/// one is. A tick less than [`MAX_CATCH_UP`] late runs at once (the clock catches up); later
+/// than that, the periods missed are given up.
+fn schedule(next: &mut Instant, now: Instant) -> Step {
+    *next += TICK;
+    if let Some(wait) = next.checked_duration_since(now) {
+        return Step::Wait(wait);
+    }
+    let behind = now.duration_since(*next);
+    if behind <= MAX_CATCH_UP {
+        return Step::Run { skipped: 0 };
+    }
+    let skipped = (behind.as_micros() / TICK.as_micros()) as u32;
+    *next += TICK * skipped;
+    Step::Run { skipped }
+}
+
 /// The mixing clock: a thread that runs every conference every 20 ms (on the thread pool) and
 /// hands the output to the endpoint in one batch.
 struct Clock {
@@ -1024,13 +1227,14 @@ impl Clock {
     fn run(mut self) {
         let mut next = Instant::now();
         loop {
-            next += TICK;
-            let now = Instant::now();
-            if let Some(wait) = next.checked_duration_since(now) {
-                std::thread::sleep(wait);
-            } else if now.duration_since(next) > MAX_CATCH_UP {
-                let behind = now.duration_since(next);
-                let skipped = (behind.as_micros() / TICK.as_micros()) as u32;
+            let skipped = match schedule(&mut next, Instant::now()) {
+                Step::Wait(wait) => {
+                    std::thread::sleep(wait);
+                    0
+                }
+                Step::Run { skipped } => skipped,
+            };
+            if skipped > 0 {
                 self.stats
                     .ticks_skipped
                     .fetch_add(u64::from(skipped), Ordering::Relaxed);
@@ -1038,14 +1242,13 @@ impl Clock {
                     skipped,
                     "the conference runtime fell behind; periods skipped"
                 );
-                next += TICK * skipped;
             }
             let Some(table) = self.confs.upgrade() else {
                 return; // the runtime stopped
             };
             let confs: Vec<ConfRef> = lock(&table).values().cloned().collect();
             drop(table);
-            let writes = self.tick(&confs, Instant::now());
+            let writes = self.tick(&confs, Instant::now(), skipped);
             let n = writes.len() as u64;
             if self.sfu.write_audio_batch_blocking(writes).is_ok() {
                 self.stats.rtp_out.fetch_add(n, Ordering::Relaxed);
@@ -1086,11 +1289,12 @@ impl Clock {
 
     /// One 20 ms period of every conference; returns what to send. Conferences run in
     /// parallel on the thread pool (and the members of a large one too, see [`PAR_MEMBERS`]).
-    fn tick(&mut self, confs: &[ConfRef], now: Instant) -> Vec<Write> {
+    fn tick(&mut self, confs: &[ConfRef], now: Instant, skipped: u32) -> Vec<Write> {
         self.apply_flags(confs);
         let started = Instant::now();
         let ctx = TickCtx {
             now,
+            skipped,
             now_ms: now.duration_since(self.epoch).as_millis() as u64,
             enc_cfg: self.enc_cfg,
             registry: &self.registry,
@@ -1111,5 +1315,39 @@ impl Clock {
             .mix_ns
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         writes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_ticks_every_20_ms_catches_up_a_little_and_skips_a_lot() {
+        let t0 = Instant::now();
+        let mut next = t0;
+        // On time: wait for the next period.
+        assert_eq!(
+            schedule(&mut next, t0 + Duration::from_millis(5)),
+            Step::Wait(Duration::from_millis(15))
+        );
+        assert_eq!(next, t0 + TICK);
+        // 50 ms late: run at once, twice, without skipping (catch up).
+        let late = t0 + Duration::from_millis(90);
+        assert_eq!(schedule(&mut next, late), Step::Run { skipped: 0 });
+        assert_eq!(schedule(&mut next, late), Step::Run { skipped: 0 });
+        assert_eq!(next, t0 + 3 * TICK);
+        // A second late (a stall): skip the missed periods; the next tick is on the grid again.
+        let stalled = t0 + 3 * TICK + Duration::from_millis(1010);
+        let Step::Run { skipped } = schedule(&mut next, stalled) else {
+            panic!("a late tick must run");
+        };
+        assert_eq!(skipped, 49);
+        assert_eq!(next, t0 + 53 * TICK);
+        assert!(next <= stalled && stalled - next < TICK);
+        assert_eq!(
+            schedule(&mut next, stalled),
+            Step::Wait(t0 + 54 * TICK - stalled)
+        );
     }
 }

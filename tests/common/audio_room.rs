@@ -384,6 +384,7 @@ pub fn media_metrics(server: &Server) -> String {
         "comet_rtp",
         "comet_mix",
         "comet_sfu",
+        "comet_audio",
     ])
 }
 

@@ -189,25 +189,35 @@ impl Server {
     /// The `/metrics` lines whose names start with one of `prefixes`, joined with ", ".
     #[allow(dead_code)]
     pub fn metrics(&self, prefixes: &[&str]) -> String {
-        use std::io::{Read, Write};
-        let Some(addr) = self.http else {
-            return "no HTTP listener".into();
+        let text = match self.http_get("/metrics") {
+            Ok(t) => t,
+            Err(e) => return e,
         };
-        let mut text = String::new();
-        let got = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).and_then(
-            |mut t| {
-                t.set_read_timeout(Some(Duration::from_secs(2)))?;
-                t.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-                t.read_to_string(&mut text)
-            },
-        );
-        if let Err(e) = got {
-            return format!("GET /metrics failed: {e}");
-        }
         text.lines()
             .filter(|l| !l.starts_with('#') && prefixes.iter().any(|p| l.starts_with(p)))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+
+    /// The body of `GET path` on the HTTP listener (from loopback, so admin pages answer), or
+    /// what went wrong.
+    pub fn http_get(&self, path: &str) -> Result<String, String> {
+        use std::io::{Read, Write};
+        let Some(addr) = self.http else {
+            return Err("no HTTP listener".into());
+        };
+        let mut text = String::new();
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .and_then(|mut t| {
+                t.set_read_timeout(Some(Duration::from_secs(5)))?;
+                write!(t, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+                t.read_to_string(&mut text)
+            })
+            .map_err(|e| format!("GET {path} failed: {e}"))?;
+        Ok(text
+            .split_once("\r\n\r\n")
+            .map_or(text.as_str(), |(_, b)| b)
+            .to_string())
     }
 
     /// Stderr lines printed so far.

@@ -3,6 +3,7 @@
 //! over SIP over WebSocket exactly as JsSIP does (REGISTER and INVITE with digest
 //! authentication, `sip:<dev>*<name>*audio@host`).
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,6 +15,7 @@ use anyhow::{Context, Result, bail};
 use comet_server::sip::client::{SipClient, Ua};
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::peer::{Pending, Running, Shared, Spec};
@@ -27,6 +29,8 @@ pub struct Server {
     child: Child,
     pub cometql: SocketAddr,
     pub sip: SocketAddr,
+    /// The HTTP listener (`/metrics`).
+    pub http: Option<SocketAddr>,
     _dir: tempfile_dir::Dir,
 }
 
@@ -116,6 +120,7 @@ impl Server {
                 return Ok(Server {
                     cometql: addr("cometql=")?,
                     sip: addr("sip=")?,
+                    http: addr("http=").ok(),
                     child,
                     _dir: dir,
                 });
@@ -126,6 +131,69 @@ impl Server {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// The body of `GET path` on the HTTP listener (`None`: no listener, or no answer
+    /// within 5 s).
+    async fn get(&self, path: &str) -> Option<String> {
+        let addr = self.http?;
+        let get = async {
+            let mut t = tokio::net::TcpStream::connect(addr).await?;
+            t.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+                .await?;
+            let mut text = String::new();
+            t.read_to_string(&mut text).await?;
+            std::io::Result::Ok(text)
+        };
+        let text = tokio::time::timeout(Duration::from_secs(5), get)
+            .await
+            .ok()?
+            .ok()?;
+        Some(
+            text.split_once("\r\n\r\n")
+                .map_or(text.as_str(), |(_, b)| b)
+                .to_string(),
+        )
+    }
+
+    /// The server's counters from `/metrics` (name with labels -> value); empty if it does
+    /// not answer.
+    pub async fn metrics(&self) -> BTreeMap<String, f64> {
+        self.get("/metrics")
+            .await
+            .map(|t| parse_metrics(&t))
+            .unwrap_or_default()
+    }
+
+    /// What the server says about the members of `users` (`/debug/conferences`), one line
+    /// each, by user id.
+    pub async fn members_debug(&self, users: &[u64]) -> BTreeMap<u64, String> {
+        let Some(text) = self.get("/debug/conferences").await else {
+            return BTreeMap::new();
+        };
+        let Ok(serde_json::Value::Array(confs)) = serde_json::from_str(&text) else {
+            return BTreeMap::new();
+        };
+        confs
+            .iter()
+            .filter_map(|c| c.get("members")?.as_array())
+            .flatten()
+            .filter_map(|m| {
+                let user = m.get("user")?.as_u64()?;
+                users.contains(&user).then(|| (user, m.to_string()))
+            })
+            .collect()
+    }
+}
+
+/// The samples of a Prometheus text exposition (comments and the HTTP header skipped).
+fn parse_metrics(body: &str) -> BTreeMap<String, f64> {
+    body.lines()
+        .filter(|l| l.starts_with("comet_"))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
 }
 
 impl Drop for Server {
@@ -135,7 +203,7 @@ impl Drop for Server {
     }
 }
 
-fn user_of(spec: &Spec) -> u64 {
+pub fn user_of(spec: &Spec) -> u64 {
     spec.index as u64 + 1
 }
 

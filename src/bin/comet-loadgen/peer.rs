@@ -136,6 +136,12 @@ pub struct Window {
     pub max_gap_ms: f64,
     pub video_packets: u64,
     pub sent_audio: u64,
+    /// Audio packets sent 20 ms or more after their slot on the grid (this task was starved:
+    /// the server sees it as jitter), and the latest, ms.
+    pub sent_late: u64,
+    pub send_late_max_ms: f64,
+    /// Frames not sent at all: over 100 ms late.
+    pub send_skipped: u64,
     pub dropped_audio: u64,
     pub sent_video: u64,
 }
@@ -709,6 +715,9 @@ impl PeerTask {
             // A frame more than 100 ms late is skipped (the task was starved): a browser's
             // capture would have lost it too.
             if now.duration_since(self.shared.frame_time(k)) > Duration::from_millis(100) {
+                if self.window_phase == MEASURING {
+                    self.window.send_skipped += 1;
+                }
                 continue;
             }
             self.send_audio(k, now);
@@ -777,6 +786,14 @@ impl PeerTask {
         tx.write_rtp(w);
         if measuring {
             self.window.sent_audio += 1;
+            let late = now.saturating_duration_since(self.shared.frame_time(k));
+            if late >= TICK {
+                self.window.sent_late += 1;
+            }
+            let late_ms = late.as_secs_f64() * 1e3;
+            if late_ms > self.window.send_late_max_ms {
+                self.window.send_late_max_ms = late_ms;
+            }
         }
     }
 
@@ -858,12 +875,13 @@ impl PeerTask {
             p.onsets.pop_front();
             let from = (at - p.pcm_start) as usize;
             let window: Vec<i16> = p.pcm.range(from..from + 480).copied().collect();
+            // The talker whose tone dominates the onset; an onset with no tone at the
+            // "heard" level (a click, a concealment glitch) is nobody's burst.
             let (j, _) = (0..talkers)
                 .map(|j| (j, media::amplitude_at(&window, media::talker_freq(j))))
-                .fold(
-                    (usize::MAX, 0.0),
-                    |best, x| if x.1 > best.1 { x } else { best },
-                );
+                .fold((usize::MAX, media::HEARD), |best, x| {
+                    if x.1 > best.1 { x } else { best }
+                });
             // The arrival time of the onset: its frame's arrival plus its offset in the frame.
             let Some(&(start, t)) = p.frames.iter().rev().find(|(s, _)| *s <= at) else {
                 continue;

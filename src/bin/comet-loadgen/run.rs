@@ -1,6 +1,7 @@
 //! One load point: start the server under test, join M x N peers, measure for D seconds,
 //! and sum up what the peers and /proc saw.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -106,8 +107,21 @@ pub struct RunResult {
     pub video_sending_peers: usize,
     pub video_sent: u64,
     pub video_received: u64,
+    /// Audio packets the peers sent 20 ms or more late (the load generator was starved), and
+    /// the latest, ms.
+    #[serde(default)]
+    pub loadgen_sent_late: u64,
+    #[serde(default)]
+    pub loadgen_send_late_max_ms: f64,
+    /// Frames the peers did not send because they were over 100 ms late.
+    #[serde(default)]
+    pub loadgen_send_skipped: u64,
     /// Who limited the run: the server, the load generator, other processes, or nobody.
     pub bottleneck: String,
+    /// How much each of the server's `/metrics` counters grew in the window (comet only;
+    /// gauges as at the end): what its jitter buffers dropped, ticks skipped, and so on.
+    #[serde(default)]
+    pub server_counters: BTreeMap<String, f64>,
 }
 
 impl RunResult {
@@ -122,13 +136,40 @@ impl RunResult {
             && self.peers_dead == 0
             && self.lost == 0
             && self.skipped_frames == 0
+            && self.delivered_enough()
             && self.probes_ok == self.probes
+    }
+
+    /// Whether the peers got (nearly) a packet every 20 ms: a server that falls behind and
+    /// sends fewer packets without skipping sequence numbers or timestamps is caught here.
+    pub fn delivered_enough(&self) -> bool {
+        self.audio_packets * 100 >= self.audio_expected * 99
     }
 
     /// Whether the server was the limit (over 90 % of the machine's cores).
     pub fn saturated(&self) -> bool {
         self.cpu.server_pct >= 90.0 * self.cpu.cores
     }
+}
+
+/// Counters (`*_total`) as their growth from `before` to `after`, gauges as in `after`; only
+/// those that are not zero.
+fn counter_deltas(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(k, &v)| {
+            let family = k.split('{').next().unwrap_or(k);
+            if family.ends_with("_total") {
+                (k.clone(), v - before.get(k).copied().unwrap_or(0.0))
+            } else {
+                (k.clone(), v)
+            }
+        })
+        .filter(|(_, v)| *v != 0.0)
+        .collect()
 }
 
 fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
@@ -303,6 +344,10 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult> {
         "{prefix:>16} measuring [{bar:30}] {msg}",
     );
     run_bar.set_prefix(label.clone());
+    let counters0 = match &sut {
+        Sut::Comet(server, _) => server.metrics().await,
+        Sut::Janus(..) => BTreeMap::new(),
+    };
     shared.phase.store(peer::MEASURING, Ordering::SeqCst);
     let s0 = procstat::Sample::take(pid);
     let end = Instant::now() + cfg.duration;
@@ -318,6 +363,20 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult> {
     }
     let s1 = procstat::Sample::take(pid);
     shared.phase.store(peer::DONE, Ordering::SeqCst);
+    let counters1 = match &sut {
+        Sut::Comet(server, _) => server.metrics().await,
+        Sut::Janus(..) => BTreeMap::new(),
+    };
+    // The server's view of the probes (before they hang up), for when one fails.
+    let probe_users: Vec<u64> = specs
+        .iter()
+        .filter(|s| s.probe)
+        .map(comet::user_of)
+        .collect();
+    let probes_debug = match &sut {
+        Sut::Comet(server, _) => server.members_debug(&probe_users).await,
+        Sut::Janus(..) => BTreeMap::new(),
+    };
     run_bar.finish_and_clear();
     let cpu = procstat::usage(&s0, &s1);
     let server_rss = procstat::rss_mib(pid).unwrap_or(0.0);
@@ -360,6 +419,7 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult> {
         server_rss_idle_mib: idle_rss,
         server_threads,
         loadgen_rss_mib: loadgen_rss,
+        server_counters: counter_deltas(&counters0, &counters1),
         ..Default::default()
     };
     let n = joined.max(1) as f64;
@@ -389,6 +449,9 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult> {
             }
         }
         r.audio_packets += w.audio_packets;
+        r.loadgen_sent_late += w.sent_late;
+        r.loadgen_send_skipped += w.send_skipped;
+        r.loadgen_send_late_max_ms = r.loadgen_send_late_max_ms.max(w.send_late_max_ms);
         r.lost += w.lost;
         r.skipped_frames += w.skipped_frames;
         r.max_gap_ms = r.max_gap_ms.max(w.max_gap_ms);
@@ -442,6 +505,12 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult> {
             "in the window the probed talkers sent: {}",
             talkers_sent.join(", ")
         ));
+        for (user, line) in &probes_debug {
+            r.hearing_failures.push(format!(
+                "the server's view of peer {} at the end: {line}",
+                user - 1
+            ));
+        }
     }
     if hangups > 0 && r.failures.len() < 5 {
         r.failures
@@ -549,6 +618,40 @@ pub fn describe(r: &RunResult) -> String {
         s.push_str(&format!(
             "{} marker bursts could not be matched to a send\n",
             r.delay_unmatched
+        ));
+    }
+    if r.loadgen_sent_late > 0 || r.loadgen_send_skipped > 0 {
+        s.push_str(&format!(
+            "the load generator sent {} audio packets 20 ms or more late (latest {:.0} ms) and \
+             skipped {} over 100 ms late\n",
+            r.loadgen_sent_late, r.loadgen_send_late_max_ms, r.loadgen_send_skipped
+        ));
+    }
+    if !r.delivered_enough() {
+        s.push_str(&format!(
+            "short delivery: the peers got {} of {} audio packets (one every 20 ms would be)\n",
+            r.audio_packets, r.audio_expected
+        ));
+    }
+    if !r.held() && !r.server_counters.is_empty() {
+        // What the server saw in the window, minus the per-component ones nobody needs here.
+        let c: Vec<String> = r
+            .server_counters
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("comet_audio")
+                    || k.starts_with("comet_mix")
+                    || k.starts_with("comet_rtp")
+                    || k.starts_with("comet_sfu_events")
+                    || k.starts_with("comet_sfu_send")
+                    || k.starts_with("comet_sfu_socket")
+                    || k.starts_with("comet_sfu_panics")
+            })
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        s.push_str(&format!(
+            "server counters in the window: {}\n",
+            c.join(", ")
         ));
     }
     s
