@@ -429,6 +429,47 @@ impl Delivery {
 
 /// Datagrams read per wakeup before the endpoint's output is flushed.
 const RECV_BATCH: usize = 64;
+/// Audio writes of a batch between two looks at the socket.
+const AUDIO_CHUNK: usize = 64;
+
+/// Sends what the endpoint has queued and delivers its events; returns when to call
+/// `handle_timeout` next.
+async fn flush(
+    socket: &UdpSocket,
+    ep: &mut Endpoint,
+    delivery: &mut Delivery,
+    send_errors: &mut u64,
+) -> Instant {
+    loop {
+        match ep.poll_output(Instant::now()) {
+            Output::Transmit(t) => {
+                if socket.send_to(&t.bytes, t.to).await.is_err() {
+                    *send_errors += 1;
+                }
+            }
+            Output::Event(id, ev) => delivery.deliver(id, ev),
+            Output::Timeout(t) => return t,
+        }
+    }
+}
+
+/// Hands the endpoint up to `max` datagrams already waiting on the socket (never waits).
+fn receive_ready(
+    socket: &UdpSocket,
+    ep: &mut Endpoint,
+    buf: &mut [u8],
+    local: SocketAddr,
+    max: usize,
+) {
+    for _ in 0..max {
+        match socket.try_recv_from(buf) {
+            Ok((n, from)) => ep.handle_datagram(from, local, &buf[..n], Instant::now()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            // ICMP-induced errors carry no datagram; the next may.
+            Err(_) => continue,
+        }
+    }
+}
 
 async fn run(
     socket: UdpSocket,
@@ -449,35 +490,19 @@ async fn run(
     tokio::pin!(sleep);
 
     loop {
-        let deadline = loop {
-            match ep.poll_output(Instant::now()) {
-                Output::Transmit(t) => {
-                    if socket.send_to(&t.bytes, t.to).await.is_err() {
-                        send_errors += 1;
-                    }
-                }
-                Output::Event(id, ev) => delivery.deliver(id, ev),
-                Output::Timeout(t) => break t,
-            }
-        };
+        let deadline = flush(&socket, &mut ep, &mut delivery, &mut send_errors).await;
         sleep
             .as_mut()
             .reset(tokio::time::Instant::from_std(deadline));
 
         let has_pending = !delivery.pending.is_empty();
+        let mut batch = None;
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 if let Ok((n, from)) = r {
                     ep.handle_datagram(from, local, &buf[..n], Instant::now());
                     // More may be waiting: take them before flushing.
-                    for _ in 1..RECV_BATCH {
-                        match socket.try_recv_from(&mut buf) {
-                            Ok((n, from)) => {
-                                ep.handle_datagram(from, local, &buf[..n], Instant::now())
-                            }
-                            Err(_) => break,
-                        }
-                    }
+                    receive_ready(&socket, &mut ep, &mut buf, local, RECV_BATCH - 1);
                 }
                 // Receive errors (e.g. ICMP-induced ECONNREFUSED) carry no datagram: go on.
             }
@@ -497,12 +522,7 @@ async fn run(
                     break;
                 }
             }
-            Some(writes) = audio_rx.recv() => {
-                let now = Instant::now();
-                for w in writes {
-                    let _ = ep.write_audio(w.id, w.payload, w.timestamp, w.level, now);
-                }
-            }
+            Some(writes) = audio_rx.recv() => batch = Some(writes),
             permit = delivery.tx.reserve(), if has_pending => {
                 match permit {
                     Ok(permit) => {
@@ -514,6 +534,20 @@ async fn run(
                 }
             }
             _ = &mut sleep => ep.handle_timeout(Instant::now()),
+        }
+        if let Some(writes) = batch {
+            // A tick's batch (one packet per member) takes a while to encrypt and send: in
+            // chunks, with what arrived meanwhile read in between, so incoming packets do not
+            // wait for the whole batch (that wait is jitter to the mixer).
+            let mut writes = writes.into_iter().peekable();
+            while writes.peek().is_some() {
+                let now = Instant::now();
+                for w in writes.by_ref().take(AUDIO_CHUNK) {
+                    let _ = ep.write_audio(w.id, w.payload, w.timestamp, w.level, now);
+                }
+                flush(&socket, &mut ep, &mut delivery, &mut send_errors).await;
+                receive_ready(&socket, &mut ep, &mut buf, local, RECV_BATCH);
+            }
         }
     }
 }

@@ -146,6 +146,26 @@ impl RunResult {
         self.audio_packets * 100 >= self.audio_expected * 99
     }
 
+    /// Frames the server's receivers concealed in the window (a packet missing when the mix
+    /// needed it: loss, or too late), of the frames they decoded; `-` without the counters
+    /// (Janus).
+    pub fn concealed_cell(&self) -> String {
+        let c = |kind: &str| {
+            self.server_counters
+                .get(&format!("comet_audio_frames_total{{kind=\"{kind}\"}}"))
+                .copied()
+        };
+        if self.server_counters.is_empty() {
+            return "-".into();
+        }
+        let concealed = c("concealed").unwrap_or(0.0);
+        let decoded = c("decoded").unwrap_or(0.0) + c("fec").unwrap_or(0.0);
+        format!(
+            "{concealed:.0} ({:.2}%)",
+            100.0 * concealed / decoded.max(1.0)
+        )
+    }
+
     /// Whether the server was the limit (over 90 % of the machine's cores).
     pub fn saturated(&self) -> bool {
         self.cpu.server_pct >= 90.0 * self.cpu.cores
@@ -568,12 +588,12 @@ fn fmt_opt(v: Option<f64>) -> String {
 }
 
 /// The header of [`row`].
-pub const TABLE_HEADER: &str = "| server | conf x members | joined | server CPU % | CPU %/participant | loadgen CPU % | other CPU % | server RSS MiB (KiB/participant) | lost+skipped | jitter ms mean/max | delay ms p50/p99 | join ms p50/p99 | probes ok | bottleneck |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+pub const TABLE_HEADER: &str = "| server | conf x members | joined | server CPU % | CPU %/participant | loadgen CPU % | other CPU % | server RSS MiB (KiB/participant) | lost+skipped | concealed by the server (of decoded) | jitter ms mean/max | delay ms p50/p99 | join ms p50/p99 | probes ok | bottleneck |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 /// One markdown table row.
 pub fn row(r: &RunResult) -> String {
     format!(
-        "| {} | {} x {} | {}/{} | {:.1} | {:.3} | {:.1} | {:.1} | {:.0} ({:.0}) | {} ({:.2}%) | {:.1}/{:.1} | {}/{} | {}/{} | {}/{} | {} |",
+        "| {} | {} x {} | {}/{} | {:.1} | {:.3} | {:.1} | {:.1} | {:.0} ({:.0}) | {} ({:.2}%) | {} | {:.1}/{:.1} | {}/{} | {}/{} | {}/{} | {} |",
         r.target,
         r.conferences,
         r.members,
@@ -587,6 +607,7 @@ pub fn row(r: &RunResult) -> String {
         r.server_rss_per_participant_kib,
         r.lost + r.skipped_frames,
         r.lost_pct,
+        r.concealed_cell(),
         r.jitter_ms_mean,
         r.jitter_ms_max,
         fmt_opt(r.delay_ms_p50),
