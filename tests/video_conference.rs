@@ -16,17 +16,16 @@ mod common;
 use std::time::Duration;
 
 use comet_mixer::{LayoutConfig, LayoutKind, Rect, fit_rect};
+use common::audio_room::{ROOM, deadline, dial, invite};
 use common::peer::{Inspect, Peer, VideoSeen};
 use common::picture::save_png;
-use common::sip_client::{Session, SipClient, Ua};
+use common::sip_client::{Session, SipClient};
 use common::tones;
 use common::{Server, connect};
 use mysql_async::prelude::Queryable;
 use tokio::time::Instant;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 
-const HOST: &str = "127.0.0.1";
-const ROOM: &str = "room";
 const NUMBER: &str = "0*room*video";
 /// The canvas of the `video` profile.
 const CANVAS: (u32, u32) = (640, 360);
@@ -46,18 +45,6 @@ const NO_VIDEO: u8 = 0;
 /// Peak amplitude of the speaker's tone, and user k's tone.
 const LOUD: f64 = 8000.0;
 const TONES: [f64; 5] = [0.0, 440.0, 660.0, 880.0, 1100.0];
-
-fn deadline(secs: u64) -> Instant {
-    Instant::now() + Duration::from_secs(secs)
-}
-
-fn sip_user(user: i64) -> String {
-    format!("{:06}{user}", 0)
-}
-
-fn hash_of(user: i64) -> String {
-    format!("key{user}Secret")
-}
 
 /// The colour index of the median pixel of the central half of where a camera picture lands
 /// in `tile`, if it is close to one of the palette's.
@@ -155,20 +142,7 @@ impl Room {
     }
 
     async fn invite(&mut self, user: i64) {
-        self.db
-            .query_drop(format!(
-                "INSERT INTO users_auth (id, hash) VALUES ({user}, '{}')",
-                hash_of(user)
-            ))
-            .await
-            .unwrap();
-        self.db
-            .query_drop(format!(
-                "INSERT INTO conference (name, user_id, caller_id, message, profile) \
-                 VALUES ('{ROOM}', {user}, 1, '', 'video')"
-            ))
-            .await
-            .unwrap();
+        invite(&mut self.db, user, "video").await;
     }
 
     /// Registers, dials the video conference with a camera peer (or an audio-only one when
@@ -183,13 +157,6 @@ impl Room {
     }
 
     async fn join_with(&mut self, user: i64, inspect: Option<Inspect>, vp8: bool) {
-        let mut sip = SipClient::connect(
-            self.server.sip,
-            Ua::new(&sip_user(user), &hash_of(user), HOST, user as u64),
-        )
-        .await;
-        let reg = sip.register().await;
-        assert_eq!(reg.status(), Some(200), "{}", sip.transcript());
         let camera = inspect.is_some();
         let mut peer = match inspect {
             Some(i) if vp8 => Peer::with_vp8_video(&format!("user {user} (VP8)"), i).await,
@@ -197,7 +164,7 @@ impl Room {
             None => Peer::new(&format!("user {user} (no camera)")).await,
         };
         let offer = with_video_bandwidth(&peer.offer(deadline(10)).await, 256);
-        let (session, answer) = sip.call(NUMBER, &offer).await;
+        let (sip, session, answer) = dial(&self.server, user, NUMBER, &offer).await;
         if camera {
             assert!(
                 answer.contains("m=video") && answer.contains("a=sendrecv"),

@@ -47,6 +47,47 @@ pub fn hash_of(user: i64) -> String {
     format!("key{user}Secret")
 }
 
+/// What the backend does before a user may call: the user's key (`users_auth`), then the
+/// invitation to [`ROOM`] with `profile` (`conference`), over CometQL.
+pub async fn invite(db: &mut mysql_async::Conn, user: i64, profile: &str) {
+    db.query_drop(format!(
+        "INSERT INTO users_auth (id, hash) VALUES ({user}, '{}')",
+        hash_of(user)
+    ))
+    .await
+    .unwrap();
+    db.query_drop(format!(
+        "INSERT INTO conference (name, user_id, caller_id, message, profile) \
+         VALUES ('{ROOM}', {user}, 1, '', '{profile}')"
+    ))
+    .await
+    .unwrap();
+}
+
+/// `user` registers over SIP over WebSocket as JsSIP does (digest authentication) and calls
+/// `number` with `offer`; returns its SIP connection, the dialog and the SDP answer.
+pub async fn dial(
+    server: &Server,
+    user: i64,
+    number: &str,
+    offer: &str,
+) -> (SipClient, Session, String) {
+    let mut sip = SipClient::connect(
+        server.sip,
+        Ua::new(&sip_user(user), &hash_of(user), HOST, user as u64),
+    )
+    .await;
+    let reg = sip.register().await;
+    assert_eq!(
+        reg.status(),
+        Some(200),
+        "REGISTER of user {user}\n{}",
+        sip.transcript()
+    );
+    let (session, answer) = sip.call(number, offer).await;
+    (sip, session, answer)
+}
+
 /// One conference member: its SIP connection, its dialog and its WebRTC peer.
 pub struct Member {
     pub user: i64,
@@ -116,20 +157,7 @@ impl Room {
 
     /// What the backend does before a user may call: the user's key, then the invitation.
     pub async fn invite(&mut self, user: i64) {
-        self.db
-            .query_drop(format!(
-                "INSERT INTO users_auth (id, hash) VALUES ({user}, '{}')",
-                hash_of(user)
-            ))
-            .await
-            .unwrap();
-        self.db
-            .query_drop(format!(
-                "INSERT INTO conference (name, user_id, caller_id, message, profile) \
-                 VALUES ('{ROOM}', {user}, 1, '', 'audio')"
-            ))
-            .await
-            .unwrap();
+        invite(&mut self.db, user, "audio").await;
     }
 
     /// A user registers and dials the conference as JsSIP does; the peer connects and starts
@@ -141,20 +169,8 @@ impl Room {
 
     /// [`Room::join`] with a given peer (e.g. a G.711 telephone); returns the SDP answer.
     pub async fn join_with(&mut self, user: i64, tone: f64, mut peer: Peer) -> String {
-        let mut sip = SipClient::connect(
-            self.server.sip,
-            Ua::new(&sip_user(user), &hash_of(user), HOST, user as u64),
-        )
-        .await;
-        let reg = sip.register().await;
-        assert_eq!(
-            reg.status(),
-            Some(200),
-            "REGISTER of user {user}\n{}",
-            sip.transcript()
-        );
         let offer = peer.offer(deadline(10)).await;
-        let (session, answer) = sip.call(NUMBER, &offer).await;
+        let (sip, session, answer) = dial(&self.server, user, NUMBER, &offer).await;
         peer.answer(&answer).await;
         let up = peer
             .wait_state(deadline(15), |s| s == RTCPeerConnectionState::Connected)

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use comet_server::sip::client::{SipClient, Ua};
-use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
@@ -294,36 +293,4 @@ pub async fn join(
     let (_session, answer) = sip.call(&number, pending.offer()).await?;
     let peer = pending.start(&answer, shared, stop)?;
     Ok(Member { peer, _sip: sip })
-}
-
-/// Joins every spec with at most `concurrency` joins in flight; `progress` is called after
-/// each (with the error, if it failed).
-pub async fn join_all(
-    sip_addr: SocketAddr,
-    specs: Vec<Spec>,
-    shared: Arc<Shared>,
-    stop: watch::Receiver<bool>,
-    concurrency: usize,
-    mut progress: impl FnMut(Option<&anyhow::Error>),
-) -> (Vec<Member>, Vec<String>) {
-    let mut joined = Vec::new();
-    let mut failed = Vec::new();
-    let mut s = futures_util::stream::iter(specs.into_iter().map(|spec| {
-        let (shared, stop) = (shared.clone(), stop.clone());
-        async move { join(sip_addr, spec, shared, stop).await }
-    }))
-    .buffer_unordered(concurrency.max(1));
-    while let Some(r) = s.next().await {
-        match r {
-            Ok(m) => {
-                progress(None);
-                joined.push(m);
-            }
-            Err(e) => {
-                progress(Some(&e));
-                failed.push(format!("{e:#}"));
-            }
-        }
-    }
-    (joined, failed)
 }

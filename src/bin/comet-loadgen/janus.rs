@@ -345,34 +345,3 @@ pub async fn join(
         .with_context(|| format!("no SDP answer in {r}"))?;
     pending.start(answer, shared, stop)
 }
-
-/// Joins every spec, `concurrency` at a time; `progress` is called after each.
-pub async fn join_all(
-    api: &Api,
-    specs: Vec<Spec>,
-    shared: Arc<Shared>,
-    stop: watch::Receiver<bool>,
-    concurrency: usize,
-    mut progress: impl FnMut(Option<&anyhow::Error>),
-) -> (Vec<Running>, Vec<String>) {
-    let mut joined = Vec::new();
-    let mut failed = Vec::new();
-    let mut s = futures_util::stream::iter(specs.into_iter().map(|spec| {
-        let (shared, stop) = (shared.clone(), stop.clone());
-        async move { join(api, spec, shared, stop).await }
-    }))
-    .buffer_unordered(concurrency.max(1));
-    while let Some(r) = s.next().await {
-        match r {
-            Ok(m) => {
-                progress(None);
-                joined.push(m);
-            }
-            Err(e) => {
-                progress(Some(&e));
-                failed.push(format!("{e:#}"));
-            }
-        }
-    }
-    (joined, failed)
-}

@@ -267,6 +267,30 @@ impl Sut {
     }
 }
 
+/// Runs `join` for every spec with at most `concurrency` in flight; `progress` is called
+/// after each (with the error, if it failed). Returns those that joined.
+async fn join_each<T, Fut: std::future::Future<Output = Result<T>>>(
+    specs: Vec<Spec>,
+    concurrency: usize,
+    join: impl Fn(Spec) -> Fut,
+    mut progress: impl FnMut(Option<&anyhow::Error>),
+) -> Vec<T> {
+    use futures_util::StreamExt;
+    let mut joined = Vec::new();
+    let mut s = futures_util::stream::iter(specs.into_iter().map(join))
+        .buffer_unordered(concurrency.max(1));
+    while let Some(r) = s.next().await {
+        match r {
+            Ok(m) => {
+                progress(None);
+                joined.push(m);
+            }
+            Err(e) => progress(Some(&e)),
+        }
+    }
+    joined
+}
+
 /// Runs one load point.
 pub async fn run(cfg: &RunConfig) -> Result<RunResult> {
     let talkers = cfg.talkers.min(cfg.members);
@@ -305,12 +329,11 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult> {
             let server = comet::Server::start(&cfg.server_bin, talkers.max(3))?;
             let idle = procstat::rss_mib(server.pid()).unwrap_or(0.0);
             comet::invite_all(&server, &specs).await?;
-            let (members, _) = comet::join_all(
-                server.sip,
+            let sip = server.sip;
+            let members = join_each(
                 specs.clone(),
-                shared.clone(),
-                stop_rx.clone(),
                 cfg.concurrency,
+                |spec| comet::join(sip, spec, shared.clone(), stop_rx.clone()),
                 &mut on_join,
             )
             .await;
@@ -323,12 +346,10 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult> {
             api.create_rooms(cfg.conferences)
                 .await
                 .with_context(|| j.log_tail())?;
-            let (peers, _) = janus::join_all(
-                &api,
+            let peers = join_each(
                 specs.clone(),
-                shared.clone(),
-                stop_rx.clone(),
                 cfg.concurrency,
+                |spec| janus::join(&api, spec, shared.clone(), stop_rx.clone()),
                 &mut on_join,
             )
             .await;
