@@ -7,19 +7,12 @@
 
 mod common;
 
-use std::path::Path;
-
-use axum::http::header;
 use axum::routing::get;
-use common::browser::{asset, chromium, serve};
+use common::browser::{chromium, jssip_routes, serve};
 use common::{Server, connect};
 use mysql_async::prelude::*;
 
 const PAGE: &str = include_str!("browser/sip_page.html");
-
-fn js(body: String) -> ([(header::HeaderName, &'static str); 1], String) {
-    ([(header::CONTENT_TYPE, "application/javascript")], body)
-}
 
 async fn members(db: &mut mysql_async::Conn) -> Vec<String> {
     db.query("SELECT user_id FROM conference_members WHERE name = 'room'")
@@ -29,10 +22,6 @@ async fn members(db: &mut mysql_async::Conn) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jssip_2_and_3_pages_hear_each_other_and_a_delete_hangs_up() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let jssip2 = asset(&root.join("node_modules/jssip2/dist/jssip.js"));
-    let jssip3 = asset(&root.join("dist/jssip3.js"));
-
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path());
     let mut db = connect(&s).await;
@@ -52,8 +41,7 @@ async fn jssip_2_and_3_pages_hear_each_other_and_a_delete_hangs_up() {
     let (http, mut reports) = serve(
         axum::Router::new()
             .route("/sip.html", get(|| async { axum::response::Html(PAGE) }))
-            .route("/jssip2.js", get(move || async move { js(jssip2) }))
-            .route("/jssip3.js", get(move || async move { js(jssip3) })),
+            .merge(jssip_routes()),
     )
     .await;
     let page = |role: &str, version: u8, user: u32, hash: &str| {

@@ -10,28 +10,17 @@
 
 mod common;
 
-use std::path::Path;
-
-use axum::http::header;
 use axum::routing::get;
 use base64::Engine;
-use common::browser::{asset, chromium, serve};
+use common::browser::{chromium, jssip_routes, serve};
 use common::picture::artifacts_dir;
 use common::{Server, connect};
 use mysql_async::prelude::*;
 
 const PAGE: &str = include_str!("browser/video_page.html");
 
-fn js(body: String) -> ([(header::HeaderName, &'static str); 1], String) {
-    ([(header::CONTENT_TYPE, "application/javascript")], body)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_chromium_pages_receive_the_composed_canvas() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let jssip2 = asset(&root.join("node_modules/jssip2/dist/jssip.js"));
-    let jssip3 = asset(&root.join("dist/jssip3.js"));
-
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path());
     let mut db = connect(&s).await;
@@ -52,8 +41,7 @@ async fn two_chromium_pages_receive_the_composed_canvas() {
     let (http, mut reports) = serve(
         axum::Router::new()
             .route("/video.html", get(|| async { axum::response::Html(PAGE) }))
-            .route("/jssip2.js", get(move || async move { js(jssip2) }))
-            .route("/jssip3.js", get(move || async move { js(jssip3) }))
+            .merge(jssip_routes())
             .layer(axum::extract::DefaultBodyLimit::max(16 << 20)),
     )
     .await;

@@ -123,6 +123,23 @@ impl Reports {
     }
 }
 
+/// The scripts every JsSIP test page loads: `/page_common.js` (reporting, registration,
+/// `tests/browser/page_common.js`), `/jssip2.js` (2.0.6 from npm, as cometVideoApi.js ships
+/// it) and `/jssip3.js` (3.x, built by `npm run build`).
+pub fn jssip_routes() -> axum::Router<()> {
+    use axum::http::header;
+    use axum::routing::get;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let js = |body: String| ([(header::CONTENT_TYPE, "application/javascript")], body);
+    let common = asset(&root.join("page_common.js"));
+    let jssip2 = asset(&root.join("node_modules/jssip2/dist/jssip.js"));
+    let jssip3 = asset(&root.join("dist/jssip3.js"));
+    axum::Router::new()
+        .route("/page_common.js", get(move || async move { js(common) }))
+        .route("/jssip2.js", get(move || async move { js(jssip2) }))
+        .route("/jssip3.js", get(move || async move { js(jssip3) }))
+}
+
 /// A static file for a page, or a clear failure naming the setup step that makes it.
 pub fn asset(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| {
