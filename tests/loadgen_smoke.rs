@@ -71,6 +71,14 @@ fn loadgen_runs_a_small_conference_against_the_server() {
     assert!(r["cpu"]["server_pct"].as_f64().unwrap() > 0.0, "{ctx}");
     assert!(r["server_rss_mib"].as_f64().unwrap() > 0.0, "{ctx}");
     assert!(r["join_ms_p50"].as_f64().is_some(), "{ctx}");
+    // The server's own counters over the window, read from its /metrics: it ticked and
+    // decoded the two talkers.
+    let counter = |name: &str| r["server_counters"][name].as_f64().unwrap_or(0.0);
+    assert!(counter("comet_mix_ticks_total") > 0.0, "{ctx}");
+    assert!(
+        counter("comet_audio_frames_total{kind=\"decoded\"}") > 0.0,
+        "{ctx}"
+    );
     // Video was offered by everyone: either the server answers it inactive (the audio MCU) and
     // nobody sends it, or it takes it and everybody does.
     assert_eq!(r["video"], true, "{ctx}");
