@@ -383,7 +383,7 @@ pub fn render(ctx: &HttpContext) -> String {
     let h = &ctx.hub.stats;
     let r = &ctx.runtime.stats;
     let v = &r.video;
-    let metrics: [(&str, &str, &str, f64); 25] = [
+    let metrics: [(&str, &str, &str, f64); 27] = [
         (
             "comet_cometql_connections",
             "gauge",
@@ -467,6 +467,18 @@ pub fn render(ctx: &HttpContext) -> String {
             "counter",
             "Time spent decoding, mixing and encoding.",
             load(&r.mix_ns) / 1e9,
+        ),
+        (
+            "comet_audio_encodes_total",
+            "counter",
+            "Mixes Opus-encoded (the shared mix once per codec, each talker's own mix).",
+            load(&r.encodes),
+        ),
+        (
+            "comet_audio_passthrough_total",
+            "counter",
+            "Audio payloads forwarded as the one talker a listener hears sent them (not re-encoded).",
+            load(&r.passthrough),
         ),
         (
             "comet_video_packets_in_total",

@@ -64,6 +64,9 @@ async fn two_peers_hear_each_other_and_not_themselves() {
     let v = |name: &str| metric(&m, name).unwrap_or_else(|| panic!("{name} missing: {m}"));
     assert_eq!(v("comet_sfu_participants"), 2.0, "{m}");
     assert_eq!(v("comet_participants"), 2.0, "{m}");
+    // Each of the two hears exactly the other's frames: the other's packets are forwarded as
+    // they came (what was heard above is what the talkers' encoders made), not re-encoded.
+    assert!(v("comet_audio_passthrough_total") > 0.0, "{m}");
     for name in [
         "comet_sfu_rtp_in_total",
         "comet_sfu_rtp_out_total",

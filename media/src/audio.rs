@@ -224,6 +224,10 @@ pub struct AudioReceiver {
     quiet: bool,
     /// Decoder output buffer, reused from tick to tick.
     scratch: Vec<i16>,
+    /// The Opus packet `pcm` holds exactly (one 20 ms frame, decoded from it alone).
+    pcm_packet: Option<Vec<u8>>,
+    /// The packet of the frame last popped, if it was exactly one (see [`Self::frame_packet`]).
+    popped_packet: Option<Vec<u8>>,
     cfg: AudioReceiverConfig,
     stats: AudioReceiverStats,
 }
@@ -260,6 +264,8 @@ impl AudioReceiver {
             concealed_run: Duration::ZERO,
             quiet: false,
             scratch: Vec::new(),
+            pcm_packet: None,
+            popped_packet: None,
             cfg,
             stats: AudioReceiverStats::default(),
         })
@@ -308,13 +314,22 @@ impl AudioReceiver {
     /// every member every 20 ms.
     pub fn pop_into(&mut self, now: Instant, out: &mut [i16]) -> AudioFrameInfo {
         let want = FRAME_SAMPLES * self.channels as usize;
+        let fresh = self.pcm.is_empty();
+        let mut refills = 0;
         // Packets shorter than 20 ms need several jitter buffer pops per tick.
         for _ in 0..8 {
             if self.pcm.len() >= want {
                 break;
             }
             self.refill(now);
+            refills += 1;
         }
+        // The frame is exactly one packet when one refill from empty made exactly a frame.
+        self.popped_packet = if fresh && refills == 1 && self.pcm.len() == want {
+            self.pcm_packet.take()
+        } else {
+            None
+        };
         if self.pcm.len() < want {
             // Only on decoder trouble: pad with silence.
             self.pcm.resize(want, 0);
@@ -341,6 +356,7 @@ impl AudioReceiver {
     }
 
     fn refill(&mut self, now: Instant) {
+        self.pcm_packet = None;
         let ch = self.channels as usize;
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
@@ -360,6 +376,7 @@ impl AudioReceiver {
             Playout::Packet {
                 payload,
                 audio_level,
+                duration,
                 ..
             } => {
                 self.concealed_run = Duration::ZERO;
@@ -373,7 +390,15 @@ impl AudioReceiver {
                     (AudioFrameKind::Silence, audio_level)
                 } else {
                     match self.decoder.decode(&payload, self.channels, &mut buf) {
-                        Ok(_) => (AudioFrameKind::Decoded, audio_level),
+                        Ok(_) => {
+                            if matches!(self.decoder, Decoder::Opus(_))
+                                && duration == self.cfg.codec.frame_ticks()
+                                && self.pcm.is_empty()
+                            {
+                                self.pcm_packet = Some(payload);
+                            }
+                            (AudioFrameKind::Decoded, audio_level)
+                        }
                         Err(_) => {
                             self.stats.decode_errors += 1;
                             buf.clear();
@@ -432,6 +457,14 @@ impl AudioReceiver {
     /// `max_concealment` of packet-loss concealment. Off by default.
     pub fn set_quiet(&mut self, quiet: bool) {
         self.quiet = quiet;
+    }
+
+    /// The Opus packet the frame last popped was decoded from, when that frame is exactly
+    /// that one packet (20 ms, decoded, neither concealed, FEC nor silence). A mixer whose
+    /// output for some listener is exactly this member's frame can send the packet as it came
+    /// instead of decoding and encoding it again.
+    pub fn frame_packet(&self) -> Option<&[u8]> {
+        self.popped_packet.as_deref()
     }
 
     /// Whether quiet mode is on.

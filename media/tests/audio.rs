@@ -471,3 +471,56 @@ fn pop_into_gives_what_pop_gives_without_allocating_a_frame() {
     }
     assert_eq!(a.stats(), b.stats());
 }
+
+/// `frame_packet` is the packet a popped frame was decoded from when the frame is exactly that
+/// packet, and nothing for concealed, FEC-recovered or silent frames, so a mixer can forward it
+/// instead of encoding the same audio again.
+#[test]
+fn a_frame_decoded_from_one_packet_names_that_packet() {
+    let input = signal(40, 1);
+    let mut sender = AudioSender::new(OpusEncoderConfig::default(), 11).unwrap();
+    let mut rx = AudioReceiver::new(AudioReceiverConfig::default()).unwrap();
+    let base = Instant::now();
+    let mut sent: Vec<Option<Vec<u8>>> = Vec::new();
+    let mut out = vec![0i16; FRAME_SAMPLES];
+    let (mut named, mut unnamed) = (0, 0);
+    for (i, pcm) in input.chunks(FRAME_SAMPLES).enumerate() {
+        let now = base + MS20 * i as u32;
+        let p = sender
+            .encode(pcm)
+            .unwrap()
+            .expect("no DTX: every frame has a packet");
+        // Packets 20 and 21 are lost: their frames are concealed or rebuilt from the next
+        // packet's in-band FEC, and name no packet.
+        if i == 20 || i == 21 {
+            sent.push(None);
+        } else {
+            sent.push(Some(p.payload.clone()));
+            let at = now + Duration::from_millis(5);
+            rx.push(
+                RtpPacket::new(i as u16, p.timestamp, p.marker, p.payload, at),
+                at,
+            )
+            .unwrap();
+        }
+        let info = rx.pop_into(now + Duration::from_millis(10), &mut out);
+        match info.kind {
+            AudioFrameKind::Decoded => {
+                // The frame's RTP timestamp says which packet it came from.
+                let k = (info.timestamp.unwrap().wrapping_sub(11) / 960) as usize;
+                let packet = rx.frame_packet().expect("a decoded frame names its packet");
+                assert_eq!(Some(packet), sent[k].as_deref(), "frame {i} (packet {k})");
+                named += 1;
+            }
+            kind => {
+                assert_eq!(rx.frame_packet(), None, "frame {i}: {kind:?}");
+                unnamed += 1;
+            }
+        }
+    }
+    assert!(named >= 30, "{named} named");
+    assert!(
+        unnamed >= 2,
+        "the lost frames and the start are not named: {unnamed}"
+    );
+}

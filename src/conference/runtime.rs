@@ -113,6 +113,11 @@ pub struct RuntimeStats {
     pub ticks_skipped: AtomicU64,
     /// Time spent decoding + mixing + encoding, nanoseconds.
     pub mix_ns: AtomicU64,
+    /// Mixes Opus-encoded (the shared mix once per codec, each talker's own N-1 mix).
+    pub encodes: AtomicU64,
+    /// Payloads sent as a talker's packet came (a listener who hears exactly that one
+    /// talker's frame), without decoding and encoding it again.
+    pub passthrough: AtomicU64,
     /// The video threads of every video conference.
     pub video: Arc<VideoCounters>,
 }
@@ -546,6 +551,7 @@ struct Conf {
 
 /// What every conference's tick shares.
 struct TickCtx<'a> {
+    stats: &'a RuntimeStats,
     now: Instant,
     /// Periods skipped just before this tick (the clock fell too far behind): every member's
     /// RTP timeline jumps over them, so receivers see the gap instead of a compressed stream.
@@ -668,6 +674,22 @@ impl Conf {
             return Vec::new();
         }
         drop(inputs);
+        let mixed: Vec<MemberId> = self.mixer.mixed_members().collect();
+        let lone: Vec<Lone> = mixed
+            .iter()
+            .filter_map(|&id| {
+                let m = self.members.iter().find(|m| m.mixer_id == id)?;
+                if m.codec != AudioCodec::Opus {
+                    return None;
+                }
+                let packet = m.rx.frame_packet()?;
+                Some(Lone {
+                    id,
+                    pcm: m.pcm.clone(),
+                    packet: (Arc::from(packet), m.level),
+                })
+            })
+            .collect();
         // What a listener who is not talking hears goes to the broadcast.
         if let Some(b) = &self.broadcast {
             b.push_audio(self.mixer.shared_mix());
@@ -710,22 +732,36 @@ impl Conf {
                     .output(m.mixer_id)
                     .is_ok_and(|o| o.kind == OutputKind::Shared)
             {
-                let e = self
-                    .shared
-                    .iter_mut()
-                    .find(|(c, _)| *c == m.codec)
-                    .and_then(|(_, enc)| enc.encode(self.mixer.shared_mix()).ok())
-                    .flatten()
-                    .map(|p| (Arc::<[u8]>::from(p.payload), p.audio_level));
+                let pass = (m.codec == AudioCodec::Opus)
+                    .then(|| lone_packet(&lone, &mixed, self.mixer.shared_mix()))
+                    .flatten();
+                let e = match pass {
+                    Some(p) => Some(p),
+                    None => {
+                        ctx.stats.encodes.fetch_add(1, Ordering::Relaxed);
+                        self.shared
+                            .iter_mut()
+                            .find(|(c, _)| *c == m.codec)
+                            .and_then(|(_, enc)| enc.encode(self.mixer.shared_mix()).ok())
+                            .flatten()
+                            .map(|p| (Arc::<[u8]>::from(p.payload), p.audio_level))
+                    }
+                };
                 shared.push((m.codec, e));
             }
         }
         // 4. Each member's payload: the shared one, or its own N-1 mix encoded by its own
         // encoder (talkers).
-        let mixer = &self.mixer;
-        let shared = &shared;
+        let heard = Heard {
+            mixer: &self.mixer,
+            shared: &shared,
+            mixed: &mixed,
+            lone: &lone,
+            shared_is_lone: lone_packet(&lone, &mixed, self.mixer.shared_mix()).is_some(),
+            stats: ctx.stats,
+        };
         let enc_cfg = ctx.enc_cfg;
-        let out = |m: &mut Member| member_output(m, mixer, shared, enc_cfg);
+        let out = |m: &mut Member| member_output(m, &heard, enc_cfg);
         if self.is_large() {
             self.members
                 .par_iter_mut()
@@ -765,12 +801,20 @@ impl Conf {
 
 /// What `m` gets this tick (after the mix): `None` when it is not connected, deaf, or its
 /// encoder skipped the frame.
-fn member_output(
-    m: &mut Member,
-    mixer: &AudioMixer,
-    shared: &[(AudioCodec, Option<Encoded>)],
-    enc_cfg: OpusEncoderConfig,
-) -> Option<Write> {
+/// What the listeners of a tick can get: the mix, the shared mix's payloads per codec, and
+/// the lone talkers' packets.
+struct Heard<'a> {
+    mixer: &'a AudioMixer,
+    shared: &'a [(AudioCodec, Option<Encoded>)],
+    mixed: &'a [MemberId],
+    lone: &'a [Lone],
+    /// The shared mix is exactly one lone talker's frame (its Opus payload is that packet).
+    shared_is_lone: bool,
+    stats: &'a RuntimeStats,
+}
+
+fn member_output(m: &mut Member, heard: &Heard<'_>, enc_cfg: OpusEncoderConfig) -> Option<Write> {
+    let (mixer, shared) = (heard.mixer, heard.shared);
     if !m.connected {
         return None;
     }
@@ -785,18 +829,38 @@ fn member_output(
         );
     }
     let encoded = match out.kind {
-        OutputKind::Shared => shared
-            .iter()
-            .find(|(c, _)| *c == m.codec)
-            .and_then(|(_, e)| e.clone()),
-        OutputKind::Own => {
-            if m.own.is_none() {
-                m.own = new_sender(m.codec, enc_cfg).ok();
+        OutputKind::Shared => {
+            if heard.shared_is_lone && m.codec == AudioCodec::Opus {
+                heard.stats.passthrough.fetch_add(1, Ordering::Relaxed);
             }
-            m.own
-                .as_mut()
-                .and_then(|enc| enc.encode(out.pcm).ok().flatten())
-                .map(|p| (Arc::<[u8]>::from(p.payload), p.audio_level))
+            shared
+                .iter()
+                .find(|(c, _)| *c == m.codec)
+                .and_then(|(_, e)| e.clone())
+        }
+        OutputKind::Own => {
+            let others: Vec<MemberId> = heard
+                .mixed
+                .iter()
+                .copied()
+                .filter(|&id| id != m.mixer_id)
+                .collect();
+            let pass = (m.codec == AudioCodec::Opus)
+                .then(|| lone_packet(heard.lone, &others, out.pcm))
+                .flatten();
+            if pass.is_some() {
+                heard.stats.passthrough.fetch_add(1, Ordering::Relaxed);
+                pass
+            } else {
+                heard.stats.encodes.fetch_add(1, Ordering::Relaxed);
+                if m.own.is_none() {
+                    m.own = new_sender(m.codec, enc_cfg).ok();
+                }
+                m.own
+                    .as_mut()
+                    .and_then(|enc| enc.encode(out.pcm).ok().flatten())
+                    .map(|p| (Arc::<[u8]>::from(p.payload), p.audio_level))
+            }
         }
         // Deaf: nothing to hear; the browser treats the gap like DTX.
         OutputKind::Silence => None,
@@ -847,6 +911,27 @@ struct Task {
 
 /// An encoded payload and its RFC 6464 level.
 type Encoded = (Arc<[u8]>, Option<u8>);
+
+/// A mixed talker whose frame this tick is exactly one Opus packet: a listener whose output is
+/// exactly that frame can get the packet itself (no decode-mix-encode generation loss, no
+/// encoding cost). The usual case: a conversation of two, and each talker of a small
+/// conference with two talkers.
+struct Lone {
+    id: MemberId,
+    pcm: Vec<i16>,
+    packet: Encoded,
+}
+
+/// The packet to forward to a listener whose output is `pcm`, heard from `others` (the mixed
+/// members other than itself): when exactly one of them is a [`Lone`] talker and `pcm` is
+/// exactly its frame.
+fn lone_packet(lone: &[Lone], others: &[MemberId], pcm: &[i16]) -> Option<Encoded> {
+    let [one] = others else {
+        return None;
+    };
+    let l = lone.iter().find(|l| l.id == *one)?;
+    (l.pcm.as_slice() == pcm).then(|| l.packet.clone())
+}
 
 /// One payload to send.
 type Write = AudioWrite;
@@ -1293,6 +1378,7 @@ impl Clock {
         self.apply_flags(confs);
         let started = Instant::now();
         let ctx = TickCtx {
+            stats: &self.stats,
             now,
             skipped,
             now_ms: now.duration_since(self.epoch).as_millis() as u64,
