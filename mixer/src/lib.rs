@@ -106,6 +106,22 @@ pub mod kernels {
             out,
         )
     }
+    /// Most sources [`onepass`] takes.
+    pub const ONEPASS_MAX: usize = crate::audio::kernels::ONEPASS_MAX;
+    /// One-pass unity render of up to [`ONEPASS_MAX`] sources: the shared mix and each
+    /// non-empty `owns[k]` (all sources but `k`); `None` if the shared mix or a partial sum
+    /// is beyond the knee, and an own output whose peak is beyond it is not valid.
+    pub fn onepass(
+        level: SimdLevel,
+        srcs: &[&[i16]],
+        shared: &mut [i16],
+        owns: &mut [&mut [i16]],
+        peaks: &mut [u32],
+    ) -> Option<u32> {
+        crate::audio::kernels::onepass(level, srcs, shared, owns, peaks)
+    }
+    /// Start of the limiter's soft knee.
+    pub const KNEE: f32 = crate::audio::kernels::KNEE;
     /// Row blend used by the scaler.
     pub fn blend_rows(level: SimdLevel, a: &[u8], b: &[u8], f: u16, out: &mut [u8]) {
         crate::video::scale::blend_rows(level, a, b, f.min(256), out)
