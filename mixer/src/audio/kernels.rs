@@ -726,12 +726,7 @@ mod x86 {
             }
             i += 16;
         }
-        let hmax = |v: __m256i| -> u32 {
-            let mut lanes = [0u16; 16];
-            // SAFETY: `lanes` is 32 bytes.
-            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, v) };
-            lanes.iter().map(|&l| l as u32).max().unwrap_or(0)
-        };
+        let hmax = |v: __m256i| hmax_epu16_avx2(v);
         if hmax(over) > KNEE as u32 {
             return None;
         }
@@ -740,6 +735,14 @@ mod x86 {
             own[k] = hmax(own_peak[k]);
         }
         super::onepass_finish(srcs, &mut shared[..len], owns, peaks, i, hmax(peak), own)
+    }
+
+    /// The largest of sixteen u16 lanes: `phminposuw` finds the smallest of their complements.
+    #[target_feature(enable = "avx2")]
+    fn hmax_epu16_avx2(v: __m256i) -> u32 {
+        let m = _mm_max_epu16(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let ones = _mm_set1_epi16(-1);
+        0xFFFF - (_mm_cvtsi128_si32(_mm_minpos_epu16(_mm_xor_si128(m, ones))) as u32 & 0xFFFF)
     }
 
     /// See `super::onepass`.

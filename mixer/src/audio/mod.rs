@@ -185,9 +185,15 @@ impl Limiter {
         };
         self.reduction = needed.min(self.reduction * LIMIT_RELEASE).min(1.0);
         let target = static_gain * self.reduction;
+        // (A steady gain, the common case, needs no division: 0 / len is 0.)
+        let step = if target == self.applied {
+            0.0
+        } else {
+            (target - self.applied) / len.max(1) as f32
+        };
         let ramp = Ramp {
             g0: self.applied,
-            step: (target - self.applied) / len.max(1) as f32,
+            step,
         };
         self.applied = target;
         ramp
