@@ -23,7 +23,10 @@
 //!      louder than the quietest incumbent), muted members never qualify;
 //!   3. sums them once into i32, then renders each output with the gains, a gain-riding
 //!      limiter and a soft knee (transparent below -2.5 dBFS, asymptotic to full scale; no
-//!      wrap-around can occur);
+//!      wrap-around can occur). The common case (up to 4 talkers, unity gains, nothing near
+//!      the knee) is one pass over the talkers' frames that writes the shared mix and every
+//!      talker's N-1 mix in saturating i16 arithmetic, exactly what the two steps give;
+//!      anything beyond the knee is rendered from the i32 sum;
 //!   4. updates the dominant speaker (smoothed score, a lead margin held for 300 ms and a
 //!      1.5 s minimum hold, so it does not flap).
 //! - [`AudioMixer::output`] tells what each member hears: [`OutputKind::Shared`] (everyone
