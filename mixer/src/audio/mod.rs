@@ -491,8 +491,10 @@ impl AudioMixer {
         let shared_ramp = self.shared_limiter.ramp(self.master_gain, len);
 
         // Own outputs: the mixed talkers, plus (only if there are any) members with a custom
-        // output gain; `out_kind` was set by `update_activity` and the fix-up above.
-        let all = activity.custom_out > 0;
+        // output gain; `out_kind` was set by `update_activity` and the fix-up above. Many
+        // outputs are rendered in slot order (memory order of the members and, usually, of
+        // their frames), a few straight from the mix list.
+        let all = activity.custom_out > 0 || self.mixed.len() > 2 * kernels::ONEPASS_MAX;
         let n_own = if all {
             self.members.len()
         } else {
