@@ -23,7 +23,10 @@
 //!      louder than the quietest incumbent), muted members never qualify;
 //!   3. sums them once into i32, then renders each output with the gains, a gain-riding
 //!      limiter and a soft knee (transparent below -2.5 dBFS, asymptotic to full scale; no
-//!      wrap-around can occur);
+//!      wrap-around can occur). The common case (up to 4 talkers, unity gains, nothing near
+//!      the knee) is one pass over the talkers' frames that writes the shared mix and every
+//!      talker's N-1 mix in saturating i16 arithmetic, exactly what the two steps give;
+//!      anything beyond the knee is rendered from the i32 sum;
 //!   4. updates the dominant speaker (smoothed score, a lead margin held for 300 ms and a
 //!      1.5 s minimum hold, so it does not flap).
 //! - [`AudioMixer::output`] tells what each member hears: [`OutputKind::Shared`] (everyone
@@ -106,6 +109,22 @@ pub mod kernels {
             out,
         )
     }
+    /// Most sources [`onepass`] takes.
+    pub const ONEPASS_MAX: usize = crate::audio::kernels::ONEPASS_MAX;
+    /// One-pass unity render of up to [`ONEPASS_MAX`] sources: the shared mix and each
+    /// non-empty `owns[k]` (all sources but `k`); `None` if the shared mix or a partial sum
+    /// is beyond the knee, and an own output whose peak is beyond it is not valid.
+    pub fn onepass(
+        level: SimdLevel,
+        srcs: &[&[i16]],
+        shared: &mut [i16],
+        owns: &mut [&mut [i16]],
+        peaks: &mut [u32],
+    ) -> Option<u32> {
+        crate::audio::kernels::onepass(level, srcs, shared, owns, peaks)
+    }
+    /// Start of the limiter's soft knee.
+    pub const KNEE: f32 = crate::audio::kernels::KNEE;
     /// Row blend used by the scaler.
     pub fn blend_rows(level: SimdLevel, a: &[u8], b: &[u8], f: u16, out: &mut [u8]) {
         crate::video::scale::blend_rows(level, a, b, f.min(256), out)

@@ -143,6 +143,84 @@ fn limiter_never_wraps_and_stays_bounded() {
     }
 }
 
+/// What a listener hears must not click or pump: on a growing overload the gain falls
+/// smoothly, sample by sample (also across frame boundaries and when a listener starts talking
+/// and moves from the shared mix to an own N-1 mix), never wraps and stays under full scale.
+#[test]
+fn limiter_gain_changes_are_smooth_on_every_level() {
+    for level in SimdLevel::all_supported() {
+        let mut m = AudioMixer::new(MixerConfig {
+            max_talkers: 8,
+            simd: level,
+            ..MixerConfig::default()
+        })
+        .unwrap();
+        let ids: Vec<_> = (0..5).map(|_| m.add_member().unwrap()).collect();
+        // Per member (listener 4 first, then talker 0): the last in-knee gain seen.
+        let mut last: [Option<f64>; 5] = [None; 5];
+        let mut largest_step = 0f64;
+        let mut handed_over = false;
+        for k in 0..60usize {
+            // In-phase square waves whose amplitude keeps growing: the limiter keeps cutting.
+            let amp = (2000 + 600 * k).min(32767) as i16;
+            let x: Vec<i16> = (0..N)
+                .map(|i| {
+                    if ((k * N + i) / 60).is_multiple_of(2) {
+                        amp
+                    } else {
+                        -amp
+                    }
+                })
+                .collect();
+            // Member 4 listens, then talks from frame 20 (and is mixed after the VAD attack).
+            let talkers = if k < 20 { 4 } else { 5 };
+            let frames = vec![x.clone(); talkers];
+            m.mix(k as u64 * 20, &inputs(&ids[..talkers], &frames))
+                .unwrap();
+            let mixed: Vec<MemberId> = m.mixed_members().collect();
+            for (w, &who) in [ids[4], ids[0]].iter().enumerate() {
+                let out = m.output(who).unwrap();
+                if who == ids[4] && out.kind == OutputKind::Own {
+                    handed_over = true;
+                }
+                // What `who` hears before gain: everyone mixed but itself.
+                let others = mixed.iter().filter(|&&j| j != who).count() as f64;
+                for (i, (&o, &s)) in out.pcm.iter().zip(&x).enumerate() {
+                    assert_eq!(o.signum(), s.signum(), "{level:?} wrap-around at {k}/{i}");
+                    assert!((-32767..=32767).contains(&o));
+                    if o.unsigned_abs() as f32 > 24576.0 {
+                        // In the soft knee (the onset of an overload): not a plain gain.
+                        last[w] = None;
+                        continue;
+                    }
+                    let expected = others * s as f64;
+                    let gain = o as f64 / expected;
+                    if let Some(g) = last[w] {
+                        // Rounding to i16 makes the measured gain uncertain by 1 / expected.
+                        let step = (gain - g).abs() - 1.0 / expected.abs();
+                        largest_step = largest_step.max(step);
+                        assert!(
+                            step <= 2.0 / N as f64,
+                            "{level:?} member {w} frame {k} sample {i}: gain {g} -> {gain}"
+                        );
+                    }
+                    last[w] = Some(gain);
+                }
+            }
+        }
+        assert!(handed_over, "{level:?}: member 4 never got its own mix");
+        // The overload really was ridden down by the gain (not only by the knee).
+        let peak = m
+            .shared_mix()
+            .iter()
+            .map(|s| s.unsigned_abs())
+            .max()
+            .unwrap();
+        assert!((20000..=24576).contains(&peak), "{level:?}: peak {peak}");
+        assert!(largest_step > 0.0);
+    }
+}
+
 #[test]
 fn loudest_k_with_hysteresis() {
     let mut m = mixer(3);

@@ -98,6 +98,77 @@ proptest! {
         }
     }
 
+    /// The one-pass unity renderer, on every level (scalar included), against the i32 sum
+    /// and render: every output it reports valid is exactly theirs, and it reports exactly
+    /// the outputs beyond the knee (or, for the shared mix, a partial sum beyond it) invalid.
+    #[test]
+    fn onepass_matches_sum_and_render(
+        xs in prop::collection::vec(
+            prop::collection::vec(
+                prop_oneof![4 => -9000i16..9000, 1 => sample(), 2 => -100i16..100],
+                1000,
+            ),
+            0..=kernels::ONEPASS_MAX,
+        ),
+        len in 0usize..1000,
+        with_own in prop::collection::vec(any::<bool>(), kernels::ONEPASS_MAX),
+        quiet in any::<bool>(),
+    ) {
+        let k = xs.len();
+        // Half the cases scaled down so that they stay within the knee.
+        let xs: Vec<Vec<i16>> = xs
+            .iter()
+            .map(|x| x[..len].iter().map(|&s| if quiet { s / 8 } else { s }).collect())
+            .collect();
+        let srcs: Vec<&[i16]> = xs.iter().map(|x| &x[..]).collect();
+        let knee = kernels::KNEE as u32;
+        let unity: Vec<(&[i16], i32)> = srcs.iter().map(|&x| (x, 4096)).collect();
+        let mut acc = vec![0i32; len];
+        kernels::sum(SimdLevel::Scalar, &mut acc, &unity, true);
+        let mut want_shared = vec![0i16; len];
+        let want_peak = kernels::render(SimdLevel::Scalar, &acc, None, 1.0, 0.0, &mut want_shared);
+        let mut want_own = vec![vec![0i16; len]; k];
+        let want_own_peak: Vec<u32> = (0..k)
+            .map(|j| {
+                kernels::render(SimdLevel::Scalar, &acc, Some((srcs[j], 4096)), 1.0, 0.0, &mut want_own[j])
+            })
+            .collect();
+        let partial_over = (0..len).any(|n| {
+            let mut v = 0i32;
+            (0..k).any(|j| {
+                v += srcs[j][n] as i32;
+                j >= 1 && j + 1 < k && v.unsigned_abs() > knee
+            })
+        });
+        if quiet && k <= 3 {
+            prop_assert!(!partial_over && want_peak <= knee);
+        }
+        for l in levels() {
+            let mut shared = vec![0i16; len];
+            let mut bufs: Vec<Vec<i16>> =
+                (0..k).map(|j| if with_own[j] { vec![0i16; len] } else { Vec::new() }).collect();
+            let mut owns: Vec<&mut [i16]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+            let mut peaks = vec![0u32; k];
+            let got = kernels::onepass(l, &srcs, &mut shared, &mut owns, &mut peaks);
+            if partial_over || want_peak > knee {
+                prop_assert_eq!(got, None, "{:?}", l);
+                continue;
+            }
+            prop_assert_eq!(got, Some(want_peak), "{:?}", l);
+            prop_assert_eq!(&shared, &want_shared, "{:?}", l);
+            for j in 0..k {
+                if !with_own[j] {
+                    continue;
+                }
+                prop_assert_eq!(peaks[j] > knee, want_own_peak[j] > knee, "{:?} own {}", l, j);
+                if want_own_peak[j] <= knee {
+                    prop_assert_eq!(peaks[j], want_own_peak[j], "{:?} own {}", l, j);
+                    prop_assert_eq!(&bufs[j], &want_own[j], "{:?} own {}", l, j);
+                }
+            }
+        }
+    }
+
     #[test]
     fn blend_rows_matches(
         a in prop::collection::vec(any::<u8>(), 0..300),

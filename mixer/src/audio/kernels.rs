@@ -28,6 +28,15 @@ pub(crate) struct Ramp {
     pub step: f32,
 }
 
+impl Ramp {
+    pub const UNITY: Ramp = Ramp { g0: 1.0, step: 0.0 };
+
+    /// Gain 1 on every sample.
+    pub fn is_unity(self) -> bool {
+        self.g0 == 1.0 && self.step == 0.0
+    }
+}
+
 /// Sum of squares of `x` (exact).
 pub(crate) fn energy(level: SimdLevel, x: &[i16]) -> u64 {
     match level.effective() {
@@ -197,6 +206,117 @@ pub(crate) fn render(
         SimdLevel::Neon => unsafe { neon::render_neon(acc, own, ramp, out) },
         _ => render_scalar(acc, own, ramp, out, 0),
     }
+}
+
+/// Most talkers the one-pass renderer ([`onepass`]) takes.
+pub(crate) const ONEPASS_MAX: usize = 4;
+
+/// One pass over up to [`ONEPASS_MAX`] talkers' frames at unity gains (input gains and output
+/// ramps all unity), for the common case where nothing needs limiting: writes the shared mix
+/// (the sum of all `srcs`) to `shared` and, for each `k` whose `owns[k]` is not empty, talker
+/// `k`'s N-1 mix (the sum of the others) to `owns[k]`; `peaks[k]` gets that output's peak
+/// `max |v|`. `owns` and `peaks` have one entry per source. Processes the common length of
+/// `shared` and the sources; a non-empty `owns[k]` must be at least that long.
+///
+/// Exactly what [`sum`] and a unity [`render`] produce, whenever no sample goes beyond the
+/// knee: returns `None` (nothing valid) if a sample of the shared mix or of a partial sum of
+/// the first `j` sources (`2 <= j < srcs.len()`) is beyond [`KNEE`], otherwise the shared
+/// mix's peak; an own output whose peak is beyond `KNEE` is not valid either (render it with
+/// [`render`]). Within the knee everything fits in i16, so the vector versions sum and
+/// subtract with saturating i16 arithmetic (16 samples per AVX2 register instead of 8 i32)
+/// and every own output is one subtraction from the shared block in registers.
+pub(crate) fn onepass(
+    level: SimdLevel,
+    srcs: &[&[i16]],
+    shared: &mut [i16],
+    owns: &mut [&mut [i16]],
+    peaks: &mut [u32],
+) -> Option<u32> {
+    assert!(srcs.len() <= ONEPASS_MAX && owns.len() == srcs.len() && peaks.len() == srcs.len());
+    let len = srcs.iter().fold(shared.len(), |l, x| l.min(x.len()));
+    for o in owns.iter() {
+        assert!(o.is_empty() || o.len() >= len, "own output too short");
+    }
+    let shared = &mut shared[..len];
+    match level.effective() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `effective` confirmed AVX2 is available; lengths checked above.
+        SimdLevel::Avx2 => unsafe { x86::onepass_avx2(srcs, len, shared, owns, peaks) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: SSE2 is part of the x86_64 baseline; lengths checked above.
+        SimdLevel::Sse2 => unsafe { x86::onepass_sse2(srcs, len, shared, owns, peaks) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of the aarch64 baseline; lengths checked above.
+        SimdLevel::Neon => unsafe { neon::onepass_neon(srcs, len, shared, owns, peaks) },
+        _ => onepass_scalar(srcs, shared, owns, peaks, 0, 0, [0; ONEPASS_MAX]),
+    }
+}
+
+/// The end of a vector [`onepass`]: the scalar tail if there is one, else the result.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline]
+fn onepass_finish(
+    srcs: &[&[i16]],
+    shared: &mut [i16],
+    owns: &mut [&mut [i16]],
+    peaks: &mut [u32],
+    start: usize,
+    shared_peak: u32,
+    own_peaks: [u32; ONEPASS_MAX],
+) -> Option<u32> {
+    if start < shared.len() {
+        return onepass_scalar(srcs, shared, owns, peaks, start, shared_peak, own_peaks);
+    }
+    if shared_peak > KNEE as u32 {
+        return None;
+    }
+    peaks.copy_from_slice(&own_peaks[..srcs.len()]);
+    Some(shared_peak)
+}
+
+/// The scalar twin of [`onepass`], from sample `start` (the vector versions finish their
+/// tails with it, passing their partial peaks: `shared_peak`, `over` (the largest partial
+/// sum) and `own_peaks`). Straightforward i32 arithmetic: the sum of the sources, the
+/// partial sums checked against the knee, each own output as the sum minus the source.
+pub(crate) fn onepass_scalar(
+    srcs: &[&[i16]],
+    shared: &mut [i16],
+    owns: &mut [&mut [i16]],
+    peaks: &mut [u32],
+    start: usize,
+    shared_peak: u32,
+    own_peaks: [u32; ONEPASS_MAX],
+) -> Option<u32> {
+    let k = srcs.len();
+    let mut peak = shared_peak;
+    let mut own_peak = own_peaks;
+    for n in start..shared.len() {
+        let mut v = 0i32;
+        for (j, x) in srcs.iter().enumerate() {
+            v += x[n] as i32;
+            if j >= 1 && j + 1 < k && v.unsigned_abs() > KNEE as u32 {
+                return None;
+            }
+        }
+        peak = peak.max(v.unsigned_abs());
+        if peak > KNEE as u32 {
+            return None;
+        }
+        shared[n] = v as i16;
+        for (j, (x, o)) in srcs.iter().zip(owns.iter_mut()).enumerate() {
+            if !o.is_empty() {
+                let w = v - x[n] as i32;
+                own_peak[j] = own_peak[j].max(w.unsigned_abs());
+                // Beyond the knee the output is invalid anyway (the caller renders it again).
+                o[n] = w.clamp(i16::MIN as i32, i16::MAX as i32) as i16;
+            }
+        }
+    }
+    if peak > KNEE as u32 {
+        return None;
+    }
+    peaks.copy_from_slice(&own_peak[..k]);
+    Some(peak)
 }
 
 pub(crate) fn energy_scalar(x: &[i16]) -> u64 {
@@ -533,6 +653,175 @@ mod x86 {
         super::accumulate_scalar(&mut acc[i..len], &x[i..len], gain_q12);
     }
 
+    /// Calls `$f::<K>` for the source count `K` (0..=4) so that the per-source loops unroll.
+    macro_rules! by_sources {
+        ($f:ident, $srcs:expr, $len:expr, $shared:expr, $owns:expr, $peaks:expr) => {
+            match $srcs.len() {
+                0 => $f::<0>($srcs, $len, $shared, $owns, $peaks),
+                1 => $f::<1>($srcs, $len, $shared, $owns, $peaks),
+                2 => $f::<2>($srcs, $len, $shared, $owns, $peaks),
+                3 => $f::<3>($srcs, $len, $shared, $owns, $peaks),
+                _ => $f::<4>($srcs, $len, $shared, $owns, $peaks),
+            }
+        };
+    }
+
+    /// See `super::onepass`; `len` is the common length (checked by the dispatcher).
+    #[target_feature(enable = "avx2")]
+    pub(super) fn onepass_avx2(
+        srcs: &[&[i16]],
+        len: usize,
+        shared: &mut [i16],
+        owns: &mut [&mut [i16]],
+        peaks: &mut [u32],
+    ) -> Option<u32> {
+        by_sources!(onepass_k_avx2, srcs, len, shared, owns, peaks)
+    }
+
+    /// Sixteen samples per iteration in i16: the saturating sum of the `K` sources (partial
+    /// sums and the shared mix tracked by their largest magnitude; a saturated sum is beyond
+    /// the knee), then each own output as a saturating subtraction from it.
+    #[target_feature(enable = "avx2")]
+    fn onepass_k_avx2<const K: usize>(
+        srcs: &[&[i16]],
+        len: usize,
+        shared: &mut [i16],
+        owns: &mut [&mut [i16]],
+        peaks: &mut [u32],
+    ) -> Option<u32> {
+        let p: [*const i16; K] = std::array::from_fn(|k| srcs[k].as_ptr());
+        let o: [*mut i16; K] = std::array::from_fn(|k| {
+            if owns[k].is_empty() {
+                std::ptr::null_mut()
+            } else {
+                owns[k].as_mut_ptr()
+            }
+        });
+        let mut over = _mm256_setzero_si256();
+        let mut peak = _mm256_setzero_si256();
+        let mut own_peak = [_mm256_setzero_si256(); K];
+        let mut i = 0;
+        while i + 16 <= len {
+            // SAFETY: every source, `shared` and every non-null own output hold at least
+            // `len >= i + 16` samples (the dispatcher's checks).
+            unsafe {
+                let x: [__m256i; K] =
+                    std::array::from_fn(|k| _mm256_loadu_si256(p[k].add(i) as *const __m256i));
+                let mut t = if K == 0 { _mm256_setzero_si256() } else { x[0] };
+                for (j, &xj) in x.iter().enumerate().skip(1) {
+                    t = _mm256_adds_epi16(t, xj);
+                    if j + 1 < K {
+                        over = _mm256_max_epu16(over, _mm256_abs_epi16(t));
+                    }
+                }
+                peak = _mm256_max_epu16(peak, _mm256_abs_epi16(t));
+                _mm256_storeu_si256(shared.as_mut_ptr().add(i) as *mut __m256i, t);
+                for k in 0..K {
+                    if !o[k].is_null() {
+                        let w = _mm256_subs_epi16(t, x[k]);
+                        own_peak[k] = _mm256_max_epu16(own_peak[k], _mm256_abs_epi16(w));
+                        _mm256_storeu_si256(o[k].add(i) as *mut __m256i, w);
+                    }
+                }
+            }
+            i += 16;
+        }
+        let hmax = |v: __m256i| hmax_epu16_avx2(v);
+        if hmax(over) > KNEE as u32 {
+            return None;
+        }
+        let mut own = [0u32; super::ONEPASS_MAX];
+        for k in 0..K {
+            own[k] = hmax(own_peak[k]);
+        }
+        super::onepass_finish(srcs, &mut shared[..len], owns, peaks, i, hmax(peak), own)
+    }
+
+    /// The largest of sixteen u16 lanes: `phminposuw` finds the smallest of their complements.
+    #[target_feature(enable = "avx2")]
+    fn hmax_epu16_avx2(v: __m256i) -> u32 {
+        let m = _mm_max_epu16(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let ones = _mm_set1_epi16(-1);
+        0xFFFF - (_mm_cvtsi128_si32(_mm_minpos_epu16(_mm_xor_si128(m, ones))) as u32 & 0xFFFF)
+    }
+
+    /// See `super::onepass`.
+    #[target_feature(enable = "sse2")]
+    pub(super) fn onepass_sse2(
+        srcs: &[&[i16]],
+        len: usize,
+        shared: &mut [i16],
+        owns: &mut [&mut [i16]],
+        peaks: &mut [u32],
+    ) -> Option<u32> {
+        by_sources!(onepass_k_sse2, srcs, len, shared, owns, peaks)
+    }
+
+    /// Eight samples per iteration, like `onepass_k_avx2`. SSE2 has no `pabsw`/`pmaxuw`: the
+    /// magnitude is `max(t, 0 -sat t)` (so -32768 reads 32767, still beyond the knee) and
+    /// the maxima are signed.
+    #[target_feature(enable = "sse2")]
+    fn onepass_k_sse2<const K: usize>(
+        srcs: &[&[i16]],
+        len: usize,
+        shared: &mut [i16],
+        owns: &mut [&mut [i16]],
+        peaks: &mut [u32],
+    ) -> Option<u32> {
+        let p: [*const i16; K] = std::array::from_fn(|k| srcs[k].as_ptr());
+        let o: [*mut i16; K] = std::array::from_fn(|k| {
+            if owns[k].is_empty() {
+                std::ptr::null_mut()
+            } else {
+                owns[k].as_mut_ptr()
+            }
+        });
+        let zero = _mm_setzero_si128();
+        let abs = |v: __m128i| _mm_max_epi16(v, _mm_subs_epi16(zero, v));
+        let mut over = zero;
+        let mut peak = zero;
+        let mut own_peak = [zero; K];
+        let mut i = 0;
+        while i + 8 <= len {
+            // SAFETY: as in `onepass_k_avx2`, with `len >= i + 8`.
+            unsafe {
+                let x: [__m128i; K] =
+                    std::array::from_fn(|k| _mm_loadu_si128(p[k].add(i) as *const __m128i));
+                let mut t = if K == 0 { zero } else { x[0] };
+                for (j, &xj) in x.iter().enumerate().skip(1) {
+                    t = _mm_adds_epi16(t, xj);
+                    if j + 1 < K {
+                        over = _mm_max_epi16(over, abs(t));
+                    }
+                }
+                peak = _mm_max_epi16(peak, abs(t));
+                _mm_storeu_si128(shared.as_mut_ptr().add(i) as *mut __m128i, t);
+                for k in 0..K {
+                    if !o[k].is_null() {
+                        let w = _mm_subs_epi16(t, x[k]);
+                        own_peak[k] = _mm_max_epi16(own_peak[k], abs(w));
+                        _mm_storeu_si128(o[k].add(i) as *mut __m128i, w);
+                    }
+                }
+            }
+            i += 8;
+        }
+        let hmax = |v: __m128i| -> u32 {
+            let mut lanes = [0i16; 8];
+            // SAFETY: `lanes` is 16 bytes.
+            unsafe { _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, v) };
+            lanes.iter().map(|&l| l as u32).max().unwrap_or(0)
+        };
+        if hmax(over) > KNEE as u32 {
+            return None;
+        }
+        let mut own = [0u32; super::ONEPASS_MAX];
+        for k in 0..K {
+            own[k] = hmax(own_peak[k]);
+        }
+        super::onepass_finish(srcs, &mut shared[..len], owns, peaks, i, hmax(peak), own)
+    }
+
     /// The limiter on eight lanes; same operation order as `super::shape`. With `constant`
     /// (a zero ramp step) the gain is `g0`, which equals `g0 + 0 * n` exactly.
     #[target_feature(enable = "avx2")]
@@ -646,28 +935,10 @@ mod x86 {
                 }
                 i += 16;
             }
+        } else if constant {
+            (i, peak) = render_gain_avx2::<false>(acc, own, g0, step, out, len);
         } else {
-            let mut idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-            let eight = _mm256_set1_epi32(8);
-            let sixteen = _mm256_set1_epi32(16);
-            while i + 16 <= len {
-                // SAFETY: as above.
-                unsafe {
-                    let (v0, v1) = load_n1_avx2(acc, own, i);
-                    let m = _mm256_max_epu32(_mm256_abs_epi32(v0), _mm256_abs_epi32(v1));
-                    peak = _mm256_max_epu32(peak, m);
-                    let n0 = _mm256_cvtepi32_ps(idx);
-                    let n1 = _mm256_cvtepi32_ps(_mm256_add_epi32(idx, eight));
-                    let packed = _mm256_packs_epi32(
-                        shape_avx2(v0, g0, step, n0, constant),
-                        shape_avx2(v1, g0, step, n1, constant),
-                    );
-                    let r = _mm256_permute4x64_epi64::<0b11_01_10_00>(packed);
-                    _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut __m256i, r);
-                }
-                idx = _mm256_add_epi32(idx, sixteen);
-                i += 16;
-            }
+            (i, peak) = render_gain_avx2::<true>(acc, own, g0, step, out, len);
         }
         let mut lanes = [0u32; 8];
         let mut lanes16 = [0u16; 16];
@@ -676,9 +947,75 @@ mod x86 {
             _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, peak);
             _mm256_storeu_si256(lanes16.as_mut_ptr() as *mut __m256i, peak16);
         }
-        let tail = render_scalar(&acc[..len], own, ramp, &mut out[..len], i);
+        let tail = if i < len {
+            render_scalar(&acc[..len], own, ramp, &mut out[..len], i)
+        } else {
+            0
+        };
         let tail = lanes16.iter().map(|&p| p as u32).fold(tail, u32::max);
         lanes.iter().copied().fold(tail, u32::max)
+    }
+
+    /// The output stage with a gain (constant, or a ramp when `RAMP`): per sample the gain,
+    /// the product and its rounding (`shape`'s operations up to the knee); a block whose
+    /// rounded samples are all within the knee is done, which is exact: `|round(y)| <= KNEE`
+    /// means `|y| <= KNEE + 0.5`, where the soft knee moves `y` by less than it takes to
+    /// change the rounding. Only a block with a sample beyond (or a product beyond i32, which
+    /// converts to `i32::MIN`) goes through the knee formula. Returns the samples done and
+    /// the peak lanes.
+    #[target_feature(enable = "avx2")]
+    fn render_gain_avx2<const RAMP: bool>(
+        acc: &[i32],
+        own: Option<(&[i16], i32)>,
+        g0: __m256,
+        step: __m256,
+        out: &mut [i16],
+        len: usize,
+    ) -> (usize, __m256i) {
+        let knee_bias = _mm256_set1_epi16(KNEE_BIAS);
+        let top = _mm256_set1_epi16(i16::MIN);
+        // Sample indices as floats, stepped by 16.0 (exact below 2^24).
+        let mut n0 = _mm256_setr_ps(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0);
+        let mut n1 = _mm256_add_ps(n0, _mm256_set1_ps(8.0));
+        let sixteen = _mm256_set1_ps(16.0);
+        let mut peak = _mm256_setzero_si256();
+        let mut i = 0;
+        while i + 16 <= len {
+            // SAFETY: acc[i..i + 16], x[i..i + 16] and out[i..i + 16] are in bounds (loop
+            // condition, `len` is the minimum of the lengths).
+            unsafe {
+                let (v0, v1) = load_n1_avx2(acc, own, i);
+                let m = _mm256_max_epu32(_mm256_abs_epi32(v0), _mm256_abs_epi32(v1));
+                peak = _mm256_max_epu32(peak, m);
+                let (ga, gb) = if RAMP {
+                    (
+                        _mm256_add_ps(g0, _mm256_mul_ps(step, n0)),
+                        _mm256_add_ps(g0, _mm256_mul_ps(step, n1)),
+                    )
+                } else {
+                    (g0, g0)
+                };
+                let r0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_cvtepi32_ps(v0), ga));
+                let r1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_cvtepi32_ps(v1), gb));
+                let mut packed = _mm256_packs_epi32(r0, r1);
+                let a = _mm256_abs_epi16(packed);
+                if _mm256_testz_si256(_mm256_adds_epu16(a, knee_bias), top) == 0 {
+                    packed = _mm256_packs_epi32(
+                        shape_avx2(v0, g0, step, n0, !RAMP),
+                        shape_avx2(v1, g0, step, n1, !RAMP),
+                    );
+                }
+                // packs interleaves 128-bit lanes: restore sample order.
+                let r = _mm256_permute4x64_epi64::<0b11_01_10_00>(packed);
+                _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut __m256i, r);
+            }
+            if RAMP {
+                n0 = _mm256_add_ps(n0, sixteen);
+                n1 = _mm256_add_ps(n1, sixteen);
+            }
+            i += 16;
+        }
+        (i, peak)
     }
 
     /// The limiter on four lanes; same operation order as `super::shape`.
@@ -707,6 +1044,59 @@ mod x86 {
         };
         let signed = _mm_or_ps(comp, _mm_and_ps(y, sign));
         _mm_cvtps_epi32(signed)
+    }
+
+    /// Eight samples per iteration, like `render_gain_avx2` (the knee test on the saturated
+    /// i16 magnitude `max(s, 0 -sat s)`, which reads -32768 as 32767: beyond the knee).
+    #[target_feature(enable = "sse2")]
+    fn render_gain_sse2<const RAMP: bool>(
+        acc: &[i32],
+        own: Option<(&[i16], i32)>,
+        g0: __m128,
+        step: __m128,
+        out: &mut [i16],
+        len: usize,
+    ) -> (usize, __m128i) {
+        let knee16 = _mm_set1_epi16(KNEE as i16);
+        let zero = _mm_setzero_si128();
+        let mut n0 = _mm_setr_ps(0.0, 1.0, 2.0, 3.0);
+        let mut n1 = _mm_add_ps(n0, _mm_set1_ps(4.0));
+        let eight = _mm_set1_ps(8.0);
+        let mut peak = zero;
+        let mut i = 0;
+        while i + 8 <= len {
+            // SAFETY: acc[i..i + 8], x[i..i + 8] and out[i..i + 8] are in bounds (loop
+            // condition, `len` is the minimum of the lengths).
+            unsafe {
+                let (v0, v1) = load_n1_sse2(acc, own, i);
+                peak = max_sse2(peak, max_sse2(abs_sse2(v0), abs_sse2(v1)));
+                let (ga, gb) = if RAMP {
+                    (
+                        _mm_add_ps(g0, _mm_mul_ps(step, n0)),
+                        _mm_add_ps(g0, _mm_mul_ps(step, n1)),
+                    )
+                } else {
+                    (g0, g0)
+                };
+                let r0 = _mm_cvtps_epi32(_mm_mul_ps(_mm_cvtepi32_ps(v0), ga));
+                let r1 = _mm_cvtps_epi32(_mm_mul_ps(_mm_cvtepi32_ps(v1), gb));
+                let mut packed = _mm_packs_epi32(r0, r1);
+                let a = _mm_max_epi16(packed, _mm_subs_epi16(zero, packed));
+                if _mm_movemask_epi8(_mm_cmpgt_epi16(a, knee16)) != 0 {
+                    packed = _mm_packs_epi32(
+                        shape_sse2(v0, g0, step, n0, !RAMP),
+                        shape_sse2(v1, g0, step, n1, !RAMP),
+                    );
+                }
+                _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, packed);
+            }
+            if RAMP {
+                n0 = _mm_add_ps(n0, eight);
+                n1 = _mm_add_ps(n1, eight);
+            }
+            i += 8;
+        }
+        (i, peak)
     }
 
     /// |v| for i32 lanes whose magnitude is below 2^31 (SSE2 has no pabsd).
@@ -801,26 +1191,10 @@ mod x86 {
                 }
                 i += 8;
             }
+        } else if constant {
+            (i, peak) = render_gain_sse2::<false>(acc, own, g0, step, out, len);
         } else {
-            let mut idx0 = _mm_setr_epi32(0, 1, 2, 3);
-            let four = _mm_set1_epi32(4);
-            let eight = _mm_set1_epi32(8);
-            while i + 8 <= len {
-                // SAFETY: as above.
-                unsafe {
-                    let (v0, v1) = load_n1_sse2(acc, own, i);
-                    peak = max_sse2(peak, max_sse2(abs_sse2(v0), abs_sse2(v1)));
-                    let idx1 = _mm_add_epi32(idx0, four);
-                    let r0 = shape_sse2(v0, g0, step, _mm_cvtepi32_ps(idx0), constant);
-                    let r1 = shape_sse2(v1, g0, step, _mm_cvtepi32_ps(idx1), constant);
-                    _mm_storeu_si128(
-                        out.as_mut_ptr().add(i) as *mut __m128i,
-                        _mm_packs_epi32(r0, r1),
-                    );
-                }
-                idx0 = _mm_add_epi32(idx0, eight);
-                i += 8;
-            }
+            (i, peak) = render_gain_sse2::<true>(acc, own, g0, step, out, len);
         }
         let mut lanes = [0u32; 4];
         let mut lanes16 = [0i16; 8];
@@ -829,7 +1203,11 @@ mod x86 {
             _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, peak);
             _mm_storeu_si128(lanes16.as_mut_ptr() as *mut __m128i, peak16);
         }
-        let tail = render_scalar(&acc[..len], own, ramp, &mut out[..len], i);
+        let tail = if i < len {
+            render_scalar(&acc[..len], own, ramp, &mut out[..len], i)
+        } else {
+            0
+        };
         let tail = lanes16.iter().map(|&p| p as u32).fold(tail, u32::max);
         lanes.iter().copied().fold(tail, u32::max)
     }
@@ -942,6 +1320,81 @@ mod neon {
         let g = super::Group::new(acc.len(), srcs);
         let i = by_count!(sum_n_neon, acc, &g, assign);
         g.tail(acc, i, assign);
+    }
+
+    /// See `super::onepass`.
+    #[target_feature(enable = "neon")]
+    pub(super) fn onepass_neon(
+        srcs: &[&[i16]],
+        len: usize,
+        shared: &mut [i16],
+        owns: &mut [&mut [i16]],
+        peaks: &mut [u32],
+    ) -> Option<u32> {
+        match srcs.len() {
+            0 => onepass_k_neon::<0>(srcs, len, shared, owns, peaks),
+            1 => onepass_k_neon::<1>(srcs, len, shared, owns, peaks),
+            2 => onepass_k_neon::<2>(srcs, len, shared, owns, peaks),
+            3 => onepass_k_neon::<3>(srcs, len, shared, owns, peaks),
+            _ => onepass_k_neon::<4>(srcs, len, shared, owns, peaks),
+        }
+    }
+
+    /// Eight samples per iteration, like the x86 versions: saturating i16 sum (`sqadd`),
+    /// own outputs by `sqsub`, magnitudes by `sqabs` (-32768 reads 32767, beyond the knee).
+    #[target_feature(enable = "neon")]
+    fn onepass_k_neon<const K: usize>(
+        srcs: &[&[i16]],
+        len: usize,
+        shared: &mut [i16],
+        owns: &mut [&mut [i16]],
+        peaks: &mut [u32],
+    ) -> Option<u32> {
+        let p: [*const i16; K] = std::array::from_fn(|k| srcs[k].as_ptr());
+        let o: [*mut i16; K] = std::array::from_fn(|k| {
+            if owns[k].is_empty() {
+                std::ptr::null_mut()
+            } else {
+                owns[k].as_mut_ptr()
+            }
+        });
+        let mut over = vdupq_n_s16(0);
+        let mut peak = vdupq_n_s16(0);
+        let mut own_peak = [vdupq_n_s16(0); K];
+        let mut i = 0;
+        while i + 8 <= len {
+            // SAFETY: every source, `shared` and every non-null own output hold at least
+            // `len >= i + 8` samples (the dispatcher's checks).
+            unsafe {
+                let x: [int16x8_t; K] = std::array::from_fn(|k| vld1q_s16(p[k].add(i)));
+                let mut t = if K == 0 { vdupq_n_s16(0) } else { x[0] };
+                for (j, &xj) in x.iter().enumerate().skip(1) {
+                    t = vqaddq_s16(t, xj);
+                    if j + 1 < K {
+                        over = vmaxq_s16(over, vqabsq_s16(t));
+                    }
+                }
+                peak = vmaxq_s16(peak, vqabsq_s16(t));
+                vst1q_s16(shared.as_mut_ptr().add(i), t);
+                for k in 0..K {
+                    if !o[k].is_null() {
+                        let w = vqsubq_s16(t, x[k]);
+                        own_peak[k] = vmaxq_s16(own_peak[k], vqabsq_s16(w));
+                        vst1q_s16(o[k].add(i), w);
+                    }
+                }
+            }
+            i += 8;
+        }
+        if vmaxvq_s16(over) as u32 > KNEE as u32 {
+            return None;
+        }
+        let mut own = [0u32; super::ONEPASS_MAX];
+        for k in 0..K {
+            own[k] = vmaxvq_s16(own_peak[k]) as u32;
+        }
+        let peak = vmaxvq_s16(peak) as u32;
+        super::onepass_finish(srcs, &mut shared[..len], owns, peaks, i, peak, own)
     }
 
     /// The limiter on four lanes; same operation order as `super::shape`.
@@ -1088,7 +1541,11 @@ mod neon {
                 i += 8;
             }
         }
-        let tail = render_scalar(&acc[..len], own, ramp, &mut out[..len], i);
+        let tail = if i < len {
+            render_scalar(&acc[..len], own, ramp, &mut out[..len], i)
+        } else {
+            0
+        };
         tail.max(vmaxvq_s16(peak16) as u32).max(vmaxvq_u32(peak))
     }
 }

@@ -185,9 +185,15 @@ impl Limiter {
         };
         self.reduction = needed.min(self.reduction * LIMIT_RELEASE).min(1.0);
         let target = static_gain * self.reduction;
+        // (A steady gain, the common case, needs no division: 0 / len is 0.)
+        let step = if target == self.applied {
+            0.0
+        } else {
+            (target - self.applied) / len.max(1) as f32
+        };
         let ramp = Ramp {
             g0: self.applied,
-            step: (target - self.applied) / len.max(1) as f32,
+            step,
         };
         self.applied = target;
         ramp
@@ -216,6 +222,9 @@ struct Member {
     /// Frame number in which `limiter` was last used for an own output.
     own_frame: u64,
     limiter: Limiter,
+    /// This frame's gain ramp of the own output, and whether it is rendered yet.
+    ramp: Ramp,
+    rendered: bool,
     out: Vec<i16>,
 }
 
@@ -238,9 +247,25 @@ impl Member {
             out_kind: OutputKind::Shared,
             own_frame: 0,
             limiter: Limiter::new(),
+            ramp: Ramp::UNITY,
+            rendered: false,
             out: vec![0; frame_len],
         }
     }
+}
+
+/// What the one pass over the members in `update_activity` found, so that no later step
+/// has to scan every member again.
+#[derive(Clone, Copy, Debug, Default)]
+struct Activity {
+    /// The loudest candidate not mixed (first by slot among equals).
+    loudest_outside: Option<usize>,
+    /// The best-scored talking member other than the dominant speaker, and the best-scored
+    /// one that is also voiced this frame (first by slot among equals; muted excluded).
+    best_talking: Option<usize>,
+    best_voiced: Option<usize>,
+    /// Members that hear an own mix whatever the selection (output gain not unity).
+    custom_out: usize,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -416,40 +441,164 @@ impl AudioMixer {
     /// for the dominant speaker's hold times). Nothing is allocated. On error nothing changes.
     pub fn mix(&mut self, now_ms: u64, inputs: &[MemberInput<'_>]) -> Result<(), MixerError> {
         let stamp = self.frame + 1;
-        for input in inputs {
-            self.slot(input.member)?;
-            if input.pcm.len() != self.frame_len {
-                return Err(MixerError::FrameLength {
-                    expected: self.frame_len,
-                    got: input.pcm.len(),
-                });
-            }
-        }
+        // One pass over the inputs: check, mark, and measure the energy (in a tight loop over
+        // the frames; measuring inside the member pass instead measured slower). On an error
+        // the marks of this call are undone (a `frame_sum` without a current mark is unused).
         for (idx, input) in inputs.iter().enumerate() {
-            let m = &mut self.members[input.member.0 as usize];
-            if m.input_stamp == stamp {
-                // Undo the marks of this call so that nothing changed.
+            let error = match self.members.get(input.member.0 as usize) {
+                Some(m) if m.active => {
+                    if input.pcm.len() != self.frame_len {
+                        Some(MixerError::FrameLength {
+                            expected: self.frame_len,
+                            got: input.pcm.len(),
+                        })
+                    } else if m.input_stamp == stamp {
+                        Some(MixerError::DuplicateInput(input.member.0))
+                    } else {
+                        None
+                    }
+                }
+                _ => Some(MixerError::UnknownMember(input.member.0)),
+            };
+            if let Some(e) = error {
                 for earlier in &inputs[..idx] {
                     self.members[earlier.member.0 as usize].input_stamp = 0;
                 }
-                return Err(MixerError::DuplicateInput(input.member.0));
+                return Err(e);
             }
+            let m = &mut self.members[input.member.0 as usize];
             m.input_stamp = stamp;
             m.input_idx = idx;
+            if input.audio_level.is_none() {
+                m.frame_sum = kernels::energy(self.simd, input.pcm);
+            }
         }
         self.frame = stamp;
 
-        // Energies first, in one tight loop over the inputs.
-        for input in inputs {
-            if input.audio_level.is_none() {
-                self.members[input.member.0 as usize].frame_sum =
-                    kernels::energy(self.simd, input.pcm);
+        let activity = self.update_activity(inputs);
+        self.select_talkers(activity.loudest_outside);
+        for &slot in &self.mixed {
+            let m = &mut self.members[slot];
+            if !m.deaf {
+                m.out_kind = OutputKind::Own;
             }
         }
-        let loudest_outside = self.update_activity(inputs);
-        self.select_talkers(loudest_outside);
 
-        // Sum the selected talkers once (a group of them per pass, nothing allocated).
+        let len = self.frame_len;
+        // A member that starts hearing an own mix continues from the shared stream's limiter
+        // as it was up to the last frame (the gain it was hearing at the end of that frame).
+        let shared_before = self.shared_limiter;
+        let shared_ramp = self.shared_limiter.ramp(self.master_gain, len);
+
+        // Own outputs: the mixed talkers, plus (only if there are any) members with a custom
+        // output gain; `out_kind` was set by `update_activity` and the fix-up above. Many
+        // outputs are rendered in slot order (memory order of the members and, usually, of
+        // their frames), a few straight from the mix list.
+        let all = activity.custom_out > 0 || self.mixed.len() > 2 * kernels::ONEPASS_MAX;
+        let n_own = if all {
+            self.members.len()
+        } else {
+            self.mixed.len()
+        };
+        for j in 0..n_own {
+            let slot = if all { j } else { self.mixed[j] };
+            let m = &mut self.members[slot];
+            if !m.active || m.out_kind != OutputKind::Own {
+                continue;
+            }
+            if m.own_frame + 1 != stamp {
+                m.limiter = shared_before;
+            }
+            m.own_frame = stamp;
+            m.ramp = m.limiter.ramp(self.master_gain * m.out_gain, len);
+            m.rendered = false;
+        }
+
+        // The common case, nothing to limit: a few talkers at unity gains, every output in
+        // one pass over their frames (vector levels; the scalar twin keeps the two steps
+        // below, the reference the one pass is tested against). Whatever it leaves undone
+        // (an output beyond the knee, one with a gain) is rendered from the i32 sum below.
+        let mut shared_done = false;
+        let k = self.mixed.len();
+        if self.simd != SimdLevel::Scalar
+            && k <= kernels::ONEPASS_MAX
+            && shared_ramp.is_unity()
+            && self
+                .mixed
+                .iter()
+                .all(|&s| self.members[s].in_gain_q12 == UNITY_Q12)
+        {
+            let mut srcs: [&[i16]; kernels::ONEPASS_MAX] = [&[]; kernels::ONEPASS_MAX];
+            // The own buffers are moved out while the kernel writes them (no allocation).
+            let mut bufs: [Vec<i16>; kernels::ONEPASS_MAX] = Default::default();
+            for (j, &slot) in self.mixed.iter().enumerate() {
+                let m = &mut self.members[slot];
+                srcs[j] = inputs[m.input_idx].pcm;
+                if m.out_kind == OutputKind::Own && m.ramp.is_unity() {
+                    bufs[j] = std::mem::take(&mut m.out);
+                }
+            }
+            let mut peaks = [0u32; kernels::ONEPASS_MAX];
+            let shared_peak = {
+                let mut owns = bufs.each_mut().map(|b| &mut b[..]);
+                kernels::onepass(
+                    self.simd,
+                    &srcs[..k],
+                    &mut self.shared,
+                    &mut owns[..k],
+                    &mut peaks[..k],
+                )
+            };
+            for (j, buf) in bufs.iter_mut().enumerate().take(k) {
+                if buf.is_empty() {
+                    continue;
+                }
+                let m = &mut self.members[self.mixed[j]];
+                m.out = std::mem::take(buf);
+                if shared_peak.is_some() && peaks[j] <= KNEE as u32 {
+                    m.limiter.peak = peaks[j];
+                    m.rendered = true;
+                }
+            }
+            if let Some(peak) = shared_peak {
+                self.shared_limiter.peak = peak;
+                shared_done = true;
+            }
+        }
+
+        let mut summed = false;
+        if !shared_done {
+            self.sum_talkers(inputs);
+            summed = true;
+            self.shared_limiter.peak =
+                kernels::render(self.simd, &self.acc, None, shared_ramp, &mut self.shared);
+        }
+        for j in 0..n_own {
+            let slot = if all { j } else { self.mixed[j] };
+            let m = &self.members[slot];
+            if !m.active || m.out_kind != OutputKind::Own || m.rendered {
+                continue;
+            }
+            if !summed {
+                self.sum_talkers(inputs);
+                summed = true;
+            }
+            let m = &mut self.members[slot];
+            let own = if m.in_mix {
+                Some((inputs[m.input_idx].pcm, m.in_gain_q12))
+            } else {
+                None
+            };
+            m.limiter.peak = kernels::render(self.simd, &self.acc, own, m.ramp, &mut m.out);
+            m.rendered = true;
+        }
+
+        self.update_dominant(now_ms, &activity);
+        Ok(())
+    }
+
+    /// Sums the selected talkers into `acc` (a group of them per pass, nothing allocated).
+    fn sum_talkers(&mut self, inputs: &[MemberInput<'_>]) {
         let mut first = true;
         for chunk in self.mixed.chunks(kernels::SUM_GROUP) {
             let mut group: [(&[i16], i32); kernels::SUM_GROUP] = [(&[], 0); kernels::SUM_GROUP];
@@ -463,53 +612,21 @@ impl AudioMixer {
         if first {
             self.acc.fill(0);
         }
-
-        let len = self.frame_len;
-        let ramp = self.shared_limiter.ramp(self.master_gain, len);
-        self.shared_limiter.peak =
-            kernels::render(self.simd, &self.acc, None, ramp, &mut self.shared);
-
-        for m in self.members.iter_mut().filter(|m| m.active) {
-            m.out_kind = if m.deaf {
-                OutputKind::Silence
-            } else if m.in_mix || m.out_gain != 1.0 {
-                OutputKind::Own
-            } else {
-                OutputKind::Shared
-            };
-            if m.out_kind != OutputKind::Own {
-                continue;
-            }
-            if m.own_frame + 1 != stamp {
-                // Continue from what the member was hearing (the shared stream).
-                m.limiter = self.shared_limiter;
-            }
-            m.own_frame = stamp;
-            let own = if m.in_mix {
-                Some((inputs[m.input_idx].pcm, m.in_gain_q12))
-            } else {
-                None
-            };
-            let ramp = m.limiter.ramp(self.master_gain * m.out_gain, len);
-            m.limiter.peak = kernels::render(self.simd, &self.acc, own, ramp, &mut m.out);
-        }
-
-        self.update_dominant(now_ms);
-        Ok(())
     }
 
-    /// Updates every member's level, voice activity and rank; returns the loudest candidate
-    /// (first by slot among equals) that is not mixed, saving `select_talkers` a pass.
-    fn update_activity(&mut self, inputs: &[MemberInput<'_>]) -> Option<usize> {
+    /// Updates every member's level, voice activity, rank, score and (before the mix
+    /// selection) output kind, and collects what later steps would otherwise scan for.
+    fn update_activity(&mut self, inputs: &[MemberInput<'_>]) -> Activity {
         let stamp = self.frame;
         let alpha = self.cfg.dominant.smoothing;
-        let mut loudest: Option<(usize, f32)> = None;
-        for (i, m) in self
-            .members
-            .iter_mut()
-            .enumerate()
-            .filter(|(_, m)| m.active)
-        {
+        let current = self.dominant.current;
+        let mut act = Activity::default();
+        let mut loudest = f32::NEG_INFINITY;
+        let (mut best_score, mut voiced_score) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+        for (i, m) in self.members.iter_mut().enumerate() {
+            if !m.active {
+                continue;
+            }
             let has_input = m.input_stamp == stamp;
             let level = if has_input {
                 let input = &inputs[m.input_idx];
@@ -527,20 +644,35 @@ impl AudioMixer {
             m.vad.update(level, power, energy, &self.vad);
             m.rank = power.max(m.rank * RANK_DECAY);
             m.candidate = has_input && !m.muted && (m.vad.voiced || m.vad.talking);
-            let activity = if m.vad.talking && !m.muted {
-                m.vad.energy
-            } else {
-                0.0
-            };
+            let talking = m.vad.talking && !m.muted;
+            let activity = if talking { m.vad.energy } else { 0.0 };
             m.score += (activity - m.score) * alpha;
-            if m.candidate && !m.in_mix {
-                match loudest {
-                    Some((_, r)) if r >= m.rank => {}
-                    _ => loudest = Some((i, m.rank)),
+            // The kind before the selection; mixed talkers become `Own` after it.
+            m.out_kind = if m.deaf {
+                OutputKind::Silence
+            } else if m.out_gain != 1.0 {
+                act.custom_out += 1;
+                OutputKind::Own
+            } else {
+                OutputKind::Shared
+            };
+            // Strictly greater: the first by slot wins among equals.
+            if m.candidate && !m.in_mix && (act.loudest_outside.is_none() || m.rank > loudest) {
+                act.loudest_outside = Some(i);
+                loudest = m.rank;
+            }
+            if talking && Some(i) != current {
+                if act.best_talking.is_none() || m.score > best_score {
+                    act.best_talking = Some(i);
+                    best_score = m.score;
+                }
+                if m.vad.voiced && (act.best_voiced.is_none() || m.score > voiced_score) {
+                    act.best_voiced = Some(i);
+                    voiced_score = m.score;
                 }
             }
         }
-        loudest.map(|(i, _)| i)
+        act
     }
 
     /// Loudest-K selection with hysteresis: incumbents keep their slot while they are still
@@ -608,7 +740,10 @@ impl AudioMixer {
         }
     }
 
-    fn update_dominant(&mut self, now_ms: u64) {
+    /// `act` holds the best-scored talking (and talking and voiced) members other than the
+    /// current speaker, found by `update_activity`'s pass (a current speaker that is no longer
+    /// eligible is not talking-and-unmuted either, so it is excluded from both anyway).
+    fn update_dominant(&mut self, now_ms: u64, act: &Activity) {
         let cfg = self.cfg.dominant;
         let members = &self.members;
         let eligible = |i: usize| members[i].active && !members[i].muted;
@@ -618,16 +753,20 @@ impl AudioMixer {
         {
             *d = Dominant::default();
         }
-        let mut best: Option<usize> = None;
-        for (i, m) in members.iter().enumerate() {
-            if Some(i) == d.current || !eligible(i) || !m.vad.talking {
-                continue;
+        debug_assert_eq!(act.best_talking, {
+            let mut best: Option<usize> = None;
+            for (i, m) in members.iter().enumerate() {
+                if Some(i) == d.current || !eligible(i) || !m.vad.talking {
+                    continue;
+                }
+                match best {
+                    Some(b) if members[b].score >= m.score => {}
+                    _ => best = Some(i),
+                }
             }
-            match best {
-                Some(b) if members[b].score >= m.score => {}
-                _ => best = Some(i),
-            }
-        }
+            best
+        });
+        let best = act.best_talking;
         let Some(cur) = d.current else {
             if let Some(b) = best {
                 *d = Dominant {
@@ -641,17 +780,7 @@ impl AudioMixer {
         let held = now_ms.saturating_sub(d.since_ms) >= cfg.min_hold_ms;
         if held && members[cur].vad.silent_ms() as u64 >= cfg.handover_silence_ms {
             // The speaker stopped: the best-scored member talking right now takes over.
-            let mut next: Option<usize> = None;
-            for (i, m) in members.iter().enumerate() {
-                if i == cur || !eligible(i) || !m.vad.talking || !m.vad.voiced {
-                    continue;
-                }
-                match next {
-                    Some(n) if members[n].score >= m.score => {}
-                    _ => next = Some(i),
-                }
-            }
-            if let Some(n) = next {
+            if let Some(n) = act.best_voiced {
                 *d = Dominant {
                     current: Some(n),
                     since_ms: now_ms,

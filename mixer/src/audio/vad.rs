@@ -84,6 +84,15 @@ pub fn energy_from_dbov(dbov: f32) -> u8 {
 /// Power (mean square relative to a full-scale square wave) of the quietest level, -127 dBov.
 const MIN_POWER: f32 = 1.995_262_3e-13;
 
+/// Mantissa bits in an `energy_of` bucket: a bucket spans at most a factor of 1 + 2^-3 =
+/// 1.125 in power, less than the 0.6 dB (x1.148) between energy steps, so at most one step
+/// falls inside a bucket.
+const BUCKET_MANTISSA_BITS: u32 = 3;
+const BUCKET_SHIFT: u32 = 23 - BUCKET_MANTISSA_BITS;
+const FIRST_BUCKET: u32 = MIN_POWER.to_bits() >> BUCKET_SHIFT;
+/// Buckets from `MIN_POWER` to 1.0 inclusive.
+const BUCKETS: usize = ((1f32.to_bits() >> BUCKET_SHIFT) - FIRST_BUCKET + 1) as usize;
+
 fn power_from_dbov(dbov: f64) -> f32 {
     10f64.powf(dbov / 10.0) as f32
 }
@@ -128,6 +137,11 @@ pub(crate) struct VadLinear {
     /// `energy_steps[k]` is the lowest power whose 0..=100 energy is `k + 1`
     /// (the thresholds of [`energy_from_dbov`], in power).
     energy_steps: [f32; 100],
+    /// `energy_of` without a search: for each bucket of powers sharing exponent and top
+    /// [`BUCKET_MANTISSA_BITS`] mantissa bits (from [`MIN_POWER`] up to 1.0), the number of
+    /// steps below the bucket and the bits of the one step inside it (`u32::MAX` if none).
+    bucket_base: [u8; BUCKETS],
+    bucket_step: [u32; BUCKETS],
     rfc_power: [f32; 128],
     rfc_energy: [u8; 128],
 }
@@ -139,6 +153,22 @@ impl VadLinear {
         for (k, t) in energy_steps.iter_mut().enumerate() {
             // round((dbov + 60) * 5 / 3) >= k + 1  <=>  dbov >= 0.6 (k + 1) - 60.3
             *t = power_from_dbov(0.6 * (k + 1) as f64 - 60.3);
+        }
+        // Positive floats order like their bits, so steps can be compared as bits.
+        let mut bucket_base = [0u8; BUCKETS];
+        let mut bucket_step = [u32::MAX; BUCKETS];
+        for b in 0..BUCKETS {
+            let lo = (FIRST_BUCKET + b as u32) << BUCKET_SHIFT;
+            let hi = lo + (1 << BUCKET_SHIFT);
+            bucket_base[b] = energy_steps.iter().filter(|t| t.to_bits() < lo).count() as u8;
+            let mut inside = energy_steps
+                .iter()
+                .map(|t| t.to_bits())
+                .filter(|&t| (lo..hi).contains(&t));
+            if let Some(t) = inside.next() {
+                bucket_step[b] = t;
+            }
+            assert!(inside.next().is_none(), "two energy steps in one bucket");
         }
         let mut rfc_power = [0f32; 128];
         let mut rfc_energy = [0u8; 128];
@@ -156,30 +186,22 @@ impl VadLinear {
             attack_ms: cfg.attack_ms,
             release_ms: cfg.release_ms,
             energy_steps,
+            bucket_base,
+            bucket_step,
             rfc_power,
             rfc_energy,
         }
     }
 
-    /// How many of `energy_steps` are `<= p` (the 0..=100 energy of power `p`). A guess from
-    /// the float's bits (exponent plus mantissa is log2 within 0.09, i.e. within one 0.6 dB
-    /// step) is corrected against the table, so the result is exactly the count.
+    /// How many of `energy_steps` are `<= p` (the 0..=100 energy of power `p`), for `p` in
+    /// `MIN_POWER..=1`: the steps below `p`'s bucket plus the one inside it if it is `<= p`.
+    /// Two table loads and a compare, no search (a short dependency chain per member).
     fn energy_of(&self, p: f32) -> u8 {
-        const STEPS: usize = 100;
-        let log2 = p.to_bits() as f32 * (1.0 / (1u32 << 23) as f32) - 127.0;
-        // dB = 10 log10(2) log2; step k + 1 is reached at 0.6 (k + 1) - 60.3 dB.
-        let guess = (log2 * 3.010_3 + 60.3) * (1.0 / 0.6);
-        let mut k = guess.clamp(0.0, STEPS as f32) as usize;
-        // The guess is at most one step low (log2 from the bits never overestimates): one
-        // branch-free step up, then loops that only run on rounding at a boundary.
-        k += (k < STEPS && self.energy_steps[k.min(STEPS - 1)] <= p) as usize;
-        while k > 0 && self.energy_steps[k - 1] > p {
-            k -= 1;
-        }
-        while k < STEPS && self.energy_steps[k] <= p {
-            k += 1;
-        }
-        k as u8
+        let bits = p.to_bits();
+        let b = ((bits >> BUCKET_SHIFT).saturating_sub(FIRST_BUCKET) as usize).min(BUCKETS - 1);
+        let k = self.bucket_base[b] + (bits >= self.bucket_step[b]) as u8;
+        debug_assert_eq!(k as usize, self.energy_steps.partition_point(|&t| t <= p));
+        k
     }
 
     /// Power (`MIN_POWER..=1`) and the 0..=100 energy of a frame.
