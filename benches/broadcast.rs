@@ -32,12 +32,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
+use common::audio_room::{dial, invite};
 use common::nginx::Nginx;
 use common::peer::Peer;
-use common::sip_client::{SipClient, Ua};
+use common::sip_client::SipClient;
 use common::tones::Spectrum;
 use common::{Server, connect, tool};
-use mysql_async::prelude::Queryable;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 
 const ROOM: &str = "room";
@@ -181,28 +181,11 @@ fn any_tone(pcm: &[i16], freq: f64) -> bool {
 }
 
 async fn join(server: &Server, db: &mut mysql_async::Conn, user: i64) -> (SipClient, Peer) {
-    let hash = format!("key{user}Secret");
-    db.query_drop(format!(
-        "INSERT INTO users_auth (id, hash) VALUES ({user}, '{hash}')"
-    ))
-    .await
-    .unwrap();
-    db.query_drop(format!(
-        "INSERT INTO conference (name, user_id, caller_id, message, profile) \
-         VALUES ('{ROOM}', {user}, 1, '', 'video')"
-    ))
-    .await
-    .unwrap();
-    let mut sip = SipClient::connect(
-        server.sip,
-        Ua::new(&format!("{:06}{user}", 0), &hash, "127.0.0.1", user as u64),
-    )
-    .await;
-    sip.register().await;
+    invite(db, user, "video").await;
     let mut peer = Peer::new(&format!("user {user}")).await;
     let d = tokio::time::Instant::now() + Duration::from_secs(10);
     let offer = peer.offer(d).await;
-    let (_s, answer) = sip.call(&format!("0*{ROOM}*video"), &offer).await;
+    let (sip, _session, answer) = dial(server, user, &format!("0*{ROOM}*video"), &offer).await;
     peer.answer(&answer).await;
     let d = tokio::time::Instant::now() + Duration::from_secs(15);
     assert!(

@@ -15,16 +15,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
+use common::audio_room::{dial, invite};
 use common::nginx::Nginx;
 use common::peer::Peer;
-use common::sip_client::{SipClient, Ua};
+use common::sip_client::SipClient;
 use common::tones::{self, Spectrum};
 use common::{Server, connect, tool};
 use mysql_async::prelude::Queryable;
 use tokio::time::Instant;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 
-const HOST: &str = "127.0.0.1";
 const ROOM: &str = "room";
 const TONES: [f64; 2] = [440.0, 660.0];
 const AMPLITUDE: f64 = 4000.0;
@@ -158,28 +158,10 @@ struct Member {
 }
 
 async fn join(server: &Server, db: &mut mysql_async::Conn, user: i64, profile: &str) -> Member {
-    let hash = format!("key{user}Secret");
-    db.query_drop(format!(
-        "INSERT INTO users_auth (id, hash) VALUES ({user}, '{hash}')"
-    ))
-    .await
-    .unwrap();
-    db.query_drop(format!(
-        "INSERT INTO conference (name, user_id, caller_id, message, profile) \
-         VALUES ('{ROOM}', {user}, 1, '', '{profile}')"
-    ))
-    .await
-    .unwrap();
-    let mut sip = SipClient::connect(
-        server.sip,
-        Ua::new(&format!("{:06}{user}", 0), &hash, HOST, user as u64),
-    )
-    .await;
-    let reg = sip.register().await;
-    assert_eq!(reg.status(), Some(200), "REGISTER\n{}", sip.transcript());
+    invite(db, user, profile).await;
     let mut peer = Peer::new(&format!("user {user}")).await;
     let offer = peer.offer(deadline(10)).await;
-    let (_session, answer) = sip.call(&format!("0*{ROOM}*{profile}"), &offer).await;
+    let (sip, _session, answer) = dial(server, user, &format!("0*{ROOM}*{profile}"), &offer).await;
     peer.answer(&answer).await;
     let up = peer
         .wait_state(deadline(15), |s| s == RTCPeerConnectionState::Connected)
@@ -604,28 +586,11 @@ async fn hls_shows_the_composed_canvas() {
     let mut db = connect(&server).await;
     let mut peers = Vec::new();
     for user in [1i64, 2] {
-        let hash = format!("key{user}Secret");
-        db.query_drop(format!(
-            "INSERT INTO users_auth (id, hash) VALUES ({user}, '{hash}')"
-        ))
-        .await
-        .unwrap();
-        db.query_drop(format!(
-            "INSERT INTO conference (name, user_id, caller_id, message, profile) \
-             VALUES ('{ROOM}', {user}, 1, '', 'video')"
-        ))
-        .await
-        .unwrap();
-        let mut sip = SipClient::connect(
-            server.sip,
-            Ua::new(&format!("{:06}{user}", 0), &hash, HOST, user as u64),
-        )
-        .await;
-        assert_eq!(sip.register().await.status(), Some(200));
+        invite(&mut db, user, "video").await;
         let mut peer =
             Peer::with_video(&format!("user {user}"), std::sync::Arc::new(|_| Vec::new())).await;
         let offer = peer.offer(deadline(10)).await;
-        let (_session, answer) = sip.call(&format!("0*{ROOM}*video"), &offer).await;
+        let (sip, _session, answer) = dial(&server, user, &format!("0*{ROOM}*video"), &offer).await;
         peer.answer(&answer).await;
         assert!(
             peer.wait_state(deadline(15), |s| s == RTCPeerConnectionState::Connected)
