@@ -188,21 +188,7 @@ impl H264Encoder {
     /// Encodes one picture (even width and height). When rate control decides to skip the
     /// picture, `data` is empty (nothing to send).
     pub fn encode(&mut self, frame: &I420Frame) -> Result<EncodedVideoFrame> {
-        frame.validate()?;
-        if !frame.width.is_multiple_of(2) || !frame.height.is_multiple_of(2) {
-            return Err(MediaError::InvalidArgument(
-                "H.264 encoder needs even dimensions".into(),
-            ));
-        }
-        let (h, ch) = (frame.height as usize, frame.chroma_height());
-        if frame.y.len() < frame.stride_y * h
-            || frame.u.len() < frame.stride_u * ch
-            || frame.v.len() < frame.stride_v * ch
-        {
-            return Err(MediaError::InvalidArgument(
-                "planes must hold full stride rows".into(),
-            ));
-        }
+        check_encodable(frame, "H.264")?;
         if self.force_key || self.frames_since_key + 1 >= self.cfg.keyframe_interval.max(1) {
             self.inner.force_intra_frame();
         }
@@ -349,6 +335,26 @@ impl Vp8Decoder {
     }
 }
 
+/// What both encoders need of a picture: valid planes, even dimensions, full stride rows.
+fn check_encodable(frame: &I420Frame, codec: &str) -> Result<()> {
+    frame.validate()?;
+    if !frame.width.is_multiple_of(2) || !frame.height.is_multiple_of(2) {
+        return Err(MediaError::InvalidArgument(format!(
+            "{codec} encoder needs even dimensions"
+        )));
+    }
+    let (h, ch) = (frame.height as usize, frame.chroma_height());
+    if frame.y.len() < frame.stride_y * h
+        || frame.u.len() < frame.stride_u * ch
+        || frame.v.len() < frame.stride_v * ch
+    {
+        return Err(MediaError::InvalidArgument(
+            "planes must hold full stride rows".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Real-time VP8 encoder (FFmpeg's `libvpx`: realtime deadline, no lag, CBR at the target
 /// bitrate), with forced keyframes on request and a bounded keyframe interval.
 ///
@@ -463,22 +469,9 @@ impl Vp8Encoder {
     /// `data` is empty (nothing to send).
     pub fn encode(&mut self, frame: &I420Frame) -> Result<EncodedVideoFrame> {
         use ffmpeg_next as ff;
-        frame.validate()?;
-        if !frame.width.is_multiple_of(2) || !frame.height.is_multiple_of(2) {
-            return Err(MediaError::InvalidArgument(
-                "VP8 encoder needs even dimensions".into(),
-            ));
-        }
+        check_encodable(frame, "VP8")?;
         let (w, h) = (frame.width, frame.height);
         let (rows, crows) = (h as usize, frame.chroma_height());
-        if frame.y.len() < frame.stride_y * rows
-            || frame.u.len() < frame.stride_u * crows
-            || frame.v.len() < frame.stride_v * crows
-        {
-            return Err(MediaError::InvalidArgument(
-                "planes must hold full stride rows".into(),
-            ));
-        }
         if self.dimensions != Some((w, h)) {
             self.inner = None;
             self.frame = None;
