@@ -508,17 +508,12 @@ async fn run(
             }
             c = cmd_rx.recv() => {
                 let Some(c) = c else { break };
-                if let Command::Metrics { reply } = c {
-                    let _ = reply.send(Metrics {
-                        events_dropped: delivery.dropped,
-                        send_errors,
-                        socket_drops: socket_drops(&socket),
-                        socket_recv_buffer: socket2::SockRef::from(&socket)
-                            .recv_buffer_size()
-                            .unwrap_or(0) as u64,
-                        ..ep.metrics()
-                    });
-                } else if !handle_command(&mut ep, c) {
+                let driver = DriverCounters {
+                    events_dropped: delivery.dropped,
+                    send_errors,
+                    socket: &socket,
+                };
+                if !handle_command(&mut ep, c, driver) {
                     break;
                 }
             }
@@ -553,7 +548,14 @@ async fn run(
 }
 
 /// Apply one command; `false` to stop the driver.
-fn handle_command(ep: &mut Endpoint, c: Command) -> bool {
+/// What the driver itself counts, for [`Command::Metrics`].
+struct DriverCounters<'a> {
+    events_dropped: u64,
+    send_errors: u64,
+    socket: &'a UdpSocket,
+}
+
+fn handle_command(ep: &mut Endpoint, c: Command, driver: DriverCounters<'_>) -> bool {
     let now = Instant::now();
     match c {
         Command::AcceptOffer { offer, opts, reply } => {
@@ -589,9 +591,16 @@ fn handle_command(ep: &mut Endpoint, c: Command) -> bool {
         Command::Close { id, reply } => {
             let _ = reply.send(ep.close(id, now));
         }
-        // Answered by the loop, which has the socket and its counters.
         Command::Metrics { reply } => {
-            let _ = reply.send(ep.metrics());
+            let _ = reply.send(Metrics {
+                events_dropped: driver.events_dropped,
+                send_errors: driver.send_errors,
+                socket_drops: socket_drops(driver.socket),
+                socket_recv_buffer: socket2::SockRef::from(driver.socket)
+                    .recv_buffer_size()
+                    .unwrap_or(0) as u64,
+                ..ep.metrics()
+            });
         }
         Command::Shutdown => return false,
     }
