@@ -630,10 +630,15 @@ impl Conf {
             dev: self.key.0,
             name: self.key.1.clone(),
             dominant: dominant
-                .and_then(|d| self.members.iter().find(|m| m.mixer_id == d))
+                .and_then(|d| self.by_mixer_id(d))
                 .map(|m| m.call.user),
             members,
         }
+    }
+
+    /// The member the mixer knows as `id`.
+    fn by_mixer_id(&self, id: MemberId) -> Option<&Member> {
+        self.members.iter().find(|m| m.mixer_id == id)
     }
 
     fn is_large(&self) -> bool {
@@ -678,7 +683,7 @@ impl Conf {
         let lone: Vec<Lone> = mixed
             .iter()
             .filter_map(|&id| {
-                let m = self.members.iter().find(|m| m.mixer_id == id)?;
+                let m = self.by_mixer_id(id)?;
                 if m.codec != AudioCodec::Opus {
                     return None;
                 }
@@ -690,6 +695,7 @@ impl Conf {
                 })
             })
             .collect();
+        let shared_lone = lone_packet(&lone, &mixed, None, self.mixer.shared_mix());
         // What a listener who is not talking hears goes to the broadcast.
         if let Some(b) = &self.broadcast {
             b.push_audio(self.mixer.shared_mix());
@@ -732,9 +738,7 @@ impl Conf {
                     .output(m.mixer_id)
                     .is_ok_and(|o| o.kind == OutputKind::Shared)
             {
-                let pass = (m.codec == AudioCodec::Opus)
-                    .then(|| lone_packet(&lone, &mixed, self.mixer.shared_mix()))
-                    .flatten();
+                let pass = shared_lone.clone().filter(|_| m.codec == AudioCodec::Opus);
                 let e = match pass {
                     Some(p) => Some(p),
                     None => {
@@ -757,7 +761,7 @@ impl Conf {
             shared: &shared,
             mixed: &mixed,
             lone: &lone,
-            shared_is_lone: lone_packet(&lone, &mixed, self.mixer.shared_mix()).is_some(),
+            shared_is_lone: shared_lone.is_some(),
             stats: ctx.stats,
         };
         let enc_cfg = ctx.enc_cfg;
@@ -781,7 +785,7 @@ impl Conf {
         let dominant = self
             .mixer
             .dominant_speaker()
-            .and_then(|d| self.members.iter().find(|m| m.mixer_id == d).map(|m| m.pid));
+            .and_then(|d| self.by_mixer_id(d).map(|m| m.pid));
         if dominant.is_some() && dominant != self.speaker {
             self.speaker = dominant;
             w.send(VideoCmd::Speaker(dominant));
@@ -839,14 +843,8 @@ fn member_output(m: &mut Member, heard: &Heard<'_>, enc_cfg: OpusEncoderConfig) 
                 .and_then(|(_, e)| e.clone())
         }
         OutputKind::Own => {
-            let others: Vec<MemberId> = heard
-                .mixed
-                .iter()
-                .copied()
-                .filter(|&id| id != m.mixer_id)
-                .collect();
             let pass = (m.codec == AudioCodec::Opus)
-                .then(|| lone_packet(heard.lone, &others, out.pcm))
+                .then(|| lone_packet(heard.lone, heard.mixed, Some(m.mixer_id), out.pcm))
                 .flatten();
             if pass.is_some() {
                 heard.stats.passthrough.fetch_add(1, Ordering::Relaxed);
@@ -922,11 +920,17 @@ struct Lone {
     packet: Encoded,
 }
 
-/// The packet to forward to a listener whose output is `pcm`, heard from `others` (the mixed
-/// members other than itself): when exactly one of them is a [`Lone`] talker and `pcm` is
-/// exactly its frame.
-fn lone_packet(lone: &[Lone], others: &[MemberId], pcm: &[i16]) -> Option<Encoded> {
-    let [one] = others else {
+/// The packet to forward to `listener` (`None`: the shared mix's listeners), whose output is
+/// `pcm`: when exactly one of the `mixed` members other than itself is a [`Lone`] talker and
+/// `pcm` is exactly its frame.
+fn lone_packet(
+    lone: &[Lone],
+    mixed: &[MemberId],
+    listener: Option<MemberId>,
+    pcm: &[i16],
+) -> Option<Encoded> {
+    let mut others = mixed.iter().filter(|&&id| Some(id) != listener);
+    let (Some(one), None) = (others.next(), others.next()) else {
         return None;
     };
     let l = lone.iter().find(|l| l.id == *one)?;
