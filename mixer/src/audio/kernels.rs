@@ -252,31 +252,9 @@ pub(crate) fn onepass(
     }
 }
 
-/// The end of a vector [`onepass`]: the scalar tail if there is one, else the result.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-#[inline]
-fn onepass_finish(
-    srcs: &[&[i16]],
-    shared: &mut [i16],
-    owns: &mut [&mut [i16]],
-    peaks: &mut [u32],
-    start: usize,
-    shared_peak: u32,
-    own_peaks: [u32; ONEPASS_MAX],
-) -> Option<u32> {
-    if start < shared.len() {
-        return onepass_scalar(srcs, shared, owns, peaks, start, shared_peak, own_peaks);
-    }
-    if shared_peak > KNEE as u32 {
-        return None;
-    }
-    peaks.copy_from_slice(&own_peaks[..srcs.len()]);
-    Some(shared_peak)
-}
-
 /// The scalar twin of [`onepass`], from sample `start` (the vector versions finish their
-/// tails with it, passing their partial peaks: `shared_peak`, `over` (the largest partial
-/// sum) and `own_peaks`). Straightforward i32 arithmetic: the sum of the sources, the
+/// tails, or just their result, with it, passing their partial peaks: `shared_peak` and
+/// `own_peaks`). Straightforward i32 arithmetic: the sum of the sources, the
 /// partial sums checked against the knee, each own output as the sum minus the source.
 pub(crate) fn onepass_scalar(
     srcs: &[&[i16]],
@@ -734,7 +712,7 @@ mod x86 {
         for k in 0..K {
             own[k] = hmax(own_peak[k]);
         }
-        super::onepass_finish(srcs, &mut shared[..len], owns, peaks, i, hmax(peak), own)
+        super::onepass_scalar(srcs, &mut shared[..len], owns, peaks, i, hmax(peak), own)
     }
 
     /// The largest of sixteen u16 lanes: `phminposuw` finds the smallest of their complements.
@@ -819,7 +797,7 @@ mod x86 {
         for k in 0..K {
             own[k] = hmax(own_peak[k]);
         }
-        super::onepass_finish(srcs, &mut shared[..len], owns, peaks, i, hmax(peak), own)
+        super::onepass_scalar(srcs, &mut shared[..len], owns, peaks, i, hmax(peak), own)
     }
 
     /// The limiter on eight lanes; same operation order as `super::shape`. With `constant`
@@ -1394,7 +1372,7 @@ mod neon {
             own[k] = vmaxvq_s16(own_peak[k]) as u32;
         }
         let peak = vmaxvq_s16(peak) as u32;
-        super::onepass_finish(srcs, &mut shared[..len], owns, peaks, i, peak, own)
+        super::onepass_scalar(srcs, &mut shared[..len], owns, peaks, i, peak, own)
     }
 
     /// The limiter on four lanes; same operation order as `super::shape`.

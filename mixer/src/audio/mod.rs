@@ -702,24 +702,18 @@ impl AudioMixer {
             best
         };
         debug_assert_eq!(loudest_outside, scan(members));
-        let mut first = Some(loudest_outside);
-        let mut best_outside = |members: &[Member]| -> Option<usize> {
-            match first.take() {
-                Some(b) => b,
-                None => scan(members),
-            }
-        };
+        // The loudest candidate outside the mix; looked for again only after the mix changed.
+        let mut best = loudest_outside;
         while self.mixed.len() < self.cfg.max_talkers {
-            match best_outside(members) {
-                Some(b) => {
-                    members[b].in_mix = true;
-                    self.mixed.push(b);
-                }
-                None => break,
-            }
+            let Some(b) = best else {
+                return;
+            };
+            members[b].in_mix = true;
+            self.mixed.push(b);
+            best = scan(members);
         }
         for _ in 0..self.cfg.max_talkers {
-            let Some(b) = best_outside(members) else {
+            let Some(b) = best else {
                 break;
             };
             let Some((wi, &w)) = self
@@ -734,6 +728,7 @@ impl AudioMixer {
                 members[w].in_mix = false;
                 members[b].in_mix = true;
                 self.mixed[wi] = b;
+                best = scan(members);
             } else {
                 break;
             }
