@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use common::audio_room::{dial, invite};
+use common::audio_room::{ROOM, deadline, dial, invite};
 use common::nginx::Nginx;
 use common::peer::Peer;
 use common::sip_client::SipClient;
@@ -25,17 +25,12 @@ use mysql_async::prelude::Queryable;
 use tokio::time::Instant;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 
-const ROOM: &str = "room";
 const TONES: [f64; 2] = [440.0, 660.0];
 const AMPLITUDE: f64 = 4000.0;
 /// A tone counts as present at this amplitude or more (AAC at 128 kbit/s keeps it near 4000).
 const HEARD: f64 = AMPLITUDE * 0.3;
 /// The canvas of the `video` profile's broadcast.
 const CANVAS: (u64, u64) = (640, 360);
-
-fn deadline(secs: u64) -> Instant {
-    Instant::now() + Duration::from_secs(secs)
-}
 
 /// `ffprobe -show_streams -show_format` as JSON.
 fn probe(file: &Path) -> Result<serde_json::Value, String> {

@@ -163,12 +163,13 @@ fn simulate(
     }
 }
 
-fn h264_source(mtu: usize) -> SenderSource {
+/// Our sender of `codec` (30 fps, a keyframe every 300 frames unless asked).
+fn sender_source(codec: VideoCodec, bitrate: u32, mtu: usize) -> SenderSource {
     SenderSource(
         VideoSender::new(VideoSenderConfig {
-            codec: VideoCodec::H264,
+            codec,
             encoder: H264EncoderConfig {
-                bitrate: 600_000,
+                bitrate,
                 fps: 30.0,
                 keyframe_interval: 300,
                 threads: 1,
@@ -178,6 +179,10 @@ fn h264_source(mtu: usize) -> SenderSource {
         })
         .unwrap(),
     )
+}
+
+fn h264_source(mtu: usize) -> SenderSource {
+    sender_source(VideoCodec::H264, 600_000, mtu)
 }
 
 #[test]
@@ -486,20 +491,7 @@ fn bitrate_changes_take_effect_without_a_keyframe() {
 }
 
 fn vp8_sender(bitrate: u32, mtu: usize) -> SenderSource {
-    SenderSource(
-        VideoSender::new(VideoSenderConfig {
-            codec: VideoCodec::Vp8,
-            encoder: H264EncoderConfig {
-                bitrate,
-                fps: 30.0,
-                keyframe_interval: 300,
-                threads: 1,
-            },
-            mtu,
-            initial_timestamp: 0,
-        })
-        .unwrap(),
-    )
+    sender_source(VideoCodec::Vp8, bitrate, mtu)
 }
 
 /// Our VP8 sender (libvpx + RFC 7741 packetizer) through the receiver (depacketizer, FFmpeg's
@@ -529,6 +521,10 @@ fn vp8_sender_round_trip_with_and_without_loss() {
     // references), so how much decodes depends on how many keyframes arrive whole; what
     // matters is that every request is answered and what decodes is clean.
     assert!(o.keyframe_requests >= 1);
+    assert!(
+        o.keyframes_sent >= 2,
+        "a request was answered with a keyframe"
+    );
     assert!(
         o.keyframes_sent + 1 >= o.keyframe_requests,
         "requests {}, keyframes {}",

@@ -10,6 +10,16 @@ use comet_sfu::{AnswerOptions, EndpointConfig, Error, ParticipantId};
 use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep};
 
+/// The driver answers an offer, announcing its socket `to` as the host candidate.
+async fn assert_serves(sfu: &driver::SfuHandle, to: std::net::SocketAddr) {
+    let a = sfu
+        .accept_offer(common::CHROME, AnswerOptions::default())
+        .await
+        .unwrap();
+    let host = format!("{} {} typ host", to.ip(), to.port());
+    assert!(a.sdp.contains(&host), "no {host} in {}", a.sdp);
+}
+
 #[tokio::test]
 async fn junk_datagrams_over_udp() {
     let (sfu, mut events, task) = driver::bind(
@@ -61,14 +71,7 @@ async fn junk_datagrams_over_udp() {
     assert!(events.try_recv().is_err(), "junk produced an event");
 
     // Still serving.
-    let a = sfu
-        .accept_offer(common::CHROME, AnswerOptions::default())
-        .await
-        .unwrap();
-    assert!(
-        a.sdp
-            .contains(&format!("{} {} typ host", to.ip(), to.port()))
-    );
+    assert_serves(&sfu, to).await;
 
     // Errors come back through the handle.
     assert_eq!(
@@ -107,14 +110,7 @@ async fn a_dedicated_driver_serves_and_stops_with_its_task() {
     let endpoint = comet_sfu::Endpoint::new(config).unwrap();
     let (sfu, _events, task) =
         driver::spawn_dedicated(socket, endpoint, DriverOptions::default()).unwrap();
-    let a = sfu
-        .accept_offer(common::CHROME, AnswerOptions::default())
-        .await
-        .unwrap();
-    assert!(
-        a.sdp
-            .contains(&format!("{} {} typ host", to.ip(), to.port()))
-    );
+    assert_serves(&sfu, to).await;
     let m = sfu.metrics().await.unwrap();
     assert_eq!((m.participants, m.socket_drops), (1, 0), "{m:?}");
     // At least what Linux gives by default; as much as asked when rmem_max allows it.
