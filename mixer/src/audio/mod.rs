@@ -1,10 +1,12 @@
 //! N-1 audio mixing with loudest-K talker selection, voice activity and dominant speaker.
 
+mod aligned;
 pub(crate) mod kernels;
 pub mod vad;
 
 use crate::MixerError;
 use crate::simd::SimdLevel;
+use aligned::Aligned;
 use kernels::{KNEE, Ramp, UNITY_Q12};
 pub use vad::VadConfig;
 use vad::{Level, Vad, VadLinear};
@@ -225,7 +227,7 @@ struct Member {
     /// This frame's gain ramp of the own output, and whether it is rendered yet.
     ramp: Ramp,
     rendered: bool,
-    out: Vec<i16>,
+    out: Aligned<i16>,
 }
 
 impl Member {
@@ -249,7 +251,7 @@ impl Member {
             limiter: Limiter::new(),
             ramp: Ramp::UNITY,
             rendered: false,
-            out: vec![0; frame_len],
+            out: Aligned::zeroed(frame_len),
         }
     }
 }
@@ -285,9 +287,9 @@ pub struct AudioMixer {
     members: Vec<Member>,
     free: Vec<usize>,
     mixed: Vec<usize>,
-    acc: Vec<i32>,
-    shared: Vec<i16>,
-    silence: Vec<i16>,
+    acc: Aligned<i32>,
+    shared: Aligned<i16>,
+    silence: Aligned<i16>,
     shared_limiter: Limiter,
     frame: u64,
     dominant: Dominant,
@@ -324,9 +326,9 @@ impl AudioMixer {
             members: Vec::new(),
             free: Vec::new(),
             mixed: Vec::with_capacity(cfg.max_talkers),
-            acc: vec![0; frame_len],
-            shared: vec![0; frame_len],
-            silence: vec![0; frame_len],
+            acc: Aligned::zeroed(frame_len),
+            shared: Aligned::zeroed(frame_len),
+            silence: Aligned::zeroed(frame_len),
             shared_limiter: Limiter::new(),
             frame: 0,
             dominant: Dominant::default(),
@@ -530,7 +532,7 @@ impl AudioMixer {
         {
             let mut srcs: [&[i16]; kernels::ONEPASS_MAX] = [&[]; kernels::ONEPASS_MAX];
             // The own buffers are moved out while the kernel writes them (no allocation).
-            let mut bufs: [Vec<i16>; kernels::ONEPASS_MAX] = Default::default();
+            let mut bufs: [Aligned<i16>; kernels::ONEPASS_MAX] = Default::default();
             for (j, &slot) in self.mixed.iter().enumerate() {
                 let m = &mut self.members[slot];
                 srcs[j] = inputs[m.input_idx].pcm;
