@@ -32,13 +32,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::audio_room::{dial, invite};
+use common::audio_room::{call, invite};
 use common::nginx::Nginx;
 use common::peer::Peer;
 use common::sip_client::SipClient;
 use common::tones::Spectrum;
 use common::{Server, connect, tool};
-use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 
 const ROOM: &str = "room";
 const TONES: [f64; 2] = [440.0, 660.0];
@@ -183,15 +182,8 @@ fn any_tone(pcm: &[i16], freq: f64) -> bool {
 async fn join(server: &Server, db: &mut mysql_async::Conn, user: i64) -> (SipClient, Peer) {
     invite(db, user, "video").await;
     let mut peer = Peer::new(&format!("user {user}")).await;
-    let d = tokio::time::Instant::now() + Duration::from_secs(10);
-    let offer = peer.offer(d).await;
-    let (sip, _session, answer) = dial(server, user, &format!("0*{ROOM}*video"), &offer).await;
-    peer.answer(&answer).await;
-    let d = tokio::time::Instant::now() + Duration::from_secs(15);
-    assert!(
-        peer.wait_state(d, |s| s == RTCPeerConnectionState::Connected)
-            .await
-    );
+    let (sip, _session, _answer) =
+        call(server, user, &format!("0*{ROOM}*video"), &mut peer, |o| o).await;
     (sip, peer)
 }
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use common::audio_room::{ROOM, deadline, dial, invite};
+use common::audio_room::{ROOM, call, deadline, invite};
 use common::nginx::Nginx;
 use common::peer::Peer;
 use common::sip_client::SipClient;
@@ -23,7 +23,6 @@ use common::tones::{self, Spectrum};
 use common::{Server, connect, tool};
 use mysql_async::prelude::Queryable;
 use tokio::time::Instant;
-use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 
 const TONES: [f64; 2] = [440.0, 660.0];
 const AMPLITUDE: f64 = 4000.0;
@@ -155,17 +154,14 @@ struct Member {
 async fn join(server: &Server, db: &mut mysql_async::Conn, user: i64, profile: &str) -> Member {
     invite(db, user, profile).await;
     let mut peer = Peer::new(&format!("user {user}")).await;
-    let offer = peer.offer(deadline(10)).await;
-    let (sip, _session, answer) = dial(server, user, &format!("0*{ROOM}*{profile}"), &offer).await;
-    peer.answer(&answer).await;
-    let up = peer
-        .wait_state(deadline(15), |s| s == RTCPeerConnectionState::Connected)
-        .await;
-    assert!(
-        up,
-        "user {user}: WebRTC did not connect\n{}",
-        sip.transcript()
-    );
+    let (sip, _session, _answer) = call(
+        server,
+        user,
+        &format!("0*{ROOM}*{profile}"),
+        &mut peer,
+        |o| o,
+    )
+    .await;
     peer.start_tone(TONES[(user - 1) as usize], AMPLITUDE, user as u64);
     Member { _sip: sip, peer }
 }
@@ -584,14 +580,8 @@ async fn hls_shows_the_composed_canvas() {
         invite(&mut db, user, "video").await;
         let mut peer =
             Peer::with_video(&format!("user {user}"), std::sync::Arc::new(|_| Vec::new())).await;
-        let offer = peer.offer(deadline(10)).await;
-        let (sip, _session, answer) = dial(&server, user, &format!("0*{ROOM}*video"), &offer).await;
-        peer.answer(&answer).await;
-        assert!(
-            peer.wait_state(deadline(15), |s| s == RTCPeerConnectionState::Connected)
-                .await,
-            "user {user}: WebRTC did not connect"
-        );
+        let (sip, _session, _answer) =
+            call(&server, user, &format!("0*{ROOM}*video"), &mut peer, |o| o).await;
         peer.start_tone(TONES[(user - 1) as usize], AMPLITUDE, user as u64);
         peer.start_camera(CAMERAS[(user - 1) as usize], 320, 180, 15);
         peers.push((sip, peer));

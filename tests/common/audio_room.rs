@@ -64,14 +64,19 @@ pub async fn invite(db: &mut mysql_async::Conn, user: i64, profile: &str) {
     .unwrap();
 }
 
-/// `user` registers over SIP over WebSocket as JsSIP does (digest authentication) and calls
-/// `number` with `offer`; returns its SIP connection, the dialog and the SDP answer.
-pub async fn dial(
+/// `user` joins by calling `number` as the browser does, with `peer` as its WebRTC side:
+/// the peer makes its offer (passed through `edit`, e.g. to add a bandwidth line), the user
+/// registers over SIP over WebSocket as JsSIP does (digest authentication) and sends the
+/// INVITE, the peer takes the SDP answer, and its connection must come up. Returns the SIP
+/// connection, the dialog and the answer. `SHOW_SDP=1` prints the offer and the answer.
+pub async fn call(
     server: &Server,
     user: i64,
     number: &str,
-    offer: &str,
+    peer: &mut Peer,
+    edit: impl FnOnce(String) -> String,
 ) -> (SipClient, Session, String) {
+    let offer = edit(peer.offer(deadline(10)).await);
     let mut sip = SipClient::connect(
         server.sip,
         Ua::new(&sip_user(user), &hash_of(user), HOST, user as u64),
@@ -84,7 +89,21 @@ pub async fn dial(
         "REGISTER of user {user}\n{}",
         sip.transcript()
     );
-    let (session, answer) = sip.call(number, offer).await;
+    let (session, answer) = sip.call(number, &offer).await;
+    if std::env::var("SHOW_SDP").is_ok() {
+        println!("user {user} offer:\n{offer}\nanswer:\n{answer}");
+    }
+    peer.answer(&answer).await;
+    let up = peer
+        .wait_state(deadline(15), |s| s == RTCPeerConnectionState::Connected)
+        .await;
+    assert!(
+        up,
+        "user {user}: the WebRTC connection did not come up ({:?})\nanswer:\n{answer}\n\
+         SIP transcript:\n{}",
+        peer.state(),
+        sip.transcript()
+    );
     (sip, session, answer)
 }
 
@@ -169,19 +188,7 @@ impl Room {
 
     /// [`Room::join`] with a given peer (e.g. a G.711 telephone); returns the SDP answer.
     pub async fn join_with(&mut self, user: i64, tone: f64, mut peer: Peer) -> String {
-        let offer = peer.offer(deadline(10)).await;
-        let (sip, session, answer) = dial(&self.server, user, NUMBER, &offer).await;
-        peer.answer(&answer).await;
-        let up = peer
-            .wait_state(deadline(15), |s| s == RTCPeerConnectionState::Connected)
-            .await;
-        assert!(
-            up,
-            "user {user}: the WebRTC connection did not come up ({:?})\nanswer:\n{answer}\n\
-             SIP transcript:\n{}",
-            peer.state(),
-            sip.transcript()
-        );
+        let (sip, session, answer) = call(&self.server, user, NUMBER, &mut peer, |o| o).await;
         peer.start_tone(tone, AMPLITUDE, user as u64);
         self.members.push(Member {
             user,

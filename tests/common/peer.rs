@@ -260,6 +260,60 @@ impl AudioDecoder {
     }
 }
 
+/// Opus as browsers offer it (stereo-capable, in-band FEC).
+fn opus() -> RTCRtpCodecCapability {
+    RTCRtpCodecCapability {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// G.711 (`law`) and its static payload type.
+fn g711_codec(law: Law) -> (RTCRtpCodecCapability, u8) {
+    let (mime, pt) = match law {
+        Law::Mu => (MIME_TYPE_PCMU, 0),
+        Law::A => (MIME_TYPE_PCMA, 8),
+    };
+    let capability = RTCRtpCodecCapability {
+        mime_type: mime.to_owned(),
+        clock_rate: 8000,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: vec![],
+    };
+    (capability, pt)
+}
+
+/// VP8 with the given RTCP feedback.
+fn vp8(rtcp_feedback: Vec<webrtc::rtp_transceiver::RTCPFeedback>) -> RTCRtpCodecCapability {
+    RTCRtpCodecCapability {
+        mime_type: MIME_TYPE_VP8.to_owned(),
+        clock_rate: 90000,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback,
+    }
+}
+
+/// Offers `capability` as `payload_type` for `kind`.
+fn register(
+    m: &mut MediaEngine,
+    capability: RTCRtpCodecCapability,
+    payload_type: u8,
+    kind: RTPCodecType,
+) {
+    use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecParameters;
+    let params = RTCRtpCodecParameters {
+        capability,
+        payload_type,
+        ..Default::default()
+    };
+    m.register_codec(params, kind).unwrap();
+}
+
 impl Peer {
     /// An audio peer that asks to receive video (and discards it).
     pub async fn new(name: &str) -> Peer {
@@ -292,29 +346,10 @@ impl Peer {
         video_codec: comet_media::VideoCodec,
     ) -> Peer {
         let mut m = MediaEngine::default();
-        let g711_mime = |law: Law| match law {
-            Law::Mu => (MIME_TYPE_PCMU, 0),
-            Law::A => (MIME_TYPE_PCMA, 8),
-        };
         match g711 {
             None if video_codec == comet_media::VideoCodec::Vp8 => {
                 use webrtc::rtp_transceiver::RTCPFeedback;
-                use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecParameters;
-                m.register_codec(
-                    RTCRtpCodecParameters {
-                        capability: RTCRtpCodecCapability {
-                            mime_type: MIME_TYPE_OPUS.to_owned(),
-                            clock_rate: 48000,
-                            channels: 2,
-                            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-                            rtcp_feedback: vec![],
-                        },
-                        payload_type: 111,
-                        ..Default::default()
-                    },
-                    RTPCodecType::Audio,
-                )
-                .unwrap();
+                register(&mut m, opus(), 111, RTPCodecType::Audio);
                 let feedback = [
                     ("goog-remb", ""),
                     ("ccm", "fir"),
@@ -327,41 +362,12 @@ impl Peer {
                     parameter: parameter.to_owned(),
                 })
                 .collect();
-                m.register_codec(
-                    RTCRtpCodecParameters {
-                        capability: RTCRtpCodecCapability {
-                            mime_type: MIME_TYPE_VP8.to_owned(),
-                            clock_rate: 90000,
-                            channels: 0,
-                            sdp_fmtp_line: String::new(),
-                            rtcp_feedback: feedback,
-                        },
-                        payload_type: 96,
-                        ..Default::default()
-                    },
-                    RTPCodecType::Video,
-                )
-                .unwrap();
+                register(&mut m, vp8(feedback), 96, RTPCodecType::Video);
             }
             None => m.register_default_codecs().unwrap(),
             Some(law) => {
-                use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecParameters;
-                let (mime, pt) = g711_mime(law);
-                m.register_codec(
-                    RTCRtpCodecParameters {
-                        capability: RTCRtpCodecCapability {
-                            mime_type: mime.to_owned(),
-                            clock_rate: 8000,
-                            channels: 0,
-                            sdp_fmtp_line: String::new(),
-                            rtcp_feedback: vec![],
-                        },
-                        payload_type: pt,
-                        ..Default::default()
-                    },
-                    RTPCodecType::Audio,
-                )
-                .unwrap();
+                let (capability, pt) = g711_codec(law);
+                register(&mut m, capability, pt, RTPCodecType::Audio);
             }
         }
         m.register_header_extension(
@@ -400,20 +406,8 @@ impl Peer {
         // Audio both ways, as a browser with a microphone offers it.
         let audio = Arc::new(TrackLocalStaticRTP::new(
             match g711 {
-                None => RTCRtpCodecCapability {
-                    mime_type: MIME_TYPE_OPUS.to_owned(),
-                    clock_rate: 48000,
-                    channels: 2,
-                    sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-                    rtcp_feedback: vec![],
-                },
-                Some(law) => RTCRtpCodecCapability {
-                    mime_type: g711_mime(law).0.to_owned(),
-                    clock_rate: 8000,
-                    channels: 0,
-                    sdp_fmtp_line: String::new(),
-                    rtcp_feedback: vec![],
-                },
+                None => opus(),
+                Some(law) => g711_codec(law).0,
             },
             "audio".to_owned(),
             name.to_owned(),
@@ -439,13 +433,7 @@ impl Peer {
                                 .to_owned(),
                         rtcp_feedback: vec![],
                     },
-                    comet_media::VideoCodec::Vp8 => RTCRtpCodecCapability {
-                        mime_type: MIME_TYPE_VP8.to_owned(),
-                        clock_rate: 90000,
-                        channels: 0,
-                        sdp_fmtp_line: String::new(),
-                        rtcp_feedback: vec![],
-                    },
+                    comet_media::VideoCodec::Vp8 => vp8(vec![]),
                 },
                 "video".to_owned(),
                 name.to_owned(),
