@@ -383,7 +383,7 @@ pub fn render(ctx: &HttpContext) -> String {
     let h = &ctx.hub.stats;
     let r = &ctx.runtime.stats;
     let v = &r.video;
-    let metrics: [(&str, &str, &str, f64); 27] = [
+    let metrics: [(&str, &str, &str, f64); 28] = [
         (
             "comet_cometql_connections",
             "gauge",
@@ -509,6 +509,12 @@ pub fn render(ctx: &HttpContext) -> String {
             "counter",
             "Canvas keyframes encoded.",
             load(&v.keyframes),
+        ),
+        (
+            "comet_video_keyframes_forced_total",
+            "counter",
+            "Canvas keyframes forced by a subscriber's request (PLI, FIR, SIP INFO) or for a new subscriber.",
+            load(&v.forced_keyframes),
         ),
         (
             "comet_video_keyframe_requests_total",

@@ -16,15 +16,14 @@ mod common;
 use std::time::Duration;
 
 use comet_mixer::{LayoutConfig, LayoutKind, Rect, fit_rect};
-use common::audio_room::{ROOM, deadline, dial, invite};
+use common::audio_room::{ROOM, call, deadline, invite};
 use common::peer::{Inspect, Peer, VideoSeen};
 use common::picture::save_png;
 use common::sip_client::{Session, SipClient};
 use common::tones;
-use common::{Server, connect};
+use common::{Server, connect, metric};
 use mysql_async::prelude::Queryable;
 use tokio::time::Instant;
-use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 
 const NUMBER: &str = "0*room*video";
 /// The canvas of the `video` profile.
@@ -163,8 +162,10 @@ impl Room {
             Some(i) => Peer::with_video(&format!("user {user}"), i).await,
             None => Peer::new(&format!("user {user} (no camera)")).await,
         };
-        let offer = with_video_bandwidth(&peer.offer(deadline(10)).await, 256);
-        let (sip, session, answer) = dial(&self.server, user, NUMBER, &offer).await;
+        let (sip, session, answer) = call(&self.server, user, NUMBER, &mut peer, |o| {
+            with_video_bandwidth(&o, 256)
+        })
+        .await;
         if camera {
             assert!(
                 answer.contains("m=video") && answer.contains("a=sendrecv"),
@@ -179,18 +180,6 @@ impl Room {
                 assert!(answer.contains("H264"), "H.264 is chosen:\n{answer}");
             }
         }
-        if std::env::var("SHOW_SDP").is_ok() {
-            println!("offer:\n{offer}\nanswer:\n{answer}");
-        }
-        peer.answer(&answer).await;
-        let up = peer
-            .wait_state(deadline(15), |s| s == RTCPeerConnectionState::Connected)
-            .await;
-        assert!(
-            up,
-            "user {user}: no WebRTC connection\n{}",
-            sip.transcript()
-        );
         if camera {
             peer.start_camera(PALETTE[user as usize], CAMERA.0, CAMERA.1, CAMERA_FPS);
         }
@@ -316,6 +305,30 @@ fn with_video_bandwidth(sdp: &str, kbps: u32) -> String {
 /// The server's video counters from `GET /metrics`.
 fn video_metrics(server: &Server) -> String {
     server.metrics(&["comet_video", "comet_participants", "comet_rtp"])
+}
+
+/// `comet_video_keyframes_forced_total`.
+fn forced_keyframes(server: &Server) -> f64 {
+    metric(&video_metrics(server), "comet_video_keyframes_forced_total")
+        .expect("comet_video_keyframes_forced_total in /metrics")
+}
+
+/// Waits until the server counts a forced keyframe more than `before` (the counters are
+/// published a moment after the keyframe is sent); returns the new count.
+async fn wait_forced_keyframe(server: &Server, before: f64, request: &str) -> f64 {
+    let end = deadline(5);
+    loop {
+        let now = forced_keyframes(server);
+        if now > before {
+            return now;
+        }
+        assert!(
+            Instant::now() < end,
+            "the keyframe after {request} was not one forced by it: {}",
+            video_metrics(server)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn colour(user: i64) -> Option<u8> {
@@ -596,8 +609,9 @@ async fn a_member_without_camera_shows_the_no_video_tile() {
     }
 
     // A subscriber's PLI, and a SIP INFO picture_fast_update (what JsSIP sends for "video fast
-    // update"), each bring it a keyframe of its canvas. (The encoders' own keyframes come
-    // every ~10 s; a request is answered well before.)
+    // update"), each bring it a keyframe of its canvas, one the server forced for the request
+    // (not one of the encoders' periodic keyframes, every ~10 s).
+    let forced_before = forced_keyframes(&room.server);
     let m = room.member(2);
     let before = m.peer.keyframes_received();
     m.peer.send_pli().await;
@@ -606,6 +620,7 @@ async fn a_member_without_camera_shows_the_no_video_tile() {
         "no keyframe after a PLI: {}",
         m.peer.video_report()
     );
+    let forced_after_pli = wait_forced_keyframe(&room.server, forced_before, "a PLI").await;
     let m = room.member(1);
     let before = m.peer.keyframes_received();
     let info = m.sip.ua.in_dialog(
@@ -623,6 +638,7 @@ async fn a_member_without_camera_shows_the_no_video_tile() {
         "no keyframe after SIP INFO picture_fast_update: {}",
         m.peer.video_report()
     );
+    wait_forced_keyframe(&room.server, forced_after_pli, "a SIP INFO").await;
     room.close().await;
 }
 
@@ -674,10 +690,12 @@ async fn vp8_only_members_get_the_canvas_as_vp8() {
     .await;
     room.save_pictures("video_conference_vp8_speaker2");
 
-    // 3. A PLI from a VP8 member: a VP8 keyframe follows.
+    // 3. A PLI from a VP8 member: a VP8 keyframe follows, forced by it.
+    let forced = forced_keyframes(&room.server);
     let keys = room.member(3).peer.keyframes_received();
     room.member(3).peer.send_pli().await;
-    let got = room.member(3).peer.wait_keyframes(keys, deadline(10)).await;
+    let got = room.member(3).peer.wait_keyframes(keys, deadline(8)).await;
     assert!(got, "no VP8 keyframe after a PLI\n{}", room.report());
+    wait_forced_keyframe(&room.server, forced, "a PLI").await;
     room.close().await;
 }

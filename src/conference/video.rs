@@ -146,6 +146,9 @@ pub struct VideoStats {
     pub encoded: u64,
     /// Of which keyframes.
     pub keyframes: u64,
+    /// Of which forced: asked for by a subscriber (PLI, FIR, SIP INFO) or for one waiting
+    /// for its first picture, rather than the encoder's periodic ones.
+    pub forced_keyframes: u64,
     /// Keyframe requests sent to members (PLI, FIR).
     pub plis: u64,
     pub firs: u64,
@@ -763,6 +766,7 @@ impl VideoMixer {
             stats.encoded += 1;
             if keyframe {
                 stats.keyframes += 1;
+                stats.forced_keyframes += u64::from(force_key);
                 e.last_key = Some(now);
                 e.key_wanted = false;
             }
@@ -1487,6 +1491,7 @@ mod tests {
         let mut seqs = [0u16; 4];
         let mut pli_sent = false;
         let mut keys_after_pli = 0;
+        let mut forced_before = 0;
         for frame in 0..2 * FPS {
             now += interval();
             for (i, cam) in cams.iter_mut().enumerate() {
@@ -1495,6 +1500,7 @@ mod tests {
                 }
             }
             if frame == FPS {
+                forced_before = mixer.stats().forced_keyframes;
                 mixer.keyframe_requested(ParticipantId(2));
                 pli_sent = true;
             }
@@ -1555,6 +1561,10 @@ mod tests {
         assert_eq!(st.encoders, 3, "{st:?}");
         assert!(shared_vp8 > 0, "2 and 3 never shared one VP8 encoding");
         assert!(keys_after_pli > 0, "no VP8 keyframe after the PLI");
+        assert!(
+            st.forced_keyframes > forced_before,
+            "the keyframe after the PLI is not counted as forced: {st:?}"
+        );
         let big = |f: &I420Frame| {
             // The middle of the big tile.
             let (x, y) = (160usize, 80usize);

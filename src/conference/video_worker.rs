@@ -46,6 +46,7 @@ pub struct VideoCounters {
     pub composed: AtomicU64,
     pub encoded: AtomicU64,
     pub keyframes: AtomicU64,
+    pub forced_keyframes: AtomicU64,
     pub keyframe_requests: AtomicU64,
     pub dropped_hidden: AtomicU64,
     /// Canvas payloads handed to the endpoint (one per subscriber).
@@ -222,6 +223,11 @@ fn publish_stats(
     add(&c.composed, now.composed, published.composed);
     add(&c.encoded, now.encoded, published.encoded);
     add(&c.keyframes, now.keyframes, published.keyframes);
+    add(
+        &c.forced_keyframes,
+        now.forced_keyframes,
+        published.forced_keyframes,
+    );
     add(
         &c.keyframe_requests,
         now.plis + now.firs,
