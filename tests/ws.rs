@@ -150,6 +150,20 @@ async fn bad_urls_get_the_old_error_frame_and_a_close() {
     assert_eq!(frames[0]["data"]["error_code"], 418);
 }
 
+/// A session value with UTF-8 in it (the request line may carry raw UTF-8) and longer than
+/// the 600 bytes kept, cut inside a character: the connection is served like any other (the
+/// cut used to panic the connection's handler, which dropped it without an answer).
+#[tokio::test]
+async fn a_long_utf8_session_is_cut_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let session = format!("{}é{}", "a".repeat(599), "b".repeat(40));
+    let (mut ws, info) = open(&s, 0, 5, &session).await;
+    assert_eq!(info["authorized"], false, "{info}");
+    send(&mut ws, "pipe_count\nweb_x\nm1").await;
+    assert_eq!(next(&mut ws).await["data"], json!(["user_in_pipe", 0]));
+}
+
 #[tokio::test]
 async fn personal_messages_live_and_queued() {
     let dir = tempfile::tempdir().unwrap();

@@ -62,13 +62,7 @@ fn header_text(h: &HeaderMap, name: header::HeaderName, max: usize) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
+    super::truncate_to_char(&mut s, max);
     s
 }
 

@@ -92,7 +92,7 @@ pub fn parse(tail: &str) -> Result<ConnectParams, UrlError> {
         return Err(UrlError::NoSession);
     }
     let mut session = value(first).to_string();
-    session.truncate(MAX_SESSION);
+    super::truncate_to_char(&mut session, MAX_SESSION);
     let user_id = parts
         .get(1)
         .and_then(|p| leading_int(value(p)))
@@ -166,6 +166,16 @@ mod tests {
         let p = parse("sesion=x&myid=1&devid=99999999&v=4&uuid=u").unwrap();
         assert_eq!(p.dev_id, 0, "out-of-range dev ids fall back to 0");
         assert_eq!(p.version, (4, 0));
+    }
+
+    #[test]
+    fn a_long_session_is_cut_at_a_character_boundary() {
+        // The 600-byte limit falls inside the two-byte 'é' (it used to panic there).
+        let session = format!("{}é{}", "a".repeat(599), "b".repeat(50));
+        let p = parse(&format!("sesion={session}&myid=1&devid=0&v=4.08&uuid=u")).unwrap();
+        assert_eq!(p.session, "a".repeat(599));
+        let p = parse(&format!("sesion={}&myid=1&devid=0&v=4.08", "é".repeat(400))).unwrap();
+        assert_eq!(p.session, "é".repeat(300));
     }
 
     #[test]
