@@ -383,7 +383,7 @@ pub fn render(ctx: &HttpContext) -> String {
     let h = &ctx.hub.stats;
     let r = &ctx.runtime.stats;
     let v = &r.video;
-    let metrics: [(&str, &str, &str, f64); 28] = [
+    let metrics: [(&str, &str, &str, f64); 29] = [
         (
             "comet_cometql_connections",
             "gauge",
@@ -473,6 +473,12 @@ pub fn render(ctx: &HttpContext) -> String {
             "counter",
             "Mixes Opus-encoded (the shared mix once per codec, each talker's own mix).",
             load(&r.encodes),
+        ),
+        (
+            "comet_audio_opus_complexity",
+            "gauge",
+            "Opus complexity the mixes are encoded with now ([media] opus_complexity, lowered while the mixing clock is short of time).",
+            load(&r.opus_complexity),
         ),
         (
             "comet_audio_passthrough_total",

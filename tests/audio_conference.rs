@@ -67,6 +67,8 @@ async fn two_peers_hear_each_other_and_not_themselves() {
     // Each of the two hears exactly the other's frames: the other's packets are forwarded as
     // they came (what was heard above is what the talkers' encoders made), not re-encoded.
     assert!(v("comet_audio_passthrough_total") > 0.0, "{m}");
+    // Two members leave the mixing clock idle: the encoders keep the configured complexity.
+    assert_eq!(v("comet_audio_opus_complexity"), 5.0, "{m}");
     for name in [
         "comet_sfu_rtp_in_total",
         "comet_sfu_rtp_out_total",

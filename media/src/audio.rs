@@ -601,6 +601,14 @@ impl AudioSender {
         }
     }
 
+    /// Changes the Opus complexity (0..=10; G.711 has none). Cheap when unchanged.
+    pub fn set_complexity(&mut self, complexity: u8) -> Result<()> {
+        match &mut self.encoder {
+            Encoder::Opus(e) => e.set_complexity(complexity),
+            Encoder::G711 { .. } => Ok(()),
+        }
+    }
+
     /// Changes the target bitrate (Opus; G.711 is always 64 kbit/s).
     pub fn set_bitrate(&mut self, bps: u32) -> Result<()> {
         match &mut self.encoder {

@@ -251,7 +251,10 @@ mod codec {
             inner.set_inband_fec(cfg.fec).map_err(opus_err)?;
             let mut enc = OpusEncoder {
                 inner,
-                cfg,
+                cfg: OpusEncoderConfig {
+                    complexity: cfg.complexity.min(10),
+                    ..cfg
+                },
                 out: vec![0; MAX_PACKET],
             };
             enc.set_bitrate(cfg.bitrate)?;
@@ -271,6 +274,16 @@ mod codec {
                 .set_bitrate(opus::Bitrate::Bits(bps as i32))
                 .map_err(opus_err)?;
             self.cfg.bitrate = bps;
+            Ok(())
+        }
+
+        /// Changes the complexity (0..=10, clamped); nothing to do if it is already that.
+        pub fn set_complexity(&mut self, complexity: u8) -> Result<()> {
+            let c = complexity.min(10);
+            if c != self.cfg.complexity {
+                self.inner.set_complexity(i32::from(c)).map_err(opus_err)?;
+                self.cfg.complexity = c;
+            }
             Ok(())
         }
 

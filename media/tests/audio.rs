@@ -40,6 +40,16 @@ struct Outcome {
 /// input and the output placed on the stream timeline (RTP timestamps of the output frames),
 /// after compensating the codec delay.
 fn round_trip(loss: f64, channels: u8, seed: u64) -> Outcome {
+    round_trip_with(loss, channels, seed, |_| 5)
+}
+
+/// [`round_trip`] with the encoder's complexity set before frame `i` to `complexity(i)`.
+fn round_trip_with(
+    loss: f64,
+    channels: u8,
+    seed: u64,
+    complexity: impl Fn(usize) -> u8,
+) -> Outcome {
     let bitrate = 48_000 * channels as u32;
     let ch = channels as usize;
     let frames = 500; // 10 s
@@ -64,6 +74,11 @@ fn round_trip(loss: f64, channels: u8, seed: u64) -> Outcome {
     let mut arrivals: Vec<RtpPacket> = Vec::new();
     let mut seq = seq0;
     for (i, pcm) in input.chunks(FRAME_SAMPLES * ch).enumerate() {
+        sender.set_complexity(complexity(i)).unwrap();
+        assert_eq!(
+            sender.encoder().unwrap().config().complexity,
+            complexity(i).min(10)
+        );
         let payload = sender.encode(pcm).unwrap().expect("no DTX configured");
         let sent = base + MS20 * i as u32;
         let s = seq;
@@ -163,6 +178,18 @@ fn round_trip(loss: f64, channels: u8, seed: u64) -> Outcome {
 fn opus_round_trip_without_loss_is_clean() {
     let o = round_trip(0.0, 1, 1);
     eprintln!("0% loss: correlation {:.3}", o.correlation);
+    assert!(o.correlation > 0.95, "correlation {}", o.correlation);
+    assert_eq!((o.lost, o.fec), (0, 0));
+    assert!(o.decoded >= 490);
+}
+
+/// The runtime lowers and raises the complexity of live encoders under load: the stream
+/// stays clean through the changes (every second frame at another level, 0 to 10 and an
+/// out-of-range 11, which is 10).
+#[test]
+fn opus_complexity_changes_mid_stream_stay_clean() {
+    let o = round_trip_with(0.0, 1, 3, |i| [5, 0, 10, 3, 11, 1][(i / 2) % 6]);
+    eprintln!("complexity changes: correlation {:.3}", o.correlation);
     assert!(o.correlation > 0.95, "correlation {}", o.correlation);
     assert_eq!((o.lost, o.fec), (0, 0));
     assert!(o.decoded >= 490);

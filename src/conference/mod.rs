@@ -2,6 +2,7 @@
 //! runtime that mixes them (audio in `runtime`, video in `video` on `video_worker` threads).
 
 pub mod callpipe;
+pub mod complexity;
 pub mod registry;
 pub mod runtime;
 pub mod video;

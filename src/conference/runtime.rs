@@ -53,6 +53,7 @@ use rayon::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
 use super::ConferenceRegistry;
+use super::complexity::Governor;
 use super::video::{MemberVideo, VideoSettings, layout_kind, offered_video_bandwidth};
 use super::video_worker::{VideoCmd, VideoCounters, VideoWorker};
 use crate::broadcast::{Broadcast, BroadcastPlan};
@@ -118,6 +119,9 @@ pub struct RuntimeStats {
     /// Payloads sent as a talker's packet came (a listener who hears exactly that one
     /// talker's frame), without decoding and encoding it again.
     pub passthrough: AtomicU64,
+    /// The Opus complexity the mixes are encoded with now (a gauge; see
+    /// [`super::complexity`]).
+    pub opus_complexity: AtomicU64,
     /// The video threads of every video conference.
     pub video: Arc<VideoCounters>,
 }
@@ -258,6 +262,10 @@ impl MediaRuntime {
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(RuntimeStats::default());
+        let governor = Governor::new(cfg.opus_complexity);
+        stats
+            .opus_complexity
+            .store(u64::from(governor.complexity()), Ordering::Relaxed);
         let profiles = cfg.profiles.clone();
         let confs: Arc<ConfTable> = Arc::default();
         let weak_confs = Arc::downgrade(&confs);
@@ -267,6 +275,7 @@ impl MediaRuntime {
             registry: registry.clone(),
             stats: stats.clone(),
             enc_cfg: encoder_config(&cfg),
+            governor,
             epoch: Instant::now(),
             flags_seen: 0,
         };
@@ -746,7 +755,11 @@ impl Conf {
                         self.shared
                             .iter_mut()
                             .find(|(c, _)| *c == m.codec)
-                            .and_then(|(_, enc)| enc.encode(self.mixer.shared_mix()).ok())
+                            .and_then(|(_, enc)| {
+                                // Follows the governor (nothing to do when unchanged).
+                                let _ = enc.set_complexity(ctx.enc_cfg.complexity);
+                                enc.encode(self.mixer.shared_mix()).ok()
+                            })
                             .flatten()
                             .map(|p| (Arc::<[u8]>::from(p.payload), p.audio_level))
                     }
@@ -856,7 +869,10 @@ fn member_output(m: &mut Member, heard: &Heard<'_>, enc_cfg: OpusEncoderConfig) 
                 }
                 m.own
                     .as_mut()
-                    .and_then(|enc| enc.encode(out.pcm).ok().flatten())
+                    .and_then(|enc| {
+                        let _ = enc.set_complexity(enc_cfg.complexity);
+                        enc.encode(out.pcm).ok().flatten()
+                    })
                     .map(|p| (Arc::<[u8]>::from(p.payload), p.audio_level))
             }
         }
@@ -1306,7 +1322,9 @@ struct Clock {
     sfu: SfuHandle,
     registry: Arc<ConferenceRegistry>,
     stats: Arc<RuntimeStats>,
+    /// The encoders' settings; the complexity is the governor's.
     enc_cfg: OpusEncoderConfig,
+    governor: Governor,
     epoch: Instant,
     /// The registry generation whose moderation flags are applied.
     flags_seen: u64,
@@ -1337,7 +1355,20 @@ impl Clock {
             };
             let confs: Vec<ConfRef> = lock(&table).values().cloned().collect();
             drop(table);
-            let writes = self.tick(&confs, Instant::now(), skipped);
+            let started = Instant::now();
+            let writes = self.tick(&confs, started, skipped);
+            let busy = started.elapsed().as_secs_f32() / TICK.as_secs_f32();
+            if let Some(c) = self.governor.observe(busy, skipped) {
+                tracing::info!(
+                    complexity = c,
+                    load = self.governor.load(),
+                    "Opus complexity of the mixes changed with the mixing load"
+                );
+                self.enc_cfg.complexity = c;
+                self.stats
+                    .opus_complexity
+                    .store(u64::from(c), Ordering::Relaxed);
+            }
             let n = writes.len() as u64;
             if self.sfu.write_audio_batch_blocking(writes).is_ok() {
                 self.stats.rtp_out.fetch_add(n, Ordering::Relaxed);

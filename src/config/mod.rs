@@ -82,7 +82,8 @@ pub struct Config {
     pub media_announce_ip: Option<IpAddr>,
     /// `[media] max_talkers`: how many of the loudest talkers a conference mixes.
     pub max_talkers: usize,
-    /// `[media] opus_complexity`: libopus complexity (0-10) of the mixes we encode.
+    /// `[media] opus_complexity`: libopus complexity (0-10) of the mixes we encode (the most;
+    /// lowered under load, see `conference::complexity`).
     pub opus_complexity: u8,
     /// `[media] opus_bitrate`: bit/s of the Opus mixes we send.
     pub opus_bitrate: u32,
@@ -589,7 +590,10 @@ pub static KEYS: &[Key] = &[
         default: "5",
         doc: "libopus complexity (0-10) of the mixes the server encodes. Encoding is most of \
               the CPU of small conferences (every talker gets its own N-1 mix): lower trades \
-              a little quality for CPU (see benches/README.md).",
+              a little quality for CPU (see benches/README.md). This is the most it uses: \
+              while the mixing clock is short of time (ticks over 70 % of their 20 ms) the \
+              server steps it down, and back up when the load has gone (metric \
+              comet_audio_opus_complexity).",
         set: |c, v| {
             c.opus_complexity = match v.parse::<u8>() {
                 Ok(n) if n <= 10 => n,
