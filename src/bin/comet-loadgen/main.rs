@@ -99,6 +99,10 @@ struct RunArgs {
     /// Conferences with probes (their talkers and two silent members decode what they hear).
     #[arg(long, default_value_t = 2)]
     probe_confs: usize,
+    /// First RTP sequence number of every stream (default: random), e.g. 65400 so that the
+    /// 16-bit numbers wrap during the run.
+    #[arg(long)]
+    first_seq: Option<u16>,
     /// Write the result(s) as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -159,6 +163,7 @@ fn config(a: &RunArgs, target: Target) -> RunConfig {
         loss: (a.loss / 100.0).clamp(0.0, 1.0),
         concurrency: a.common.concurrency,
         probe_confs: a.probe_confs,
+        first_seq: a.first_seq,
         settle: Duration::from_secs_f64(a.common.settle.max(0.0)),
         server_bin: a
             .common
@@ -365,6 +370,7 @@ async fn cmd_sweep(a: SweepArgs) -> Result<()> {
                 duration: a.duration,
                 loss: 0.0,
                 probe_confs: 2,
+                first_seq: None,
                 json: None,
                 common: a.common.clone(),
             };

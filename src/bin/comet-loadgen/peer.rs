@@ -120,6 +120,8 @@ pub struct Spec {
     pub video: bool,
     /// Talkers in its conference (their tones are what a probe listens for).
     pub talkers: usize,
+    /// First RTP sequence number of its streams (`None`: random).
+    pub first_seq: Option<u16>,
 }
 
 /// Counters of what a peer received, over the measuring window.
@@ -404,9 +406,9 @@ impl Pending {
             video_sending,
             shared,
             stats: self.stats.clone(),
-            seq: rng.random(),
+            seq: u64::from(self.spec.first_seq.unwrap_or_else(|| rng.random())),
             ts0: rng.random(),
-            vseq: rng.random(),
+            vseq: u64::from(self.spec.first_seq.unwrap_or_else(|| rng.random())),
             vts0: rng.random(),
             next_frame: None,
             next_video: None,
@@ -475,9 +477,13 @@ struct PeerTask {
     video_sending: bool,
     shared: Arc<Shared>,
     stats: Arc<Mutex<Stats>>,
-    seq: u16,
+    /// Extended RTP sequence numbers (RFC 3711: rollover count * 65536 + sequence number),
+    /// as str0m takes them: its SRTP index comes from them, so after the 16-bit number wraps
+    /// the rollover count must have moved on (starting in the first rollover, as RFC 3711
+    /// expects without signalling).
+    seq: u64,
     ts0: u32,
-    vseq: u16,
+    vseq: u64,
     vts0: u32,
     /// The next audio frame index to consider sending.
     next_frame: Option<u64>,
@@ -757,7 +763,7 @@ impl PeerTask {
             }
         }
         let seq = self.seq;
-        self.seq = self.seq.wrapping_add(1);
+        self.seq += 1;
         let measuring = self.window_phase == MEASURING;
         if self.spec.loss > 0.0 && self.loss_rng.random::<f64>() < self.spec.loss {
             if measuring {
@@ -777,7 +783,7 @@ impl PeerTask {
         };
         let w = RtpWrite::new(
             Pt::from(self.opus_pt),
-            u64::from(seq).into(),
+            seq.into(),
             ts,
             now,
             packet.payload.clone(),
@@ -812,9 +818,8 @@ impl PeerTask {
         };
         for (i, p) in frame.payloads.iter().enumerate() {
             let seq = self.vseq;
-            self.vseq = self.vseq.wrapping_add(1);
-            let w = RtpWrite::new(Pt::from(pt), u64::from(seq).into(), ts, now, p.clone())
-                .marker(i + 1 == n);
+            self.vseq += 1;
+            let w = RtpWrite::new(Pt::from(pt), seq.into(), ts, now, p.clone()).marker(i + 1 == n);
             tx.write_rtp(w);
         }
         if self.window_phase == MEASURING {

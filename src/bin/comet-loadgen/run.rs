@@ -50,6 +50,8 @@ pub struct RunConfig {
     pub concurrency: usize,
     /// Conferences whose talkers and two silent members decode and analyse what they hear.
     pub probe_confs: usize,
+    /// First RTP sequence number of every stream (`None`: random).
+    pub first_seq: Option<u16>,
     /// Time between the last join and the start of the measurement.
     pub settle: Duration,
     pub server_bin: PathBuf,
@@ -232,6 +234,7 @@ pub fn specs(cfg: &RunConfig) -> Vec<Spec> {
                 loss: cfg.loss,
                 video: cfg.video,
                 talkers,
+                first_seq: cfg.first_seq,
             });
         }
     }
