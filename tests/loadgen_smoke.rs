@@ -10,43 +10,19 @@ use std::process::Command;
 
 #[test]
 fn loadgen_runs_a_small_conference_against_the_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("run.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_comet-loadgen"))
-        .args([
-            "run",
-            "--target",
-            "comet",
-            "--conferences",
-            "1",
-            "--members",
-            "4",
-            "--talkers",
-            "2",
-            "--video",
-            "--duration",
-            "3",
-            "--settle",
-            "1",
-            "--no-progress",
-            "--server-bin",
-            env!("CARGO_BIN_EXE_comet-server"),
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .expect("run comet-loadgen");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "comet-loadgen failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    let text = std::fs::read_to_string(&json).expect("the JSON result");
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let r = &v[0];
-    let ctx = format!("{stdout}\n{text}");
+    let (r, ctx) = run_loadgen(&[
+        "--conferences",
+        "1",
+        "--members",
+        "4",
+        "--talkers",
+        "2",
+        "--video",
+        "--duration",
+        "3",
+        "--settle",
+        "1",
+    ]);
     assert_eq!(r["target"], "comet", "{ctx}");
     assert_eq!(r["joined"], 4, "every peer joins: {ctx}");
     assert_eq!(r["failed"], 0, "{ctx}");
@@ -96,25 +72,46 @@ fn loadgen_runs_a_small_conference_against_the_server() {
 /// silent for the rest of the run: its packets no longer authenticated.)
 #[test]
 fn rtp_sequence_numbers_wrap_during_the_run() {
+    let (r, ctx) = run_loadgen(&[
+        "--conferences",
+        "1",
+        "--members",
+        "3",
+        "--talkers",
+        "2",
+        "--duration",
+        "3",
+        "--settle",
+        "1",
+        "--first-seq",
+        "65400",
+    ]);
+    assert_eq!(r["joined"], 3, "{ctx}");
+    assert_eq!(r["peers_dead"], 0, "{ctx}");
+    // 136 packets after the first one (2.7 s) the numbers wrap: inside the 3 s window, which
+    // starts a second after the joins.
+    assert_eq!(r["probes"], 3, "{ctx}");
+    assert_eq!(
+        r["probes_ok"], 3,
+        "each probe hears the other talker through the wrap: {ctx}"
+    );
+    let counter = |name: &str| r["server_counters"][name].as_f64().unwrap_or(0.0);
+    assert!(
+        counter("comet_audio_frames_total{kind=\"decoded\"}") >= 280.0,
+        "the server decoded both talkers through the window: {ctx}"
+    );
+}
+
+/// Runs `comet-loadgen run --target comet` against the built server with `args` and the
+/// flags every test wants; returns its JSON result (the one run) and, for failure messages,
+/// its output and the JSON text.
+fn run_loadgen(args: &[&str]) -> (serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("run.json");
     let out = Command::new(env!("CARGO_BIN_EXE_comet-loadgen"))
+        .args(["run", "--target", "comet"])
+        .args(args)
         .args([
-            "run",
-            "--target",
-            "comet",
-            "--conferences",
-            "1",
-            "--members",
-            "3",
-            "--talkers",
-            "2",
-            "--duration",
-            "3",
-            "--settle",
-            "1",
-            "--first-seq",
-            "65400",
             "--no-progress",
             "--server-bin",
             env!("CARGO_BIN_EXE_comet-server"),
@@ -132,20 +129,5 @@ fn rtp_sequence_numbers_wrap_during_the_run() {
     );
     let text = std::fs::read_to_string(&json).expect("the JSON result");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let r = &v[0];
-    let ctx = format!("{stdout}\n{text}");
-    assert_eq!(r["joined"], 3, "{ctx}");
-    assert_eq!(r["peers_dead"], 0, "{ctx}");
-    // 136 packets after the first one (2.7 s) the numbers wrap: inside the 3 s window, which
-    // starts a second after the joins.
-    assert_eq!(r["probes"], 3, "{ctx}");
-    assert_eq!(
-        r["probes_ok"], 3,
-        "each probe hears the other talker through the wrap: {ctx}"
-    );
-    let counter = |name: &str| r["server_counters"][name].as_f64().unwrap_or(0.0);
-    assert!(
-        counter("comet_audio_frames_total{kind=\"decoded\"}") >= 280.0,
-        "the server decoded both talkers through the window: {ctx}"
-    );
+    (v[0].clone(), format!("{stdout}\n{text}"))
 }

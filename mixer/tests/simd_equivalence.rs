@@ -316,19 +316,23 @@ fn run(level: SimdLevel, k: usize, stereo: bool, master: f32, plans: &[MemberPla
             })
             .collect();
         m.mix(frame as u64 * 20, &inputs).unwrap();
-        for &id in &ids {
-            let o = m.output(id).unwrap();
-            log.push(format!(
-                "{:?} {:?} {:?} {:?}",
-                id,
-                o.kind,
-                m.status(id).unwrap(),
-                o.pcm
-            ));
-        }
-        log.push(format!("dominant {:?}", m.dominant_speaker()));
+        log_frame(&m, &ids, &mut log);
     }
     log
+}
+
+/// What every member hears after a frame (kind, status, samples), and the dominant speaker.
+fn log_frame(m: &AudioMixer, ids: &[MemberId], log: &mut Vec<String>) {
+    for &id in ids {
+        let o = m.output(id).unwrap();
+        log.push(format!(
+            "{id:?} {:?} {:?} {:?}",
+            o.kind,
+            m.status(id).unwrap(),
+            o.pcm
+        ));
+    }
+    log.push(format!("dominant {:?}", m.dominant_speaker()));
 }
 
 proptest! {
@@ -497,16 +501,8 @@ fn run_script(level: SimdLevel, k: usize, amps: &[i16], changes: &[Change]) -> V
             })
             .collect();
         m.mix(frame as u64 * 20, &inputs).unwrap();
-        for &id in &ids {
-            let o = m.output(id).unwrap();
-            log.push(format!(
-                "{frame} {id:?} {:?} {:?} {:?}",
-                o.kind,
-                m.status(id).unwrap(),
-                o.pcm
-            ));
-        }
-        log.push(format!("dominant {:?}", m.dominant_speaker()));
+        log.push(format!("frame {frame}"));
+        log_frame(&m, &ids, &mut log);
     }
     log
 }
