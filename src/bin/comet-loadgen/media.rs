@@ -31,6 +31,11 @@ pub const BLOCK: usize = 48;
 /// A talker's tone counts as heard in a 20 ms frame at this Goertzel amplitude (the carrier
 /// arrives at about 4000; a talker's own tone leaking back would too).
 pub const HEARD: f64 = 800.0;
+/// A burst onset: its tone is at least this much louder in the 20 ms after the onset than
+/// in the 20 ms before it (a burst is 3.5x its carrier, and the detector may fire a few ms
+/// before it, on the codec's pre-echo; firing on the carriers alone, or again inside a burst,
+/// measured 0.9x-1.2x).
+pub const ONSET_RISE: f64 = 1.6;
 
 /// The tone of talker `j` (0-based within its conference): 500, 800, 1100, ... Hz.
 pub fn talker_freq(j: usize) -> f64 {
@@ -256,9 +261,62 @@ impl OnsetDetector {
     }
 }
 
+/// Whose burst an onset is: the talker (of `talkers`) whose tone dominates `after` (the
+/// 20 ms from the onset), if that tone is at least at the heard level and rose there by
+/// [`ONSET_RISE`] over `before` (the 20 ms up to it). `None`: a click, a concealment glitch,
+/// the detector firing on the carriers' beat, or again inside a burst.
+pub fn burst_talker(after: &[i16], before: &[i16], talkers: usize) -> Option<usize> {
+    let (j, amp) = (0..talkers)
+        .map(|j| (j, amplitude_at(after, talker_freq(j))))
+        .fold(
+            (usize::MAX, HEARD),
+            |best, x| if x.1 > best.1 { x } else { best },
+        );
+    (j < talkers && amp >= ONSET_RISE * amplitude_at(before, talker_freq(j))).then_some(j)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `n` samples from global sample `start` of three carriers, talker `b` (if any) at
+    /// burst amplitude from sample `burst_at` on.
+    fn mix(start: usize, n: usize, b: Option<(usize, usize)>) -> Vec<i16> {
+        (start..start + n)
+            .map(|i| {
+                let t = i as f64 / RATE;
+                (0..3)
+                    .map(|j| {
+                        let amp = match b {
+                            Some((bj, at)) if bj == j && i >= at => BURST,
+                            _ => CARRIER,
+                        };
+                        amp * (std::f64::consts::TAU * talker_freq(j) * t).sin()
+                    })
+                    .sum::<f64>()
+                    .round() as i16
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_onset_is_a_burst_only_where_a_tone_rises() {
+        let at = 10 * FRAME;
+        let window = |onset: usize, b| (mix(onset, FRAME, b), mix(onset - FRAME, FRAME, b));
+        // Talker 1's burst starts at the onset, or 5 ms after it (the codec's pre-echo).
+        for lead in [0, 240] {
+            let (after, before) = window(at - lead, Some((1, at)));
+            assert_eq!(burst_talker(&after, &before, 3), Some(1), "lead {lead}");
+        }
+        // Carriers only (the detector firing on their beat): the loudest tone did not rise.
+        let (after, before) = window(at, None);
+        assert_eq!(burst_talker(&after, &before, 3), None);
+        // Again 40 ms into talker 2's burst: it was as loud before.
+        let (after, before) = window(at + 2 * FRAME, Some((2, at)));
+        assert_eq!(burst_talker(&after, &before, 3), None);
+        // Nothing at the heard level.
+        assert_eq!(burst_talker(&[0; FRAME], &[0; FRAME], 3), None);
+    }
 
     #[test]
     fn talker_loops_have_a_detectable_burst_and_silence_is_mostly_dtx() {

@@ -870,23 +870,24 @@ impl PeerTask {
             }
         }
         p.pcm.extend(out.iter().copied());
-        // Analyse onsets with 10 ms of audio after them.
+        // Analyse onsets with 20 ms of audio after them.
         let mut results = Vec::new();
         while let Some(&at) = p.onsets.front() {
             let end = p.pcm_start + p.pcm.len() as u64;
-            if at + 480 > end {
+            if at + FRAME as u64 > end {
                 break;
             }
             p.onsets.pop_front();
             let from = (at - p.pcm_start) as usize;
-            let window: Vec<i16> = p.pcm.range(from..from + 480).copied().collect();
-            // The talker whose tone dominates the onset; an onset with no tone at the
-            // "heard" level (a click, a concealment glitch) is nobody's burst.
-            let (j, _) = (0..talkers)
-                .map(|j| (j, media::amplitude_at(&window, media::talker_freq(j))))
-                .fold((usize::MAX, media::HEARD), |best, x| {
-                    if x.1 > best.1 { x } else { best }
-                });
+            let window: Vec<i16> = p.pcm.range(from..from + FRAME).copied().collect();
+            let before: Vec<i16> = p
+                .pcm
+                .range(from.saturating_sub(FRAME)..from)
+                .copied()
+                .collect();
+            // Whose burst it is, if anybody's (a false onset matched to a talker's last
+            // burst gave a false delay of up to 0.8 s).
+            let j = media::burst_talker(&window, &before, talkers).unwrap_or(usize::MAX);
             // The arrival time of the onset: its frame's arrival plus its offset in the frame.
             let Some(&(start, t)) = p.frames.iter().rev().find(|(s, _)| *s <= at) else {
                 continue;
