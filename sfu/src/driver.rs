@@ -381,6 +381,11 @@ impl SfuHandle {
         let _ = self.tx.send(Command::Shutdown).await;
     }
 
+    /// Resolves once the driver has stopped (its command queue is gone).
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+
     async fn send(&self, c: Command) -> Result<(), Error> {
         self.tx.send(c).await.map_err(|_| Error::DriverGone)
     }
