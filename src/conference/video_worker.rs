@@ -116,8 +116,7 @@ fn run(
             {
                 b.push(canvas);
             }
-            flush(&mut mixer, &sfu, &rt);
-            publish(&mixer, &mut published, &counters, started.elapsed());
+            finish(&mut mixer, &sfu, &rt, &mut published, &counters, started);
             next += interval;
             if next <= now {
                 // Behind (an overloaded machine): skip frames rather than burst.
@@ -135,8 +134,7 @@ fn run(
         while let Ok(c) = rx.try_recv() {
             handle(&mut mixer, &mut broadcast, c, Instant::now());
         }
-        flush(&mut mixer, &sfu, &rt);
-        publish(&mixer, &mut published, &counters, started.elapsed());
+        finish(&mut mixer, &sfu, &rt, &mut published, &counters, started);
     }
     // Gauges go back down with the conference.
     let zero = super::video::VideoStats {
@@ -144,7 +142,7 @@ fn run(
         subscribers: 0,
         ..published
     };
-    publish_stats(&zero, &mut published, &counters, Duration::ZERO);
+    publish_stats(&zero, &mut published, &counters);
 }
 
 fn handle(
@@ -196,21 +194,28 @@ fn flush(mixer: &mut VideoMixer, sfu: &SfuHandle, rt: &tokio::runtime::Handle) {
     });
 }
 
-fn publish(
-    mixer: &VideoMixer,
+/// Counts what a tick (or a batch of commands) produced, then hands its output to the
+/// endpoint, so that whoever receives a payload finds it in `/metrics` already; then adds
+/// the time the thread spent since `started`.
+fn finish(
+    mixer: &mut VideoMixer,
+    sfu: &SfuHandle,
+    rt: &tokio::runtime::Handle,
     published: &mut super::video::VideoStats,
     counters: &VideoCounters,
-    busy: Duration,
+    started: Instant,
 ) {
-    let now = mixer.stats();
-    publish_stats(&now, published, counters, busy);
+    publish_stats(&mixer.stats(), published, counters);
+    flush(mixer, sfu, rt);
+    counters
+        .busy_ns
+        .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
 }
 
 fn publish_stats(
     now: &super::video::VideoStats,
     published: &mut super::video::VideoStats,
     c: &VideoCounters,
-    busy: Duration,
 ) {
     let add = |a: &AtomicU64, new: u64, old: u64| {
         if new > old {
@@ -241,7 +246,5 @@ fn publish_stats(
     add(&c.payloads_out, now.payloads_out, published.payloads_out);
     add(&c.encoders, now.encoders, published.encoders);
     add(&c.subscribers, now.subscribers, published.subscribers);
-    c.busy_ns
-        .fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
     *published = *now;
 }
