@@ -1322,7 +1322,7 @@ struct Clock {
     sfu: SfuHandle,
     registry: Arc<ConferenceRegistry>,
     stats: Arc<RuntimeStats>,
-    /// The encoders' settings; the complexity is the governor's.
+    /// The encoders' settings, but for the complexity: the governor's.
     enc_cfg: OpusEncoderConfig,
     governor: Governor,
     epoch: Instant,
@@ -1364,7 +1364,6 @@ impl Clock {
                     load = self.governor.load(),
                     "Opus complexity of the mixes changed with the mixing load"
                 );
-                self.enc_cfg.complexity = c;
                 self.stats
                     .opus_complexity
                     .store(u64::from(c), Ordering::Relaxed);
@@ -1417,7 +1416,10 @@ impl Clock {
             now,
             skipped,
             now_ms: now.duration_since(self.epoch).as_millis() as u64,
-            enc_cfg: self.enc_cfg,
+            enc_cfg: OpusEncoderConfig {
+                complexity: self.governor.complexity(),
+                ..self.enc_cfg
+            },
             registry: &self.registry,
         };
         let writes: Vec<Write> = if confs.len() > 1 {
