@@ -8,6 +8,7 @@
 mod common;
 
 use axum::routing::get;
+use common::audio_room::invite_to;
 use common::browser::{chromium, jssip_routes, serve};
 use common::{Server, connect};
 use mysql_async::prelude::*;
@@ -26,16 +27,7 @@ async fn jssip_2_and_3_pages_hear_each_other_and_a_delete_hangs_up() {
     let s = Server::start(dir.path());
     let mut db = connect(&s).await;
     for (user, hash) in [(21, "hashTwentyOne"), (22, "hashTwentyTwo")] {
-        db.query_drop(format!(
-            "INSERT INTO users_auth (id, hash) VALUES ({user}, '{hash}')"
-        ))
-        .await
-        .unwrap();
-        db.query_drop(format!(
-            "INSERT INTO conference (name, user_id, caller_id, message, profile) VALUES ('room', {user}, 21, '', 'audio')"
-        ))
-        .await
-        .unwrap();
+        invite_to(&mut db, "room", user, hash, 21, "audio").await;
     }
 
     let (http, mut reports) = serve(

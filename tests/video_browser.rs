@@ -12,6 +12,7 @@ mod common;
 
 use axum::routing::get;
 use base64::Engine;
+use common::audio_room::invite_to;
 use common::browser::{chromium, jssip_routes, serve};
 use common::picture::artifacts_dir;
 use common::{Server, connect};
@@ -25,17 +26,7 @@ async fn two_chromium_pages_receive_the_composed_canvas() {
     let s = Server::start(dir.path());
     let mut db = connect(&s).await;
     for (user, hash) in [(31, "hashThirtyOne"), (32, "hashThirtyTwo")] {
-        db.query_drop(format!(
-            "INSERT INTO users_auth (id, hash) VALUES ({user}, '{hash}')"
-        ))
-        .await
-        .unwrap();
-        db.query_drop(format!(
-            "INSERT INTO conference (name, user_id, caller_id, message, profile) \
-             VALUES ('vroom', {user}, 31, '', 'video')"
-        ))
-        .await
-        .unwrap();
+        invite_to(&mut db, "vroom", user, hash, 31, "video").await;
     }
 
     let (http, mut reports) = serve(

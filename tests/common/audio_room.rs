@@ -50,15 +50,26 @@ pub fn hash_of(user: i64) -> String {
 /// What the backend does before a user may call: the user's key (`users_auth`), then the
 /// invitation to [`ROOM`] with `profile` (`conference`), over CometQL.
 pub async fn invite(db: &mut mysql_async::Conn, user: i64, profile: &str) {
+    invite_to(db, ROOM, user, &hash_of(user), 1, profile).await;
+}
+
+/// [`invite`] to another `room`, with the user's key `hash` and `caller` as the inviter.
+pub async fn invite_to(
+    db: &mut mysql_async::Conn,
+    room: &str,
+    user: i64,
+    hash: &str,
+    caller: i64,
+    profile: &str,
+) {
     db.query_drop(format!(
-        "INSERT INTO users_auth (id, hash) VALUES ({user}, '{}')",
-        hash_of(user)
+        "INSERT INTO users_auth (id, hash) VALUES ({user}, '{hash}')"
     ))
     .await
     .unwrap();
     db.query_drop(format!(
         "INSERT INTO conference (name, user_id, caller_id, message, profile) \
-         VALUES ('{ROOM}', {user}, 1, '', '{profile}')"
+         VALUES ('{room}', {user}, {caller}, '', '{profile}')"
     ))
     .await
     .unwrap();
