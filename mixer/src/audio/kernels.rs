@@ -653,14 +653,43 @@ mod x86 {
         owns: &mut [&mut [i16]],
         peaks: &mut [u32],
     ) -> Option<u32> {
-        by_sources!(onepass_k_avx2, srcs, len, shared, owns, peaks)
+        // Every own output present (the usual case): no per-block test for the absent ones.
+        if owns.iter().all(|o| !o.is_empty()) {
+            by_sources!(onepass_all_avx2, srcs, len, shared, owns, peaks)
+        } else {
+            by_sources!(onepass_some_avx2, srcs, len, shared, owns, peaks)
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn onepass_all_avx2<const K: usize>(
+        srcs: &[&[i16]],
+        len: usize,
+        shared: &mut [i16],
+        owns: &mut [&mut [i16]],
+        peaks: &mut [u32],
+    ) -> Option<u32> {
+        onepass_k_avx2::<K, true>(srcs, len, shared, owns, peaks)
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn onepass_some_avx2<const K: usize>(
+        srcs: &[&[i16]],
+        len: usize,
+        shared: &mut [i16],
+        owns: &mut [&mut [i16]],
+        peaks: &mut [u32],
+    ) -> Option<u32> {
+        onepass_k_avx2::<K, false>(srcs, len, shared, owns, peaks)
     }
 
     /// Sixteen samples per iteration in i16: the saturating sum of the `K` sources (partial
     /// sums and the shared mix tracked by their largest magnitude; a saturated sum is beyond
-    /// the knee), then each own output as a saturating subtraction from it.
+    /// the knee), then each own output as a saturating subtraction from it. `ALL`: every own
+    /// output is present.
     #[target_feature(enable = "avx2")]
-    fn onepass_k_avx2<const K: usize>(
+    #[inline]
+    fn onepass_k_avx2<const K: usize, const ALL: bool>(
         srcs: &[&[i16]],
         len: usize,
         shared: &mut [i16],
@@ -695,7 +724,7 @@ mod x86 {
                 peak = _mm256_max_epu16(peak, _mm256_abs_epi16(t));
                 _mm256_storeu_si256(shared.as_mut_ptr().add(i) as *mut __m256i, t);
                 for k in 0..K {
-                    if !o[k].is_null() {
+                    if ALL || !o[k].is_null() {
                         let w = _mm256_subs_epi16(t, x[k]);
                         own_peak[k] = _mm256_max_epu16(own_peak[k], _mm256_abs_epi16(w));
                         _mm256_storeu_si256(o[k].add(i) as *mut __m256i, w);
@@ -712,7 +741,24 @@ mod x86 {
         for k in 0..K {
             own[k] = hmax(own_peak[k]);
         }
-        super::onepass_scalar(srcs, &mut shared[..len], owns, peaks, i, hmax(peak), own)
+        let shared_peak = hmax(peak);
+        if i < len {
+            return super::onepass_scalar(
+                srcs,
+                &mut shared[..len],
+                owns,
+                peaks,
+                i,
+                shared_peak,
+                own,
+            );
+        }
+        // No tail (a whole number of blocks, e.g. 960 samples): the scalar twin's result.
+        if shared_peak > KNEE as u32 {
+            return None;
+        }
+        peaks.copy_from_slice(&own[..K]);
+        Some(shared_peak)
     }
 
     /// The largest of sixteen u16 lanes: `phminposuw` finds the smallest of their complements.
