@@ -55,6 +55,9 @@
 //!   authentication and replay checks (counted only in `datagrams_in`). As a last line of
 //!   defence every call into str0m runs under `catch_unwind`; a panic discards only that
 //!   participant ([`CloseReason::Internal`], [`Metrics::panics`]).
+//!   The same holds for offers: any text gets an answer or [`Error::InvalidOffer`]. Both are
+//!   fuzzed (libFuzzer targets `sfu_datagram` and `sfu_offer` in `fuzz/`, which also fail on
+//!   a panic the endpoint would have caught) besides the property tests in `tests/malformed.rs`.
 //! * Limits: UDP host candidates only (no TURN, no ICE-TCP), one IP family per socket (a
 //!   dual-stack `[::]` socket would see IPv4 peers as mapped addresses), no data channels
 //!   (an offered `m=application` is rejected), no simulcast.
