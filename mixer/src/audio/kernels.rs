@@ -139,6 +139,40 @@ macro_rules! by_count {
     };
 }
 
+/// Calls `$f::<K, ...>` for the source count `K` (0..=4) so that the per-source loops unroll;
+/// `[...]` are further const arguments after `K`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+macro_rules! by_sources {
+    ($f:ident [$($c:expr),*], $srcs:expr, $len:expr, $shared:expr, $owns:expr, $peaks:expr) => {
+        match $srcs.len() {
+            0 => $f::<0 $(, { $c })*>($srcs, $len, $shared, $owns, $peaks),
+            1 => $f::<1 $(, { $c })*>($srcs, $len, $shared, $owns, $peaks),
+            2 => $f::<2 $(, { $c })*>($srcs, $len, $shared, $owns, $peaks),
+            3 => $f::<3 $(, { $c })*>($srcs, $len, $shared, $owns, $peaks),
+            _ => $f::<4 $(, { $c })*>($srcs, $len, $shared, $owns, $peaks),
+        }
+    };
+}
+
+/// The sources' pointers and the own outputs' (null for an absent one), for the vector
+/// one-pass kernels.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+fn onepass_ptrs<const K: usize>(
+    srcs: &[&[i16]],
+    owns: &mut [&mut [i16]],
+) -> ([*const i16; K], [*mut i16; K]) {
+    let p = std::array::from_fn(|k| srcs[k].as_ptr());
+    let o = std::array::from_fn(|k| {
+        if owns[k].is_empty() {
+            std::ptr::null_mut()
+        } else {
+            owns[k].as_mut_ptr()
+        }
+    });
+    (p, o)
+}
+
 /// The common length of `acc` and every source, the sources' pointers and gains (at most
 /// [`SUM_GROUP`]) and the scalar tail after the first `i` samples.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -256,6 +290,7 @@ pub(crate) fn onepass(
 /// tails, or just their result, with it, passing their partial peaks: `shared_peak` and
 /// `own_peaks`). Straightforward i32 arithmetic: the sum of the sources, the
 /// partial sums checked against the knee, each own output as the sum minus the source.
+#[inline]
 pub(crate) fn onepass_scalar(
     srcs: &[&[i16]],
     shared: &mut [i16],
@@ -265,6 +300,31 @@ pub(crate) fn onepass_scalar(
     shared_peak: u32,
     own_peaks: [u32; ONEPASS_MAX],
 ) -> Option<u32> {
+    // No samples left (the vector versions' usual end: 960 is a whole number of blocks):
+    // only the result, inlined into them.
+    let (peak, own_peak) = if start < shared.len() {
+        onepass_scalar_samples(srcs, shared, owns, start, shared_peak, own_peaks)?
+    } else {
+        (shared_peak, own_peaks)
+    };
+    if peak > KNEE as u32 {
+        return None;
+    }
+    peaks.copy_from_slice(&own_peak[..srcs.len()]);
+    Some(peak)
+}
+
+/// The samples of [`onepass_scalar`] from `start`: the shared and own peaks so far, `None`
+/// as soon as a partial sum or the shared mix is beyond the knee.
+#[inline(never)]
+fn onepass_scalar_samples(
+    srcs: &[&[i16]],
+    shared: &mut [i16],
+    owns: &mut [&mut [i16]],
+    start: usize,
+    shared_peak: u32,
+    own_peaks: [u32; ONEPASS_MAX],
+) -> Option<(u32, [u32; ONEPASS_MAX])> {
     let k = srcs.len();
     let mut peak = shared_peak;
     let mut own_peak = own_peaks;
@@ -290,11 +350,7 @@ pub(crate) fn onepass_scalar(
             }
         }
     }
-    if peak > KNEE as u32 {
-        return None;
-    }
-    peaks.copy_from_slice(&own_peak[..k]);
-    Some(peak)
+    Some((peak, own_peak))
 }
 
 pub(crate) fn energy_scalar(x: &[i16]) -> u64 {
@@ -631,19 +687,6 @@ mod x86 {
         super::accumulate_scalar(&mut acc[i..len], &x[i..len], gain_q12);
     }
 
-    /// Calls `$f::<K>` for the source count `K` (0..=4) so that the per-source loops unroll.
-    macro_rules! by_sources {
-        ($f:ident, $srcs:expr, $len:expr, $shared:expr, $owns:expr, $peaks:expr) => {
-            match $srcs.len() {
-                0 => $f::<0>($srcs, $len, $shared, $owns, $peaks),
-                1 => $f::<1>($srcs, $len, $shared, $owns, $peaks),
-                2 => $f::<2>($srcs, $len, $shared, $owns, $peaks),
-                3 => $f::<3>($srcs, $len, $shared, $owns, $peaks),
-                _ => $f::<4>($srcs, $len, $shared, $owns, $peaks),
-            }
-        };
-    }
-
     /// See `super::onepass`; `len` is the common length (checked by the dispatcher).
     #[target_feature(enable = "avx2")]
     pub(super) fn onepass_avx2(
@@ -655,32 +698,10 @@ mod x86 {
     ) -> Option<u32> {
         // Every own output present (the usual case): no per-block test for the absent ones.
         if owns.iter().all(|o| !o.is_empty()) {
-            by_sources!(onepass_all_avx2, srcs, len, shared, owns, peaks)
+            by_sources!(onepass_k_avx2[true], srcs, len, shared, owns, peaks)
         } else {
-            by_sources!(onepass_some_avx2, srcs, len, shared, owns, peaks)
+            by_sources!(onepass_k_avx2[false], srcs, len, shared, owns, peaks)
         }
-    }
-
-    #[target_feature(enable = "avx2")]
-    fn onepass_all_avx2<const K: usize>(
-        srcs: &[&[i16]],
-        len: usize,
-        shared: &mut [i16],
-        owns: &mut [&mut [i16]],
-        peaks: &mut [u32],
-    ) -> Option<u32> {
-        onepass_k_avx2::<K, true>(srcs, len, shared, owns, peaks)
-    }
-
-    #[target_feature(enable = "avx2")]
-    fn onepass_some_avx2<const K: usize>(
-        srcs: &[&[i16]],
-        len: usize,
-        shared: &mut [i16],
-        owns: &mut [&mut [i16]],
-        peaks: &mut [u32],
-    ) -> Option<u32> {
-        onepass_k_avx2::<K, false>(srcs, len, shared, owns, peaks)
     }
 
     /// Sixteen samples per iteration in i16: the saturating sum of the `K` sources (partial
@@ -696,14 +717,7 @@ mod x86 {
         owns: &mut [&mut [i16]],
         peaks: &mut [u32],
     ) -> Option<u32> {
-        let p: [*const i16; K] = std::array::from_fn(|k| srcs[k].as_ptr());
-        let o: [*mut i16; K] = std::array::from_fn(|k| {
-            if owns[k].is_empty() {
-                std::ptr::null_mut()
-            } else {
-                owns[k].as_mut_ptr()
-            }
-        });
+        let (p, o) = super::onepass_ptrs::<K>(srcs, owns);
         let mut over = _mm256_setzero_si256();
         let mut peak = _mm256_setzero_si256();
         let mut own_peak = [_mm256_setzero_si256(); K];
@@ -741,24 +755,7 @@ mod x86 {
         for k in 0..K {
             own[k] = hmax(own_peak[k]);
         }
-        let shared_peak = hmax(peak);
-        if i < len {
-            return super::onepass_scalar(
-                srcs,
-                &mut shared[..len],
-                owns,
-                peaks,
-                i,
-                shared_peak,
-                own,
-            );
-        }
-        // No tail (a whole number of blocks, e.g. 960 samples): the scalar twin's result.
-        if shared_peak > KNEE as u32 {
-            return None;
-        }
-        peaks.copy_from_slice(&own[..K]);
-        Some(shared_peak)
+        super::onepass_scalar(srcs, &mut shared[..len], owns, peaks, i, hmax(peak), own)
     }
 
     /// The largest of sixteen u16 lanes: `phminposuw` finds the smallest of their complements.
@@ -778,7 +775,7 @@ mod x86 {
         owns: &mut [&mut [i16]],
         peaks: &mut [u32],
     ) -> Option<u32> {
-        by_sources!(onepass_k_sse2, srcs, len, shared, owns, peaks)
+        by_sources!(onepass_k_sse2[], srcs, len, shared, owns, peaks)
     }
 
     /// Eight samples per iteration, like `onepass_k_avx2`. SSE2 has no `pabsw`/`pmaxuw`: the
@@ -792,14 +789,7 @@ mod x86 {
         owns: &mut [&mut [i16]],
         peaks: &mut [u32],
     ) -> Option<u32> {
-        let p: [*const i16; K] = std::array::from_fn(|k| srcs[k].as_ptr());
-        let o: [*mut i16; K] = std::array::from_fn(|k| {
-            if owns[k].is_empty() {
-                std::ptr::null_mut()
-            } else {
-                owns[k].as_mut_ptr()
-            }
-        });
+        let (p, o) = super::onepass_ptrs::<K>(srcs, owns);
         let zero = _mm_setzero_si128();
         let abs = |v: __m128i| _mm_max_epi16(v, _mm_subs_epi16(zero, v));
         let mut over = zero;
@@ -1355,13 +1345,7 @@ mod neon {
         owns: &mut [&mut [i16]],
         peaks: &mut [u32],
     ) -> Option<u32> {
-        match srcs.len() {
-            0 => onepass_k_neon::<0>(srcs, len, shared, owns, peaks),
-            1 => onepass_k_neon::<1>(srcs, len, shared, owns, peaks),
-            2 => onepass_k_neon::<2>(srcs, len, shared, owns, peaks),
-            3 => onepass_k_neon::<3>(srcs, len, shared, owns, peaks),
-            _ => onepass_k_neon::<4>(srcs, len, shared, owns, peaks),
-        }
+        by_sources!(onepass_k_neon[], srcs, len, shared, owns, peaks)
     }
 
     /// Eight samples per iteration, like the x86 versions: saturating i16 sum (`sqadd`),
@@ -1374,14 +1358,7 @@ mod neon {
         owns: &mut [&mut [i16]],
         peaks: &mut [u32],
     ) -> Option<u32> {
-        let p: [*const i16; K] = std::array::from_fn(|k| srcs[k].as_ptr());
-        let o: [*mut i16; K] = std::array::from_fn(|k| {
-            if owns[k].is_empty() {
-                std::ptr::null_mut()
-            } else {
-                owns[k].as_mut_ptr()
-            }
-        });
+        let (p, o) = super::onepass_ptrs::<K>(srcs, owns);
         let mut over = vdupq_n_s16(0);
         let mut peak = vdupq_n_s16(0);
         let mut own_peak = [vdupq_n_s16(0); K];
