@@ -35,7 +35,8 @@ thread_local! {
 
 fuzz_target!(|data: &[u8]| {
     STATE.with_borrow_mut(|s| {
-        let to: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        // Sent to the media port: the endpoint's own candidate.
+        let to = s.ep.config().candidates[0];
         let port = 1024 + data.first().copied().unwrap_or(0) as u16;
         let from = SocketAddr::from(([127, 0, 0, 1], port));
         let before = s.ep.metrics();
@@ -43,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
         let after = s.ep.metrics();
         assert_eq!(after.datagrams_in, before.datagrams_in + 1);
         assert_eq!(after.panics, 0);
-        // A little time passes now and then; the participant's timers run.
+        // A millisecond passes per input; the participant's timers run.
         s.now += Duration::from_millis(1);
         s.ep.handle_timeout(s.now);
         while !matches!(s.ep.poll_output(s.now), comet_sfu::Output::Timeout(_)) {}
