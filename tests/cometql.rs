@@ -580,6 +580,21 @@ async fn every_error_code() {
         .await,
         18
     );
+    // ... also for a chain of `&&` as long as a query may be: the server walks it without
+    // recursing (it used to overflow the worker's stack and abort).
+    let chain = vec!["id = 1"; 8900 / 8].join("&&");
+    assert_eq!(
+        code_of(&mut c, &format!("SELECT * FROM users_time WHERE {chain}")).await,
+        18
+    );
+    // A LIKE pattern of many `%` that matches nothing is answered at once (it used to
+    // backtrack for hours on a worker thread).
+    let pattern = format!("{}#", "%".repeat(40));
+    assert!(
+        rows(&mut c, &format!("SHOW VARIABLES LIKE '{pattern}'"))
+            .await
+            .is_empty()
+    );
     // 19: too many values.
     let ones = vec!["1"; 4001].join(",");
     assert_eq!(

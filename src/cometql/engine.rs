@@ -148,19 +148,36 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Simple SQL LIKE (`%` and `_`, case-insensitive).
+/// Simple SQL LIKE (`%` and `_`, case-insensitive). Iterative, with backtracking only to the
+/// last `%` seen (enough for `%` and `_`): at most pattern x text steps, no recursion, so a
+/// query full of `%` cannot stall a worker.
 fn like(pattern: &str, s: &str) -> bool {
-    fn go(p: &[u8], s: &[u8]) -> bool {
-        match p.split_first() {
-            None => s.is_empty(),
-            Some((b'%', rest)) => (0..=s.len()).any(|i| go(rest, &s[i..])),
-            Some((b'_', rest)) => !s.is_empty() && go(rest, &s[1..]),
-            Some((c, rest)) => {
-                s.first().is_some_and(|x| x.eq_ignore_ascii_case(c)) && go(rest, &s[1..])
+    let (p, s) = (pattern.as_bytes(), s.as_bytes());
+    let (mut pi, mut si) = (0, 0);
+    // After the last `%`: where the pattern resumes, and where in the text it was tried.
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        match p.get(pi) {
+            Some(b'%') => {
+                pi += 1;
+                star = Some((pi, si));
             }
+            Some(&c) if c == b'_' || c.eq_ignore_ascii_case(&s[si]) => {
+                pi += 1;
+                si += 1;
+            }
+            _ => match star {
+                // The last `%` swallows one more character and the rest is tried again.
+                Some((sp, ss)) => {
+                    pi = sp;
+                    si = ss + 1;
+                    star = Some((sp, ss + 1));
+                }
+                None => return false,
+            },
         }
     }
-    go(pattern.as_bytes(), s.as_bytes())
+    p[pi..].iter().all(|&c| c == b'%')
 }
 
 impl Engine {
@@ -662,6 +679,69 @@ mod tests {
         assert!(like("VERSION", "version"));
         assert!(!like("vers", "version"));
         assert!(like("v_rsion", "version"));
+        assert!(like("%", ""));
+        assert!(like("%%", "x"));
+        assert!(!like("_", ""));
+        assert!(like("%time%", "wait_timeout"));
+        assert!(like("%t_m%t", "wait_timeout"));
+        assert!(!like("%t_m%x", "wait_timeout"));
+        assert!(like("w%t%t%", "wait_timeout"));
+        assert!(like("%out", "wait_timeout"));
+        assert!(!like("%out_", "wait_timeout"));
+    }
+
+    /// Every pattern over `%`, `_`, `a`, `B` up to 6 long against every text over `a`, `b` up
+    /// to 6 long agrees with the textbook recursive definition.
+    #[test]
+    fn like_agrees_with_the_recursive_definition() {
+        fn reference(p: &[u8], s: &[u8]) -> bool {
+            match p.split_first() {
+                None => s.is_empty(),
+                Some((b'%', rest)) => (0..=s.len()).any(|i| reference(rest, &s[i..])),
+                Some((b'_', rest)) => !s.is_empty() && reference(rest, &s[1..]),
+                Some((c, rest)) => {
+                    s.first().is_some_and(|x| x.eq_ignore_ascii_case(c)) && reference(rest, &s[1..])
+                }
+            }
+        }
+        fn all(alphabet: &[u8], max: usize) -> Vec<String> {
+            let mut out = vec![String::new()];
+            let mut last = vec![String::new()];
+            for _ in 0..max {
+                last = last
+                    .iter()
+                    .flat_map(|w| alphabet.iter().map(move |&c| format!("{w}{}", c as char)))
+                    .collect();
+                out.extend(last.iter().cloned());
+            }
+            out
+        }
+        let texts = all(b"ab", 6);
+        for p in all(b"%_aB", 6) {
+            for t in &texts {
+                assert_eq!(
+                    like(&p, t),
+                    reference(p.as_bytes(), t.as_bytes()),
+                    "{p} {t}"
+                );
+            }
+        }
+    }
+
+    /// Many `%` with no match must not backtrack exponentially (C(n + k, k) steps), and a
+    /// pattern as long as a query may be must not recurse once per character.
+    #[test]
+    fn like_is_linear_in_the_worst_case() {
+        let pattern = format!("{}#", "%".repeat(30));
+        assert!(!like(&pattern, "auto_increment_increment"));
+        let long = "%_".repeat(4400);
+        let ok = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || like(&long, &"x".repeat(4000)))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(!ok);
     }
 
     #[test]

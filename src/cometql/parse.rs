@@ -438,12 +438,6 @@ fn conditions(selection: Option<Expr>) -> CqlResult<Vec<Cond>> {
     if let Some(e) = selection {
         collect(e, &mut out)?;
     }
-    if out.len() > MAX_CONDITIONS {
-        return Err(CqlError::new(
-            code::TOO_MANY_CONDITIONS,
-            format!("Error in expression list, too many conditions (at most {MAX_CONDITIONS})."),
-        ));
-    }
     let values: usize = out.iter().map(|c| c.values.len()).sum();
     if values > MAX_CONDITION_VALUES {
         return Err(CqlError::new(
@@ -465,14 +459,46 @@ fn conditions(selection: Option<Expr>) -> CqlResult<Vec<Cond>> {
     Ok(out)
 }
 
+/// Walks the AND tree with a stack of its own, not by recursion: sqlparser builds a chain of
+/// ANDs in a loop, so its recursion limit does not bound the tree's depth, and a query of
+/// `a = 1 && a = 1 && ...` would otherwise recurse thousands of frames deep. It stops as soon
+/// as there are more conditions than allowed.
 fn collect(e: Expr, out: &mut Vec<Cond>) -> CqlResult<()> {
-    match e {
-        Expr::Nested(inner) => collect(*inner, out),
-        Expr::BinaryOp { left, op, right } => match op {
-            BinaryOperator::And => {
-                collect(*left, out)?;
-                collect(*right, out)
+    let mut todo = vec![e];
+    while let Some(e) = todo.pop() {
+        match e {
+            Expr::Nested(inner) => todo.push(*inner),
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::And,
+                right,
+            } => {
+                // The left operand first: conditions keep their written order.
+                todo.push(*right);
+                todo.push(*left);
             }
+            leaf => {
+                out.push(condition(leaf)?);
+                if out.len() > MAX_CONDITIONS {
+                    return Err(too_many_conditions());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn too_many_conditions() -> CqlError {
+    CqlError::new(
+        code::TOO_MANY_CONDITIONS,
+        format!("Error in expression list, too many conditions (at most {MAX_CONDITIONS})."),
+    )
+}
+
+/// One condition: `column = value` or `column IN (values)`.
+fn condition(e: Expr) -> CqlResult<Cond> {
+    match e {
+        Expr::BinaryOp { left, op, right } => match op {
             BinaryOperator::Or | BinaryOperator::Xor => Err(CqlError::not_implemented(
                 "Operator OR is not yet implemented",
             )),
@@ -487,11 +513,10 @@ fn collect(e: Expr, out: &mut Vec<Cond>) -> CqlResult<()> {
                             .ok_or_else(|| CqlError::syntax(format!("`{left}` is not a column")))?,
                     },
                 };
-                out.push(Cond {
+                Ok(Cond {
                     column: col,
                     values: vec![literal(&val)?],
-                });
-                Ok(())
+                })
             }
             other => Err(CqlError::not_implemented(format!(
                 "Operator {other} is not supported in CometQL conditions (use = or IN)"
@@ -506,11 +531,10 @@ fn collect(e: Expr, out: &mut Vec<Cond>) -> CqlResult<()> {
             let col = column_name(&expr)
                 .ok_or_else(|| CqlError::syntax(format!("`{expr}` is not a column")))?;
             let values = list.iter().map(literal).collect::<CqlResult<Vec<_>>>()?;
-            out.push(Cond {
+            Ok(Cond {
                 column: col,
                 values,
-            });
-            Ok(())
+            })
         }
         Expr::In { negated: true, .. } => Err(not_supported("NOT IN")),
         Expr::In { .. } => Err(not_supported("IN with a subquery")),
@@ -824,6 +848,26 @@ mod tests {
                 ("1".into(), Scalar::Lit(n("1"))),
             ])
         );
+    }
+
+    /// A long AND chain (sqlparser builds it in a loop, so its recursion limit does not bound
+    /// the tree's depth) is refused by the condition count without recursing over it, on a
+    /// stack the size of a tokio worker's, in debug builds too.
+    #[test]
+    fn long_and_chain_is_an_error_not_a_stack_overflow() {
+        for op in ["&&", " AND "] {
+            let chain = vec!["a = 1"; 9000 / (op.len() + 5)].join(op);
+            let sql = format!("SELECT * FROM users_time WHERE {chain}");
+            let sql = sql[..sql.len().min(MAX_QUERY_LEN - 1)].to_string();
+            let sql = sql[..sql.rfind("a = 1").unwrap() + 5].to_string();
+            let code = std::thread::Builder::new()
+                .stack_size(2 << 20)
+                .spawn(move || parse(&sql).map(|_| ()).unwrap_err().code)
+                .unwrap()
+                .join()
+                .unwrap();
+            assert_eq!(code, 18, "{op}");
+        }
     }
 
     #[test]
