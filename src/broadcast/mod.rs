@@ -14,6 +14,7 @@
 //!
 //! An audio-only profile broadcasts and records audio only.
 
+pub mod chunks;
 pub mod driver;
 pub mod encode;
 pub mod flv;

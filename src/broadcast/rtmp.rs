@@ -6,6 +6,7 @@
 //! [`Publisher::metadata`], [`Publisher::video`] and [`Publisher::audio`] serialize FLV tags
 //! into RTMP chunks. No sockets and no clock: timestamps are the caller's milliseconds.
 
+use super::chunks::ChunkGuard;
 use bytes::Bytes;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
@@ -13,6 +14,7 @@ use rml_rtmp::sessions::{
     PublishRequestType, StreamMetadata,
 };
 use rml_rtmp::time::RtmpTimestamp;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// Where to publish: `rtmp://host[:port]/app/stream`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +76,8 @@ pub enum RtmpError {
     Session(String),
     #[error("the server refused: {0}")]
     Refused(String),
+    #[error(transparent)]
+    Chunks(#[from] super::chunks::ChunkError),
 }
 
 enum State {
@@ -90,6 +94,10 @@ pub struct Publisher {
     url: RtmpUrl,
     state: State,
     session: ClientSession,
+    /// Checks the server's bytes before `session` parses them (see `chunks`).
+    guard: ChunkGuard,
+    /// `session` panicked: it is not used again.
+    broken: bool,
     /// Bytes received since the last acknowledgement (for metrics only).
     pub bytes_in: u64,
 }
@@ -123,6 +131,8 @@ impl Publisher {
                 url,
                 state: State::Handshaking(Box::new(handshake)),
                 session,
+                guard: ChunkGuard::default(),
+                broken: false,
                 bytes_in: 0,
             },
             first,
@@ -159,19 +169,36 @@ impl Publisher {
                         .map_err(session_err)?;
                     self.collect(vec![r], &mut out)?;
                     if !remaining_bytes.is_empty() {
-                        let results = self
-                            .session
-                            .handle_input(&remaining_bytes)
-                            .map_err(session_err)?;
+                        let results = self.handle_input(&remaining_bytes)?;
                         self.collect(results, &mut out)?;
                     }
                     return Ok(out);
                 }
             }
         }
-        let results = self.session.handle_input(input).map_err(session_err)?;
+        let results = self.handle_input(input)?;
         self.collect(results, &mut out)?;
         Ok(out)
+    }
+
+    /// The server's bytes through the chunk check (see `chunks`) into the session. A panic
+    /// in `rml_rtmp` (it indexes into messages it did not check, e.g. a command with fewer
+    /// than three values) is this session's error; the session is not used again.
+    fn handle_input(&mut self, input: &[u8]) -> Result<Vec<ClientSessionResult>, RtmpError> {
+        if self.broken {
+            return Err(RtmpError::Session("the session failed before".into()));
+        }
+        self.guard.check(input)?;
+        let session = &mut self.session;
+        match catch_unwind(AssertUnwindSafe(|| session.handle_input(input))) {
+            Ok(results) => results.map_err(session_err),
+            Err(_) => {
+                self.broken = true;
+                Err(RtmpError::Session(
+                    "rml_rtmp panicked on the server's input".into(),
+                ))
+            }
+        }
     }
 
     fn collect(
@@ -293,6 +320,78 @@ mod tests {
         ] {
             assert!(RtmpUrl::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// After the handshake, a `_result` command holding `depth` nested one-element arrays
+    /// (5 bytes a level), fed to a new publisher on a stack the size of a tokio worker's.
+    fn feed_nested_command(depth: usize) -> Result<(), String> {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let url = RtmpUrl::parse("rtmp://127.0.0.1/cam1/room").unwrap();
+                let (mut publisher, c01) = Publisher::new(url).unwrap();
+                let mut server_hs = Handshake::new(PeerType::Server);
+                let s012 = match server_hs.process_bytes(&c01).unwrap() {
+                    HandshakeProcessResult::InProgress { response_bytes } => response_bytes,
+                    HandshakeProcessResult::Completed { response_bytes, .. } => response_bytes,
+                };
+                publisher.feed(&s012).unwrap();
+                let mut cmd = vec![2, 0, 7];
+                cmd.extend_from_slice(b"_result");
+                cmd.extend([0, 0x3F, 0xF0, 0, 0, 0, 0, 0, 0]);
+                cmd.extend([0x0A, 0, 0, 0, 1].repeat(depth));
+                cmd.push(5);
+                let len = cmd.len() as u32;
+                let mut bytes = vec![3, 0, 0, 0];
+                bytes.extend_from_slice(&len.to_be_bytes()[1..]);
+                bytes.push(20);
+                bytes.extend_from_slice(&[0, 0, 0, 0]);
+                for (i, part) in cmd.chunks(128).enumerate() {
+                    if i > 0 {
+                        bytes.push(0xC3);
+                    }
+                    bytes.extend_from_slice(part);
+                }
+                bytes
+                    .chunks(4096)
+                    .try_for_each(|c| publisher.feed(c).map(drop))
+                    .map_err(|e| e.to_string())
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    /// A hostile server's command of 12 000 nested arrays (60 KB) is an error: `rml_rtmp`'s
+    /// AMF0 decoder would recurse once per level and abort the process. 100 levels still
+    /// reach the session (which answers the unexpected `_result` as it likes, no abort).
+    #[test]
+    fn a_deeply_nested_command_is_an_error_not_a_stack_overflow() {
+        let e = feed_nested_command(12_000).unwrap_err();
+        assert!(e.contains("nested"), "{e}");
+        if let Err(e) = feed_nested_command(100) {
+            assert!(!e.contains("chunk stream"), "{e}");
+        }
+    }
+
+    /// A command with fewer than three AMF values makes `rml_rtmp` 0.8 index out of bounds:
+    /// the publisher returns an error (and keeps returning one) instead of panicking.
+    #[test]
+    fn a_short_command_is_an_error_not_a_panic() {
+        let url = RtmpUrl::parse("rtmp://127.0.0.1/cam1/room").unwrap();
+        let (mut publisher, c01) = Publisher::new(url).unwrap();
+        let mut server_hs = Handshake::new(PeerType::Server);
+        let s012 = match server_hs.process_bytes(&c01).unwrap() {
+            HandshakeProcessResult::InProgress { response_bytes } => response_bytes,
+            HandshakeProcessResult::Completed { response_bytes, .. } => response_bytes,
+        };
+        publisher.feed(&s012).unwrap();
+        // `_result` and nothing else, on chunk stream 3.
+        let mut bytes = vec![3, 0, 0, 0, 0, 0, 10, 20, 0, 0, 0, 0, 2, 0, 7];
+        bytes.extend_from_slice(b"_result");
+        let e = publisher.feed(&bytes).unwrap_err().to_string();
+        assert!(e.contains("panicked"), "{e}");
+        assert!(publisher.feed(&[3]).is_err());
     }
 
     /// The publisher against rml_rtmp's own server session, byte for byte in memory: it
