@@ -69,7 +69,7 @@ impl Store for BrokenStore {
     ) -> StoreResult<PipeMessage> {
         broken()
     }
-    async fn pipe_messages(&self, _: DevId, _: &str) -> StoreResult<Vec<PipeMessage>> {
+    async fn pipe_messages(&self, _: DevId, _: &str, _: usize) -> StoreResult<Vec<PipeMessage>> {
         broken()
     }
     async fn clear_pipe_messages(&self, _: DevId, _: &str) -> StoreResult<u64> {

@@ -610,19 +610,22 @@ impl Engine {
             .unwrap_or(0))
     }
 
-    /// A pipe's history as readers see it: at most 99 messages, oldest first.
+    /// A pipe's history as readers see it: at most 99 messages, oldest first (only those are
+    /// read from the store; of a `trust_` pipe, those of them younger than the TTL).
     pub async fn pipe_history(
         &self,
         dev: DevId,
         pipe: &str,
         now: i64,
     ) -> CqlResult<Vec<PipeMessage>> {
-        let mut h = self.store.pipe_messages(dev, pipe).await?;
+        let mut h = self
+            .store
+            .pipe_messages(dev, pipe, tables::MAX_HISTORY_READ)
+            .await?;
         if pipe.starts_with("trust_") {
             h.retain(|m| m.time >= now - TRUST_PIPE_TTL_SECS);
         }
-        let skip = h.len().saturating_sub(tables::MAX_HISTORY_READ);
-        Ok(h.split_off(skip))
+        Ok(h)
     }
 }
 

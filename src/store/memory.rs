@@ -153,11 +153,16 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn pipe_messages(&self, dev: DevId, pipe: &str) -> StoreResult<Vec<PipeMessage>> {
+    async fn pipe_messages(
+        &self,
+        dev: DevId,
+        pipe: &str,
+        newest: usize,
+    ) -> StoreResult<Vec<PipeMessage>> {
         self.with(|i| {
             i.pipes
                 .get(&(dev, pipe.to_string()))
-                .map(|q| q.iter().cloned().collect())
+                .map(|q| q.iter().skip(q.len().saturating_sub(newest)).cloned().collect())
                 .unwrap_or_default()
         })
     }

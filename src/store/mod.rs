@@ -132,8 +132,14 @@ pub trait Store: Send + Sync + 'static {
         entry: NewPipeMessage<'_>,
         keep: usize,
     ) -> StoreResult<PipeMessage>;
-    /// A pipe's history, oldest first.
-    async fn pipe_messages(&self, dev: DevId, pipe: &str) -> StoreResult<Vec<PipeMessage>>;
+    /// The newest `newest` messages of a pipe's history, oldest first (a reader never needs
+    /// more, and a history may hold 1000 messages of 64 KiB).
+    async fn pipe_messages(
+        &self,
+        dev: DevId,
+        pipe: &str,
+        newest: usize,
+    ) -> StoreResult<Vec<PipeMessage>>;
     /// Drops a pipe's history; returns how many messages were removed.
     async fn clear_pipe_messages(&self, dev: DevId, pipe: &str) -> StoreResult<u64>;
 
@@ -227,16 +233,21 @@ pub(crate) mod conformance {
             };
             s.append_pipe_message(1, "chat", entry, 3).await.unwrap();
         }
-        let h = s.pipe_messages(1, "chat").await.unwrap();
+        let h = s.pipe_messages(1, "chat", 99).await.unwrap();
         assert_eq!(
             h.iter().map(|m| m.message.as_str()).collect::<Vec<_>>(),
             ["p2", "p3", "p4"]
         );
+        let newest = s.pipe_messages(1, "chat", 2).await.unwrap();
+        assert_eq!(
+            newest.iter().map(|m| m.message.as_str()).collect::<Vec<_>>(),
+            ["p3", "p4"]
+        );
         assert_eq!(h[2].user_id, 4);
         assert_eq!(h[2].time, 14);
-        assert!(s.pipe_messages(1, "other").await.unwrap().is_empty());
+        assert!(s.pipe_messages(1, "other", 99).await.unwrap().is_empty());
         assert_eq!(s.clear_pipe_messages(1, "chat").await.unwrap(), 3);
-        assert!(s.pipe_messages(1, "chat").await.unwrap().is_empty());
+        assert!(s.pipe_messages(1, "chat", 99).await.unwrap().is_empty());
     }
 
     async fn settings(s: &dyn Store) {
@@ -299,7 +310,7 @@ pub(crate) mod conformance {
             time: 1,
         };
         s.append_pipe_message(10, "p", entry, 10).await.unwrap();
-        assert!(s.pipe_messages(20, "p").await.unwrap().is_empty());
+        assert!(s.pipe_messages(20, "p", 99).await.unwrap().is_empty());
         s.set_setting(10, "k", Some("v")).await.unwrap();
         assert_eq!(s.setting(20, "k").await.unwrap(), None);
     }

@@ -336,14 +336,21 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn pipe_messages(&self, dev: DevId, pipe: &str) -> StoreResult<Vec<PipeMessage>> {
+    async fn pipe_messages(
+        &self,
+        dev: DevId,
+        pipe: &str,
+        newest: usize,
+    ) -> StoreResult<Vec<PipeMessage>> {
         let pipe = pipe.to_string();
+        let newest = i64::try_from(newest).unwrap_or(i64::MAX);
         self.call(move |c| {
             c.prepare_cached(
-                "SELECT idx, time, event, message, user_id FROM pipe_history \
-                 WHERE dev = ?1 AND pipe = ?2 ORDER BY idx",
+                "SELECT idx, time, event, message, user_id FROM (\
+                 SELECT idx, time, event, message, user_id FROM pipe_history \
+                 WHERE dev = ?1 AND pipe = ?2 ORDER BY idx DESC LIMIT ?3) ORDER BY idx",
             )?
-            .query_map(params![dev, pipe], |r| {
+            .query_map(params![dev, pipe, newest], |r| {
                 Ok(PipeMessage {
                     index: r.get(0)?,
                     time: r.get(1)?,
