@@ -292,6 +292,40 @@ fn register_refusals() {
     let r = h.feed(&ua.register(10, Some(&ch)));
     assert_eq!(r.statuses(), [423]);
     assert_eq!(r.last().h("min-expires"), Some("60"));
+
+    // At most 16 contacts per connection: 15 more than the UA's own fit, one more does not,
+    // in one REGISTER or over several.
+    let more = |from: usize, n: usize| -> String {
+        (from..from + n)
+            .map(|i| format!("<sip:c{i}@x.invalid;transport=ws>, "))
+            .collect()
+    };
+    let with =
+        |text: String, extra: &str| text.replacen("Contact: ", &format!("Contact: {extra}"), 1);
+    let r = h.feed(&ua.register(600, None));
+    let ch = r.last().clone();
+    let r = h.feed(&with(ua.register(600, Some(&ch)), &more(0, 16)));
+    assert_eq!(r.statuses(), [403]);
+    let r = h.feed(&ua.register(600, None));
+    let ch = r.last().clone();
+    let r = h.feed(&with(ua.register(600, Some(&ch)), &more(0, 15)));
+    assert_eq!(r.statuses(), [200]);
+    let listed: usize = r
+        .last()
+        .all("contact")
+        .iter()
+        .map(|v| v.matches("<sip:").count())
+        .sum();
+    assert_eq!(listed, 16, "{:?}", r.last());
+    let r = h.feed(&ua.register(600, None));
+    let ch = r.last().clone();
+    let r = h.feed(&with(ua.register(600, Some(&ch)), &more(15, 1)));
+    assert_eq!(r.statuses(), [403]);
+    // Re-registering the same contacts is not growth.
+    let r = h.feed(&ua.register(600, None));
+    let ch = r.last().clone();
+    let r = h.feed(&with(ua.register(600, Some(&ch)), &more(0, 15)));
+    assert_eq!(r.statuses(), [200]);
 }
 
 #[test]

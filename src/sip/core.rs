@@ -31,6 +31,9 @@ pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGIST
 const SERVER: &str = concat!("comet-server/", env!("CARGO_PKG_VERSION"));
 /// Store reads in flight per connection at most.
 const MAX_LOOKUPS: usize = 16;
+/// Registered contacts per connection at most (a browser registers one); a REGISTER that
+/// would go beyond gets 403.
+const MAX_BINDINGS: usize = 16;
 /// Finished INVITE transactions remembered (for their ACK) per connection at most.
 const MAX_TRACKED_TX: usize = 1024;
 /// Methods we know but do not take.
@@ -853,6 +856,9 @@ impl Connection {
             .flat_map(split_list)
             .collect();
         let had = self.bindings.iter().any(|b| (b.dev, b.user) == (dev, user));
+        if contacts.len() > MAX_BINDINGS {
+            return self.reply(out, req, 403, None);
+        }
         if contacts == ["*"] {
             if header_expires != Some(0) {
                 return self.reply(out, req, 400, None);
@@ -881,6 +887,15 @@ impl Connection {
                     );
                 }
                 changes.push((na, expires.min(limits.max_expires)));
+            }
+            let replaced = |b: &Binding| {
+                (b.dev, b.user) == (dev, user)
+                    && changes.iter().any(|(na, _)| b.uri.same_address(&na.uri))
+            };
+            let kept = self.bindings.iter().filter(|b| !replaced(b)).count();
+            let added = changes.iter().filter(|(_, e)| *e > 0).count();
+            if kept + added > MAX_BINDINGS {
+                return self.reply(out, req, 403, None);
             }
             for (na, expires) in changes {
                 self.bindings

@@ -162,7 +162,12 @@ impl Store for MemoryStore {
         self.with(|i| {
             i.pipes
                 .get(&(dev, pipe.to_string()))
-                .map(|q| q.iter().skip(q.len().saturating_sub(newest)).cloned().collect())
+                .map(|q| {
+                    q.iter()
+                        .skip(q.len().saturating_sub(newest))
+                        .cloned()
+                        .collect()
+                })
                 .unwrap_or_default()
         })
     }

@@ -240,7 +240,10 @@ pub(crate) mod conformance {
         );
         let newest = s.pipe_messages(1, "chat", 2).await.unwrap();
         assert_eq!(
-            newest.iter().map(|m| m.message.as_str()).collect::<Vec<_>>(),
+            newest
+                .iter()
+                .map(|m| m.message.as_str())
+                .collect::<Vec<_>>(),
             ["p3", "p4"]
         );
         assert_eq!(h[2].user_id, 4);
