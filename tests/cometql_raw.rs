@@ -132,6 +132,33 @@ fn oversized_packet_is_refused_with_11_and_closed() {
     assert!(raw.read().is_none(), "closed after the oversized packet");
 }
 
+/// Before the login a client may not announce more than 64 KiB (the server would buffer it),
+/// and must log in within 10 s: a client that connects and stays silent is disconnected.
+#[test]
+fn unauthenticated_clients_are_bounded_in_size_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let (mut raw, _) = Raw::connect(&s);
+    // A 100 000-byte handshake response, announced by its header only.
+    raw.s.write_all(&[0xA0, 0x86, 0x01, 1]).unwrap();
+    let (_, p) = raw.read().expect("an error before the close");
+    assert_eq!(err_code(&p), 11);
+    assert!(raw.read().is_none(), "closed after the oversized packet");
+
+    let (mut silent, _) = Raw::connect(&s);
+    // Wait (up to 20 s, twice the login timeout) for the server to close: a read returns 0.
+    silent
+        .s
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    match silent.s.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the silent client should have been disconnected: {other:?}"),
+    }
+}
+
 #[test]
 fn bad_logins_are_refused_with_16() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -14,6 +15,14 @@ use super::wire::{self, PacketReader, PacketWriter, Read, com};
 
 /// Largest packet a client may send (reported as `@@max_allowed_packet`).
 pub const MAX_PACKET: usize = 1 << 20;
+/// Largest packet before the login is done (a handshake response is well under 1 KiB), so an
+/// unauthenticated client cannot make the server buffer a megabyte.
+pub const MAX_LOGIN_PACKET: usize = 64 * 1024;
+/// A client has this long from connecting to being logged in.
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// A logged-in connection idle this long is closed (MySQL's default `wait_timeout`, which
+/// `SHOW VARIABLES` reports).
+pub const WAIT_TIMEOUT: Duration = Duration::from_secs(28_800);
 
 /// Accepts CometQL connections until the task is dropped.
 pub async fn serve(listener: TcpListener, engine: Arc<Engine>) {
@@ -50,12 +59,18 @@ enum ConnError {
     Closed,
     #[error("{0}")]
     Refused(String),
+    #[error("timed out ({0})")]
+    TimedOut(&'static str),
 }
 
 struct Conn {
     stream: TcpStream,
     reader: PacketReader,
     buf: Vec<u8>,
+    /// The next packet must have arrived by then.
+    deadline: tokio::time::Instant,
+    /// What `deadline` is (for the log).
+    waiting_for: &'static str,
 }
 
 impl Conn {
@@ -67,13 +82,23 @@ impl Conn {
                     let mut w = PacketWriter::new(1);
                     w.packet(&wire::err_packet(
                         code::TOO_LONG,
-                        &format!("Data is too long: a {n}-byte packet exceeds max_allowed_packet ({MAX_PACKET})"),
+                        &format!(
+                            "Data is too long: a {n}-byte packet exceeds {} bytes ({})",
+                            self.reader.limit(),
+                            if self.reader.limit() == MAX_PACKET {
+                                "max_allowed_packet"
+                            } else {
+                                "before the login"
+                            }
+                        ),
                     ));
                     self.stream.write_all(&w.take()).await?;
                     return Err(ConnError::Refused(format!("{n}-byte packet")));
                 }
                 Read::NeedMore => {
-                    let n = self.stream.read(&mut self.buf).await?;
+                    let n = tokio::time::timeout_at(self.deadline, self.stream.read(&mut self.buf))
+                        .await
+                        .map_err(|_| ConnError::TimedOut(self.waiting_for))??;
                     if n == 0 {
                         return Err(ConnError::Closed);
                     }
@@ -97,8 +122,10 @@ async fn connection(
 ) -> Result<(), ConnError> {
     let mut c = Conn {
         stream,
-        reader: PacketReader::new(MAX_PACKET),
+        reader: PacketReader::new(MAX_LOGIN_PACKET),
         buf: vec![0; 16 * 1024],
+        deadline: tokio::time::Instant::now() + LOGIN_TIMEOUT,
+        waiting_for: "login",
     };
     let scramble = wire::new_scramble();
     let mut w = PacketWriter::new(0);
@@ -173,8 +200,11 @@ async fn connection(
     w.packet(&wire::ok_packet(0, 0, ""));
     c.send(&mut w).await?;
     tracing::debug!(%peer, dev = session.dev, "cometql login");
+    c.reader.set_limit(MAX_PACKET);
+    c.waiting_for = "idle longer than wait_timeout";
 
     loop {
+        c.deadline = tokio::time::Instant::now() + WAIT_TIMEOUT;
         let (seq, payload) = c.read_packet().await?;
         let mut w = PacketWriter::new(seq.wrapping_add(1));
         let Some((&command, body)) = payload.split_first() else {

@@ -92,6 +92,16 @@ impl PacketReader {
         }
     }
 
+    /// The largest payload accepted.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Changes the largest payload accepted from now on.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
     /// Appends received bytes.
     pub fn feed(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
