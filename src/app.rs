@@ -410,6 +410,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         hub: hub.clone(),
         engine: engine.clone(),
         server_name: config.server_name.clone(),
+        timeouts: Default::default(),
     });
     let ws_bind = SocketAddr::new(config.ws.ip, config.ws.port);
     let (ws_addr, ws_tls) = match &ws_tls_files {

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -29,6 +30,32 @@ pub struct WsContext {
     pub engine: Arc<Engine>,
     /// `server` in the serverInfo frame and `node` in `/info`.
     pub server_name: String,
+    pub timeouts: WsTimeouts,
+}
+
+/// How long a connection may stall. A peer that stops reading (a full TCP window) would
+/// otherwise block its connection's task forever, with up to `hub::QUEUE_FRAMES` frames
+/// queued for it; one that vanished without closing would stay "online" in presence.
+#[derive(Debug, Clone, Copy)]
+pub struct WsTimeouts {
+    /// One frame must be taken by the socket within this (default 10 s).
+    pub write: Duration,
+    /// A WebSocket ping goes out after this long without a frame from the peer (default
+    /// 25 s; browsers answer pings by themselves).
+    pub ping_after: Duration,
+    /// Nothing from the peer this long, not even a pong: the connection is closed
+    /// (default 65 s).
+    pub idle: Duration,
+}
+
+impl Default for WsTimeouts {
+    fn default() -> Self {
+        WsTimeouts {
+            write: Duration::from_secs(10),
+            ping_after: Duration::from_secs(25),
+            idle: Duration::from_secs(65),
+        }
+    }
 }
 
 /// The HTTP routes: the WebSocket paths, `/info`, CORS preflight; everything else is 404.
@@ -124,16 +151,35 @@ async fn handle(
         .on_upgrade(move |socket| connection(socket, ctx, params, info))
 }
 
-type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+/// The write timeout of every send (set once per connection from `WsTimeouts::write`).
+struct Sink {
+    inner: futures_util::stream::SplitSink<WebSocket, Message>,
+    timeout: Duration,
+}
+
+impl Sink {
+    /// Sends one message; false if the socket failed or did not take it in time.
+    async fn put(&mut self, m: Message) -> bool {
+        matches!(
+            tokio::time::timeout(self.timeout, self.inner.send(m)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    async fn close(&mut self) {
+        let _ = tokio::time::timeout(self.timeout, self.inner.close()).await;
+    }
+}
 
 async fn send(sink: &mut Sink, text: &str) -> bool {
-    sink.send(Message::Text(text.into())).await.is_ok()
+    sink.put(Message::Text(text.into())).await
 }
 
 async fn send_and_close(sink: &mut Sink, text: &str) {
-    let _ = send(sink, text).await;
-    let _ = sink.send(Message::Close(None)).await;
-    let _ = sink.close().await;
+    if send(sink, text).await {
+        sink.put(Message::Close(None)).await;
+    }
+    sink.close().await;
 }
 
 fn constant_time_eq(a: &str, b: &str) -> bool {
@@ -203,7 +249,11 @@ async fn connection(
     params: Result<url::ConnectParams, url::UrlError>,
     mut info: ConnInfo,
 ) {
-    let (mut sink, mut stream) = socket.split();
+    let (sink, mut stream) = socket.split();
+    let mut sink = Sink {
+        inner: sink,
+        timeout: ctx.timeouts.write,
+    };
     let now = unix_now();
     let p = match params {
         Ok(p) => p,
@@ -283,9 +333,31 @@ async fn connection(
         }
     }
 
+    let timeouts = ctx.timeouts;
+    let mut heard = tokio::time::Instant::now();
+    let mut pinged = false;
     loop {
+        // Ping once after `ping_after` of silence; give up after `idle`.
+        let wake = if pinged {
+            heard + timeouts.idle
+        } else {
+            heard + timeouts.ping_after.min(timeouts.idle)
+        };
         tokio::select! {
+            () = tokio::time::sleep_until(wake) => {
+                if pinged || timeouts.ping_after >= timeouts.idle {
+                    tracing::debug!(conn = ?me.id, "comet WebSocket idle: closed");
+                    sink.put(Message::Close(None)).await;
+                    break;
+                }
+                pinged = true;
+                if !sink.put(Message::Ping(Default::default())).await {
+                    break;
+                }
+            }
             incoming = stream.next() => {
+                heard = tokio::time::Instant::now();
+                pinged = false;
                 let now = unix_now();
                 match incoming {
                     None | Some(Ok(Message::Close(_))) => break,
@@ -296,7 +368,7 @@ async fn connection(
                             ok &= send(&mut sink, r).await;
                         }
                         if close {
-                            let _ = sink.send(Message::Close(None)).await;
+                            sink.put(Message::Close(None)).await;
                             break;
                         }
                         if !ok {
@@ -326,7 +398,7 @@ async fn connection(
                     match frame {
                         Some(f) => send_and_close(&mut sink, &f).await,
                         None => {
-                            let _ = sink.send(Message::Close(None)).await;
+                            sink.put(Message::Close(None)).await;
                         }
                     }
                     break;
@@ -334,7 +406,7 @@ async fn connection(
                 None => break,
             },
             _ = handle.kill.notified() => {
-                let _ = sink.send(Message::Close(None)).await;
+                sink.put(Message::Close(None)).await;
                 break;
             }
         }
@@ -560,4 +632,135 @@ async fn web_pipe2(
         tracing::warn!("cannot log a pipe message: {e}");
     }
     protocol::relay_answer(pipe, &escaped, n, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cometql::engine::Settings;
+    use crate::conference::ConferenceRegistry;
+    use tokio_tungstenite::tungstenite::Message as M;
+
+    /// The comet WebSocket listener in this process on 127.0.0.1 with short timeouts.
+    async fn start(timeouts: WsTimeouts) -> (SocketAddr, Arc<Hub>) {
+        let hub = Arc::new(Hub::new());
+        let engine = Arc::new(Engine::new(
+            Arc::new(crate::store::MemoryStore::new()),
+            Arc::new(crate::realtime::Offline),
+            Arc::new(ConferenceRegistry::new()),
+            Settings::from_config(&crate::config::Config::default()),
+        ));
+        let ctx = Arc::new(WsContext {
+            hub: hub.clone(),
+            engine,
+            server_name: "test".into(),
+            timeouts,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, ctx));
+        (addr, hub)
+    }
+
+    async fn open(
+        addr: SocketAddr,
+    ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>
+    {
+        let url = format!("ws://{addr}/ws/sesion=&myid=0&devid=0&v=4.08&uuid=u&api=js");
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        // serverInfo.
+        match ws.next().await {
+            Some(Ok(M::Text(_))) => ws,
+            other => panic!("expected serverInfo, got {other:?}"),
+        }
+    }
+
+    /// Waits (up to 10 s) until the hub holds `n` connections.
+    async fn connections(hub: &Hub, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while hub.connections() != n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} connections, waiting for {n}",
+                hub.connections()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A silent peer gets a ping and, not answering, is closed after the idle timeout; a
+    /// peer that reads (and so answers pings, as browsers do) stays connected meanwhile.
+    #[tokio::test]
+    async fn silent_peers_are_pinged_then_closed() {
+        let (addr, hub) = start(WsTimeouts {
+            write: Duration::from_secs(5),
+            ping_after: Duration::from_millis(100),
+            idle: Duration::from_millis(400),
+        })
+        .await;
+        let mut alive = open(addr).await;
+        let silent = open(addr).await;
+        connections(&hub, 2).await;
+        // `alive` reads: tungstenite answers each ping with a pong on the next read.
+        let reader = tokio::spawn(async move {
+            let mut pings = 0;
+            while let Some(Ok(m)) = alive.next().await {
+                if matches!(m, M::Ping(_)) {
+                    pings += 1;
+                }
+                if pings == 10 {
+                    break;
+                }
+            }
+            (pings, alive)
+        });
+        connections(&hub, 1).await;
+        let (pings, mut alive) = reader.await.unwrap();
+        assert_eq!(pings, 10, "the reading peer kept being pinged");
+        // It is still served: a command gets its answer.
+        alive.send(M::Text("user_status\n1".into())).await.unwrap();
+        loop {
+            match alive.next().await {
+                Some(Ok(M::Text(t))) => {
+                    assert!(t.as_str().contains("user_status"), "{t}");
+                    break;
+                }
+                Some(Ok(M::Ping(_) | M::Pong(_))) => continue,
+                other => panic!("the reading peer was closed: {other:?}"),
+            }
+        }
+        assert_eq!(hub.connections(), 1);
+        drop(silent);
+    }
+
+    /// A peer that stops reading while frames keep coming is closed once a frame has waited
+    /// for the socket longer than the write timeout.
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_is_closed() {
+        let (addr, hub) = start(WsTimeouts {
+            write: Duration::from_millis(300),
+            ping_after: Duration::from_secs(60),
+            idle: Duration::from_secs(120),
+        })
+        .await;
+        let mut stuck = open(addr).await;
+        stuck
+            .send(M::Text("subscription\nweb_flood".into()))
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while hub.pipe_subscriber_count(0, "web_flood") == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "never subscribed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // 60 KB frames until the socket buffers are full and the connection is dropped.
+        let frame = "x".repeat(60_000);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while hub.connections() == 1 {
+            assert!(tokio::time::Instant::now() < deadline, "never closed");
+            hub.send_to_pipe(0, "web_flood", &frame);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        drop(stuck);
+    }
 }
