@@ -550,6 +550,49 @@ async fn a_silent_connection_is_closed_by_the_idle_timeout() {
     assert_eq!(env.ctx.connections(), 0);
 }
 
+/// A client that keeps sending requests but never reads their responses: once a response has
+/// waited for the socket longer than the write timeout, the connection is closed.
+#[tokio::test]
+async fn a_peer_that_does_not_read_is_closed_by_the_write_timeout() {
+    let env = start_with(
+        false,
+        WsLimits {
+            write_timeout: Duration::from_millis(300),
+            ..WsLimits::default()
+        },
+    )
+    .await;
+    let mut c = Client::connect(&env, ua()).await;
+    assert_eq!(env.ctx.connections(), 1);
+    // OPTIONS with seven extra 7 KB Via headers, which every response copies: ~50 KB answers
+    // fill the socket buffers after a few hundred requests.
+    let vias: String = (0..7)
+        .map(|i| {
+            format!(
+                "Via: SIP/2.0/WSS pad{i}.invalid;branch=z9hG4bK{}\r\n",
+                "p".repeat(7000)
+            )
+        })
+        .collect();
+    let plain = c.ua.options();
+    let at = plain.find("\r\nVia: ").unwrap() + 2;
+    let at = at + plain[at..].find("\r\n").unwrap() + 2;
+    let options = format!("{}{vias}{}", &plain[..at], &plain[at..]);
+    let sender = tokio::spawn(async move {
+        // Writes until the server closes; never reads.
+        while c.ws.send(WsMessage::text(options.clone())).await.is_ok() {}
+    });
+    let deadline = Instant::now() + WAIT;
+    while env.ctx.connections() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the non-reading peer was not closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sender.abort();
+}
+
 #[tokio::test]
 async fn a_newer_call_of_the_same_user_takes_the_seat() {
     let env = start().await;

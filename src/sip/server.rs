@@ -44,6 +44,9 @@ pub struct WsLimits {
     pub idle_timeout: Duration,
     /// TLS plus WebSocket handshake.
     pub handshake_timeout: Duration,
+    /// One frame must be taken by the socket within this; a peer that stops reading would
+    /// otherwise block its connection (and the idle check) forever.
+    pub write_timeout: Duration,
 }
 
 impl Default for WsLimits {
@@ -52,6 +55,7 @@ impl Default for WsLimits {
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(65),
             handshake_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -475,6 +479,7 @@ where
     let core = Connection::new(ctx.core.clone(), conn_id, peer, secure);
     let ping_every = ctx.ws.ping_interval;
     let idle_timeout = ctx.ws.idle_timeout;
+    let write_timeout = ctx.ws.write_timeout;
     let mut state = ConnState {
         ctx,
         core,
@@ -529,18 +534,26 @@ where
                     debug!(%peer, "SIP: connection idle, closing");
                     break 'conn;
                 }
-                if ws.send(WsMessage::Ping(Default::default())).await.is_err() {
+                let ping = ws.send(WsMessage::Ping(Default::default()));
+                if !matches!(tokio::time::timeout(write_timeout, ping).await, Ok(Ok(()))) {
                     break 'conn;
                 }
                 continue;
             }
         };
         for frame in state.execute(actions) {
-            if let Err(e) = ws.send(WsMessage::text(frame)).await {
-                if !matches!(e, tungstenite::Error::ConnectionClosed) {
-                    debug!(%peer, error = %e, "SIP: write failed");
+            match tokio::time::timeout(write_timeout, ws.send(WsMessage::text(frame))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    if !matches!(e, tungstenite::Error::ConnectionClosed) {
+                        debug!(%peer, error = %e, "SIP: write failed");
+                    }
+                    break 'conn;
                 }
-                break 'conn;
+                Err(_) => {
+                    debug!(%peer, "SIP: the peer does not read; closing");
+                    break 'conn;
+                }
             }
         }
     }
