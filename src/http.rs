@@ -383,7 +383,7 @@ pub fn render(ctx: &HttpContext) -> String {
     let h = &ctx.hub.stats;
     let r = &ctx.runtime.stats;
     let v = &r.video;
-    let metrics: [(&str, &str, &str, f64); 29] = [
+    let metrics: [(&str, &str, &str, f64); 30] = [
         (
             "comet_cometql_connections",
             "gauge",
@@ -497,6 +497,12 @@ pub fn render(ctx: &HttpContext) -> String {
             "counter",
             "Video RTP packets not decoded: no canvas showed their sender.",
             load(&v.dropped_hidden),
+        ),
+        (
+            "comet_video_packets_dropped_backlog_total",
+            "counter",
+            "Video RTP packets dropped: a conference's video thread had too many waiting.",
+            load(&v.dropped_backlog),
         ),
         (
             "comet_video_frames_decoded_total",

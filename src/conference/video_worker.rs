@@ -6,7 +6,7 @@
 //! [`VideoWorker`] is dropped (the conference ended).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,9 @@ pub struct VideoCounters {
     pub forced_keyframes: AtomicU64,
     pub keyframe_requests: AtomicU64,
     pub dropped_hidden: AtomicU64,
+    /// Video RTP packets dropped because a conference's video thread had
+    /// [`MAX_QUEUED_PACKETS`] waiting (it cannot keep up; the receivers see loss).
+    pub dropped_backlog: AtomicU64,
     /// Canvas payloads handed to the endpoint (one per subscriber).
     pub payloads_out: AtomicU64,
     /// REMB/TWCC bandwidth estimates received for members' canvases.
@@ -60,10 +63,18 @@ pub struct VideoCounters {
     pub subscribers: AtomicU64,
 }
 
+/// Media packets waiting for a video thread at most; beyond, new ones are dropped (members
+/// sending faster than the thread decodes would otherwise grow its queue without bound).
+/// About 2 s of four 2 Mbit/s senders.
+pub const MAX_QUEUED_PACKETS: usize = 2048;
+
 /// A conference's video thread. Cloneable; dropping the last clone stops the thread.
 #[derive(Clone)]
 pub struct VideoWorker {
     tx: mpsc::Sender<VideoCmd>,
+    /// `VideoCmd::Packet`s sent and not yet taken by the thread.
+    queued: Arc<AtomicUsize>,
+    counters: Arc<VideoCounters>,
 }
 
 impl std::fmt::Debug for VideoWorker {
@@ -82,13 +93,30 @@ impl VideoWorker {
         counters: Arc<VideoCounters>,
     ) -> std::io::Result<VideoWorker> {
         let (tx, rx) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (q, c) = (queued.clone(), counters.clone());
         std::thread::Builder::new()
             .name(format!("video-{name}"))
-            .spawn(move || run(settings, rx, sfu, rt, counters))?;
-        Ok(VideoWorker { tx })
+            .spawn(move || run(settings, rx, sfu, rt, c, q))?;
+        Ok(VideoWorker {
+            tx,
+            queued,
+            counters,
+        })
     }
 
+    /// Queues a command. Packets beyond [`MAX_QUEUED_PACKETS`] waiting are dropped and
+    /// counted; other commands always go through (they are few, and state).
     pub fn send(&self, cmd: VideoCmd) {
+        if matches!(cmd, VideoCmd::Packet(..)) {
+            if self.queued.load(Ordering::Relaxed) >= MAX_QUEUED_PACKETS {
+                self.counters
+                    .dropped_backlog
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            self.queued.fetch_add(1, Ordering::Relaxed);
+        }
         // The thread only stops when every clone of this handle is dropped.
         let _ = self.tx.send(cmd);
     }
@@ -100,7 +128,13 @@ fn run(
     sfu: SfuHandle,
     rt: tokio::runtime::Handle,
     counters: Arc<VideoCounters>,
+    queued: Arc<AtomicUsize>,
 ) {
+    let taken = |c: &VideoCmd| {
+        if matches!(c, VideoCmd::Packet(..)) {
+            queued.fetch_sub(1, Ordering::Relaxed);
+        }
+    };
     let mut mixer = VideoMixer::new(settings, Instant::now());
     let interval = mixer.frame_interval();
     let mut next = Instant::now() + interval;
@@ -125,13 +159,17 @@ fn run(
             continue;
         }
         let cmd = match rx.recv_timeout(next - now) {
-            Ok(c) => c,
+            Ok(c) => {
+                taken(&c);
+                c
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         let started = Instant::now();
         handle(&mut mixer, &mut broadcast, cmd, started);
         while let Ok(c) = rx.try_recv() {
+            taken(&c);
             handle(&mut mixer, &mut broadcast, c, Instant::now());
         }
         finish(&mut mixer, &sfu, &rt, &mut published, &counters, started);
@@ -247,4 +285,58 @@ fn publish_stats(
     add(&c.encoders, now.encoders, published.encoders);
     add(&c.subscribers, now.subscribers, published.subscribers);
     *published = *now;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(seq: u16) -> VideoCmd {
+        VideoCmd::Packet(
+            ParticipantId(1),
+            RtpPacket {
+                sequence_number: seq,
+                timestamp: 0,
+                marker: false,
+                payload: vec![0; 100],
+                audio_level: None,
+                arrival: Instant::now(),
+            },
+        )
+    }
+
+    /// A thread that does not keep up has at most MAX_QUEUED_PACKETS packets waiting; the
+    /// rest are dropped and counted, commands still go through, and packets are admitted
+    /// again as the thread takes them.
+    #[test]
+    fn the_packet_backlog_is_bounded() {
+        let (tx, rx) = mpsc::channel();
+        let counters = Arc::new(VideoCounters::default());
+        let w = VideoWorker {
+            tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+            counters: counters.clone(),
+        };
+        for i in 0..3000 {
+            w.send(packet(i as u16));
+        }
+        w.send(VideoCmd::Leave(ParticipantId(1)));
+        let waiting: Vec<VideoCmd> = rx.try_iter().collect();
+        assert_eq!(waiting.len(), MAX_QUEUED_PACKETS + 1);
+        assert!(matches!(waiting.last(), Some(VideoCmd::Leave(_))));
+        assert_eq!(
+            counters.dropped_backlog.load(Ordering::Relaxed),
+            (3000 - MAX_QUEUED_PACKETS) as u64
+        );
+        // What the thread does for each command it takes.
+        for c in &waiting[..10] {
+            if matches!(c, VideoCmd::Packet(..)) {
+                w.queued.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        for i in 0..20 {
+            w.send(packet(i));
+        }
+        assert_eq!(rx.try_iter().count(), 10);
+    }
 }
