@@ -106,7 +106,35 @@ pub enum Verdict {
 
 struct Seen {
     nc: u32,
+    issued: u64,
     expires: u64,
+}
+
+/// The nonces in use and their last nonce counts (replay protection).
+#[derive(Default)]
+struct SeenNonces {
+    map: HashMap<String, Seen>,
+    /// Nonces issued at or before this (unix seconds) were forgotten to make room: they are
+    /// stale (the client is challenged again, harmlessly), so forgetting never allows a
+    /// replay.
+    forgotten_until: Option<u64>,
+    /// When expired entries are swept next (at most every 10 s, not per request).
+    next_sweep: u64,
+}
+
+impl SeenNonces {
+    /// Forgets the oldest-issued eighth of the entries.
+    fn forget_oldest(&mut self) {
+        let mut issued: Vec<u64> = self.map.values().map(|s| s.issued).collect();
+        if issued.is_empty() {
+            return;
+        }
+        let k = issued.len() / 8;
+        let (_, cutoff, _) = issued.select_nth_unstable(k);
+        let cutoff = *cutoff;
+        self.map.retain(|_, s| s.issued > cutoff);
+        self.forgotten_until = Some(self.forgotten_until.map_or(cutoff, |f| f.max(cutoff)));
+    }
 }
 
 /// Issues and verifies digest challenges for one realm.
@@ -114,7 +142,8 @@ pub struct DigestAuth {
     realm: String,
     key: [u8; 32],
     ttl: u64,
-    seen: Mutex<HashMap<String, Seen>>,
+    seen: Mutex<SeenNonces>,
+    max_tracked: usize,
 }
 
 impl fmt::Debug for DigestAuth {
@@ -167,7 +196,8 @@ impl DigestAuth {
             realm: realm.into(),
             key: secret,
             ttl: NONCE_TTL_SECS,
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(SeenNonces::default()),
+            max_tracked: MAX_TRACKED,
         }
     }
 
@@ -265,22 +295,33 @@ impl DigestAuth {
             return Verdict::Stale;
         }
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() >= 1024 {
-            seen.retain(|_, s| s.expires >= unix_now);
+        if seen.forgotten_until.is_some_and(|f| issued <= f) {
+            return Verdict::Stale;
         }
-        let full = seen.len() >= MAX_TRACKED;
-        match seen.get_mut(&creds.nonce) {
+        if seen.map.len() >= 1024 && unix_now >= seen.next_sweep {
+            seen.map.retain(|_, s| s.expires >= unix_now);
+            seen.next_sweep = unix_now + 10;
+        }
+        if seen.map.len() >= self.max_tracked && !seen.map.contains_key(&creds.nonce) {
+            // Full (someone registering very often): make room by forgetting the oldest
+            // nonces rather than refusing everyone's new ones.
+            seen.forget_oldest();
+            if seen.forgotten_until.is_some_and(|f| issued <= f) {
+                return Verdict::Stale;
+            }
+        }
+        match seen.map.get_mut(&creds.nonce) {
             Some(s) if creds.nc <= s.nc => Verdict::Stale,
             Some(s) => {
                 s.nc = creds.nc;
                 Verdict::Ok
             }
-            None if full => Verdict::Stale,
             None => {
-                seen.insert(
+                seen.map.insert(
                     creds.nonce.clone(),
                     Seen {
                         nc: creds.nc,
+                        issued,
                         expires: issued + self.ttl,
                     },
                 );
@@ -365,6 +406,41 @@ mod tests {
         let forged = creds(&auth, now, Some("x".repeat(43)), "secret", 1);
         assert_eq!(
             auth.verify(&forged, "REGISTER", "secret", now),
+            Verdict::Stale
+        );
+    }
+
+    /// When the table of nonces in use is full, the oldest-issued ones are forgotten: a new
+    /// nonce is still accepted (one user registering very often no longer locks everyone
+    /// out), a forgotten one is stale rather than replayable, and a recent one in the table
+    /// still cannot be replayed.
+    #[test]
+    fn a_full_nonce_table_forgets_the_oldest_and_never_allows_a_replay() {
+        let mut auth = DigestAuth::new("h", [7; 32]);
+        auth.max_tracked = 64;
+        let start = 1_700_000_000;
+        let mut used = Vec::new();
+        for i in 0..64u64 {
+            let c = creds(&auth, start + i, None, "secret", 1);
+            assert_eq!(
+                auth.verify(&c, "REGISTER", "secret", start + i),
+                Verdict::Ok
+            );
+            used.push(c);
+        }
+        let now = start + 70;
+        let fresh = creds(&auth, now, None, "secret", 1);
+        assert_eq!(auth.verify(&fresh, "REGISTER", "secret", now), Verdict::Ok);
+        assert!(auth.seen.lock().unwrap().map.len() <= 64);
+        for c in &used {
+            // Replays: forgotten ones are stale, remembered ones too.
+            assert_eq!(auth.verify(c, "REGISTER", "secret", now), Verdict::Stale);
+        }
+        let next = creds(&auth, now, Some(used[63].nonce.clone()), "secret", 2);
+        assert_eq!(auth.verify(&next, "REGISTER", "secret", now), Verdict::Ok);
+        let forgotten = creds(&auth, now, Some(used[0].nonce.clone()), "secret", 2);
+        assert_eq!(
+            auth.verify(&forgotten, "REGISTER", "secret", now),
             Verdict::Stale
         );
     }
