@@ -116,10 +116,70 @@ async fn video_api() -> Response {
         .into_response()
 }
 
+/// A client must send a request's headers within this, also to start the next request on a
+/// kept-alive connection: a silent or trickling client (slowloris) is disconnected.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The HTTP/1 settings every listener of ours uses (HTTP, the comet WebSocket): hyper
+/// enforces no header timeout without a timer, which `axum::serve` does not set.
+pub fn hardened<A>(mut server: axum_server::Server<A>) -> axum_server::Server<A> {
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    server
+}
+
+/// Hands a plain connection to hyper only once its first byte arrived, within
+/// [`HEADER_READ_TIMEOUT`]: hyper's header timeout starts after it has sniffed the HTTP
+/// version, which waits for that byte forever. (TLS listeners have the TLS handshake's
+/// timeout instead.)
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FirstByte;
+
+impl<S: Send + 'static> axum_server::accept::Accept<tokio::net::TcpStream, S> for FirstByte {
+    type Stream = tokio::net::TcpStream;
+    type Service = S;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<(Self::Stream, S)>> + Send>,
+    >;
+
+    fn accept(&self, stream: tokio::net::TcpStream, service: S) -> Self::Future {
+        Box::pin(async move {
+            // `peek` waits for a byte without taking it (`readable` may be ready at once for
+            // a new socket).
+            let mut byte = [0u8; 1];
+            match tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut byte)).await {
+                Ok(Ok(0)) => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(Ok(_)) => Ok((stream, service)),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no request within the header timeout",
+                )),
+            }
+        })
+    }
+}
+
+/// A plain (no TLS) listener with [`hardened`] settings and [`FirstByte`].
+pub fn plain_server(
+    listener: tokio::net::TcpListener,
+) -> std::io::Result<axum_server::Server<FirstByte>> {
+    Ok(hardened(
+        axum_server::from_tcp(listener.into_std()?).acceptor(FirstByte),
+    ))
+}
+
 /// Serves until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<HttpContext>) {
     let app = router(ctx).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, app).await {
+    let server = match plain_server(listener) {
+        Ok(s) => s,
+        Err(e) => return tracing::error!("HTTP listener: {e}"),
+    };
+    if let Err(e) = server.serve(app).await {
         tracing::error!("HTTP listener stopped: {e}");
     }
 }
@@ -131,7 +191,10 @@ pub async fn serve_tls(
     ctx: Arc<HttpContext>,
 ) {
     let app = router(ctx).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum_server::from_tcp_rustls(listener, tls).serve(app).await {
+    if let Err(e) = hardened(axum_server::from_tcp_rustls(listener, tls))
+        .serve(app)
+        .await
+    {
         tracing::error!("HTTPS listener stopped: {e}");
     }
 }

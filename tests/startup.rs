@@ -119,3 +119,54 @@ async fn metrics_and_health_over_http() {
     assert!(value("comet_cometql_errors_total") >= 1);
     assert_eq!(value("comet_cometql_connections"), 1);
 }
+
+/// The HTTP and comet WebSocket listeners disconnect a client that does not finish its
+/// request headers within 10 s (slowloris: a few bytes, then nothing), and one that connects
+/// and sends nothing, while a prompt request on the same listeners is answered.
+#[tokio::test]
+async fn clients_that_never_finish_their_headers_are_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let http = s.http.expect("the HTTP listener is on by default");
+    let mut waiting = Vec::new();
+    for addr in [http, s.ws] {
+        let mut partial = tokio::net::TcpStream::connect(addr).await.unwrap();
+        partial
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+        let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        waiting.push(partial);
+        waiting.push(silent);
+    }
+    // And a kept-alive connection after its first answer.
+    let mut kept = tokio::net::TcpStream::connect(http).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    kept.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    waiting.push(kept);
+    // Meanwhile the listeners serve others.
+    let mut tcp = tokio::net::TcpStream::connect(http).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Each stalled connection is closed by the server (EOF, maybe after a 408), within twice
+    // the timeout.
+    for (i, mut c) in waiting.into_iter().enumerate() {
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(std::time::Duration::from_secs(20), c.read_to_end(&mut rest))
+                .await;
+        assert!(
+            matches!(closed, Ok(Ok(_)) | Ok(Err(_))),
+            "stalled connection {i} (http partial, http silent, ws partial, ws silent, http kept alive) was not closed"
+        );
+    }
+}

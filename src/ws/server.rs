@@ -66,7 +66,11 @@ pub fn router(ctx: Arc<WsContext>) -> Router {
 /// Serves plain `ws://` on a bound listener until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<WsContext>) {
     let app = router(ctx).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, app).await {
+    let server = match crate::http::plain_server(listener) {
+        Ok(s) => s,
+        Err(e) => return tracing::error!("comet WebSocket listener: {e}"),
+    };
+    if let Err(e) = server.serve(app).await {
         tracing::error!("comet WebSocket listener stopped: {e}");
     }
 }
@@ -78,7 +82,8 @@ pub async fn serve_tls(
     ctx: Arc<WsContext>,
 ) {
     let app = router(ctx).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum_server::from_tcp_rustls(listener, tls).serve(app).await {
+    let server = crate::http::hardened(axum_server::from_tcp_rustls(listener, tls));
+    if let Err(e) = server.serve(app).await {
         tracing::error!("comet WebSocket (TLS) listener stopped: {e}");
     }
 }
