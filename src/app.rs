@@ -376,6 +376,23 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let mut settings = Settings::from_config(config);
     settings.sip_port = sip_addr.port();
     settings.node = format!("{}:{}", config.sip_host, sip_addr.port());
+    {
+        // Queued personal messages live QUEUE_TTL_SECS; those of users who never connect
+        // again are dropped here, once a minute.
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                let before = cometql::engine::unix_now() - cometql::engine::QUEUE_TTL_SECS;
+                match store.purge_user_messages(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!("purged {n} expired queued messages"),
+                    Err(e) => tracing::warn!("cannot purge expired queued messages: {e}"),
+                }
+            }
+        }));
+    }
     let engine = Arc::new(Engine::new(store, live, conferences.clone(), settings));
     tasks.push(publish_conference_events(&conferences, engine.clone()));
     conferences.set_profile_limits(

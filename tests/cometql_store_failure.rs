@@ -57,6 +57,9 @@ impl Store for BrokenStore {
     ) -> StoreResult<Vec<QueuedMessage>> {
         broken()
     }
+    async fn purge_user_messages(&self, _: i64) -> StoreResult<u64> {
+        broken()
+    }
     async fn clear_user_messages(&self, _: DevId, _: UserId) -> StoreResult<u64> {
         broken()
     }

@@ -131,6 +131,19 @@ impl Store for MemoryStore {
         self.with(|i| i.queues.remove(&(dev, user)).map_or(0, |q| q.len() as u64))
     }
 
+    async fn purge_user_messages(&self, before: i64) -> StoreResult<u64> {
+        self.with(|i| {
+            let mut purged = 0;
+            i.queues.retain(|_, q| {
+                let n = q.len();
+                q.retain(|m| m.time >= before);
+                purged += (n - q.len()) as u64;
+                !q.is_empty()
+            });
+            purged
+        })
+    }
+
     async fn append_pipe_message(
         &self,
         dev: DevId,

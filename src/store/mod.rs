@@ -123,6 +123,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<QueuedMessage>>;
     /// Drops a user's queue; returns how many messages were removed.
     async fn clear_user_messages(&self, dev: DevId, user: UserId) -> StoreResult<u64>;
+    /// Drops every queued message older than `before` (unix seconds), of every user: they can
+    /// no longer be delivered, and users who never connect would keep them forever.
+    async fn purge_user_messages(&self, before: i64) -> StoreResult<u64>;
 
     /// Appends to a pipe's history, keeping only the newest `keep` messages.
     async fn append_pipe_message(
@@ -220,6 +223,17 @@ pub(crate) mod conformance {
         s.queue_user_message(1, 7, "ev", "x", 1, 10).await.unwrap();
         assert_eq!(s.clear_user_messages(1, 7).await.unwrap(), 1);
         assert_eq!(s.clear_user_messages(1, 7).await.unwrap(), 0);
+        // Expired messages of users who never connect are purged; fresh ones stay.
+        for (user, time) in [(8, 100), (8, 200), (9, 150), (10, 300)] {
+            s.queue_user_message(2, user, "ev", "m", time, 10)
+                .await
+                .unwrap();
+        }
+        assert_eq!(s.purge_user_messages(200).await.unwrap(), 2);
+        assert_eq!(s.user_messages(2, 8, 0).await.unwrap().len(), 1);
+        assert!(s.user_messages(2, 9, 0).await.unwrap().is_empty());
+        assert_eq!(s.user_messages(2, 10, 0).await.unwrap().len(), 1);
+        assert_eq!(s.purge_user_messages(1000).await.unwrap(), 2);
     }
 
     async fn pipes(s: &dyn Store) {

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS user_queue (
     idx INTEGER PRIMARY KEY AUTOINCREMENT, dev INTEGER NOT NULL, id INTEGER NOT NULL,
     event TEXT NOT NULL, message TEXT NOT NULL, time INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS user_queue_by_user ON user_queue (dev, id, idx);
+CREATE INDEX IF NOT EXISTS user_queue_by_time ON user_queue (time);
 CREATE TABLE IF NOT EXISTS pipe_history (
     idx INTEGER PRIMARY KEY AUTOINCREMENT, dev INTEGER NOT NULL, pipe TEXT NOT NULL,
     time INTEGER NOT NULL, event TEXT NOT NULL, message TEXT NOT NULL, user_id INTEGER NOT NULL);
@@ -301,6 +302,15 @@ impl Store for SqliteStore {
         self.call(move |c| {
             c.prepare_cached("DELETE FROM user_queue WHERE dev = ?1 AND id = ?2")?
                 .execute(params![dev, user])
+                .map(|n| n as u64)
+        })
+        .await
+    }
+
+    async fn purge_user_messages(&self, before: i64) -> StoreResult<u64> {
+        self.call(move |c| {
+            c.prepare_cached("DELETE FROM user_queue WHERE time < ?1")?
+                .execute(params![before])
                 .map(|n| n as u64)
         })
         .await
