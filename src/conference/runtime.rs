@@ -244,7 +244,7 @@ pub struct MediaRuntime {
     sfu: SfuHandle,
     cmds: mpsc::UnboundedSender<Cmd>,
     /// Which participant carries which call (for re-INVITEs).
-    calls: Mutex<HashMap<CallId, ParticipantId>>,
+    calls: Mutex<HashMap<CallId, CallSlot>>,
     /// Which profiles have video.
     profiles: HashMap<String, Option<VideoSettings>>,
     pub stats: Arc<RuntimeStats>,
@@ -341,8 +341,26 @@ impl MediaRuntime {
         self.sfu.metrics().await
     }
 
-    fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<CallId, ParticipantId>> {
+    fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<CallId, CallSlot>> {
         self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The participant of a call that is answered and not ended.
+    fn live(&self, call: CallId) -> Option<ParticipantId> {
+        match self.calls().get(&call) {
+            Some(CallSlot::Live(pid)) => Some(*pid),
+            _ => None,
+        }
+    }
+
+    /// Whether the call ended while its offer was being answered (and forgets it if so).
+    fn ended_meanwhile(&self, call: CallId) -> bool {
+        let mut calls = self.calls();
+        let ended = matches!(calls.get(&call), Some(CallSlot::EndedPending));
+        if ended {
+            calls.remove(&call);
+        }
+        ended
     }
 
     /// What we answer, by conference profile: video both ways when the profile has video
@@ -369,10 +387,48 @@ fn sfu_error(e: comet_sfu::Error) -> MediaError {
     }
 }
 
+/// What the runtime knows of a SIP call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallSlot {
+    /// Its offer is being answered.
+    Pending,
+    /// It ended (CANCEL, closed connection) while its offer was being answered: the offer's
+    /// task undoes what it did and forgets the call.
+    EndedPending,
+    Live(ParticipantId),
+}
+
+/// Forgets a pending call when its offer fails (whatever the `?` or `return`).
+struct PendingGuard<'a> {
+    runtime: &'a MediaRuntime,
+    call: CallId,
+    armed: bool,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut calls = self.runtime.calls();
+            if matches!(
+                calls.get(&self.call),
+                Some(CallSlot::Pending | CallSlot::EndedPending)
+            ) {
+                calls.remove(&self.call);
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl CallHandler for MediaRuntime {
     async fn offer(&self, call: CallInfo, sdp: &str) -> Result<String, MediaError> {
         let video_bandwidth = offered_video_bandwidth(sdp);
+        self.calls().insert(call.id, CallSlot::Pending);
+        let mut pending = PendingGuard {
+            runtime: self,
+            call: call.id,
+            armed: true,
+        };
         let answer = self
             .sfu
             .accept_offer(sdp, self.answer_options(&call.profile))
@@ -396,6 +452,12 @@ impl CallHandler for MediaRuntime {
         }
         let sdp = answer.sdp.clone();
         let id = call.id;
+        if self.ended_meanwhile(id) {
+            let _ = self.sfu.close(pid).await;
+            return Err(MediaError::Failed(
+                "the call ended while it was answered".into(),
+            ));
+        }
         let (reply, rx) = oneshot::channel();
         if self
             .cmds
@@ -412,7 +474,18 @@ impl CallHandler for MediaRuntime {
         }
         match rx.await {
             Ok(Ok(())) => {
-                self.calls().insert(id, pid);
+                pending.armed = false;
+                let mut calls = self.calls();
+                if calls.get(&id) == Some(&CallSlot::EndedPending) {
+                    // Its Leave may have reached the runtime before the Join: leave again.
+                    calls.remove(&id);
+                    drop(calls);
+                    let _ = self.cmds.send(Cmd::Leave { call: id });
+                    return Err(MediaError::Failed(
+                        "the call ended while it was answered".into(),
+                    ));
+                }
+                calls.insert(id, CallSlot::Live(pid));
                 Ok(sdp)
             }
             Ok(Err(e)) => {
@@ -428,9 +501,7 @@ impl CallHandler for MediaRuntime {
 
     async fn reoffer(&self, call: &CallInfo, sdp: &str) -> Result<String, MediaError> {
         let pid = self
-            .calls()
-            .get(&call.id)
-            .copied()
+            .live(call.id)
             .ok_or_else(|| MediaError::Failed("no media for this call".into()))?;
         let answer = self
             .sfu
@@ -450,7 +521,7 @@ impl CallHandler for MediaRuntime {
         // SIP INFO `picture_fast_update` (what FreeSWITCH answered with a keyframe): the same
         // as an RTCP PLI from the member.
         if matches!(ev, CallEvent::VideoFastUpdate)
-            && let Some(pid) = self.calls().get(&call.id).copied()
+            && let Some(pid) = self.live(call.id)
         {
             let _ = self.cmds.send(Cmd::FastUpdate { participant: pid });
         }
@@ -458,7 +529,18 @@ impl CallHandler for MediaRuntime {
 
     fn ended(&self, call: &CallInfo, reason: &EndReason) {
         tracing::debug!(call = ?call.id, %reason, "call ended");
-        self.calls().remove(&call.id);
+        {
+            let mut calls = self.calls();
+            match calls.get(&call.id) {
+                Some(CallSlot::Pending) => {
+                    calls.insert(call.id, CallSlot::EndedPending);
+                }
+                Some(_) => {
+                    calls.remove(&call.id);
+                }
+                None => {}
+            }
+        }
         let _ = self.cmds.send(Cmd::Leave { call: call.id });
     }
 }
@@ -1444,6 +1526,81 @@ impl Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A call that ends (CANCEL, connection closed) while its offer is being answered leaves
+    /// nothing behind: the offer fails, no member joins, the call is forgotten.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_ended_while_its_offer_is_answered_leaves_nothing() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let endpoint = comet_sfu::Endpoint::new(comet_sfu::EndpointConfig {
+            candidates: vec![addr],
+            ..Default::default()
+        })
+        .unwrap();
+        let (sfu, events, _driver) = comet_sfu::driver::spawn_dedicated(
+            socket,
+            endpoint,
+            comet_sfu::driver::DriverOptions::default(),
+        )
+        .unwrap();
+        let registry = Arc::new(ConferenceRegistry::new());
+        let runtime = MediaRuntime::start(sfu, events, registry.clone(), RuntimeConfig::default());
+        let call = CallInfo {
+            id: CallId { conn: 1, n: 1 },
+            dev: 0,
+            user: 5,
+            conference: "101".into(),
+            profile: "audio".into(),
+            invitation: crate::store::ConferenceRow {
+                name: "101".into(),
+                user_id: 5,
+                caller_id: 5,
+                message: String::new(),
+                profile: "audio".into(),
+                stream: String::new(),
+                node: String::new(),
+                time: 0,
+            },
+            sip_call_id: "c1".into(),
+            user_agent: None,
+            peer: "127.0.0.1:5000".parse().unwrap(),
+        };
+        let sdp = include_str!("../../sfu/tests/data/chrome_audio_video.sdp");
+        let offer = runtime.offer(call.clone(), sdp);
+        tokio::pin!(offer);
+        // Run the offer up to its first wait (the endpoint answering), then end the call.
+        tokio::select! {
+            biased;
+            r = &mut offer => panic!("the offer finished at once: {r:?}"),
+            () = std::future::ready(()) => {}
+        }
+        assert_eq!(runtime.calls().get(&call.id), Some(&CallSlot::Pending));
+        runtime.ended(&call, &EndReason::ConnectionClosed);
+        assert!(offer.await.is_err(), "an ended call gets no answer");
+        assert!(runtime.calls().is_empty());
+        // A call that is not ended meanwhile (another user's) is answered and live; the
+        // runtime handles commands in order, so by now any member of the first call would be
+        // there too.
+        let call2 = CallInfo {
+            id: CallId { conn: 1, n: 2 },
+            user: 6,
+            ..call.clone()
+        };
+        runtime.offer(call2.clone(), sdp).await.unwrap();
+        assert!(matches!(
+            runtime.calls().get(&call2.id),
+            Some(CallSlot::Live(_))
+        ));
+        let members: Vec<UserId> = runtime
+            .debug_conferences()
+            .iter()
+            .flat_map(|c| c.members.iter().map(|m| m.user))
+            .collect();
+        assert_eq!(members, [6], "only the live call's member");
+        runtime.ended(&call2, &EndReason::ConnectionClosed);
+        assert!(runtime.calls().is_empty());
+    }
 
     #[test]
     fn the_clock_ticks_every_20_ms_catches_up_a_little_and_skips_a_lot() {
