@@ -42,6 +42,9 @@ pub struct JitterConfig {
     pub max_delay: Duration,
     /// Hard cap on the span of buffered audio; older packets are dropped beyond it.
     pub max_buffered: Duration,
+    /// Hard cap on the number of buffered packets, whatever their timestamps (a sender of
+    /// packets one clock tick apart would otherwise fit 48 000 in `max_buffered`).
+    pub max_packets: usize,
     /// How fast a target raised by late packets comes back down.
     pub shrink_per_second: Duration,
     /// Number of recent packets the jitter percentile is computed over.
@@ -60,6 +63,8 @@ impl Default for JitterConfig {
             initial_delay: Duration::from_millis(40),
             max_delay: Duration::from_millis(400),
             max_buffered: Duration::from_millis(1000),
+            // A second of 2.5 ms Opus frames (the shortest there are).
+            max_packets: 400,
             shrink_per_second: Duration::from_millis(4),
             jitter_window: 100,
             quiet_level: 50,
@@ -447,9 +452,12 @@ impl JitterBuffer {
 
     fn enforce_cap(&mut self) {
         let max_span = self.to_ticks(self.cfg.max_buffered);
+        let max_packets = self.cfg.max_packets.max(1);
         while let Some((&first, _)) = self.packets.first_key_value() {
             let start = self.playout.map_or(first, |p| p.min(first));
-            if self.newest_end.saturating_sub(start) <= max_span {
+            if self.newest_end.saturating_sub(start) <= max_span
+                && self.packets.len() <= max_packets
+            {
                 break;
             }
             if let Some(p) = self.playout

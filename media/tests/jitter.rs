@@ -404,3 +404,22 @@ fn stale_packet_after_long_silence_is_late_and_cap_holds() {
     }
     assert_eq!(seqs, vec![2]);
 }
+
+/// A sender of packets one clock tick apart (48 000 fit in the one-second span cap) cannot
+/// make the buffer hold more than `max_packets`: the oldest are dropped and counted.
+#[test]
+fn packets_one_tick_apart_are_capped_by_count() {
+    let cfg = JitterConfig::default();
+    let max = cfg.max_packets;
+    let base = Instant::now();
+    let mut jb = JitterBuffer::new(cfg);
+    for i in 0..5000u32 {
+        jb.push_with_duration(pkt(i as u16, 1000 + i, base), 1, base);
+        assert!(
+            jb.stats().buffered_packets <= max,
+            "{:?}",
+            jb.stats()
+        );
+    }
+    assert!(jb.stats().overflow_drops >= 5000 - max as u64);
+}
