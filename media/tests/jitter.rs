@@ -415,11 +415,7 @@ fn packets_one_tick_apart_are_capped_by_count() {
     let mut jb = JitterBuffer::new(cfg);
     for i in 0..5000u32 {
         jb.push_with_duration(pkt(i as u16, 1000 + i, base), 1, base);
-        assert!(
-            jb.stats().buffered_packets <= max,
-            "{:?}",
-            jb.stats()
-        );
+        assert!(jb.stats().buffered_packets <= max, "{:?}", jb.stats());
     }
     assert!(jb.stats().overflow_drops >= 5000 - max as u64);
 }

@@ -322,20 +322,27 @@ mod tests {
         }
     }
 
+    /// A publisher past the handshake with rml_rtmp's server side (which answers C0+C1 with
+    /// S0+S1+S2 at once).
+    fn handshaken() -> Publisher {
+        let url = RtmpUrl::parse("rtmp://127.0.0.1/cam1/room").unwrap();
+        let (mut publisher, c01) = Publisher::new(url).unwrap();
+        let mut server_hs = Handshake::new(PeerType::Server);
+        let s012 = match server_hs.process_bytes(&c01).unwrap() {
+            HandshakeProcessResult::InProgress { response_bytes } => response_bytes,
+            HandshakeProcessResult::Completed { response_bytes, .. } => response_bytes,
+        };
+        publisher.feed(&s012).unwrap();
+        publisher
+    }
+
     /// After the handshake, a `_result` command holding `depth` nested one-element arrays
     /// (5 bytes a level), fed to a new publisher on a stack the size of a tokio worker's.
     fn feed_nested_command(depth: usize) -> Result<(), String> {
         std::thread::Builder::new()
             .stack_size(2 << 20)
             .spawn(move || {
-                let url = RtmpUrl::parse("rtmp://127.0.0.1/cam1/room").unwrap();
-                let (mut publisher, c01) = Publisher::new(url).unwrap();
-                let mut server_hs = Handshake::new(PeerType::Server);
-                let s012 = match server_hs.process_bytes(&c01).unwrap() {
-                    HandshakeProcessResult::InProgress { response_bytes } => response_bytes,
-                    HandshakeProcessResult::Completed { response_bytes, .. } => response_bytes,
-                };
-                publisher.feed(&s012).unwrap();
+                let mut publisher = handshaken();
                 let mut cmd = vec![2, 0, 7];
                 cmd.extend_from_slice(b"_result");
                 cmd.extend([0, 0x3F, 0xF0, 0, 0, 0, 0, 0, 0]);
@@ -378,14 +385,7 @@ mod tests {
     /// the publisher returns an error (and keeps returning one) instead of panicking.
     #[test]
     fn a_short_command_is_an_error_not_a_panic() {
-        let url = RtmpUrl::parse("rtmp://127.0.0.1/cam1/room").unwrap();
-        let (mut publisher, c01) = Publisher::new(url).unwrap();
-        let mut server_hs = Handshake::new(PeerType::Server);
-        let s012 = match server_hs.process_bytes(&c01).unwrap() {
-            HandshakeProcessResult::InProgress { response_bytes } => response_bytes,
-            HandshakeProcessResult::Completed { response_bytes, .. } => response_bytes,
-        };
-        publisher.feed(&s012).unwrap();
+        let mut publisher = handshaken();
         // `_result` and nothing else, on chunk stream 3.
         let mut bytes = vec![3, 0, 0, 0, 0, 0, 10, 20, 0, 0, 0, 0, 2, 0, 7];
         bytes.extend_from_slice(b"_result");

@@ -680,17 +680,18 @@ mod tests {
         }
     }
 
-    /// Waits (up to 10 s) until the hub holds `n` connections.
-    async fn connections(hub: &Hub, n: usize) {
+    /// Waits (up to 10 s) until `cond` holds.
+    async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while hub.connections() != n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} connections, waiting for {n}",
-                hub.connections()
-            );
+        while !cond() {
+            assert!(tokio::time::Instant::now() < deadline, "waited for {what}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Waits until the hub holds `n` connections.
+    async fn connections(hub: &Hub, n: usize) {
+        wait_until(&format!("{n} connections"), || hub.connections() == n).await;
     }
 
     /// A silent peer gets a ping and, not answering, is closed after the idle timeout; a
@@ -753,11 +754,10 @@ mod tests {
             .send(M::Text("subscription\nweb_flood".into()))
             .await
             .unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while hub.pipe_subscriber_count(0, "web_flood") == 0 {
-            assert!(tokio::time::Instant::now() < deadline, "never subscribed");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until("the subscription", || {
+            hub.pipe_subscriber_count(0, "web_flood") == 1
+        })
+        .await;
         // 60 KB frames until the socket buffers are full and the connection is dropped.
         let frame = "x".repeat(60_000);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
