@@ -6,7 +6,7 @@
 //! it is told to close instead of holding everyone else up.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use serde_json::json;
@@ -21,6 +21,9 @@ pub type ConnId = u64;
 pub const MAX_CONNECTIONS_PER_USER: usize = 16;
 /// Frames a connection may have waiting before it is considered too slow.
 pub const QUEUE_FRAMES: usize = 1024;
+/// Bytes of frames a connection may have waiting before it is considered too slow (a frame
+/// of 64 KiB of control characters escapes to ~390 KB of JSON).
+pub const QUEUE_BYTES: usize = 8 << 20;
 
 /// What a connection says about itself (users_in_pipes).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,6 +52,16 @@ pub struct ConnHandle {
     pub rx: mpsc::Receiver<Outgoing>,
     /// Notified when the connection fell too far behind and must close.
     pub kill: Arc<Notify>,
+    /// Bytes of `Outgoing::Frame`s waiting in `rx`: the task subtracts each frame it takes
+    /// ([`ConnHandle::took`]).
+    queued: Arc<AtomicUsize>,
+}
+
+impl ConnHandle {
+    /// Tells the hub a frame left the queue.
+    pub fn took(&self, frame: &str) {
+        self.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+    }
 }
 
 struct Conn {
@@ -56,6 +69,7 @@ struct Conn {
     tx: mpsc::Sender<Outgoing>,
     kill: Arc<Notify>,
     pipes: BTreeSet<String>,
+    queued: Arc<AtomicUsize>,
 }
 
 #[derive(Default)]
@@ -120,6 +134,7 @@ impl Hub {
     pub fn register(&self, info: ConnInfo) -> Result<(ConnHandle, Presence), TooManyConnections> {
         let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
         let kill = Arc::new(Notify::new());
+        let queued = Arc::new(AtomicUsize::new(0));
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let mut s = self.write();
         let mut changed = false;
@@ -138,9 +153,18 @@ impl Hub {
                 tx,
                 kill: kill.clone(),
                 pipes: BTreeSet::new(),
+                queued: queued.clone(),
             },
         );
-        Ok((ConnHandle { id, rx, kill }, Presence { changed }))
+        Ok((
+            ConnHandle {
+                id,
+                rx,
+                kill,
+                queued,
+            },
+            Presence { changed },
+        ))
     }
 
     /// Removes a connection, telling `track_*` subscribers it left. Returns its info and
@@ -250,17 +274,30 @@ fn remove_from_pipe(s: &mut State, dev: DevId, pipe: &str, id: ConnId) {
 
 /// Queues a frame on a connection; a full queue means the peer is too slow: it is told to close.
 fn deliver(c: &Conn, stats: &HubStats, frame: Arc<str>) -> bool {
-    match c.tx.try_send(Outgoing::Frame(frame)) {
+    let len = frame.len();
+    // Counted before the send, so the task's subtraction can never come first.
+    let before = c.queued.fetch_add(len, Ordering::Relaxed);
+    let sent = if before + len > QUEUE_BYTES {
+        Err(mpsc::error::TrySendError::Full(()))
+    } else {
+        c.tx.try_send(Outgoing::Frame(frame)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => mpsc::error::TrySendError::Full(()),
+            mpsc::error::TrySendError::Closed(_) => mpsc::error::TrySendError::Closed(()),
+        })
+    };
+    match sent {
         Ok(()) => {
             stats.frames_sent.fetch_add(1, Ordering::Relaxed);
             true
         }
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            stats.slow_closed.fetch_add(1, Ordering::Relaxed);
-            c.kill.notify_one();
+        Err(e) => {
+            c.queued.fetch_sub(len, Ordering::Relaxed);
+            if matches!(e, mpsc::error::TrySendError::Full(())) {
+                stats.slow_closed.fetch_add(1, Ordering::Relaxed);
+                c.kill.notify_one();
+            }
             false
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }
 
@@ -438,6 +475,29 @@ mod tests {
             hub.register(info(0, 0, "")).unwrap();
         }
         drop(handles);
+    }
+
+    /// Frames count by bytes too: a consumer with QUEUE_BYTES waiting is too slow however few
+    /// frames that is, and what it takes makes room again.
+    #[test]
+    fn slow_consumers_are_told_to_close_by_bytes() {
+        let hub = Hub::new();
+        let (mut h, _) = hub.register(info(0, 1, "")).unwrap();
+        hub.set_subscriptions(h.id, &["web_big".into()], 0);
+        let big = "x".repeat(1 << 20);
+        for _ in 0..QUEUE_BYTES >> 20 {
+            assert_eq!(hub.send_to_pipe(0, "web_big", &big), 1);
+        }
+        // Taking one frame makes room for one more; then the queue is full by bytes.
+        let Ok(Outgoing::Frame(f)) = h.rx.try_recv() else {
+            panic!("a frame was queued");
+        };
+        h.took(&f);
+        assert_eq!(hub.send_to_pipe(0, "web_big", &big), 1);
+        assert_eq!(hub.stats.slow_closed.load(Ordering::Relaxed), 0);
+        assert_eq!(hub.send_to_pipe(0, "web_big", &big), 0);
+        assert_eq!(hub.stats.slow_closed.load(Ordering::Relaxed), 1);
+        assert!(h.rx.len() < QUEUE_FRAMES);
     }
 
     #[test]

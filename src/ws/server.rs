@@ -395,6 +395,7 @@ async fn connection(
             }
             out = handle.rx.recv() => match out {
                 Some(Outgoing::Frame(f)) => {
+                    handle.took(&f);
                     if !send(&mut sink, &f).await {
                         break;
                     }
