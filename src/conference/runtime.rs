@@ -1077,7 +1077,12 @@ impl Task {
                     Some(Cmd::Leave { call }) => {
                         if let Some(pid) = self.by_call.get(&call).copied() {
                             self.remove(pid);
-                            let _ = self.sfu.close(pid).await;
+                            // Not awaited here: this loop also carries every member's media
+                            // events, which must not wait for the endpoint's round trip.
+                            let sfu = self.sfu.clone();
+                            tokio::spawn(async move {
+                                let _ = sfu.close(pid).await;
+                            });
                         }
                     }
                     None => return,
@@ -1122,41 +1127,11 @@ impl Task {
                 conf
             }
         };
-        let mut guard = lock(&conf_ref);
-        let conf = &mut *guard;
         let codec = answer
             .audio
             .as_ref()
             .and_then(|a| audio_codec(a.codec))
             .unwrap_or_default();
-        if !conf.shared.iter().any(|(c, _)| *c == codec) {
-            let enc = new_sender(codec, opus_cfg).map_err(|e| failed(&e))?;
-            conf.shared.push((codec, enc));
-        }
-        if conf.broadcast.is_none()
-            && let Some(plan) = &self.cfg.broadcast
-        {
-            // The first member, or the first whose invitation names an RTMP URL.
-            if conf.members.is_empty() || call.invitation.stream.starts_with("rtmp://") {
-                conf.broadcast = plan.start(
-                    call.dev,
-                    &call.conference,
-                    &call.profile,
-                    &call.invitation.stream,
-                );
-            }
-        }
-        let mixer_id = conf.mixer.add_member().map_err(|e| failed(&e))?;
-        let rx = match AudioReceiver::new(AudioReceiverConfig {
-            codec,
-            ..AudioReceiverConfig::default()
-        }) {
-            Ok(rx) => rx,
-            Err(e) => {
-                let _ = conf.mixer.remove_member(mixer_id);
-                return Err(failed(&e));
-            }
-        };
         // Video: the profile has it and the offer negotiated it.
         let settings = self.cfg.profiles.get(&call.profile).copied().flatten();
         let member_video = settings.zip(answer.video).and_then(|(settings, v)| {
@@ -1175,22 +1150,72 @@ impl Task {
                 },
             ))
         });
-        if let Some((settings, mv)) = member_video {
-            if conf.video.is_none() {
-                match VideoWorker::start(
-                    &call.conference,
-                    settings,
-                    self.sfu.clone(),
-                    self.rt.clone(),
-                    self.stats.video.clone(),
-                ) {
-                    Ok(w) => conf.video = Some(w),
-                    Err(e) => tracing::error!("cannot start a video thread: {e}"),
+        // What the conference lacks, looked at briefly: the mixing clock holds this lock for
+        // the conference's whole tick, so codecs, the broadcast's encoders and threads are
+        // made before it is taken again (only this task adds to a conference, so what is
+        // missing now is still missing then).
+        let (need_sender, need_broadcast, need_video) = {
+            let conf = lock(&conf_ref);
+            (
+                !conf.shared.iter().any(|(c, _)| *c == codec),
+                conf.broadcast.is_none()
+                    && (conf.members.is_empty() || call.invitation.stream.starts_with("rtmp://")),
+                conf.video.is_none(),
+            )
+        };
+        let sender = if need_sender {
+            Some(new_sender(codec, opus_cfg).map_err(|e| failed(&e))?)
+        } else {
+            None
+        };
+        let rx = AudioReceiver::new(AudioReceiverConfig {
+            codec,
+            ..AudioReceiverConfig::default()
+        })
+        .map_err(|e| failed(&e))?;
+        // The first member, or the first whose invitation names an RTMP URL.
+        let broadcast = match &self.cfg.broadcast {
+            Some(plan) if need_broadcast => plan.start(
+                call.dev,
+                &call.conference,
+                &call.profile,
+                &call.invitation.stream,
+            ),
+            _ => None,
+        };
+        let worker = match member_video {
+            Some((settings, _)) if need_video => match VideoWorker::start(
+                &call.conference,
+                settings,
+                self.sfu.clone(),
+                self.rt.clone(),
+                self.stats.video.clone(),
+            ) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::error!("cannot start a video thread: {e}");
+                    None
                 }
-            }
-            if let Some(w) = &conf.video {
-                w.send(VideoCmd::Member(answer.participant, mv));
-            }
+            },
+            _ => None,
+        };
+
+        let mut guard = lock(&conf_ref);
+        let conf = &mut *guard;
+        if let Some(enc) = sender {
+            conf.shared.push((codec, enc));
+        }
+        if conf.broadcast.is_none() {
+            conf.broadcast = broadcast;
+        }
+        if conf.video.is_none() {
+            conf.video = worker;
+        }
+        let mixer_id = conf.mixer.add_member().map_err(|e| failed(&e))?;
+        if let Some((_, mv)) = member_video
+            && let Some(w) = &conf.video
+        {
+            w.send(VideoCmd::Member(answer.participant, mv));
         }
         let video = member_video.is_some() && conf.video.is_some();
         // The broadcast shows the viewer canvas of the video thread (until a member with video
