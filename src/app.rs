@@ -181,11 +181,30 @@ pub fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<std
 
 /// Publishes every conference event on the comet pipe `conference_<name>` (and its history, when
 /// pipes_settings keeps one), in order. Returns the publishing task.
+///
+/// Browsers get each event at once; the history is written by a second task in the same order,
+/// so a slow store commit delays the history only, never the next event. At most
+/// `LOG_BACKLOG` events wait for the store; beyond, their history entries are dropped (and
+/// logged as a warning).
 fn publish_conference_events(registry: &ConferenceRegistry, engine: Arc<Engine>) -> JoinHandle<()> {
+    const LOG_BACKLOG: usize = 10_000;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     registry.set_events(Arc::new(move |e| {
         let _ = tx.send(e);
     }));
+    let (log_tx, mut log_rx) =
+        tokio::sync::mpsc::channel::<(i64, String, &'static str, String, i64)>(LOG_BACKLOG);
+    let logger = engine.clone();
+    tokio::spawn(async move {
+        while let Some((dev, pipe, event, message, now)) = log_rx.recv().await {
+            if let Err(err) = logger
+                .log_pipe_message(dev, &pipe, event, &message, 0, now)
+                .await
+            {
+                tracing::warn!("cannot log a conference event: {err}");
+            }
+        }
+    });
     tokio::spawn(async move {
         while let Some(e) = rx.recv().await {
             let pipe = format!("conference_{}", e.conference);
@@ -196,11 +215,11 @@ fn publish_conference_events(registry: &ConferenceRegistry, engine: Arc<Engine>)
             let message = e.data.to_string();
             let frame = crate::realtime::pipe_message_frame(&pipe, e.event, &message, now);
             engine.realtime.send_to_pipe(e.dev, &pipe, &frame);
-            if let Err(err) = engine
-                .log_pipe_message(e.dev, &pipe, e.event, &message, 0, now)
-                .await
+            if log_tx
+                .try_send((e.dev, pipe, e.event, message, now))
+                .is_err()
             {
-                tracing::warn!("cannot log a conference event: {err}");
+                tracing::warn!("conference event history is behind; an entry was dropped");
             }
         }
     })
