@@ -353,14 +353,27 @@ impl ConferenceRegistry {
     /// Members of one conference, or of every conference of `dev`, ordered by (name, user_id).
     pub fn members(&self, dev: DevId, name: Option<&str>, now: Instant) -> Vec<MemberRow> {
         let g = self.lock();
-        let mut confs: Vec<_> = g
-            .iter()
-            .filter(|((d, n), _)| *d == dev && name.is_none_or(|x| x == n))
-            .collect();
-        confs.sort_by(|a, b| a.0.1.cmp(&b.0.1));
+        // One conference is looked up, not scanned for (a statement may name 4000, and the
+        // mixing clock takes this lock every tick).
+        let confs: Vec<(&String, &Conference)> = match name {
+            Some(n) => g
+                .get_key_value(&(dev, n.to_string()))
+                .map(|((_, n), c)| (n, c))
+                .into_iter()
+                .collect(),
+            None => {
+                let mut all: Vec<_> = g
+                    .iter()
+                    .filter(|((d, _), _)| *d == dev)
+                    .map(|((_, n), c)| (n, c))
+                    .collect();
+                all.sort_by(|a, b| a.0.cmp(b.0));
+                all
+            }
+        };
         confs
             .into_iter()
-            .flat_map(|((_, n), conf)| {
+            .flat_map(|(n, conf)| {
                 conf.members.iter().map(move |(u, m)| MemberRow {
                     name: n.clone(),
                     user_id: *u,
