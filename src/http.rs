@@ -131,8 +131,8 @@ pub fn hardened<A>(mut server: axum_server::Server<A>) -> axum_server::Server<A>
     server
 }
 
-/// Hands a plain connection to hyper only once its first byte arrived, within
-/// [`HEADER_READ_TIMEOUT`]: hyper's header timeout starts after it has sniffed the HTTP
+/// Sets TCP_NODELAY and hands a plain connection to hyper only once its first byte arrived,
+/// within [`HEADER_READ_TIMEOUT`]: hyper's header timeout starts after it has sniffed the HTTP
 /// version, which waits for that byte forever. (TLS listeners have the TLS handshake's
 /// timeout instead.)
 #[derive(Clone, Copy, Debug, Default)]
@@ -147,6 +147,9 @@ impl<S: Send + 'static> axum_server::accept::Accept<tokio::net::TcpStream, S> fo
 
     fn accept(&self, stream: tokio::net::TcpStream, service: S) -> Self::Future {
         Box::pin(async move {
+            // Small frames (comet events) go out at once rather than waiting for the peer's
+            // acknowledgement of the last one (Nagle), as on the CometQL listener.
+            let _ = stream.set_nodelay(true);
             // `peek` waits for a byte without taking it (`readable` may be ready at once for
             // a new socket).
             let mut byte = [0u8; 1];
