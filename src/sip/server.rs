@@ -370,9 +370,13 @@ impl ConnState {
                 Action::Lookup(l) => {
                     let store = self.ctx.store.clone();
                     let tx = self.tx.clone();
+                    // The core gives up on a lookup after this; the task ends then too, so
+                    // a stalled store cannot pile up tasks (16 in flight per connection).
+                    let limit = self.ctx.core.limits.lookup_timeout;
                     tokio::spawn(async move {
-                        let result = lookup(&*store, &l).await;
-                        let _ = tx.send(Cmd::Lookup(l.id, result));
+                        if let Ok(result) = tokio::time::timeout(limit, lookup(&*store, &l)).await {
+                            let _ = tx.send(Cmd::Lookup(l.id, result));
+                        }
                     });
                 }
                 Action::Offer { call, sdp, token } => {
