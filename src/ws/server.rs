@@ -702,7 +702,7 @@ mod tests {
         let (addr, hub) = start(WsTimeouts {
             write: Duration::from_secs(5),
             ping_after: Duration::from_millis(100),
-            idle: Duration::from_millis(400),
+            idle: Duration::from_millis(1000),
         })
         .await;
         let mut alive = open(addr).await;
