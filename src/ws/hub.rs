@@ -175,10 +175,6 @@ impl Hub {
         for p in &conn.pipes {
             remove_from_pipe(&mut s, conn.info.dev, p, id);
         }
-        for p in conn.pipes.iter().filter(|p| p.starts_with("track_")) {
-            let f = track_frame("unsubscription", p, conn.info.user_id, &conn.info.uuid, now);
-            send_locked(&s, &self.stats, conn.info.dev, p, &f, None);
-        }
         let mut changed = false;
         if conn.info.user_id > 0 {
             let key = (conn.info.dev, conn.info.user_id);
@@ -190,11 +186,35 @@ impl Hub {
                 }
             }
         }
+        drop(s);
+        let events: Vec<(String, Arc<str>)> = conn
+            .pipes
+            .iter()
+            .filter(|p| p.starts_with("track_"))
+            .map(|p| {
+                let f = track_frame("unsubscription", p, conn.info.user_id, &conn.info.uuid, now);
+                (p.clone(), f)
+            })
+            .collect();
+        self.send_track_events(conn.info.dev, id, &events);
         Some((conn.info, Presence { changed }))
     }
 
-    /// Replaces a connection's subscriptions. `track_*` subscribers hear about joins (before the
-    /// newcomer is added) and leaves (after it is removed).
+    /// Delivers `track_*` events under the read lock only: a pipe with many subscribers must
+    /// not hold every other sender (and connect, and disconnect) behind the write lock.
+    /// `except` (the connection the events are about) never hears its own.
+    fn send_track_events(&self, dev: DevId, except: ConnId, events: &[(String, Arc<str>)]) {
+        if events.is_empty() {
+            return;
+        }
+        let s = self.read();
+        for (pipe, frame) in events {
+            send_locked(&s, &self.stats, dev, pipe, frame, Some(except));
+        }
+    }
+
+    /// Replaces a connection's subscriptions. `track_*` subscribers hear about joins and
+    /// leaves, never their own (delivered after the change, under the read lock).
     pub fn set_subscriptions(&self, id: ConnId, pipes: &[String], now: i64) {
         let mut s = self.write();
         let Some(conn) = s.conns.get(&id) else {
@@ -203,23 +223,27 @@ impl Hub {
         let (dev, user, uuid) = (conn.info.dev, conn.info.user_id, conn.info.uuid.clone());
         let new: BTreeSet<String> = pipes.iter().cloned().collect();
         let old = conn.pipes.clone();
+        let mut events = Vec::new();
         for p in old.difference(&new) {
             remove_from_pipe(&mut s, dev, p, id);
             if p.starts_with("track_") {
-                let f = track_frame("unsubscription", p, user, &uuid, now);
-                send_locked(&s, &self.stats, dev, p, &f, None);
+                events.push((
+                    p.clone(),
+                    track_frame("unsubscription", p, user, &uuid, now),
+                ));
             }
         }
         for p in new.difference(&old) {
             if p.starts_with("track_") {
-                let f = track_frame("subscription", p, user, &uuid, now);
-                send_locked(&s, &self.stats, dev, p, &f, None);
+                events.push((p.clone(), track_frame("subscription", p, user, &uuid, now)));
             }
             s.pipes.entry((dev, p.clone())).or_default().insert(id);
         }
         if let Some(conn) = s.conns.get_mut(&id) {
             conn.pipes = new;
         }
+        drop(s);
+        self.send_track_events(dev, id, &events);
     }
 
     /// Sends to every subscriber of a pipe except `except`; returns how many got it.
