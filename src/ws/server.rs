@@ -740,6 +740,29 @@ mod tests {
         drop(silent);
     }
 
+    /// An upgraded connection is not subject to the HTTP header timeout: a peer that answers
+    /// pings stays connected well past it.
+    #[tokio::test]
+    async fn an_answering_peer_outlives_the_header_timeout() {
+        let (addr, hub) = start(WsTimeouts {
+            write: Duration::from_secs(5),
+            ping_after: Duration::from_secs(1),
+            idle: Duration::from_secs(5),
+        })
+        .await;
+        let mut ws = open(addr).await;
+        let until = tokio::time::Instant::now() + crate::http::HEADER_READ_TIMEOUT * 3 / 2;
+        let mut pings = 0;
+        while let Ok(m) = tokio::time::timeout_at(until, ws.next()).await {
+            match m {
+                Some(Ok(M::Ping(_))) => pings += 1,
+                other => panic!("the connection ended: {other:?}"),
+            }
+        }
+        assert!(pings >= 10, "{pings} pings");
+        assert_eq!(hub.connections(), 1);
+    }
+
     /// A peer that stops reading while frames keep coming is closed once a frame has waited
     /// for the socket longer than the write timeout.
     #[tokio::test]
