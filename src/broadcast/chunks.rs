@@ -114,11 +114,7 @@ impl ChunkGuard {
         let Some(&b0) = h.first() else {
             return 1;
         };
-        let basic = match b0 & 0x3F {
-            0 => 2,
-            1 => 3,
-            _ => 1,
-        };
+        let basic = basic_len(b0);
         let fmt = b0 >> 6;
         let message = [11, 7, 3, 0][fmt as usize];
         let without_ext = basic + message;
@@ -144,11 +140,7 @@ impl ChunkGuard {
     fn start_chunk(&mut self) -> Result<(), ChunkError> {
         let h = &self.header;
         let fmt = h[0] >> 6;
-        let basic = match h[0] & 0x3F {
-            0 => 2,
-            1 => 3,
-            _ => 1,
-        };
+        let basic = basic_len(h[0]);
         let id = csid(h, basic);
         let m = &h[basic..];
         let prev = self.prev_of(id).copied();
@@ -261,6 +253,16 @@ impl ChunkGuard {
 
 fn u24(b: &[u8]) -> u32 {
     u32::from_be_bytes([0, b[0], b[1], b[2]])
+}
+
+/// The length of a basic header from its first byte (chunk stream ids 64 and up take one or
+/// two more bytes).
+fn basic_len(b0: u8) -> usize {
+    match b0 & 0x3F {
+        0 => 2,
+        1 => 3,
+        _ => 1,
+    }
 }
 
 /// The chunk stream id of a basic header of `basic` bytes.

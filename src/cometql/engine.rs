@@ -675,6 +675,15 @@ static VARIABLES: &[(&str, &str)] = &[
 mod tests {
     use super::*;
 
+    /// What `SHOW VARIABLES` reports is what the listener enforces.
+    #[test]
+    fn reported_limits_are_the_enforced_ones() {
+        use crate::cometql::server::{MAX_PACKET, WAIT_TIMEOUT};
+        let var = |n: &str| VARIABLES.iter().find(|(k, _)| *k == n).unwrap().1;
+        assert_eq!(var("max_allowed_packet"), MAX_PACKET.to_string());
+        assert_eq!(var("wait_timeout"), WAIT_TIMEOUT.as_secs().to_string());
+    }
+
     #[test]
     fn like_patterns() {
         assert!(like("lower%", "lower_case_table_names"));

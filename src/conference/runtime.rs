@@ -398,23 +398,21 @@ enum CallSlot {
     Live(ParticipantId),
 }
 
-/// Forgets a pending call when its offer fails (whatever the `?` or `return`).
+/// Forgets a call still pending when its offer returns, whatever the `?` or `return` (an
+/// answered call is `Live` by then, or already forgotten).
 struct PendingGuard<'a> {
     runtime: &'a MediaRuntime,
     call: CallId,
-    armed: bool,
 }
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        if self.armed {
-            let mut calls = self.runtime.calls();
-            if matches!(
-                calls.get(&self.call),
-                Some(CallSlot::Pending | CallSlot::EndedPending)
-            ) {
-                calls.remove(&self.call);
-            }
+        let mut calls = self.runtime.calls();
+        if matches!(
+            calls.get(&self.call),
+            Some(CallSlot::Pending | CallSlot::EndedPending)
+        ) {
+            calls.remove(&self.call);
         }
     }
 }
@@ -424,10 +422,9 @@ impl CallHandler for MediaRuntime {
     async fn offer(&self, call: CallInfo, sdp: &str) -> Result<String, MediaError> {
         let video_bandwidth = offered_video_bandwidth(sdp);
         self.calls().insert(call.id, CallSlot::Pending);
-        let mut pending = PendingGuard {
+        let _pending = PendingGuard {
             runtime: self,
             call: call.id,
-            armed: true,
         };
         let answer = self
             .sfu
@@ -474,7 +471,6 @@ impl CallHandler for MediaRuntime {
         }
         match rx.await {
             Ok(Ok(())) => {
-                pending.armed = false;
                 let mut calls = self.calls();
                 if calls.get(&id) == Some(&CallSlot::EndedPending) {
                     // Its Leave may have reached the runtime before the Join: leave again.

@@ -300,29 +300,24 @@ fn remove_from_pipe(s: &mut State, dev: DevId, pipe: &str, id: ConnId) {
 fn deliver(c: &Conn, stats: &HubStats, frame: Arc<str>) -> bool {
     let len = frame.len();
     // Counted before the send, so the task's subtraction can never come first.
-    let before = c.queued.fetch_add(len, Ordering::Relaxed);
-    let sent = if before + len > QUEUE_BYTES {
-        Err(mpsc::error::TrySendError::Full(()))
+    let too_slow = if c.queued.fetch_add(len, Ordering::Relaxed) + len > QUEUE_BYTES {
+        true
     } else {
-        c.tx.try_send(Outgoing::Frame(frame)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => mpsc::error::TrySendError::Full(()),
-            mpsc::error::TrySendError::Closed(_) => mpsc::error::TrySendError::Closed(()),
-        })
-    };
-    match sent {
-        Ok(()) => {
-            stats.frames_sent.fetch_add(1, Ordering::Relaxed);
-            true
-        }
-        Err(e) => {
-            c.queued.fetch_sub(len, Ordering::Relaxed);
-            if matches!(e, mpsc::error::TrySendError::Full(())) {
-                stats.slow_closed.fetch_add(1, Ordering::Relaxed);
-                c.kill.notify_one();
+        match c.tx.try_send(Outgoing::Frame(frame)) {
+            Ok(()) => {
+                stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+                return true;
             }
-            false
+            Err(mpsc::error::TrySendError::Full(_)) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    };
+    c.queued.fetch_sub(len, Ordering::Relaxed);
+    if too_slow {
+        stats.slow_closed.fetch_add(1, Ordering::Relaxed);
+        c.kill.notify_one();
     }
+    false
 }
 
 fn send_locked(
