@@ -681,24 +681,25 @@ mod tests {
         }
     }
 
-    /// Waits (up to 10 s) until `cond` holds.
-    async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !cond() {
-            assert!(tokio::time::Instant::now() < deadline, "waited for {what}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits until the hub holds `n` connections.
-    async fn connections(hub: &Hub, n: usize) {
-        wait_until(&format!("{n} connections"), || hub.connections() == n).await;
+    /// A peer on a bare TCP socket after the upgrade: it never answers a ping.
+    async fn open_raw(addr: SocketAddr) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(
+            b"GET /ws/sesion=&myid=0&devid=0&v=4.08&uuid=u&api=js HTTP/1.1\r\nHost: x\r\n\
+              Upgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        tcp
     }
 
     /// A silent peer gets a ping and, not answering, is closed after the idle timeout; a
     /// peer that reads (and so answers pings, as browsers do) stays connected meanwhile.
     #[tokio::test]
     async fn silent_peers_are_pinged_then_closed() {
+        use tokio::io::AsyncReadExt;
         let (addr, hub) = start(WsTimeouts {
             write: Duration::from_secs(5),
             ping_after: Duration::from_millis(100),
@@ -706,8 +707,7 @@ mod tests {
         })
         .await;
         let mut alive = open(addr).await;
-        let silent = open(addr).await;
-        connections(&hub, 2).await;
+        let mut silent = open_raw(addr).await;
         // `alive` reads: tungstenite answers each ping with a pong on the next read.
         let reader = tokio::spawn(async move {
             let mut pings = 0;
@@ -721,7 +721,16 @@ mod tests {
             }
             (pings, alive)
         });
-        connections(&hub, 1).await;
+        // The silent peer reads everything (the upgrade, serverInfo, a ping) until the server
+        // closes, which it does after leaving the hub.
+        let mut seen = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut seen))
+            .await
+            .expect("the silent peer is closed")
+            .unwrap();
+        let seen = String::from_utf8_lossy(&seen);
+        assert!(seen.starts_with("HTTP/1.1 101"), "{seen}");
+        assert!(seen.contains("serverInfo"), "{seen}");
         let (pings, mut alive) = reader.await.unwrap();
         assert_eq!(pings, 10, "the reading peer kept being pinged");
         // It is still served: a command gets its answer.
@@ -737,7 +746,6 @@ mod tests {
             }
         }
         assert_eq!(hub.connections(), 1);
-        drop(silent);
     }
 
     /// An upgraded connection is not subject to the HTTP header timeout: a peer that answers
@@ -778,18 +786,32 @@ mod tests {
             .send(M::Text("subscription\nweb_flood".into()))
             .await
             .unwrap();
-        wait_until("the subscription", || {
-            hub.pipe_subscriber_count(0, "web_flood") == 1
-        })
-        .await;
-        // 60 KB frames until the socket buffers are full and the connection is dropped.
-        let frame = "x".repeat(60_000);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while hub.connections() == 1 {
-            assert!(tokio::time::Instant::now() < deadline, "never closed");
-            hub.send_to_pipe(0, "web_flood", &frame);
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        // Commands are handled in order: once this is answered, the subscription is in.
+        stuck
+            .send(M::Text("pipe_count\nweb_flood\nm1".into()))
+            .await
+            .unwrap();
+        loop {
+            match stuck.next().await {
+                Some(Ok(M::Text(t))) if t.as_str().contains("\"m1\"") => break,
+                Some(Ok(_)) => continue,
+                other => panic!("no answer to pipe_count: {other:?}"),
+            }
         }
-        drop(stuck);
+        // From now on the peer only writes. 60 KB frames go out until its task cannot hand
+        // them to the socket and its queue fills (the hub then refuses them).
+        let frame = "x".repeat(60_000);
+        while hub.send_to_pipe(0, "web_flood", &frame) == 1 {
+            tokio::task::yield_now().await;
+        }
+        // The server closes the connection (after leaving the hub) once the blocked frame
+        // times out; the peer's writes then fail.
+        let (mut tx, _rx) = stuck.split();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while tx.send(M::Text("statistics".into())).await.is_ok() {}
+        })
+        .await
+        .expect("the peer that stopped reading is closed");
+        assert_eq!(hub.connections(), 0);
     }
 }
