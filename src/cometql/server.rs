@@ -67,10 +67,10 @@ struct Conn {
     stream: TcpStream,
     reader: PacketReader,
     buf: Vec<u8>,
-    /// The next packet must have arrived by then.
+    /// The next packet must have arrived by then: [`LOGIN_TIMEOUT`] after connecting, then
+    /// [`WAIT_TIMEOUT`] after each command.
     deadline: tokio::time::Instant,
-    /// What `deadline` is (for the log).
-    waiting_for: &'static str,
+    logged_in: bool,
 }
 
 impl Conn {
@@ -85,7 +85,7 @@ impl Conn {
                         &format!(
                             "Data is too long: a {n}-byte packet exceeds {} bytes ({})",
                             self.reader.limit(),
-                            if self.reader.limit() == MAX_PACKET {
+                            if self.logged_in {
                                 "max_allowed_packet"
                             } else {
                                 "before the login"
@@ -98,7 +98,13 @@ impl Conn {
                 Read::NeedMore => {
                     let n = tokio::time::timeout_at(self.deadline, self.stream.read(&mut self.buf))
                         .await
-                        .map_err(|_| ConnError::TimedOut(self.waiting_for))??;
+                        .map_err(|_| {
+                            ConnError::TimedOut(if self.logged_in {
+                                "idle longer than wait_timeout"
+                            } else {
+                                "login"
+                            })
+                        })??;
                     if n == 0 {
                         return Err(ConnError::Closed);
                     }
@@ -125,7 +131,7 @@ async fn connection(
         reader: PacketReader::new(MAX_LOGIN_PACKET),
         buf: vec![0; 16 * 1024],
         deadline: tokio::time::Instant::now() + LOGIN_TIMEOUT,
-        waiting_for: "login",
+        logged_in: false,
     };
     let scramble = wire::new_scramble();
     let mut w = PacketWriter::new(0);
@@ -201,7 +207,7 @@ async fn connection(
     c.send(&mut w).await?;
     tracing::debug!(%peer, dev = session.dev, "cometql login");
     c.reader.set_limit(MAX_PACKET);
-    c.waiting_for = "idle longer than wait_timeout";
+    c.logged_in = true;
 
     loop {
         c.deadline = tokio::time::Instant::now() + WAIT_TIMEOUT;

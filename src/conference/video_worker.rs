@@ -72,8 +72,7 @@ pub const MAX_QUEUED_PACKETS: usize = 2048;
 #[derive(Clone)]
 pub struct VideoWorker {
     tx: mpsc::Sender<VideoCmd>,
-    /// `VideoCmd::Packet`s sent and not yet taken by the thread.
-    queued: Arc<AtomicUsize>,
+    backlog: Arc<Backlog>,
     counters: Arc<VideoCounters>,
 }
 
@@ -93,14 +92,14 @@ impl VideoWorker {
         counters: Arc<VideoCounters>,
     ) -> std::io::Result<VideoWorker> {
         let (tx, rx) = mpsc::channel();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let (q, c) = (queued.clone(), counters.clone());
+        let backlog = Arc::new(Backlog::default());
+        let (b, c) = (backlog.clone(), counters.clone());
         std::thread::Builder::new()
             .name(format!("video-{name}"))
-            .spawn(move || run(settings, rx, sfu, rt, c, q))?;
+            .spawn(move || run(settings, rx, sfu, rt, c, b))?;
         Ok(VideoWorker {
             tx,
-            queued,
+            backlog,
             counters,
         })
     }
@@ -108,17 +107,40 @@ impl VideoWorker {
     /// Queues a command. Packets beyond [`MAX_QUEUED_PACKETS`] waiting are dropped and
     /// counted; other commands always go through (they are few, and state).
     pub fn send(&self, cmd: VideoCmd) {
-        if matches!(cmd, VideoCmd::Packet(..)) {
-            if self.queued.load(Ordering::Relaxed) >= MAX_QUEUED_PACKETS {
-                self.counters
-                    .dropped_backlog
-                    .fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            self.queued.fetch_add(1, Ordering::Relaxed);
+        if !self.backlog.admit(&cmd) {
+            self.counters
+                .dropped_backlog
+                .fetch_add(1, Ordering::Relaxed);
+            return;
         }
         // The thread only stops when every clone of this handle is dropped.
         let _ = self.tx.send(cmd);
+    }
+}
+
+/// Media packets sent to a video thread and not yet taken by it.
+#[derive(Debug, Default)]
+struct Backlog(AtomicUsize);
+
+impl Backlog {
+    /// Whether `cmd` may be queued: anything but a packet, and a packet while fewer than
+    /// [`MAX_QUEUED_PACKETS`] wait (it is counted then).
+    fn admit(&self, cmd: &VideoCmd) -> bool {
+        if !matches!(cmd, VideoCmd::Packet(..)) {
+            return true;
+        }
+        if self.0.load(Ordering::Relaxed) >= MAX_QUEUED_PACKETS {
+            return false;
+        }
+        self.0.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// The thread took `cmd` off the queue.
+    fn taken(&self, cmd: &VideoCmd) {
+        if matches!(cmd, VideoCmd::Packet(..)) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -128,13 +150,8 @@ fn run(
     sfu: SfuHandle,
     rt: tokio::runtime::Handle,
     counters: Arc<VideoCounters>,
-    queued: Arc<AtomicUsize>,
+    backlog: Arc<Backlog>,
 ) {
-    let taken = |c: &VideoCmd| {
-        if matches!(c, VideoCmd::Packet(..)) {
-            queued.fetch_sub(1, Ordering::Relaxed);
-        }
-    };
     let mut mixer = VideoMixer::new(settings, Instant::now());
     let interval = mixer.frame_interval();
     let mut next = Instant::now() + interval;
@@ -160,7 +177,7 @@ fn run(
         }
         let cmd = match rx.recv_timeout(next - now) {
             Ok(c) => {
-                taken(&c);
+                backlog.taken(&c);
                 c
             }
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
@@ -169,7 +186,7 @@ fn run(
         let started = Instant::now();
         handle(&mut mixer, &mut broadcast, cmd, started);
         while let Ok(c) = rx.try_recv() {
-            taken(&c);
+            backlog.taken(&c);
             handle(&mut mixer, &mut broadcast, c, Instant::now());
         }
         finish(&mut mixer, &sfu, &rt, &mut published, &counters, started);
@@ -314,7 +331,7 @@ mod tests {
         let counters = Arc::new(VideoCounters::default());
         let w = VideoWorker {
             tx,
-            queued: Arc::new(AtomicUsize::new(0)),
+            backlog: Arc::default(),
             counters: counters.clone(),
         };
         for i in 0..3000 {
@@ -328,11 +345,9 @@ mod tests {
             counters.dropped_backlog.load(Ordering::Relaxed),
             (3000 - MAX_QUEUED_PACKETS) as u64
         );
-        // What the thread does for each command it takes.
+        // The thread takes ten commands.
         for c in &waiting[..10] {
-            if matches!(c, VideoCmd::Packet(..)) {
-                w.queued.fetch_sub(1, Ordering::Relaxed);
-            }
+            w.backlog.taken(c);
         }
         for i in 0..20 {
             w.send(packet(i));
