@@ -275,7 +275,7 @@ fn csid(h: &[u8], basic: usize) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A type 0 chunk header on `csid` (< 64).
@@ -291,8 +291,9 @@ mod tests {
         h
     }
 
-    /// `payload` as one message on `csid`, split into chunks of `chunk`.
-    fn message(csid: u8, type_id: u8, payload: &[u8], chunk: usize) -> Vec<u8> {
+    /// `payload` as one message on `csid` (< 64), split into chunks of `chunk` (what a
+    /// server sends; the publisher's tests use it too).
+    pub(crate) fn message(csid: u8, type_id: u8, payload: &[u8], chunk: usize) -> Vec<u8> {
         let mut out = full(csid, 0, payload.len() as u32, type_id);
         for (i, part) in payload.chunks(chunk).enumerate() {
             if i > 0 {

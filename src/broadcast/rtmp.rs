@@ -294,6 +294,7 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broadcast::chunks::tests::message;
     use rml_rtmp::sessions::ServerSessionResult as R;
     use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent};
 
@@ -348,18 +349,7 @@ mod tests {
                 cmd.extend([0, 0x3F, 0xF0, 0, 0, 0, 0, 0, 0]);
                 cmd.extend([0x0A, 0, 0, 0, 1].repeat(depth));
                 cmd.push(5);
-                let len = cmd.len() as u32;
-                let mut bytes = vec![3, 0, 0, 0];
-                bytes.extend_from_slice(&len.to_be_bytes()[1..]);
-                bytes.push(20);
-                bytes.extend_from_slice(&[0, 0, 0, 0]);
-                for (i, part) in cmd.chunks(128).enumerate() {
-                    if i > 0 {
-                        bytes.push(0xC3);
-                    }
-                    bytes.extend_from_slice(part);
-                }
-                bytes
+                message(3, 20, &cmd, 128)
                     .chunks(4096)
                     .try_for_each(|c| publisher.feed(c).map(drop))
                     .map_err(|e| e.to_string())
@@ -387,9 +377,10 @@ mod tests {
     fn a_short_command_is_an_error_not_a_panic() {
         let mut publisher = handshaken();
         // `_result` and nothing else, on chunk stream 3.
-        let mut bytes = vec![3, 0, 0, 0, 0, 0, 10, 20, 0, 0, 0, 0, 2, 0, 7];
-        bytes.extend_from_slice(b"_result");
-        let e = publisher.feed(&bytes).unwrap_err().to_string();
+        let e = publisher
+            .feed(&message(3, 20, b"\x02\x00\x07_result", 128))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("panicked"), "{e}");
         assert!(publisher.feed(&[3]).is_err());
     }
