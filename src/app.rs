@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::admission::{Gate, Gates};
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -278,9 +279,39 @@ fn video_settings(p: &crate::config::Profile) -> Option<crate::conference::video
 }
 
 /// Binds every listener and starts serving.
+/// The listeners' admission gates, after raising the open-file limit as far as allowed; warns
+/// when the caps could exhaust the descriptors anyway.
+fn connection_gates(config: &Config) -> Gates {
+    let gates = Gates {
+        cometql: Gate::new("cometql", config.cometql_conns),
+        ws: Gate::new("ws", config.ws_conns),
+        sip: Gate::new("sip", config.sip_conns),
+        http: Gate::new("http", config.http_conns),
+    };
+    if let Some(files) = crate::admission::raise_open_file_limit() {
+        let caps: u64 = gates
+            .all()
+            .iter()
+            .filter(|g| g.listener() != "http" || config.http_enabled)
+            .map(|g| g.limits().max as u64)
+            .sum();
+        if caps + crate::admission::RESERVED_FILES > files {
+            tracing::warn!(
+                "the open-file limit is {files}, below the listeners' max_connections ({caps}) \
+                 plus {} for the rest of the server: raise the limit (ulimit -n, systemd \
+                 LimitNOFILE=) or lower max_connections, or a flood of connections ends in \
+                 \"too many open files\" for everything",
+                crate::admission::RESERVED_FILES
+            );
+        }
+    }
+    gates
+}
+
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     // One rustls crypto backend for the whole process (ring; str0m uses aws-lc directly).
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let gates = connection_gates(config);
     let (store, store_path) = open_store(config)?;
     // TLS: configured certificates, and the self-signed one for listeners that have none.
     let (mut ws_tls_files, mut sip_tls_files, mut http_tls_files) = (
@@ -361,6 +392,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         conferences.clone(),
         runtime.clone(),
     );
+    sip_ctx = sip_ctx.with_gate(gates.sip.clone());
     if let Some((cert, key)) = &sip_tls_files {
         sip_ctx = sip_ctx.with_tls(sip::server::tls_acceptor_from_pem(cert, key).with_context(
             || {
@@ -440,6 +472,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     tasks.push(tokio::spawn(cometql::server::serve(
         listener,
         engine.clone(),
+        gates.cometql.clone(),
     )));
 
     let ws_ctx = Arc::new(WsContext {
@@ -447,6 +480,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         engine: engine.clone(),
         server_name: config.server_name.clone(),
         timeouts: Default::default(),
+        gate: gates.ws.clone(),
+        commands: config.ws_commands,
     });
     let ws_bind = SocketAddr::new(config.ws.ip, config.ws.port);
     let (ws_addr, ws_tls) = match &ws_tls_files {
@@ -526,6 +561,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 ))
             }),
             features,
+            gates: gates.clone(),
         });
         match &http_tls_files {
             None => {

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::admission::{Admitted, Gate};
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -36,6 +37,8 @@ pub struct HttpContext {
     pub features: Features,
     /// The demo, when `[http] demo` allows it here.
     pub demo: Option<Arc<crate::demo::Demo>>,
+    /// Connection admission of every TCP listener (this one's, and the others' for /metrics).
+    pub gates: crate::admission::Gates,
 }
 
 /// A listener as pages reach it.
@@ -131,54 +134,105 @@ pub fn hardened<A>(mut server: axum_server::Server<A>) -> axum_server::Server<A>
     server
 }
 
-/// Sets TCP_NODELAY and hands a plain connection to hyper only once its first byte arrived,
-/// within [`HEADER_READ_TIMEOUT`]: hyper's header timeout starts after it has sniffed the HTTP
-/// version, which waits for that byte forever. (TLS listeners have the TLS handshake's
-/// timeout instead.)
-#[derive(Clone, Copy, Debug, Default)]
-pub struct FirstByte;
+/// The acceptor of our axum-server listeners (HTTP, the comet WebSocket): admits the
+/// connection through the listener's [`Gate`] (a refused one gets a 503 on a plain listener
+/// and is closed on a TLS one, where it is the inner acceptor and no TLS is spoken yet), sets
+/// TCP_NODELAY, and on a plain listener hands the connection to hyper only once its first
+/// byte arrived, within [`HEADER_READ_TIMEOUT`]: hyper's header timeout starts after it has
+/// sniffed the HTTP version, which waits for that byte forever. (TLS listeners have the TLS
+/// handshake's timeout instead.)
+#[derive(Clone, Debug)]
+pub struct Admit {
+    gate: Arc<Gate>,
+    tls: bool,
+}
 
-impl<S: Send + 'static> axum_server::accept::Accept<tokio::net::TcpStream, S> for FirstByte {
-    type Stream = tokio::net::TcpStream;
+impl Admit {
+    /// For a plain listener.
+    pub fn plain(gate: Arc<Gate>) -> Self {
+        Admit { gate, tls: false }
+    }
+
+    /// As the inner acceptor of a TLS listener.
+    pub fn tls(gate: Arc<Gate>) -> Self {
+        Admit { gate, tls: true }
+    }
+}
+
+impl<S: Send + 'static> axum_server::accept::Accept<tokio::net::TcpStream, S> for Admit {
+    type Stream = Admitted<tokio::net::TcpStream>;
     type Service = S;
     type Future = std::pin::Pin<
         Box<dyn std::future::Future<Output = std::io::Result<(Self::Stream, S)>> + Send>,
     >;
 
     fn accept(&self, stream: tokio::net::TcpStream, service: S) -> Self::Future {
+        let admitted = self.gate.admit(crate::admission::peer_ip(&stream));
+        let gate = self.gate.clone();
+        let tls = self.tls;
         Box::pin(async move {
+            let permit = match admitted {
+                Ok(p) => p,
+                Err(why) => {
+                    if !tls {
+                        gate.refuse_http(stream, why);
+                    }
+                    return Err(std::io::Error::other(
+                        "connection refused by the listener's caps",
+                    ));
+                }
+            };
             // Small frames (comet events) go out at once rather than waiting for the peer's
             // acknowledgement of the last one (Nagle), as on the CometQL listener.
             let _ = stream.set_nodelay(true);
-            // `peek` waits for a byte without taking it (`readable` may be ready at once for
-            // a new socket).
-            let mut byte = [0u8; 1];
-            match tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut byte)).await {
-                Ok(Ok(0)) => Err(std::io::ErrorKind::UnexpectedEof.into()),
-                Ok(Ok(_)) => Ok((stream, service)),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "no request within the header timeout",
-                )),
+            if !tls {
+                // `peek` waits for a byte without taking it (`readable` may be ready at once
+                // for a new socket).
+                let mut byte = [0u8; 1];
+                match tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut byte)).await {
+                    Ok(Ok(0)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "no request within the header timeout",
+                        ));
+                    }
+                }
             }
+            Ok((Admitted::new(stream, permit), service))
         })
     }
 }
 
-/// A plain (no TLS) listener with [`hardened`] settings and [`FirstByte`].
+/// A plain (no TLS) listener with [`hardened`] settings, admitting through `gate`.
 pub fn plain_server(
     listener: tokio::net::TcpListener,
-) -> std::io::Result<axum_server::Server<FirstByte>> {
+    gate: Arc<Gate>,
+) -> std::io::Result<axum_server::Server<Admit>> {
     Ok(hardened(
-        axum_server::from_tcp(listener.into_std()?).acceptor(FirstByte),
+        axum_server::from_tcp(listener.into_std()?).acceptor(Admit::plain(gate)),
     ))
+}
+
+/// A TLS listener with [`hardened`] settings, admitting through `gate` before the handshake.
+pub fn tls_server(
+    listener: std::net::TcpListener,
+    tls: axum_server::tls_rustls::RustlsConfig,
+    gate: Arc<Gate>,
+) -> axum_server::Server<axum_server::tls_rustls::RustlsAcceptor<Admit>> {
+    hardened(
+        axum_server::from_tcp(listener)
+            .acceptor(axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(Admit::tls(gate))),
+    )
 }
 
 /// Serves until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<HttpContext>) {
+    let gate = ctx.gates.http.clone();
     let app = router(ctx).into_make_service_with_connect_info::<SocketAddr>();
-    let server = match plain_server(listener) {
+    let server = match plain_server(listener, gate) {
         Ok(s) => s,
         Err(e) => return tracing::error!("HTTP listener: {e}"),
     };
@@ -193,11 +247,9 @@ pub async fn serve_tls(
     tls: axum_server::tls_rustls::RustlsConfig,
     ctx: Arc<HttpContext>,
 ) {
+    let gate = ctx.gates.http.clone();
     let app = router(ctx).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = hardened(axum_server::from_tcp_rustls(listener, tls))
-        .serve(app)
-        .await
-    {
+    if let Err(e) = tls_server(listener, tls, gate).serve(app).await {
         tracing::error!("HTTPS listener stopped: {e}");
     }
 }
@@ -449,7 +501,7 @@ pub fn render(ctx: &HttpContext) -> String {
     let h = &ctx.hub.stats;
     let r = &ctx.runtime.stats;
     let v = &r.video;
-    let metrics: [(&str, &str, &str, f64); 30] = [
+    let metrics: [(&str, &str, &str, f64); 31] = [
         (
             "comet_cometql_connections",
             "gauge",
@@ -491,6 +543,12 @@ pub fn render(ctx: &HttpContext) -> String {
             "counter",
             "Connections closed for not keeping up.",
             load(&h.slow_closed),
+        ),
+        (
+            "comet_ws_throttled_total",
+            "counter",
+            "Times a connection's reading paused: it sent faster than [ws] commands_per_second.",
+            load(&h.throttled),
         ),
         (
             "comet_participants",
@@ -635,8 +693,52 @@ pub fn render(ctx: &HttpContext) -> String {
     for (name, kind, help, value) in metrics {
         family(&mut out, name, kind, help, &[("", value)]);
     }
+    render_connections(&mut out, &ctx.gates);
     render_broadcast(&mut out, &ctx.broadcast);
     out
+}
+
+/// Open and refused connections of each TCP listener (`[<listener>] max_connections`).
+fn render_connections(out: &mut String, gates: &crate::admission::Gates) {
+    let open: Vec<(String, f64)> = gates
+        .all()
+        .iter()
+        .map(|g| (format!("listener=\"{}\"", g.listener()), g.open() as f64))
+        .collect();
+    let refused: Vec<(String, f64)> = gates
+        .all()
+        .iter()
+        .flat_map(|g| {
+            let (full, per_ip) = g.refused();
+            [
+                ("max_connections", full),
+                ("max_connections_per_ip", per_ip),
+            ]
+            .map(|(cap, n)| {
+                (
+                    format!("listener=\"{}\",cap=\"{cap}\"", g.listener()),
+                    n as f64,
+                )
+            })
+        })
+        .collect();
+    fn borrow(v: &[(String, f64)]) -> Vec<(&str, f64)> {
+        v.iter().map(|(l, x)| (l.as_str(), *x)).collect()
+    }
+    family(
+        out,
+        "comet_connections_open",
+        "gauge",
+        "Connections open on each TCP listener.",
+        &borrow(&open),
+    );
+    family(
+        out,
+        "comet_connections_refused_total",
+        "counter",
+        "Connections refused because a listener, or a client address on it, was at its cap.",
+        &borrow(&refused),
+    );
 }
 
 /// One metric family: its HELP and TYPE lines and one sample per label set (`""`: none).

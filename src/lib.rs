@@ -16,11 +16,13 @@
 //! - [`web`]: the embedded browser files (`cometVideoApi.js`, the demo page).
 //! - [`demo`]: the demo page's backend endpoint (CometQL statements as a customer's backend).
 //! - [`tls`]: the `--tls-self-signed` certificate.
+//! - [`admission`]: connection caps of the TCP listeners (in all and per client address).
 //! - [`app`]: wiring and start-up.
 //!
 //! Media lives in the workspace crates `comet-sfu` (WebRTC transport), `comet-media` (codecs,
 //! RTP, jitter buffer) and `comet-mixer` (mixing and compositing).
 
+pub mod admission;
 pub mod app;
 pub mod broadcast;
 pub mod cometql;

@@ -119,7 +119,11 @@ async fn store_failure_is_error_500_and_the_connection_survives() {
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(server::serve(listener, engine));
+    tokio::spawn(server::serve(
+        listener,
+        engine,
+        comet_server::admission::Gate::new("cometql", config.cometql_conns),
+    ));
     let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
         .ip_or_hostname("127.0.0.1")
         .tcp_port(addr.port())

@@ -609,3 +609,37 @@ async fn wss_with_a_configured_certificate() {
     .expect("wss connect");
     assert_eq!(next(&mut ws).await["event"], "serverInfo");
 }
+
+/// A connection that sends faster than `[ws] commands_per_second` is slowed down, not cut
+/// off: every command of a flood is answered, in order, and the pauses are counted.
+#[tokio::test]
+async fn a_flood_of_commands_is_throttled_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(
+        dir.path(),
+        &[
+            "--set",
+            "ws.commands_per_second=50",
+            "--set",
+            "ws.command_burst=5",
+        ],
+    );
+    let (mut ws, _) = open(&s, 0, 0, "").await;
+    const FLOOD: usize = 40;
+    for i in 0..FLOOD {
+        ws.feed(Message::Text(format!("pipe_count\nweb_flood\nm{i}").into()))
+            .await
+            .unwrap();
+    }
+    ws.flush().await.unwrap();
+    for i in 0..FLOOD {
+        let f = next(&mut ws).await;
+        assert_eq!(f["pipe"], "_answer_pipe_count", "{f}");
+        assert_eq!(f["marker"], format!("m{i}"), "{f}");
+    }
+    let m = s.metrics(&["comet_ws_throttled_total"]);
+    let paused = common::metric(&m, "comet_ws_throttled_total").expect("the metric");
+    assert!(paused >= 1.0, "{m}");
+    // The connection is still open and served.
+    assert!(barrier(&mut ws).await.is_empty());
+}

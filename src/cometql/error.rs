@@ -21,6 +21,9 @@ pub mod code {
     pub const TOO_MANY_NAMES: u16 = 21;
     pub const ACCESS_DENIED: u16 = 403;
     pub const INTERNAL: u16 = 500;
+    /// MySQL's own `ER_CON_COUNT_ERROR` ("Too many connections"), sent instead of the greeting
+    /// when the listener is at `max_connections`: what MySQL clients already recognise.
+    pub const TOO_MANY_CONNECTIONS: u16 = 1040;
 }
 
 /// A statement that failed; sent as an ERR packet with SQL state HY000.

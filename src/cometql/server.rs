@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::engine::{Engine, Reply, Session};
 use super::error::{CqlError, code};
 use super::wire::{self, PacketReader, PacketWriter, Read, com};
+use crate::admission::{Admitted, Gate, Refused};
 
 /// Largest packet a client may send (reported as `@@max_allowed_packet`).
 pub const MAX_PACKET: usize = 1 << 20;
@@ -24,8 +25,8 @@ pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// `SHOW VARIABLES` reports).
 pub const WAIT_TIMEOUT: Duration = Duration::from_secs(28_800);
 
-/// Accepts CometQL connections until the task is dropped.
-pub async fn serve(listener: TcpListener, engine: Arc<Engine>) {
+/// Accepts CometQL connections until the task is dropped, as many at once as `gate` admits.
+pub async fn serve(listener: TcpListener, engine: Arc<Engine>, gate: Arc<Gate>) {
     let ids = AtomicU32::new(1);
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -37,10 +38,17 @@ pub async fn serve(listener: TcpListener, engine: Arc<Engine>) {
                 continue;
             }
         };
+        let _ = stream.set_nodelay(true);
+        let stream = match gate.admit(peer.ip()) {
+            Ok(permit) => Admitted::new(stream, permit),
+            Err(why) => {
+                tokio::spawn(refuse(stream, why));
+                continue;
+            }
+        };
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let engine = engine.clone();
         tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
             engine.stats.connections.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = connection(stream, peer, id, &engine).await {
                 tracing::debug!(%peer, "cometql connection {id} ended: {e}");
@@ -48,6 +56,22 @@ pub async fn serve(listener: TcpListener, engine: Arc<Engine>) {
             engine.stats.connections.fetch_sub(1, Ordering::Relaxed);
         });
     }
+}
+
+/// Answers a connection beyond the listener's caps the way MySQL does: error 1040 instead of
+/// the greeting (the client has sent nothing yet; it reads this first), then closes it.
+async fn refuse(mut stream: TcpStream, why: Refused) {
+    let message = match why {
+        Refused::Full => "Too many connections",
+        Refused::PerIp => "Too many connections from this address",
+    };
+    let mut w = PacketWriter::new(0);
+    w.packet(&wire::err_packet(code::TOO_MANY_CONNECTIONS, message));
+    let _ = tokio::time::timeout(LOGIN_TIMEOUT, async {
+        stream.write_all(&w.take()).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
 
 /// Why a connection ended early.
@@ -64,7 +88,7 @@ enum ConnError {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Admitted<TcpStream>,
     reader: PacketReader,
     buf: Vec<u8>,
     /// The next packet must have arrived by then: [`LOGIN_TIMEOUT`] after connecting, then
@@ -121,7 +145,7 @@ impl Conn {
 }
 
 async fn connection(
-    stream: TcpStream,
+    stream: Admitted<TcpStream>,
     peer: SocketAddr,
     id: u32,
     engine: &Engine,

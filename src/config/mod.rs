@@ -8,6 +8,8 @@
 
 pub mod ini;
 
+use crate::admission::ConnLimits;
+use crate::ws::throttle::CommandRate;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -115,6 +117,16 @@ pub struct Config {
     /// `[broadcast] hls_url`: the HLS playlist viewers open, `{name}` standing for the
     /// conference name (empty: no player link is offered).
     pub hls_url: String,
+    /// `[cometql] max_connections` / `max_connections_per_ip`.
+    pub cometql_conns: ConnLimits,
+    /// `[ws] max_connections` / `max_connections_per_ip`.
+    pub ws_conns: ConnLimits,
+    /// `[ws] commands_per_second` / `command_burst`.
+    pub ws_commands: CommandRate,
+    /// `[sip] max_connections` / `max_connections_per_ip`.
+    pub sip_conns: ConnLimits,
+    /// `[http] max_connections` / `max_connections_per_ip`.
+    pub http_conns: ConnLimits,
 }
 
 /// Canvas layouts of video conferences.
@@ -340,6 +352,27 @@ fn parse_bool(v: &str) -> Result<bool, String> {
     }
 }
 
+/// `max_connections`: at least 1.
+fn parse_max_connections(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{v}` is not a connection count (1 or more)")),
+    }
+}
+
+/// `max_connections_per_ip`: 0 (no cap) or more.
+fn parse_per_ip(v: &str) -> Result<usize, String> {
+    v.parse::<usize>()
+        .map_err(|_| format!("`{v}` is not a connection count (0 for no per-address cap)"))
+}
+
+const MAX_CONNECTIONS_DOC: &str = "Connections this listener holds at once; beyond it a new \
+     connection is refused (see README, Connection limits). Counts against the process's \
+     open-file limit, which the server raises to the hard limit at start-up and checks.";
+const PER_IP_DOC: &str = "Connections one client address may hold at once on this listener \
+     (an IPv6 client counts by its /64). 0: no per-address cap. Behind a reverse proxy every \
+     client has the proxy's address: leave it 0 there.";
+
 fn non_empty(v: &str, what: &str) -> Result<String, String> {
     if v.is_empty() {
         Err(format!("{what} must not be empty"))
@@ -432,6 +465,26 @@ pub static KEYS: &[Key] = &[
         },
     },
     Key {
+        section: "cometql",
+        name: "max_connections",
+        default: "1000",
+        doc: MAX_CONNECTIONS_DOC,
+        set: |c, v| {
+            c.cometql_conns.max = parse_max_connections(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "cometql",
+        name: "max_connections_per_ip",
+        default: "0",
+        doc: PER_IP_DOC,
+        set: |c, v| {
+            c.cometql_conns.per_ip = parse_per_ip(v)?;
+            Ok(())
+        },
+    },
+    Key {
         section: "ws",
         name: "ip",
         default: "127.0.0.1",
@@ -469,6 +522,59 @@ pub static KEYS: &[Key] = &[
         doc: "PEM private key for tls_cert.",
         set: |c, v| {
             set_tls_part(&mut c.ws_tls, v, 1);
+            Ok(())
+        },
+    },
+    Key {
+        section: "ws",
+        name: "max_connections",
+        default: "10000",
+        doc: MAX_CONNECTIONS_DOC,
+        set: |c, v| {
+            c.ws_conns.max = parse_max_connections(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "ws",
+        name: "max_connections_per_ip",
+        default: "0",
+        doc: PER_IP_DOC,
+        set: |c, v| {
+            c.ws_conns.per_ip = parse_per_ip(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "ws",
+        name: "commands_per_second",
+        default: "20",
+        doc: "Frames one connection may send per second on average (subscriptions, web_pipe2, \
+              pipe_log, ...). A connection that sends faster is not closed: the server reads \
+              its next frame once the rate allows (metric comet_ws_throttled_total).",
+        set: |c, v| {
+            c.ws_commands.per_second = match v.parse::<f64>() {
+                Ok(r) if r > 0.0 && r.is_finite() => r,
+                _ => {
+                    return Err(format!(
+                        "`{v}` is not a rate (frames per second, more than 0)"
+                    ));
+                }
+            };
+            Ok(())
+        },
+    },
+    Key {
+        section: "ws",
+        name: "command_burst",
+        default: "100",
+        doc: "Frames one connection may send at once before commands_per_second applies (a \
+              page subscribing to its pipes when it opens).",
+        set: |c, v| {
+            c.ws_commands.burst = match v.parse::<u32>() {
+                Ok(n) if n >= 1 => n as f64,
+                _ => return Err(format!("`{v}` is not a frame count (1 or more)")),
+            };
             Ok(())
         },
     },
@@ -532,6 +638,26 @@ pub static KEYS: &[Key] = &[
         doc: "PEM private key for the SIP tls_cert.",
         set: |c, v| {
             set_tls_part(&mut c.sip_tls, v, 1);
+            Ok(())
+        },
+    },
+    Key {
+        section: "sip",
+        name: "max_connections",
+        default: "4000",
+        doc: MAX_CONNECTIONS_DOC,
+        set: |c, v| {
+            c.sip_conns.max = parse_max_connections(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "sip",
+        name: "max_connections_per_ip",
+        default: "0",
+        doc: PER_IP_DOC,
+        set: |c, v| {
+            c.sip_conns.per_ip = parse_per_ip(v)?;
             Ok(())
         },
     },
@@ -775,6 +901,26 @@ pub static KEYS: &[Key] = &[
         },
     },
     Key {
+        section: "http",
+        name: "max_connections",
+        default: "4000",
+        doc: MAX_CONNECTIONS_DOC,
+        set: |c, v| {
+            c.http_conns.max = parse_max_connections(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "http",
+        name: "max_connections_per_ip",
+        default: "0",
+        doc: PER_IP_DOC,
+        set: |c, v| {
+            c.http_conns.per_ip = parse_per_ip(v)?;
+            Ok(())
+        },
+    },
+    Key {
         section: "store",
         name: "backend",
         default: "sqlite",
@@ -903,6 +1049,11 @@ impl Default for Config {
             broadcast_video_bitrate: 0,
             broadcast_audio_bitrate: 0,
             broadcast_keyframe_ms: 0,
+            cometql_conns: ConnLimits { max: 1, per_ip: 0 },
+            ws_conns: ConnLimits { max: 1, per_ip: 0 },
+            ws_commands: CommandRate::default(),
+            sip_conns: ConnLimits { max: 1, per_ip: 0 },
+            http_conns: ConnLimits { max: 1, per_ip: 0 },
         };
         for k in KEYS {
             // The defaults are part of the key table; a bad one is a programming error caught by
@@ -1313,6 +1464,30 @@ mod tests {
             let e = Config::load(None, &[Override::parse(bad).unwrap()]).unwrap_err();
             assert!(e.message.contains("Opus"), "{bad}: {e}");
         }
+        for bad in [
+            "ws.max_connections=0",
+            "sip.max_connections=-1",
+            "http.max_connections_per_ip=many",
+        ] {
+            let e = Config::load(None, &[Override::parse(bad).unwrap()]).unwrap_err();
+            assert!(e.message.contains("connection count"), "{bad}: {e}");
+        }
+        let (c, _) = Config::load(
+            None,
+            &[
+                Override::parse("cometql.max_connections=7").unwrap(),
+                Override::parse("cometql.max_connections_per_ip=3").unwrap(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.cometql_conns, ConnLimits { max: 7, per_ip: 3 });
+        assert_eq!(
+            c.ws_conns,
+            ConnLimits {
+                max: 10_000,
+                per_ip: 0
+            }
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::admission::{Admitted, Gate};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -96,6 +97,8 @@ pub struct SipContext {
     pub tls: Option<TlsAcceptor>,
     pub core: Arc<CoreConfig>,
     pub ws: WsLimits,
+    /// Connection admission of the listener (`[sip] max_connections`).
+    pub gate: Arc<Gate>,
     shared: Arc<Shared>,
 }
 
@@ -115,8 +118,15 @@ impl SipContext {
             tls: None,
             core: Arc::new(CoreConfig::new(host)),
             ws: WsLimits::default(),
+            gate: Gate::new("sip", crate::config::Config::default().sip_conns),
             shared: Arc::default(),
         }
+    }
+
+    /// Admits connections through `gate` instead of the default caps.
+    pub fn with_gate(mut self, gate: Arc<Gate>) -> SipContext {
+        self.gate = gate;
+        self
     }
 
     /// Serve `wss` with this TLS configuration.
@@ -261,13 +271,23 @@ pub async fn serve(listener: TcpListener, ctx: SipContext) -> std::io::Result<()
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
+        let stream = match ctx.gate.admit(peer.ip()) {
+            Ok(permit) => Admitted::new(stream, permit),
+            Err(why) => {
+                // A TLS client would not understand a plain answer: it is just closed.
+                if ctx.tls.is_none() {
+                    ctx.gate.refuse_http(stream, why);
+                }
+                continue;
+            }
+        };
+        let _ = stream.get_ref().set_nodelay(true);
         let ctx = ctx.clone();
         tasks.spawn(accept(stream, peer, ctx));
     }
 }
 
-async fn accept(stream: TcpStream, peer: SocketAddr, ctx: SipContext) {
+async fn accept(stream: Admitted<TcpStream>, peer: SocketAddr, ctx: SipContext) {
     let limit = ctx.ws.handshake_timeout;
     match ctx.tls.clone() {
         Some(tls) => {

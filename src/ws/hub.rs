@@ -84,6 +84,9 @@ struct State {
 pub struct HubStats {
     pub frames_sent: AtomicU64,
     pub slow_closed: AtomicU64,
+    /// Times a connection's reading paused because it sent faster than `[ws]
+    /// commands_per_second` allows (see `throttle`).
+    pub throttled: AtomicU64,
 }
 
 /// All live comet WebSocket connections.

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -15,6 +16,7 @@ use serde_json::json;
 
 use super::hub::{ConnInfo, Hub, Outgoing};
 use super::protocol::{self, Command};
+use super::throttle::{CommandRate, Throttle};
 use super::{jwt, url};
 use crate::cometql::Engine;
 use crate::cometql::engine::{QUEUE_TTL_SECS, unix_now};
@@ -31,6 +33,10 @@ pub struct WsContext {
     /// `server` in the serverInfo frame and `node` in `/info`.
     pub server_name: String,
     pub timeouts: WsTimeouts,
+    /// Connection admission of the listener (`[ws] max_connections`).
+    pub gate: Arc<crate::admission::Gate>,
+    /// How fast one connection may send (`[ws] commands_per_second`, `command_burst`).
+    pub commands: CommandRate,
 }
 
 /// How long a connection may stall. A peer that stops reading (a full TCP window) would
@@ -65,8 +71,9 @@ pub fn router(ctx: Arc<WsContext>) -> Router {
 
 /// Serves plain `ws://` on a bound listener until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<WsContext>) {
+    let gate = ctx.gate.clone();
     let app = router(ctx).into_make_service_with_connect_info::<SocketAddr>();
-    let server = match crate::http::plain_server(listener) {
+    let server = match crate::http::plain_server(listener, gate) {
         Ok(s) => s,
         Err(e) => return tracing::error!("comet WebSocket listener: {e}"),
     };
@@ -81,8 +88,9 @@ pub async fn serve_tls(
     tls: axum_server::tls_rustls::RustlsConfig,
     ctx: Arc<WsContext>,
 ) {
+    let gate = ctx.gate.clone();
     let app = router(ctx).into_make_service_with_connect_info::<SocketAddr>();
-    let server = crate::http::hardened(axum_server::from_tcp_rustls(listener, tls));
+    let server = crate::http::tls_server(listener, tls, gate);
     if let Err(e) = server.serve(app).await {
         tracing::error!("comet WebSocket (TLS) listener stopped: {e}");
     }
@@ -341,6 +349,9 @@ async fn connection(
     let timeouts = ctx.timeouts;
     let mut heard = tokio::time::Instant::now();
     let mut pinged = false;
+    let mut throttle = Throttle::new(ctx.commands, heard.into_std());
+    // While the peer has sent more than its rate allows, nothing is read until then.
+    let mut paused: Option<tokio::time::Instant> = None;
     loop {
         // Ping once after `ping_after` of silence; give up after `idle`.
         let wake = if pinged {
@@ -360,9 +371,16 @@ async fn connection(
                     break;
                 }
             }
-            incoming = stream.next() => {
+            () = tokio::time::sleep_until(paused.unwrap_or(wake)), if paused.is_some() => {
+                paused = None;
+            }
+            incoming = stream.next(), if paused.is_none() => {
                 heard = tokio::time::Instant::now();
                 pinged = false;
+                if let Some(until) = throttle.charge(heard.into_std()) {
+                    ctx.hub.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                    paused = Some(until.into());
+                }
                 let now = unix_now();
                 match incoming {
                     None | Some(Ok(Message::Close(_))) => break,
@@ -661,6 +679,8 @@ mod tests {
             engine,
             server_name: "test".into(),
             timeouts,
+            gate: crate::admission::Gate::new("ws", crate::config::Config::default().ws_conns),
+            commands: CommandRate::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
