@@ -293,6 +293,7 @@ impl MediaRuntime {
             cfg,
             where_is: HashMap::new(),
             by_call: HashMap::new(),
+            entries: HashMap::new(),
             confs,
         };
         tokio::spawn(task.run(events, rx));
@@ -309,12 +310,16 @@ impl MediaRuntime {
     /// The receive counters of every member, present and departed. Locks each conference in
     /// turn (waits for its tick): for metrics, not for the media path.
     pub fn audio_totals(&self) -> AudioTotals {
-        let mut t = *lock(&self.stats.departed);
         let confs: Vec<ConfRef> = self
             .confs
             .upgrade()
             .map(|c| lock(&c).values().cloned().collect())
             .unwrap_or_default();
+        // Leaves posted but not applied yet count as departed, once.
+        for conf in &confs {
+            lock(conf).apply_changes();
+        }
+        let mut t = *lock(&self.stats.departed);
         for conf in confs {
             for m in &lock(&conf).members {
                 t.add(&m.rx.stats());
@@ -331,7 +336,14 @@ impl MediaRuntime {
             .upgrade()
             .map(|c| lock(&c).values().cloned().collect())
             .unwrap_or_default();
-        let mut out: Vec<ConferenceDebug> = confs.iter().map(|c| lock(c).debug()).collect();
+        let mut out: Vec<ConferenceDebug> = confs
+            .iter()
+            .map(|c| {
+                let mut c = lock(c);
+                c.apply_changes();
+                c.debug()
+            })
+            .collect();
         out.sort_by(|a, b| (a.dev, &a.name).cmp(&(b.dev, &b.name)));
         out
     }
@@ -626,14 +638,46 @@ struct Conf {
     index: HashMap<ParticipantId, usize>,
     /// The RTMP output and/or recording of the conference (gets the shared mix every tick).
     broadcast: Option<Broadcast>,
-    /// The video thread feeds the broadcast its viewer canvas.
-    broadcast_canvas: bool,
     /// The video thread of a conference with video.
     video: Option<VideoWorker>,
     /// The dominant speaker the video thread was told.
     speaker: Option<ParticipantId>,
     /// When the members' audio delays were last sent to the video thread.
     delays_sent: Option<Instant>,
+    /// Joins, leaves and connections the event loop has posted and not yet applied.
+    changes: Changes,
+    /// For the receive counters of members still here when the conference goes.
+    stats: Arc<RuntimeStats>,
+}
+
+/// A change to a conference's membership, posted by the event loop and applied by whoever
+/// holds the conference next (the clock at the start of its tick), so that the event loop
+/// never waits for a tick.
+enum Change {
+    Join(Box<Joining>),
+    Leave(ParticipantId),
+    Connected(ParticipantId),
+}
+
+/// A member ready to join, with what the conference lacked when the event loop made it.
+struct Joining {
+    member: Member,
+    /// The shared mix's encoder for the member's codec, if the conference had none.
+    sender: Option<(AudioCodec, AudioSender)>,
+    broadcast: Option<Broadcast>,
+    video: Option<VideoWorker>,
+}
+
+type Changes = Arc<Mutex<Vec<Change>>>;
+
+impl Drop for Conf {
+    fn drop(&mut self) {
+        // Members whose leave was posted but never applied (the conference ended first).
+        let mut departed = lock(&self.stats.departed);
+        for m in &self.members {
+            departed.add(&m.rx.stats());
+        }
+    }
 }
 
 /// What every conference's tick shares.
@@ -649,8 +693,55 @@ struct TickCtx<'a> {
 }
 
 impl Conf {
-    fn member(&self, pid: ParticipantId) -> Option<&Member> {
-        self.members.get(*self.index.get(&pid)?)
+    /// Applies the changes the event loop posted, in order. Everything that reads the
+    /// members calls this first, with the conference locked.
+    fn apply_changes(&mut self) {
+        let changes = std::mem::take(&mut *lock(&self.changes));
+        for change in changes {
+            match change {
+                Change::Join(j) => {
+                    let Joining {
+                        mut member,
+                        sender,
+                        broadcast,
+                        video,
+                    } = *j;
+                    if let Some((codec, enc)) = sender
+                        && !self.shared.iter().any(|(c, _)| *c == codec)
+                    {
+                        self.shared.push((codec, enc));
+                    }
+                    if self.broadcast.is_none() {
+                        self.broadcast = broadcast;
+                    }
+                    if self.video.is_none() {
+                        self.video = video;
+                    }
+                    match self.mixer.add_member() {
+                        Ok(id) => {
+                            member.mixer_id = id;
+                            self.insert(member);
+                        }
+                        // The event loop keeps the count under the mixer's limit.
+                        Err(e) => tracing::error!(participant = %member.pid, "not mixed: {e}"),
+                    }
+                }
+                Change::Leave(pid) => {
+                    if let Some(m) = self.take(pid) {
+                        lock(&self.stats.departed).add(&m.rx.stats());
+                        let _ = self.mixer.remove_member(m.mixer_id);
+                        if self.speaker == Some(pid) {
+                            self.speaker = None;
+                        }
+                    }
+                }
+                Change::Connected(pid) => {
+                    if let Some(m) = self.member_mut(pid) {
+                        m.connected = true;
+                    }
+                }
+            }
+        }
     }
 
     fn member_mut(&mut self, pid: ParticipantId) -> Option<&mut Member> {
@@ -734,6 +825,7 @@ impl Conf {
 
     /// One 20 ms period of this conference; returns what to send.
     fn tick(&mut self, ctx: &TickCtx<'_>) -> Vec<Write> {
+        self.apply_changes();
         let now = ctx.now;
         if ctx.skipped > 0 {
             for m in &mut self.members {
@@ -978,16 +1070,36 @@ type ConfTable = Mutex<HashMap<ConfKey, ConfRef>>;
 
 /// Where the event loop finds a member.
 struct MemberRef {
-    conf: ConfRef,
+    key: ConfKey,
+    call: CallId,
+    user: UserId,
     inbox: Inbox,
     /// Its conference's video thread, when the member is in the video mixer: video packets,
     /// keyframe requests and estimates go there without locking the conference.
     video: Option<VideoWorker>,
 }
 
+/// What the event loop knows of a conference without locking it: only the event loop adds
+/// and removes members, so it knows what the conference has (or has been sent) without
+/// asking the conference, which the clock holds for its whole tick.
+struct ConfEntry {
+    changes: Changes,
+    /// Members joined and not left.
+    members: usize,
+    /// Codecs whose shared-mix encoder has been sent.
+    codecs: Vec<AudioCodec>,
+    /// The broadcast's video input, once a broadcast has been sent.
+    broadcast: Option<crate::broadcast::VideoSink>,
+    /// The video thread, once one has been started.
+    video: Option<VideoWorker>,
+    /// Whether the video thread was told to feed the broadcast.
+    broadcast_canvas: bool,
+}
+
 /// The event loop: joins, leaves, SIP and WebRTC events. It owns the conference table; the
 /// [`Clock`] thread runs the conferences every 20 ms. Media packets go to the members'
-/// inboxes without waiting for a tick; everything else locks only the one conference.
+/// inboxes and membership changes to the conference's [`Change`] list, without waiting for a
+/// tick: the event loop never locks a conference.
 struct Task {
     rt: tokio::runtime::Handle,
     sfu: SfuHandle,
@@ -996,6 +1108,7 @@ struct Task {
     cfg: RuntimeConfig,
     where_is: HashMap<ParticipantId, MemberRef>,
     by_call: HashMap<CallId, ParticipantId>,
+    entries: HashMap<ConfKey, ConfEntry>,
     /// The conferences, shared with the clock (which holds it weakly: it stops with the
     /// task); locked only to add or remove a conference, and by the clock once a tick.
     confs: Arc<ConfTable>,
@@ -1095,34 +1208,18 @@ impl Task {
     ) -> Result<(), MediaError> {
         let failed = |e: &dyn std::fmt::Display| MediaError::Failed(e.to_string());
         let key: ConfKey = (call.dev, call.conference.clone());
-        let opus_cfg = encoder_config(&self.cfg);
-        let existing = lock(&self.confs).get(&key).cloned();
-        let conf_ref = match existing {
-            Some(c) => c,
-            None => {
-                let mixer = AudioMixer::new(MixerConfig {
-                    max_talkers: self.cfg.max_talkers,
-                    ..MixerConfig::default()
-                })
-                .map_err(|e| failed(&e))?;
-                let conf = Arc::new(Mutex::new(Conf {
-                    key: key.clone(),
-                    mixer,
-                    shared: Vec::new(),
-                    members: Vec::new(),
-                    index: HashMap::new(),
-                    broadcast: None,
-                    broadcast_canvas: false,
-                    video: None,
-                    speaker: None,
-                    delays_sent: None,
-                }));
-                lock(&self.confs).insert(key.clone(), conf.clone());
-                self.stats.conferences.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(dev = call.dev, conference = %call.conference, "conference started");
-                conf
-            }
+        let pid = answer.participant;
+        let mixer_cfg = MixerConfig {
+            max_talkers: self.cfg.max_talkers,
+            ..MixerConfig::default()
         };
+        let entry = self.entries.get(&key);
+        if entry.is_some_and(|e| e.members >= mixer_cfg.max_members) {
+            return Err(MediaError::Failed(format!(
+                "the conference has {} members, the most one mixer takes",
+                mixer_cfg.max_members
+            )));
+        }
         let codec = answer
             .audio
             .as_ref()
@@ -1146,21 +1243,9 @@ impl Task {
                 },
             ))
         });
-        // What the conference lacks, looked at briefly: the mixing clock holds this lock for
-        // the conference's whole tick, so codecs, the broadcast's encoders and threads are
-        // made before it is taken again (only this task adds to a conference, so what is
-        // missing now is still missing then).
-        let (need_sender, need_broadcast, need_video) = {
-            let conf = lock(&conf_ref);
-            (
-                !conf.shared.iter().any(|(c, _)| *c == codec),
-                conf.broadcast.is_none()
-                    && (conf.members.is_empty() || call.invitation.stream.starts_with("rtmp://")),
-                conf.video.is_none(),
-            )
-        };
-        let sender = if need_sender {
-            Some(new_sender(codec, opus_cfg).map_err(|e| failed(&e))?)
+        // Everything that can fail, before anything changes.
+        let sender = if entry.is_none_or(|e| !e.codecs.contains(&codec)) {
+            Some(new_sender(codec, encoder_config(&self.cfg)).map_err(|e| failed(&e))?)
         } else {
             None
         };
@@ -1169,122 +1254,166 @@ impl Task {
             ..AudioReceiverConfig::default()
         })
         .map_err(|e| failed(&e))?;
-        // The first member, or the first whose invitation names an RTMP URL.
+        let mixer = match entry {
+            Some(_) => None,
+            None => Some(AudioMixer::new(mixer_cfg).map_err(|e| failed(&e))?),
+        };
+        // The first member, or the first whose invitation names an RTMP URL, starts the
+        // broadcast.
         let broadcast = match &self.cfg.broadcast {
-            Some(plan) if need_broadcast => plan.start(
-                call.dev,
-                &call.conference,
-                &call.profile,
-                &call.invitation.stream,
-            ),
+            Some(plan)
+                if entry.is_none_or(|e| {
+                    e.broadcast.is_none()
+                        && (e.members == 0 || call.invitation.stream.starts_with("rtmp://"))
+                }) =>
+            {
+                plan.start(
+                    call.dev,
+                    &call.conference,
+                    &call.profile,
+                    &call.invitation.stream,
+                )
+            }
             _ => None,
         };
         let worker = match member_video {
-            Some((settings, _)) if need_video => match VideoWorker::start(
-                &call.conference,
-                settings,
-                self.sfu.clone(),
-                self.rt.clone(),
-                self.stats.video.clone(),
-            ) {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    tracing::error!("cannot start a video thread: {e}");
-                    None
+            Some((settings, _)) if entry.is_none_or(|e| e.video.is_none()) => {
+                match VideoWorker::start(
+                    &call.conference,
+                    settings,
+                    self.sfu.clone(),
+                    self.rt.clone(),
+                    self.stats.video.clone(),
+                ) {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        tracing::error!("cannot start a video thread: {e}");
+                        None
+                    }
                 }
-            },
+            }
             _ => None,
         };
 
-        let mut guard = lock(&conf_ref);
-        let conf = &mut *guard;
-        if let Some(enc) = sender {
-            conf.shared.push((codec, enc));
+        if let Some(mixer) = mixer {
+            let changes = Changes::default();
+            let conf = Arc::new(Mutex::new(Conf {
+                key: key.clone(),
+                mixer,
+                shared: Vec::new(),
+                members: Vec::new(),
+                index: HashMap::new(),
+                broadcast: None,
+                video: None,
+                speaker: None,
+                delays_sent: None,
+                changes: changes.clone(),
+                stats: self.stats.clone(),
+            }));
+            lock(&self.confs).insert(key.clone(), conf);
+            self.entries.insert(
+                key.clone(),
+                ConfEntry {
+                    changes,
+                    members: 0,
+                    codecs: Vec::new(),
+                    broadcast: None,
+                    video: None,
+                    broadcast_canvas: false,
+                },
+            );
+            self.stats.conferences.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(dev = call.dev, conference = %call.conference, "conference started");
         }
-        if conf.broadcast.is_none() {
-            conf.broadcast = broadcast;
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return Err(MediaError::Failed("the conference is gone".into()));
+        };
+        if sender.is_some() {
+            entry.codecs.push(codec);
         }
-        if conf.video.is_none() {
-            conf.video = worker;
+        if let Some(b) = &broadcast {
+            entry.broadcast = Some(b.video_sink());
         }
-        let mixer_id = conf.mixer.add_member().map_err(|e| failed(&e))?;
-        if let Some((_, mv)) = member_video
-            && let Some(w) = &conf.video
-        {
-            w.send(VideoCmd::Member(answer.participant, mv));
+        if let Some(w) = &worker {
+            entry.video = Some(w.clone());
         }
-        let video = member_video.is_some() && conf.video.is_some();
+        // The video thread hears of the member before any of its packets or events.
+        if let (Some((_, mv)), Some(w)) = (member_video, &entry.video) {
+            w.send(VideoCmd::Member(pid, mv));
+        }
+        let video = member_video.is_some() && entry.video.is_some();
         // The broadcast shows the viewer canvas of the video thread (until a member with video
         // joins, the broadcast's own "no video" card).
-        if !conf.broadcast_canvas
-            && let (Some(w), Some(b)) = (&conf.video, &conf.broadcast)
+        if !entry.broadcast_canvas
+            && let (Some(w), Some(sink)) = (&entry.video, &entry.broadcast)
         {
-            w.send(VideoCmd::Broadcast(b.video_sink()));
-            conf.broadcast_canvas = true;
+            w.send(VideoCmd::Broadcast(sink.clone()));
+            entry.broadcast_canvas = true;
         }
+        entry.members += 1;
         tracing::info!(
             dev = call.dev, conference = %call.conference, user = call.user,
-            participant = %answer.participant, "member joined"
+            participant = %pid, "member joined"
         );
         let inbox = Inbox::default();
-        let video_worker = conf.video.clone().filter(|_| video);
-        self.by_call.insert(call.id, answer.participant);
-        conf.insert(Member {
-            pid: answer.participant,
+        let member_ref = MemberRef {
+            key,
+            call: call.id,
+            user: call.user,
             inbox: inbox.clone(),
-            spare: Vec::new(),
-            call,
-            mixer_id,
-            codec,
-            rx,
-            connected: false,
-            out_ts: rand::random(),
-            own: None,
-            pcm: vec![0; FRAME],
-            level: None,
-            reported: None,
-            video,
-        });
-        drop(guard);
-        self.where_is.insert(
-            answer.participant,
-            MemberRef {
-                conf: conf_ref,
+            video: entry.video.clone().filter(|_| video),
+        };
+        lock(&entry.changes).push(Change::Join(Box::new(Joining {
+            member: Member {
+                pid,
                 inbox,
-                video: video_worker,
+                spare: Vec::new(),
+                call,
+                // Set when the conference applies the join.
+                mixer_id: MemberId(u32::MAX),
+                codec,
+                rx,
+                connected: false,
+                out_ts: rand::random(),
+                own: None,
+                pcm: vec![0; FRAME],
+                level: None,
+                reported: None,
+                video,
             },
-        );
+            sender: sender.map(|s| (codec, s)),
+            broadcast,
+            video: worker,
+        })));
+        self.by_call.insert(member_ref.call, pid);
+        self.where_is.insert(pid, member_ref);
         self.stats.participants.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     /// Removes a member; the conference ends with its last member.
-    fn remove(&mut self, pid: ParticipantId) -> Option<Member> {
+    fn remove(&mut self, pid: ParticipantId) -> Option<MemberRef> {
         let r = self.where_is.remove(&pid)?;
-        let mut conf = lock(&r.conf);
-        let m = conf.take(pid)?;
-        self.by_call.remove(&m.call.id);
-        lock(&self.stats.departed).add(&m.rx.stats());
+        self.by_call.remove(&r.call);
         self.stats.participants.fetch_sub(1, Ordering::Relaxed);
-        let _ = conf.mixer.remove_member(m.mixer_id);
-        if let Some(w) = conf.video.as_ref().filter(|_| m.video) {
+        if let Some(w) = &r.video {
             w.send(VideoCmd::Leave(pid));
         }
-        if conf.speaker == Some(pid) {
-            conf.speaker = None;
-        }
-        if conf.members.is_empty() {
-            let key = conf.key.clone();
-            drop(conf);
-            lock(&self.confs).remove(&key);
-            self.stats.conferences.fetch_sub(1, Ordering::Relaxed);
-            tracing::info!(dev = key.0, conference = %key.1, "conference ended");
+        if let Some(entry) = self.entries.get_mut(&r.key) {
+            lock(&entry.changes).push(Change::Leave(pid));
+            entry.members = entry.members.saturating_sub(1);
+            if entry.members == 0 {
+                self.entries.remove(&r.key);
+                lock(&self.confs).remove(&r.key);
+                self.stats.conferences.fetch_sub(1, Ordering::Relaxed);
+                tracing::info!(dev = r.key.0, conference = %r.key.1, "conference ended");
+            }
         }
         tracing::info!(
-            dev = m.call.dev, conference = %m.call.conference, user = m.call.user,
+            dev = r.key.0, conference = %r.key.1, user = r.user,
             participant = %pid, "member left"
         );
-        Some(m)
+        Some(r)
     }
 
     /// Sends `cmd` to the video thread of `pid`'s conference, if `pid` is in it.
@@ -1303,9 +1432,7 @@ impl Task {
         let (Some(r), Some(v)) = (self.where_is.get(&pid), answer.video) else {
             return;
         };
-        let Some(user) = lock(&r.conf).member(pid).map(|m| m.call.user) else {
-            return;
-        };
+        let user = r.user;
         let codec = match v.codec {
             Codec::H264 => comet_media::VideoCodec::H264,
             Codec::Vp8 => comet_media::VideoCodec::Vp8,
@@ -1324,9 +1451,9 @@ impl Task {
         match ev {
             Event::Connected | Event::Reconnected => {
                 if let Some(r) = self.where_is.get(&pid)
-                    && let Some(m) = lock(&r.conf).member_mut(pid)
+                    && let Some(entry) = self.entries.get(&r.key)
                 {
-                    m.connected = true;
+                    lock(&entry.changes).push(Change::Connected(pid));
                 }
                 self.to_video(pid, VideoCmd::Connected(pid, true));
             }
@@ -1371,7 +1498,7 @@ impl Task {
                 }
             }
             Event::Closed(reason) => {
-                if let Some(m) = self.remove(pid) {
+                if let Some(r) = self.remove(pid) {
                     // The media is gone: end the call so the browser gets a BYE.
                     let why = match reason {
                         CloseReason::Remote => "the browser closed the media connection",
@@ -1379,8 +1506,7 @@ impl Task {
                         CloseReason::IceTimeout => "the media connection was lost",
                         _ => "the media connection failed",
                     };
-                    self.registry
-                        .hangup(m.call.dev, &m.call.conference, Some(m.call.user), why);
+                    self.registry.hangup(r.key.0, &r.key.1, Some(r.user), why);
                 }
             }
             _ => {}
@@ -1488,6 +1614,7 @@ impl Clock {
         self.flags_seen = generation;
         for conf in confs {
             let mut conf = lock(conf);
+            conf.apply_changes();
             let Some(state) = self.registry.conference_state(conf.key.0, &conf.key.1) else {
                 continue;
             };
@@ -1548,10 +1675,9 @@ impl Clock {
 mod tests {
     use super::*;
 
-    /// A call that ends (CANCEL, connection closed) while its offer is being answered leaves
-    /// nothing behind: the offer fails, no member joins, the call is forgotten.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_call_ended_while_its_offer_is_answered_leaves_nothing() {
+    /// A runtime on a real endpoint on loopback (no peer ever connects), and a call of user 5
+    /// to conference 101 of dev 0.
+    fn runtime_on_loopback() -> (Arc<MediaRuntime>, CallInfo) {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = socket.local_addr().unwrap();
         let endpoint = comet_sfu::Endpoint::new(comet_sfu::EndpointConfig {
@@ -1566,7 +1692,7 @@ mod tests {
         )
         .unwrap();
         let registry = Arc::new(ConferenceRegistry::new());
-        let runtime = MediaRuntime::start(sfu, events, registry.clone(), RuntimeConfig::default());
+        let runtime = MediaRuntime::start(sfu, events, registry, RuntimeConfig::default());
         let call = CallInfo {
             id: CallId { conn: 1, n: 1 },
             dev: 0,
@@ -1587,7 +1713,98 @@ mod tests {
             user_agent: None,
             peer: "127.0.0.1:5000".parse().unwrap(),
         };
-        let sdp = include_str!("../../sfu/tests/data/chrome_audio_video.sdp");
+        (runtime, call)
+    }
+
+    const SDP: &str = include_str!("../../sfu/tests/data/chrome_audio_video.sdp");
+
+    fn call_of(call: &CallInfo, n: u32, user: UserId, conference: &str) -> CallInfo {
+        CallInfo {
+            id: CallId { conn: 1, n },
+            user,
+            conference: conference.into(),
+            ..call.clone()
+        }
+    }
+
+    /// The event loop never waits for a conference's tick: while the conference is locked (as
+    /// the mixing clock holds it for its whole tick, here for as long as the test likes),
+    /// members join and leave, and their offers are answered. The conference applies the
+    /// changes, in order, as soon as it is free.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn joins_and_leaves_do_not_wait_for_the_conferences_tick() {
+        let (runtime, call) = runtime_on_loopback();
+        let deadline = Duration::from_secs(20);
+        let first = call_of(&call, 1, 6, "101");
+        runtime.offer(first.clone(), SDP).await.unwrap();
+        let table = runtime.confs.upgrade().unwrap();
+        let conf = lock(&table).get(&(0, "101".to_string())).cloned().unwrap();
+        drop(table);
+        let members = || -> Vec<UserId> {
+            let mut users: Vec<UserId> = runtime
+                .debug_conferences()
+                .iter()
+                .flat_map(|c| c.members.iter().map(|m| m.user))
+                .collect();
+            users.sort();
+            users
+        };
+        // A thread holds the conference, as the clock's does during a tick.
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (held_tx, held) = oneshot::channel();
+        let holder = std::thread::spawn(move || {
+            let _tick = lock(&conf);
+            let _ = held_tx.send(());
+            let _ = released.recv();
+        });
+        held.await.unwrap();
+        {
+            // Joins are answered while the conference is held.
+            let second = call_of(&call, 2, 7, "101");
+            tokio::time::timeout(deadline, runtime.offer(second, SDP))
+                .await
+                .expect("a join waited for the conference")
+                .unwrap();
+            // A leave, then a join the event loop handles after it (commands run in order).
+            runtime.ended(&first, &EndReason::ConnectionClosed);
+            let third = call_of(&call, 3, 8, "101");
+            tokio::time::timeout(deadline, runtime.offer(third, SDP))
+                .await
+                .expect("a join after a leave waited for the conference")
+                .unwrap();
+            // Another conference is not held up either.
+            let elsewhere = call_of(&call, 4, 9, "102");
+            tokio::time::timeout(deadline, runtime.offer(elsewhere, SDP))
+                .await
+                .expect("a join elsewhere waited")
+                .unwrap();
+        }
+        drop(release);
+        holder.join().unwrap();
+        // Once free, the conference has applied every change in order.
+        assert_eq!(members(), [7, 8, 9]);
+        // Its last members leave: it ends, counted once.
+        for (n, user) in [(2, 7), (3, 8)] {
+            runtime.ended(
+                &call_of(&call, n, user, "101"),
+                &EndReason::ConnectionClosed,
+            );
+        }
+        runtime
+            .offer(call_of(&call, 5, 10, "102"), SDP)
+            .await
+            .unwrap();
+        assert_eq!(members(), [9, 10]);
+        assert_eq!(runtime.stats.conferences.load(Ordering::Relaxed), 1);
+        assert_eq!(runtime.stats.participants.load(Ordering::Relaxed), 2);
+    }
+
+    /// A call that ends (CANCEL, connection closed) while its offer is being answered leaves
+    /// nothing behind: the offer fails, no member joins, the call is forgotten.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_ended_while_its_offer_is_answered_leaves_nothing() {
+        let (runtime, call) = runtime_on_loopback();
+        let sdp = SDP;
         // Run the offer up to its first wait (the endpoint answering), then end the call. (The
         // endpoint's thread cannot answer within that one poll in practice; if it ever did,
         // the call is ended and another one tried.)
