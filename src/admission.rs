@@ -87,10 +87,6 @@ impl Gate {
         self.listener
     }
 
-    pub fn limits(&self) -> ConnLimits {
-        self.limits
-    }
-
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // The state is two counters and a map, consistent after every statement: a panic
         // elsewhere while it was held leaves nothing half-done.
@@ -243,10 +239,6 @@ impl<S> Admitted<S> {
             permit: Some(permit),
             stream,
         }
-    }
-
-    pub fn get_ref(&self) -> &S {
-        &self.stream
     }
 }
 

@@ -278,22 +278,14 @@ fn video_settings(p: &crate::config::Profile) -> Option<crate::conference::video
     })
 }
 
-/// Binds every listener and starts serving.
 /// The listeners' admission gates, after raising the open-file limit as far as allowed; warns
 /// when the caps could exhaust the descriptors anyway.
 fn connection_gates(config: &Config) -> Gates {
-    let gates = Gates {
-        cometql: Gate::new("cometql", config.cometql_conns),
-        ws: Gate::new("ws", config.ws_conns),
-        sip: Gate::new("sip", config.sip_conns),
-        http: Gate::new("http", config.http_conns),
-    };
     if let Some(files) = crate::admission::raise_open_file_limit() {
-        let caps: u64 = gates
-            .all()
-            .iter()
-            .filter(|g| g.listener() != "http" || config.http_enabled)
-            .map(|g| g.limits().max as u64)
+        let caps: u64 = [config.cometql_conns, config.ws_conns, config.sip_conns]
+            .into_iter()
+            .chain(config.http_enabled.then_some(config.http_conns))
+            .map(|l| l.max as u64)
             .sum();
         if caps + crate::admission::RESERVED_FILES > files {
             tracing::warn!(
@@ -305,9 +297,15 @@ fn connection_gates(config: &Config) -> Gates {
             );
         }
     }
-    gates
+    Gates {
+        cometql: Gate::new("cometql", config.cometql_conns),
+        ws: Gate::new("ws", config.ws_conns),
+        sip: Gate::new("sip", config.sip_conns),
+        http: Gate::new("http", config.http_conns),
+    }
 }
 
+/// Binds every listener and starts serving.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     // One rustls crypto backend for the whole process (ring; str0m uses aws-lc directly).
     let _ = rustls::crypto::ring::default_provider().install_default();

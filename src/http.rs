@@ -722,30 +722,34 @@ fn render_connections(out: &mut String, gates: &crate::admission::Gates) {
             })
         })
         .collect();
-    fn borrow(v: &[(String, f64)]) -> Vec<(&str, f64)> {
-        v.iter().map(|(l, x)| (l.as_str(), *x)).collect()
-    }
     family(
         out,
         "comet_connections_open",
         "gauge",
         "Connections open on each TCP listener.",
-        &borrow(&open),
+        &open,
     );
     family(
         out,
         "comet_connections_refused_total",
         "counter",
         "Connections refused because a listener, or a client address on it, was at its cap.",
-        &borrow(&refused),
+        &refused,
     );
 }
 
 /// One metric family: its HELP and TYPE lines and one sample per label set (`""`: none).
-fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, f64)]) {
+fn family<L: AsRef<str>>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: &[(L, f64)],
+) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
     for (labels, value) in samples {
+        let labels = labels.as_ref();
         if labels.is_empty() {
             let _ = writeln!(out, "{name} {value}");
         } else {

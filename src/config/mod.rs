@@ -1051,7 +1051,10 @@ impl Default for Config {
             broadcast_keyframe_ms: 0,
             cometql_conns: ConnLimits { max: 1, per_ip: 0 },
             ws_conns: ConnLimits { max: 1, per_ip: 0 },
-            ws_commands: CommandRate::default(),
+            ws_commands: CommandRate {
+                per_second: 1.0,
+                burst: 1.0,
+            },
             sip_conns: ConnLimits { max: 1, per_ip: 0 },
             http_conns: ConnLimits { max: 1, per_ip: 0 },
         };

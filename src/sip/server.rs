@@ -271,6 +271,7 @@ pub async fn serve(listener: TcpListener, ctx: SipContext) -> std::io::Result<()
                 continue;
             }
         };
+        let _ = stream.set_nodelay(true);
         let stream = match ctx.gate.admit(peer.ip()) {
             Ok(permit) => Admitted::new(stream, permit),
             Err(why) => {
@@ -281,7 +282,6 @@ pub async fn serve(listener: TcpListener, ctx: SipContext) -> std::io::Result<()
                 continue;
             }
         };
-        let _ = stream.get_ref().set_nodelay(true);
         let ctx = ctx.clone();
         tasks.spawn(accept(stream, peer, ctx));
     }

@@ -668,19 +668,20 @@ mod tests {
     /// The comet WebSocket listener in this process on 127.0.0.1 with short timeouts.
     async fn start(timeouts: WsTimeouts) -> (SocketAddr, Arc<Hub>) {
         let hub = Arc::new(Hub::new());
+        let defaults = crate::config::Config::default();
         let engine = Arc::new(Engine::new(
             Arc::new(crate::store::MemoryStore::new()),
             Arc::new(crate::realtime::Offline),
             Arc::new(ConferenceRegistry::new()),
-            Settings::from_config(&crate::config::Config::default()),
+            Settings::from_config(&defaults),
         ));
         let ctx = Arc::new(WsContext {
             hub: hub.clone(),
             engine,
             server_name: "test".into(),
             timeouts,
-            gate: crate::admission::Gate::new("ws", crate::config::Config::default().ws_conns),
-            commands: CommandRate::default(),
+            gate: crate::admission::Gate::new("ws", defaults.ws_conns),
+            commands: defaults.ws_commands,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

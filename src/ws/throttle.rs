@@ -9,22 +9,14 @@
 
 use std::time::{Duration, Instant};
 
-/// `[ws] commands_per_second` and `[ws] command_burst`.
+/// `[ws] commands_per_second` and `[ws] command_burst` (their defaults are in the config's
+/// key table).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CommandRate {
     /// Frames per second, on average (more than 0).
     pub per_second: f64,
     /// Frames that may come at once (at least 1).
     pub burst: f64,
-}
-
-impl Default for CommandRate {
-    fn default() -> Self {
-        CommandRate {
-            per_second: 20.0,
-            burst: 100.0,
-        }
-    }
 }
 
 /// One connection's bucket.
