@@ -317,7 +317,7 @@ impl MediaRuntime {
             .unwrap_or_default();
         // Leaves posted but not applied yet count as departed, once.
         for conf in &confs {
-            lock(conf).apply_changes();
+            drop(lock_conf(conf));
         }
         let mut t = *lock(&self.stats.departed);
         for conf in confs {
@@ -336,14 +336,7 @@ impl MediaRuntime {
             .upgrade()
             .map(|c| lock(&c).values().cloned().collect())
             .unwrap_or_default();
-        let mut out: Vec<ConferenceDebug> = confs
-            .iter()
-            .map(|c| {
-                let mut c = lock(c);
-                c.apply_changes();
-                c.debug()
-            })
-            .collect();
+        let mut out: Vec<ConferenceDebug> = confs.iter().map(|c| lock_conf(c).debug()).collect();
         out.sort_by(|a, b| (a.dev, &a.name).cmp(&(b.dev, &b.name)));
         out
     }
@@ -693,8 +686,7 @@ struct TickCtx<'a> {
 }
 
 impl Conf {
-    /// Applies the changes the event loop posted, in order. Everything that reads the
-    /// members calls this first, with the conference locked.
+    /// Applies the changes the event loop posted, in order (see [`lock_conf`]).
     fn apply_changes(&mut self) {
         let changes = std::mem::take(&mut *lock(&self.changes));
         for change in changes {
@@ -825,7 +817,6 @@ impl Conf {
 
     /// One 20 ms period of this conference; returns what to send.
     fn tick(&mut self, ctx: &TickCtx<'_>) -> Vec<Write> {
-        self.apply_changes();
         let now = ctx.now;
         if ctx.skipped > 0 {
             for m in &mut self.members {
@@ -1065,6 +1056,14 @@ fn member_output(m: &mut Member, heard: &Heard<'_>, enc_cfg: OpusEncoderConfig) 
 }
 
 type ConfRef = Arc<Mutex<Conf>>;
+
+/// Locks a conference with the changes the event loop posted applied: whoever holds it next
+/// (the clock's tick, the moderation flags, the metrics) sees the members as they are.
+fn lock_conf(conf: &ConfRef) -> std::sync::MutexGuard<'_, Conf> {
+    let mut guard = lock(conf);
+    guard.apply_changes();
+    guard
+}
 /// Every conference by key.
 type ConfTable = Mutex<HashMap<ConfKey, ConfRef>>;
 
@@ -1613,8 +1612,7 @@ impl Clock {
         }
         self.flags_seen = generation;
         for conf in confs {
-            let mut conf = lock(conf);
-            conf.apply_changes();
+            let mut conf = lock_conf(conf);
             let Some(state) = self.registry.conference_state(conf.key.0, &conf.key.1) else {
                 continue;
             };
@@ -1655,12 +1653,12 @@ impl Clock {
         let writes: Vec<Write> = if confs.len() > 1 {
             confs
                 .par_iter()
-                .flat_map_iter(|conf| lock(conf).tick(&ctx))
+                .flat_map_iter(|conf| lock_conf(conf).tick(&ctx))
                 .collect()
         } else {
             confs
                 .iter()
-                .flat_map(|conf| lock(conf).tick(&ctx))
+                .flat_map(|conf| lock_conf(conf).tick(&ctx))
                 .collect()
         };
         self.stats.ticks.fetch_add(1, Ordering::Relaxed);
