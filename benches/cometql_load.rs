@@ -55,6 +55,16 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// The server process, killed when the bench ends, also when a client panics.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn pct(v: &mut [Duration], p: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -67,13 +77,17 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
 fn main() {
     let a = args();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_comet-server"))
+    let child = Command::new(env!("CARGO_BIN_EXE_comet-server"))
         .args([
             "--cometql-port",
             "0",
             "--ws-port",
             "0",
             "--http-port",
+            "0",
+            "--sip-port",
+            "0",
+            "--media-port",
             "0",
             "--data-dir",
         ])
@@ -84,11 +98,17 @@ fn main() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("start comet-server");
-    let pid = child.id();
+    let mut child = Server(child);
+    let pid = child.0.id();
     let mut port = 0u16;
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+    for line in BufReader::new(child.0.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
-        if let Some(addr) = line.strip_prefix("READY cometql=") {
+        // READY cometql=127.0.0.1:3300 ws=... (one key=address per listener)
+        if let Some(rest) = line.strip_prefix("READY ") {
+            let addr = rest
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix("cometql="))
+                .expect("the READY line names the CometQL address");
             port = addr.rsplit(':').next().unwrap().parse().unwrap();
             break;
         }
@@ -179,6 +199,4 @@ fn main() {
             cpu / statements * 1e6,
         );
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }
