@@ -694,8 +694,57 @@ pub fn render(ctx: &HttpContext) -> String {
         family(&mut out, name, kind, help, &[("", value)]);
     }
     render_connections(&mut out, &ctx.gates);
+    if let Some(st) = ctx.engine.store.stats() {
+        render_store(&mut out, st);
+    }
     render_broadcast(&mut out, &ctx.broadcast);
     out
+}
+
+/// The store's requests and transactions (the SQLite store; the memory store keeps none).
+fn render_store(out: &mut String, st: &crate::store::StoreStats) {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+    let kinds = |read: &std::sync::atomic::AtomicU64, write: &std::sync::atomic::AtomicU64| {
+        [
+            ("kind=\"read\"", load(read)),
+            ("kind=\"write\"", load(write)),
+        ]
+    };
+    let families: [Family; 5] = [
+        (
+            "comet_store_requests_total",
+            "counter",
+            "Store requests answered: reads (on the reader connections) and writes (in the writer's transactions).",
+            &kinds(&st.reads, &st.writes),
+        ),
+        (
+            "comet_store_requests_waiting",
+            "gauge",
+            "Store requests queued and not yet started.",
+            &kinds(&st.reads_waiting, &st.writes_waiting),
+        ),
+        (
+            "comet_store_commits_total",
+            "counter",
+            "Write transactions committed (each holds every write that was waiting, up to 256).",
+            &[("", load(&st.commits))],
+        ),
+        (
+            "comet_store_commit_failures_total",
+            "counter",
+            "Write transactions that failed to begin or commit (their writes were answered with an error).",
+            &[("", load(&st.commit_failures))],
+        ),
+        (
+            "comet_store_write_seconds_total",
+            "counter",
+            "Time spent in write transactions, fsync included.",
+            &[("", load(&st.write_ns) / 1e9)],
+        ),
+    ];
+    for (name, kind, help, samples) in families {
+        family(out, name, kind, help, samples);
+    }
 }
 
 /// Open and refused connections of each TCP listener (`[<listener>] max_connections`).

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Server, connect};
+use common::{Server, connect, metric};
 use mysql_async::prelude::*;
 
 #[tokio::test]
@@ -25,6 +25,19 @@ async fn acknowledged_writes_survive_sigkill() {
     )
     .await
     .unwrap();
+    // The store counts what it did: each statement's writes, in committed transactions.
+    let m = s.metrics(&["comet_store_"]);
+    let writes = metric(&m, r#"comet_store_requests_total{kind="write"}"#).expect(&m);
+    assert!(writes >= 5.0, "{m}");
+    assert!(
+        metric(&m, "comet_store_commits_total").expect(&m) >= 1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "comet_store_commit_failures_total"),
+        Some(0.0),
+        "{m}"
+    );
     // Acknowledged: kill at once, no shutdown path runs.
     s.kill();
     drop(c);
@@ -52,6 +65,15 @@ async fn acknowledged_writes_survive_sigkill() {
         .await
         .unwrap();
     assert_eq!(hist, ["kept"]);
+    // Those SELECTs were answered by the reader connections, and nothing waits.
+    let m = s.metrics(&["comet_store_"]);
+    let reads = metric(&m, r#"comet_store_requests_total{kind="read"}"#).expect(&m);
+    assert!(reads >= 4.0, "{m}");
+    assert_eq!(
+        metric(&m, r#"comet_store_requests_waiting{kind="read"}"#),
+        Some(0.0),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -67,6 +89,11 @@ async fn memory_store_forgets_on_restart() {
     c.query_drop("INSERT INTO users_auth (id, hash) VALUES (1, 'gone')")
         .await
         .unwrap();
+    assert_eq!(
+        s.metrics(&["comet_store_"]),
+        "",
+        "the memory store keeps no counters"
+    );
     s.kill();
     let s = Server::start_with(dir.path(), &["--memory-store"]);
     let mut c = connect(&s).await;

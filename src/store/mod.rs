@@ -12,6 +12,8 @@ mod sqlite;
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use async_trait::async_trait;
 
 /// A developer (tenant) id: the CometQL login name, `db_<N>`, `devid=` on the WebSocket.
@@ -81,9 +83,41 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// What a store that queues its requests counts, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Requests answered, by kind.
+    pub reads: AtomicU64,
+    pub writes: AtomicU64,
+    /// Requests queued and not yet started, by kind.
+    pub reads_waiting: AtomicU64,
+    pub writes_waiting: AtomicU64,
+    /// Transactions committed (each holds one or more writes) and transactions that failed to
+    /// begin or commit (their writes were answered with an error).
+    pub commits: AtomicU64,
+    pub commit_failures: AtomicU64,
+    /// Time spent in write transactions, from BEGIN to the end of COMMIT (the fsync included).
+    pub write_ns: AtomicU64,
+}
+
+impl StoreStats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
 /// Persistent state, scoped by developer.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// The store's counters, if it keeps any (the SQLite store does).
+    fn stats(&self) -> Option<&StoreStats> {
+        None
+    }
+
     /// The users_auth hash of a user, if any.
     async fn user_hash(&self, dev: DevId, user: UserId) -> StoreResult<Option<String>>;
     /// Sets (replaces) a user's hash.

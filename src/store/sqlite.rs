@@ -1,15 +1,22 @@
-//! [`Store`] in one SQLite file (WAL mode) with group commit.
+//! [`Store`] in one SQLite file (WAL mode) with group commit, and reads beside the writes.
 //!
-//! One thread owns the connection. Requests queue up while it works; it runs every waiting request
-//! in one transaction (each inside its own savepoint, so one failing request does not undo the
-//! others), commits once, and only then answers them. Under load, many acknowledged writes share
-//! one fsync; no request is acknowledged before its commit.
+//! One thread owns the writing connection. Write requests queue up while it works; it runs every
+//! waiting request in one transaction (each inside its own savepoint, so one failing request does
+//! not undo the others), commits once, and only then answers them. Under load, many acknowledged
+//! writes share one fsync; no request is acknowledged before its commit.
+//!
+//! Reads (every method that only looks) go to [`READERS`] threads of their own, each with a
+//! read-only connection. In WAL mode a reader sees the last commit and neither waits for the
+//! writer nor holds it up, so an authentication lookup never waits for someone else's fsync.
+//! A read sees every write acknowledged before it was asked (the write's commit came first),
+//! and nothing of a transaction still in progress.
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Instant;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::*;
@@ -17,9 +24,13 @@ use crate::config::SyncMode;
 
 type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+type Read = Box<dyn FnOnce(&Connection) + Send>;
 
 /// Most requests folded into one transaction.
 const MAX_BATCH: usize = 256;
+
+/// Threads (each with its own connection) that answer reads.
+pub const READERS: usize = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users_auth (
@@ -51,16 +62,14 @@ PRAGMA user_version = 1;
 /// A [`Store`] backed by one SQLite database file.
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
+    reads: mpsc::Sender<Read>,
+    stats: Arc<StoreStats>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path, sync: SyncMode) -> StoreResult<Self> {
         let conn = Connection::open(path).map_err(backend)?;
-        Self::start(conn, sync)
-    }
-
-    fn start(conn: Connection, sync: SyncMode) -> StoreResult<Self> {
         let sync = match sync {
             SyncMode::Full => "FULL",
             SyncMode::Normal => "NORMAL",
@@ -70,12 +79,41 @@ impl SqliteStore {
         ))
         .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
+        // The readers open the file once it is in WAL mode and has its tables.
+        let readers = (0..READERS)
+            .map(|_| {
+                let c = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                c.execute_batch("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000;")?;
+                Ok(c)
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(backend)?;
+        let stats = Arc::new(StoreStats::default());
+        let spawn_err =
+            |e: std::io::Error| StoreError::Backend(format!("cannot start a store thread: {e}"));
         let (tx, rx) = mpsc::channel::<Job>();
+        let writer_stats = stats.clone();
         std::thread::Builder::new()
             .name("comet-store".into())
-            .spawn(move || writer(conn, rx))
-            .map_err(|e| StoreError::Backend(format!("cannot start the store thread: {e}")))?;
-        Ok(SqliteStore { jobs: tx })
+            .spawn(move || writer(conn, rx, &writer_stats))
+            .map_err(spawn_err)?;
+        let (read_tx, read_rx) = mpsc::channel::<Read>();
+        let read_rx = Arc::new(Mutex::new(read_rx));
+        for (i, c) in readers.into_iter().enumerate() {
+            let rx = read_rx.clone();
+            std::thread::Builder::new()
+                .name(format!("comet-store-read-{i}"))
+                .spawn(move || reader(c, &rx))
+                .map_err(spawn_err)?;
+        }
+        Ok(SqliteStore {
+            jobs: tx,
+            reads: read_tx,
+            stats,
+        })
     }
 
     /// Runs `f` on the store thread inside the current batch; resolves after the batch commits.
@@ -84,7 +122,9 @@ impl SqliteStore {
         f: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
     ) -> StoreResult<R> {
         let (tx, rx) = oneshot::channel();
+        let stats = self.stats.clone();
         let job: Job = Box::new(move |conn| {
+            StoreStats::sub(&stats.writes_waiting, 1);
             let res = f(conn);
             let ok = res.is_ok();
             let reply: Reply = Box::new(move |commit| {
@@ -93,11 +133,37 @@ impl SqliteStore {
                     (Ok(_), Err(e)) => Err(StoreError::Backend(format!("commit failed: {e}"))),
                     (Ok(v), Ok(())) => Ok(v),
                 };
+                StoreStats::add(&stats.writes, 1);
                 let _ = tx.send(out);
             });
             (ok, reply)
         });
-        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        StoreStats::add(&self.stats.writes_waiting, 1);
+        if self.jobs.send(job).is_err() {
+            StoreStats::sub(&self.stats.writes_waiting, 1);
+            return Err(StoreError::Closed);
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a reader's connection (it must only read); resolves with its result.
+    async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    ) -> StoreResult<R> {
+        let (tx, rx) = oneshot::channel();
+        let stats = self.stats.clone();
+        let job: Read = Box::new(move |conn| {
+            StoreStats::sub(&stats.reads_waiting, 1);
+            let out = f(conn).map_err(backend);
+            StoreStats::add(&stats.reads, 1);
+            let _ = tx.send(out);
+        });
+        StoreStats::add(&self.stats.reads_waiting, 1);
+        if self.reads.send(job).is_err() {
+            StoreStats::sub(&self.stats.reads_waiting, 1);
+            return Err(StoreError::Closed);
+        }
         rx.await.map_err(|_| StoreError::Closed)?
     }
 }
@@ -106,7 +172,22 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-fn writer(conn: Connection, rx: mpsc::Receiver<Job>) {
+/// A reader thread: answers reads from the shared queue until every sender is gone.
+fn reader(conn: Connection, rx: &Mutex<mpsc::Receiver<Read>>) {
+    loop {
+        // Only the wait for the next read holds the lock, not the read itself.
+        let next = match rx.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        match next {
+            Ok(read) => read(&conn),
+            Err(_) => return,
+        }
+    }
+}
+
+fn writer(conn: Connection, rx: mpsc::Receiver<Job>, stats: &StoreStats) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -115,10 +196,13 @@ fn writer(conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        let began = Instant::now();
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             let msg = format!("cannot begin a transaction: {e}");
             tracing::error!("{msg}");
+            StoreStats::add(&stats.commit_failures, 1);
             // Run nothing; answer every request with the failure.
+            StoreStats::sub(&stats.writes_waiting, batch.len() as u64);
             for job in batch {
                 drop(job);
             }
@@ -139,10 +223,15 @@ fn writer(conn: Connection, rx: mpsc::Receiver<Job>) {
             replies.push(reply);
         }
         let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
-        if let Err(e) = &commit {
-            tracing::error!("store commit failed: {e}");
-            let _ = conn.execute_batch("ROLLBACK");
+        match &commit {
+            Ok(()) => StoreStats::add(&stats.commits, 1),
+            Err(e) => {
+                tracing::error!("store commit failed: {e}");
+                StoreStats::add(&stats.commit_failures, 1);
+                let _ = conn.execute_batch("ROLLBACK");
+            }
         }
+        StoreStats::add(&stats.write_ns, began.elapsed().as_nanos() as u64);
         for reply in replies {
             reply(commit.clone());
         }
@@ -182,8 +271,12 @@ const CONFERENCE_COLS: &str = "name, user_id, caller_id, message, profile, strea
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn stats(&self) -> Option<&StoreStats> {
+        Some(&self.stats)
+    }
+
     async fn user_hash(&self, dev: DevId, user: UserId) -> StoreResult<Option<String>> {
-        self.call(move |c| {
+        self.read(move |c| {
             c.prepare_cached("SELECT hash FROM users_auth WHERE dev = ?1 AND id = ?2")?
                 .query_row(params![dev, user], |r| r.get(0))
                 .optional()
@@ -213,7 +306,7 @@ impl Store for SqliteStore {
     }
 
     async fn last_seen(&self, dev: DevId, user: UserId) -> StoreResult<Option<i64>> {
-        self.call(move |c| {
+        self.read(move |c| {
             c.prepare_cached("SELECT time FROM users_time WHERE dev = ?1 AND id = ?2")?
                 .query_row(params![dev, user], |r| r.get(0))
                 .optional()
@@ -266,7 +359,7 @@ impl Store for SqliteStore {
         user: UserId,
         since: i64,
     ) -> StoreResult<Vec<QueuedMessage>> {
-        self.call(move |c| {
+        self.read(move |c| {
             c.prepare_cached(
                 "SELECT idx, event, message, time FROM user_queue \
                  WHERE dev = ?1 AND id = ?2 AND time >= ?3 ORDER BY idx",
@@ -354,7 +447,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<PipeMessage>> {
         let pipe = pipe.to_string();
         let newest = i64::try_from(newest).unwrap_or(i64::MAX);
-        self.call(move |c| {
+        self.read(move |c| {
             c.prepare_cached(
                 "SELECT idx, time, event, message, user_id FROM (\
                  SELECT idx, time, event, message, user_id FROM pipe_history \
@@ -386,7 +479,7 @@ impl Store for SqliteStore {
 
     async fn setting(&self, dev: DevId, key: &str) -> StoreResult<Option<String>> {
         let key = key.to_string();
-        self.call(move |c| {
+        self.read(move |c| {
             c.prepare_cached("SELECT value FROM settings WHERE dev = ?1 AND key = ?2")?
                 .query_row(params![dev, key], |r| r.get(0))
                 .optional()
@@ -438,7 +531,7 @@ impl Store for SqliteStore {
 
     async fn conference_rows(&self, dev: DevId, name: &str) -> StoreResult<Vec<ConferenceRow>> {
         let name = name.to_string();
-        self.call(move |c| {
+        self.read(move |c| {
             c.prepare_cached(&format!(
                 "SELECT {CONFERENCE_COLS} FROM conference WHERE dev = ?1 AND name = ?2 ORDER BY user_id"
             ))?
@@ -455,7 +548,7 @@ impl Store for SqliteStore {
         user: UserId,
     ) -> StoreResult<Option<ConferenceRow>> {
         let name = name.to_string();
-        self.call(move |c| {
+        self.read(move |c| {
             c.prepare_cached(&format!(
                 "SELECT {CONFERENCE_COLS} FROM conference WHERE dev = ?1 AND name = ?2 AND user_id = ?3"
             ))?
@@ -492,6 +585,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
 
     #[tokio::test]
     async fn conformance() {
@@ -531,6 +625,58 @@ mod tests {
         for i in 0..200 {
             assert_eq!(s.user_hash(1, i).await.unwrap(), Some(format!("h{i}")));
         }
+    }
+
+    /// While the writer is inside a transaction (here: a request that waits to be released,
+    /// as a slow fsync would), reads are still answered, and they see only committed rows.
+    #[tokio::test]
+    async fn reads_do_not_wait_for_the_writer_and_see_only_commits() {
+        let deadline = std::time::Duration::from_secs(10);
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(SqliteStore::open(&dir.path().join("t.sqlite3"), SyncMode::Full).unwrap());
+        s.set_setting(1, "before", Some("x")).await.unwrap();
+        let (inside_tx, inside) = tokio::sync::oneshot::channel::<()>();
+        let (release, released) = mpsc::channel::<()>();
+        let writer = tokio::spawn({
+            let s = s.clone();
+            async move {
+                s.call(move |c| {
+                    c.execute(
+                        "INSERT INTO settings (dev, key, value) VALUES (1, 'during', 'y')",
+                        [],
+                    )?;
+                    let _ = inside_tx.send(());
+                    let _ = released.recv();
+                    Ok(())
+                })
+                .await
+            }
+        });
+        tokio::time::timeout(deadline, inside)
+            .await
+            .expect("the write started")
+            .unwrap();
+        let (before, during) = tokio::time::timeout(deadline, async {
+            tokio::join!(s.setting(1, "before"), s.setting(1, "during"))
+        })
+        .await
+        .expect("reads are answered while the writer is busy");
+        assert_eq!(before.unwrap().as_deref(), Some("x"));
+        assert_eq!(during.unwrap(), None, "an uncommitted row is not visible");
+        release.send(()).unwrap();
+        writer.await.unwrap().unwrap();
+        assert_eq!(
+            s.setting(1, "during").await.unwrap().as_deref(),
+            Some("y"),
+            "an acknowledged write is visible to the next read"
+        );
+        let st = s.stats().unwrap();
+        assert_eq!(st.writes.load(Ordering::Relaxed), 2);
+        assert_eq!(st.reads.load(Ordering::Relaxed), 3);
+        assert_eq!(st.writes_waiting.load(Ordering::Relaxed), 0);
+        assert_eq!(st.reads_waiting.load(Ordering::Relaxed), 0);
+        assert!(st.commits.load(Ordering::Relaxed) >= 1);
+        assert!(st.write_ns.load(Ordering::Relaxed) > 0);
     }
 
     #[tokio::test]
