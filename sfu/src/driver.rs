@@ -2,6 +2,12 @@
 //! clock, runs an [`Endpoint`] in one task, takes commands from any number of [`SfuHandle`]s and
 //! delivers `(ParticipantId, Event)` on a bounded channel.
 //!
+//! Three bounded queues feed it: commands (offers, closes, keyframe requests, metrics), audio
+//! batches (a mixer tick's packets) and video batches (what a conference's video thread
+//! produced at once). Waiting commands are served before anything else on each turn, so an
+//! offer never waits behind media; batches are written in chunks with the socket read in
+//! between. Writers wait for room when a queue is full.
+//!
 //! Events are never reordered. When the event channel is full, media packets, stats and
 //! bitrate estimates are dropped (counted in [`Metrics::events_dropped`]); lifecycle events
 //! and keyframe requests wait for room, and while they wait later droppable events are dropped
@@ -28,8 +34,11 @@ use crate::{
 pub struct DriverOptions {
     /// Capacity of the event channel.
     pub event_capacity: usize,
-    /// Capacity of the command channel (writes wait for room when it is full).
+    /// Capacity of the command channel (offers, closes, keyframe requests; senders wait for
+    /// room when it is full).
     pub command_capacity: usize,
+    /// Video batches ([`SfuHandle::write_video_batch`]) queued at most; writers wait for room.
+    pub video_batches: usize,
 }
 
 impl Default for DriverOptions {
@@ -37,6 +46,7 @@ impl Default for DriverOptions {
         DriverOptions {
             event_capacity: 8192,
             command_capacity: 8192,
+            video_batches: 256,
         }
     }
 }
@@ -64,12 +74,6 @@ enum Command {
         timestamp: u32,
         level: Option<AudioLevel>,
     },
-    WriteVideo {
-        id: ParticipantId,
-        payload: Arc<[u8]>,
-        timestamp: u32,
-        marker: bool,
-    },
     RequestKeyframe {
         id: ParticipantId,
         kind: KeyframeKind,
@@ -95,6 +99,16 @@ pub struct AudioWrite {
     pub level: Option<AudioLevel>,
 }
 
+/// One video packet of [`SfuHandle::write_video_batch`]: the arguments of
+/// [`Endpoint::write_video`].
+#[derive(Debug, Clone)]
+pub struct VideoWrite {
+    pub id: ParticipantId,
+    pub payload: Arc<[u8]>,
+    pub timestamp: u32,
+    pub marker: bool,
+}
+
 /// A cheap, cloneable handle to a running driver. The driver stops when every handle is
 /// dropped or [`SfuHandle::shutdown`] is called.
 #[derive(Debug, Clone)]
@@ -103,6 +117,9 @@ pub struct SfuHandle {
     /// Audio batches have their own short queue: a driver that falls behind makes the
     /// mixing clock wait (and skip periods) instead of letting latency pile up.
     audio_tx: mpsc::Sender<Vec<AudioWrite>>,
+    /// Video packets have a queue of their own too, so that offers, closes and keyframe
+    /// requests never wait behind the video of busy conferences.
+    video_tx: mpsc::Sender<Vec<VideoWrite>>,
     local_addr: SocketAddr,
 }
 
@@ -242,12 +259,19 @@ pub fn spawn(
         .unwrap_or_else(|_| endpoint.config().candidates[0]);
     let (cmd_tx, cmd_rx) = mpsc::channel(opts.command_capacity.max(1));
     let (audio_tx, audio_rx) = mpsc::channel(AUDIO_BATCHES);
+    let (video_tx, video_rx) = mpsc::channel(opts.video_batches.max(1));
     let (ev_tx, ev_rx) = mpsc::channel(opts.event_capacity.max(1));
-    let task = tokio::spawn(run(socket, endpoint, cmd_rx, audio_rx, ev_tx));
+    let queues = Queues {
+        commands: cmd_rx,
+        audio: audio_rx,
+        video: video_rx,
+    };
+    let task = tokio::spawn(run(socket, endpoint, queues, ev_tx));
     (
         SfuHandle {
             tx: cmd_tx,
             audio_tx,
+            video_tx,
             local_addr,
         },
         ev_rx,
@@ -328,21 +352,17 @@ impl SfuHandle {
             .map_err(|_| Error::DriverGone)
     }
 
-    /// [`Endpoint::write_video`], fire and forget.
-    pub async fn write_video(
-        &self,
-        id: ParticipantId,
-        payload: Arc<[u8]>,
-        timestamp: u32,
-        marker: bool,
-    ) -> Result<(), Error> {
-        self.send(Command::WriteVideo {
-            id,
-            payload,
-            timestamp,
-            marker,
-        })
-        .await
+    /// Many [`Endpoint::write_video`]s (what a conference's video thread produced at once),
+    /// fire and forget; waits while [`DriverOptions::video_batches`] batches are queued.
+    /// Refused writes are counted in [`Metrics::writes_refused`].
+    pub async fn write_video_batch(&self, writes: Vec<VideoWrite>) -> Result<(), Error> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.video_tx
+            .send(writes)
+            .await
+            .map_err(|_| Error::DriverGone)
     }
 
     /// [`Endpoint::request_keyframe`].
@@ -434,8 +454,21 @@ impl Delivery {
 
 /// Datagrams read per wakeup before the endpoint's output is flushed.
 const RECV_BATCH: usize = 64;
-/// Audio writes of a batch between two looks at the socket.
-const AUDIO_CHUNK: usize = 64;
+/// Writes of a batch (audio or video) between two looks at the socket.
+const WRITE_CHUNK: usize = 64;
+
+/// What the driver task reads besides the socket.
+struct Queues {
+    commands: mpsc::Receiver<Command>,
+    audio: mpsc::Receiver<Vec<AudioWrite>>,
+    video: mpsc::Receiver<Vec<VideoWrite>>,
+}
+
+/// A batch of media writes taken from its queue.
+enum Batch {
+    Audio(Vec<AudioWrite>),
+    Video(Vec<VideoWrite>),
+}
 
 /// Sends what the endpoint has queued and delivers its events; returns when to call
 /// `handle_timeout` next.
@@ -479,8 +512,7 @@ fn receive_ready(
 async fn run(
     socket: UdpSocket,
     mut ep: Endpoint,
-    mut cmd_rx: mpsc::Receiver<Command>,
-    mut audio_rx: mpsc::Receiver<Vec<AudioWrite>>,
+    mut queues: Queues,
     ev_tx: mpsc::Sender<(ParticipantId, Event)>,
 ) {
     let local = socket.local_addr().unwrap_or(ep.config().candidates[0]);
@@ -500,6 +532,18 @@ async fn run(
             .as_mut()
             .reset(tokio::time::Instant::from_std(deadline));
 
+        // Commands (offers, closes, keyframe requests, metrics) first: they are few and cheap,
+        // and never wait behind the media batches.
+        while let Ok(c) = queues.commands.try_recv() {
+            let driver = DriverCounters {
+                events_dropped: delivery.dropped,
+                send_errors,
+                socket: &socket,
+            };
+            if !handle_command(&mut ep, c, driver) {
+                return;
+            }
+        }
         let has_pending = !delivery.pending.is_empty();
         let mut batch = None;
         tokio::select! {
@@ -511,7 +555,7 @@ async fn run(
                 }
                 // Receive errors (e.g. ICMP-induced ECONNREFUSED) carry no datagram: go on.
             }
-            c = cmd_rx.recv() => {
+            c = queues.commands.recv() => {
                 let Some(c) = c else { break };
                 let driver = DriverCounters {
                     events_dropped: delivery.dropped,
@@ -522,7 +566,8 @@ async fn run(
                     break;
                 }
             }
-            Some(writes) = audio_rx.recv() => batch = Some(writes),
+            Some(writes) = queues.audio.recv() => batch = Some(Batch::Audio(writes)),
+            Some(writes) = queues.video.recv() => batch = Some(Batch::Video(writes)),
             permit = delivery.tx.reserve(), if has_pending => {
                 match permit {
                     Ok(permit) => {
@@ -535,20 +580,76 @@ async fn run(
             }
             _ = &mut sleep => ep.handle_timeout(Instant::now()),
         }
-        if let Some(writes) = batch {
-            // A tick's batch (one packet per member) takes a while to encrypt and send: in
-            // chunks, with what arrived meanwhile read in between, so incoming packets do not
-            // wait for the whole batch (that wait is jitter to the mixer).
-            let mut writes = writes.into_iter().peekable();
-            while writes.peek().is_some() {
-                let now = Instant::now();
-                for w in writes.by_ref().take(AUDIO_CHUNK) {
-                    let _ = ep.write_audio(w.id, w.payload, w.timestamp, w.level, now);
-                }
-                flush(&socket, &mut ep, &mut delivery, &mut send_errors).await;
-                receive_ready(&socket, &mut ep, &mut buf, local, RECV_BATCH);
+        // A batch (a mixer tick's audio, one packet per member; a video thread's packets)
+        // takes a while to encrypt and send: in chunks, with what arrived meanwhile read in
+        // between, so incoming packets do not wait for the whole batch (that wait is jitter to
+        // the mixer).
+        match batch {
+            Some(Batch::Audio(w)) => {
+                write_batch(
+                    &socket,
+                    &mut ep,
+                    &mut delivery,
+                    &mut send_errors,
+                    &mut buf,
+                    local,
+                    w,
+                )
+                .await
             }
+            Some(Batch::Video(w)) => {
+                write_batch(
+                    &socket,
+                    &mut ep,
+                    &mut delivery,
+                    &mut send_errors,
+                    &mut buf,
+                    local,
+                    w,
+                )
+                .await
+            }
+            None => {}
         }
+    }
+}
+
+/// One media write of a batch.
+trait MediaWrite {
+    fn apply(self, ep: &mut Endpoint, now: Instant);
+}
+
+impl MediaWrite for AudioWrite {
+    fn apply(self, ep: &mut Endpoint, now: Instant) {
+        let _ = ep.write_audio(self.id, self.payload, self.timestamp, self.level, now);
+    }
+}
+
+impl MediaWrite for VideoWrite {
+    fn apply(self, ep: &mut Endpoint, now: Instant) {
+        let _ = ep.write_video(self.id, self.payload, self.timestamp, self.marker, now);
+    }
+}
+
+/// Writes a batch in chunks of [`WRITE_CHUNK`], sending each chunk and reading what arrived
+/// meanwhile before the next.
+async fn write_batch<W: MediaWrite>(
+    socket: &UdpSocket,
+    ep: &mut Endpoint,
+    delivery: &mut Delivery,
+    send_errors: &mut u64,
+    buf: &mut [u8],
+    local: SocketAddr,
+    writes: Vec<W>,
+) {
+    let mut writes = writes.into_iter().peekable();
+    while writes.peek().is_some() {
+        let now = Instant::now();
+        for w in writes.by_ref().take(WRITE_CHUNK) {
+            w.apply(ep, now);
+        }
+        flush(socket, ep, delivery, send_errors).await;
+        receive_ready(socket, ep, buf, local, RECV_BATCH);
     }
 }
 
@@ -581,14 +682,6 @@ fn handle_command(ep: &mut Endpoint, c: Command, driver: DriverCounters<'_>) -> 
             level,
         } => {
             let _ = ep.write_audio(id, payload, timestamp, level, now);
-        }
-        Command::WriteVideo {
-            id,
-            payload,
-            timestamp,
-            marker,
-        } => {
-            let _ = ep.write_video(id, payload, timestamp, marker, now);
         }
         Command::RequestKeyframe { id, kind, reply } => {
             let _ = reply.send(ep.request_keyframe_kind(id, kind, now));

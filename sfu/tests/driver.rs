@@ -122,3 +122,67 @@ async fn a_dedicated_driver_serves_and_stops_with_its_task() {
         .expect("the driver thread did not stop");
     assert_eq!(sfu.metrics().await, Err(Error::DriverGone));
 }
+
+/// Video has a queue of its own and commands come first: an offer sent after a backlog of
+/// video batches is answered before that backlog is written (with one queue for both it came
+/// after the last packet).
+#[tokio::test]
+async fn an_offer_does_not_wait_behind_queued_video() {
+    const BATCHES: usize = 64;
+    const PACKETS: usize = 64;
+    let (sfu, _events, _task) = driver::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        EndpointConfig::default(),
+        DriverOptions {
+            video_batches: BATCHES,
+            ..DriverOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Fill the video queue before the driver task runs (this test's runtime has one thread and
+    // the queue has room, so nothing here yields). Every write is to nobody: each is refused
+    // and counted, which shows how far the driver got.
+    let nobody = ParticipantId(4242);
+    for _ in 0..BATCHES {
+        let batch = (0..PACKETS)
+            .map(|k| driver::VideoWrite {
+                id: nobody,
+                payload: vec![0x65; 1000].into(),
+                timestamp: k as u32 * 3000,
+                marker: true,
+            })
+            .collect();
+        sfu.write_video_batch(batch).await.unwrap();
+    }
+    // The offer and a metrics snapshot are queued together behind that backlog; the driver
+    // takes the snapshot when it gets to the command, so it shows how much video was written
+    // before the commands were served. (The driver only yields to this task once it has
+    // nothing ready, so the test cannot look earlier itself.)
+    let (answer, m) = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::join!(
+            sfu.accept_offer(common::CHROME, AnswerOptions::default()),
+            sfu.metrics()
+        )
+    })
+    .await
+    .expect("the offer is answered");
+    assert!(answer.is_ok(), "{answer:?}");
+    let m = m.unwrap();
+    let all = (BATCHES * PACKETS) as u64;
+    assert!(
+        m.writes_refused <= (2 * PACKETS) as u64,
+        "the commands waited for queued video writes (of {all}): {m:?}"
+    );
+    assert_eq!(m.participants_accepted, 1, "the offer came first: {m:?}");
+    // The rest is still written (and refused) afterwards: nothing was dropped.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = sfu.metrics().await.unwrap();
+        if m.writes_refused == all {
+            break;
+        }
+        assert!(Instant::now() < end, "video writes lost: {m:?}");
+        tokio::task::yield_now().await;
+    }
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use comet_media::RtpPacket;
 use comet_mixer::LayoutKind;
 use comet_sfu::ParticipantId;
-use comet_sfu::driver::SfuHandle;
+use comet_sfu::driver::{SfuHandle, VideoWrite};
 
 use super::video::{MemberVideo, VideoMixer, VideoOutput, VideoSettings};
 
@@ -228,22 +228,30 @@ fn flush(mixer: &mut VideoMixer, sfu: &SfuHandle, rt: &tokio::runtime::Handle) {
     if outputs.is_empty() {
         return;
     }
+    let mut writes = Vec::with_capacity(outputs.len());
+    let mut requests = Vec::new();
+    for o in outputs {
+        match o {
+            VideoOutput::Rtp {
+                to,
+                payload,
+                timestamp,
+                marker,
+            } => writes.push(VideoWrite {
+                id: to,
+                payload,
+                timestamp,
+                marker,
+            }),
+            VideoOutput::RequestKeyframe { from, kind } => requests.push((from, kind)),
+        }
+    }
     rt.block_on(async {
-        for o in outputs {
-            match o {
-                VideoOutput::Rtp {
-                    to,
-                    payload,
-                    timestamp,
-                    marker,
-                } => {
-                    let _ = sfu.write_video(to, payload, timestamp, marker).await;
-                }
-                VideoOutput::RequestKeyframe { from, kind } => {
-                    if let Err(e) = sfu.request_keyframe_kind(from, kind).await {
-                        tracing::debug!(participant = %from, "keyframe request: {e}");
-                    }
-                }
+        // One batch on the endpoint's video queue (offers and keyframe requests have their own).
+        let _ = sfu.write_video_batch(writes).await;
+        for (from, kind) in requests {
+            if let Err(e) = sfu.request_keyframe_kind(from, kind).await {
+                tracing::debug!(participant = %from, "keyframe request: {e}");
             }
         }
     });
