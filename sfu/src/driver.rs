@@ -535,12 +535,7 @@ async fn run(
         // Commands (offers, closes, keyframe requests, metrics) first: they are few and cheap,
         // and never wait behind the media batches.
         while let Ok(c) = queues.commands.try_recv() {
-            let driver = DriverCounters {
-                events_dropped: delivery.dropped,
-                send_errors,
-                socket: &socket,
-            };
-            if !handle_command(&mut ep, c, driver) {
+            if !handle_command(&mut ep, c, counters(&delivery, send_errors, &socket)) {
                 return;
             }
         }
@@ -557,12 +552,7 @@ async fn run(
             }
             c = queues.commands.recv() => {
                 let Some(c) = c else { break };
-                let driver = DriverCounters {
-                    events_dropped: delivery.dropped,
-                    send_errors,
-                    socket: &socket,
-                };
-                if !handle_command(&mut ep, c, driver) {
+                if !handle_command(&mut ep, c, counters(&delivery, send_errors, &socket)) {
                     break;
                 }
             }
@@ -584,31 +574,16 @@ async fn run(
         // takes a while to encrypt and send: in chunks, with what arrived meanwhile read in
         // between, so incoming packets do not wait for the whole batch (that wait is jitter to
         // the mixer).
+        let mut io = BatchIo {
+            socket: &socket,
+            delivery: &mut delivery,
+            send_errors: &mut send_errors,
+            buf: &mut buf,
+            local,
+        };
         match batch {
-            Some(Batch::Audio(w)) => {
-                write_batch(
-                    &socket,
-                    &mut ep,
-                    &mut delivery,
-                    &mut send_errors,
-                    &mut buf,
-                    local,
-                    w,
-                )
-                .await
-            }
-            Some(Batch::Video(w)) => {
-                write_batch(
-                    &socket,
-                    &mut ep,
-                    &mut delivery,
-                    &mut send_errors,
-                    &mut buf,
-                    local,
-                    w,
-                )
-                .await
-            }
+            Some(Batch::Audio(w)) => io.write(&mut ep, w).await,
+            Some(Batch::Video(w)) => io.write(&mut ep, w).await,
             None => {}
         }
     }
@@ -631,25 +606,28 @@ impl MediaWrite for VideoWrite {
     }
 }
 
-/// Writes a batch in chunks of [`WRITE_CHUNK`], sending each chunk and reading what arrived
-/// meanwhile before the next.
-async fn write_batch<W: MediaWrite>(
-    socket: &UdpSocket,
-    ep: &mut Endpoint,
-    delivery: &mut Delivery,
-    send_errors: &mut u64,
-    buf: &mut [u8],
+/// What writing a batch uses of the driver's state.
+struct BatchIo<'a> {
+    socket: &'a UdpSocket,
+    delivery: &'a mut Delivery,
+    send_errors: &'a mut u64,
+    buf: &'a mut [u8],
     local: SocketAddr,
-    writes: Vec<W>,
-) {
-    let mut writes = writes.into_iter().peekable();
-    while writes.peek().is_some() {
-        let now = Instant::now();
-        for w in writes.by_ref().take(WRITE_CHUNK) {
-            w.apply(ep, now);
+}
+
+impl BatchIo<'_> {
+    /// Writes a batch in chunks of [`WRITE_CHUNK`], sending each chunk and reading what arrived
+    /// meanwhile before the next.
+    async fn write<W: MediaWrite>(&mut self, ep: &mut Endpoint, writes: Vec<W>) {
+        let mut writes = writes.into_iter().peekable();
+        while writes.peek().is_some() {
+            let now = Instant::now();
+            for w in writes.by_ref().take(WRITE_CHUNK) {
+                w.apply(ep, now);
+            }
+            flush(self.socket, ep, self.delivery, self.send_errors).await;
+            receive_ready(self.socket, ep, self.buf, self.local, RECV_BATCH);
         }
-        flush(socket, ep, delivery, send_errors).await;
-        receive_ready(socket, ep, buf, local, RECV_BATCH);
     }
 }
 
@@ -659,6 +637,18 @@ struct DriverCounters<'a> {
     events_dropped: u64,
     send_errors: u64,
     socket: &'a UdpSocket,
+}
+
+fn counters<'a>(
+    delivery: &Delivery,
+    send_errors: u64,
+    socket: &'a UdpSocket,
+) -> DriverCounters<'a> {
+    DriverCounters {
+        events_dropped: delivery.dropped,
+        send_errors,
+        socket,
+    }
 }
 
 fn handle_command(ep: &mut Endpoint, c: Command, driver: DriverCounters<'_>) -> bool {
