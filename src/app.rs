@@ -45,6 +45,9 @@ impl Realtime for LiveConnections {
     }
 }
 
+/// The Reason text of the BYE every call gets when the server stops.
+pub const SHUTDOWN_REASON: &str = "server shutting down";
+
 /// A running server.
 pub struct Running {
     pub engine: Arc<Engine>,
@@ -72,14 +75,53 @@ pub struct Running {
     pub broadcasts: Arc<crate::broadcast::Broadcasts>,
     /// Where the store keeps its file, if it has one.
     pub store_path: Option<std::path::PathBuf>,
+    /// The SIP connections (to hang their calls up on shutdown) and the listeners' gates (to
+    /// see them close).
+    sip: SipContext,
+    gates: Gates,
+    /// The listeners and periodic jobs, which [`Running::stop`] ends.
     tasks: Vec<JoinHandle<()>>,
+    /// The WebRTC endpoint, which runs until the process ends: the calls [`Running::drain`]
+    /// hangs up close their participants in it.
+    _media: JoinHandle<()>,
+    /// The SIP listener and its connections: [`Running::drain`] stops it accepting and ends
+    /// the connections.
+    _sip: JoinHandle<()>,
 }
 
 impl Running {
-    /// Stops accepting connections.
+    /// Stops accepting connections (and the periodic jobs); open connections and the media
+    /// keep going until [`Running::drain`] or the end of the process.
     pub fn stop(&self) {
         for t in &self.tasks {
             t.abort();
+        }
+    }
+
+    /// Ends what browsers hold open, so that they hear of the shutdown at once instead of
+    /// finding a dead socket later: every call gets a BYE (or a 480, if not answered yet) whose
+    /// Reason says the server is shutting down, then its SIP connection closes; every comet
+    /// WebSocket closes with 1001 "going away", which the JS API answers by reconnecting. Waits
+    /// until those connections are gone, at most `timeout`. Call after [`Running::stop`].
+    pub async fn drain(&self, timeout: std::time::Duration) {
+        let sip = self.sip.shut_down(SHUTDOWN_REASON);
+        let ws = self.hub.close_all();
+        tracing::info!(
+            sip_connections = sip,
+            ws_connections = ws,
+            "hanging up calls and closing connections"
+        );
+        let end = tokio::time::Instant::now() + timeout;
+        while self.gates.sip.open() + self.gates.ws.open() > 0 {
+            if tokio::time::Instant::now() >= end {
+                tracing::warn!(
+                    sip_connections = self.gates.sip.open(),
+                    ws_connections = self.gates.ws.open(),
+                    "connections still open after {timeout:?}; exiting anyway"
+                );
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 
@@ -364,7 +406,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         comet_sfu::driver::DriverOptions::default(),
     )
     .context("cannot start the WebRTC endpoint thread")?;
-    tasks.push(sfu_task);
     let broadcasts = crate::broadcast::Broadcasts::new(tokio::runtime::Handle::current());
     let runtime = MediaRuntime::start(
         sfu,
@@ -408,18 +449,20 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot listen for SIP over WebSocket on {sip_bind}"))?;
     let sip_addr = sip_listener.local_addr()?;
     let sip_tls = sip_ctx.tls.is_some();
-    {
+    // Not among `tasks`: the SIP connections live in this task, and [`Running::drain`] (not
+    // `stop`) ends them, with a BYE for every call.
+    let sip_task = {
         let ctx = sip_ctx.clone();
-        tasks.push(tokio::spawn(async move {
+        tokio::spawn(async move {
             if let Err(e) = sip::serve(sip_listener, ctx).await {
                 tracing::error!("SIP listener stopped: {e}");
             }
-        }));
-    }
+        })
+    };
 
     let live = Arc::new(LiveConnections {
         hub: hub.clone(),
-        sip: sip_ctx,
+        sip: sip_ctx.clone(),
     });
     // Browsers are told the port actually bound (the configured one may be 0).
     let mut settings = Settings::from_config(config);
@@ -609,6 +652,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         ws_addr,
         ws_tls,
         store_path,
+        sip: sip_ctx,
+        gates,
         tasks,
+        _media: sfu_task,
+        _sip: sip_task,
     })
 }

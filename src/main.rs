@@ -136,6 +136,8 @@ fn main() -> std::process::ExitCode {
         signals.await;
         tracing::info!("shutting down");
         running.stop();
+        // Calls get their BYE and WebSockets their close frame before the process goes.
+        running.drain(std::time::Duration::from_secs(3)).await;
         // Recordings must be finalized before the process exits.
         let running = std::sync::Arc::new(running);
         let r = running.clone();

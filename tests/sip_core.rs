@@ -615,6 +615,46 @@ fn server_hangup_sends_bye_with_reason() {
     assert_eq!(h.stats.stray.load(Ordering::Relaxed), before);
 }
 
+/// Shutting down: every call of the connection ends, the answered one with a BYE and the one
+/// still waiting for its media answer with a 480, both with the Reason.
+#[test]
+fn hangup_all_ends_answered_and_unanswered_calls() {
+    let mut h = H::new();
+    let mut ua = ua();
+    let (answered, _) = h.call(&mut ua);
+    let (waiting, r) = h.invite(&mut ua, "0*101*video");
+    assert!(r.offer().is_some(), "the second call waits for its answer");
+    let actions = h.conn.hangup_all("server shutting down", h.now);
+    let mut out = Out::default();
+    h.take(actions, &mut out);
+    let reason = Some("Q.850;cause=16;text=\"server shutting down\"");
+    let bye = out
+        .sent
+        .iter()
+        .find(|m| m.method() == Some("BYE"))
+        .expect("a BYE");
+    assert_eq!(bye.h("call-id"), Some(answered.call_id.as_str()));
+    assert_eq!(bye.h("reason"), reason);
+    let refused = out
+        .sent
+        .iter()
+        .find(|m| m.status() == Some(480))
+        .expect("a 480");
+    assert_eq!(refused.h("call-id"), Some(waiting.call_id.as_str()));
+    assert_eq!(refused.h("reason"), reason);
+    assert_eq!(out.sent.len(), 2, "{:?}", out.sent);
+    let ended = out.ended();
+    assert_eq!(ended.len(), 2, "{ended:?}");
+    assert!(
+        ended
+            .iter()
+            .all(|(r, _)| *r == EndReason::Hangup("server shutting down".into())),
+        "{ended:?}"
+    );
+    // Nothing is left to hang up.
+    assert!(h.conn.hangup_all("again", h.now).is_empty());
+}
+
 #[test]
 fn deadlines() {
     let limits = Limits {

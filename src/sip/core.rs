@@ -1460,6 +1460,15 @@ impl Connection {
         out
     }
 
+    /// [`Self::hangup`] for every call of the connection (the server is shutting down).
+    pub fn hangup_all(&mut self, reason: &str, now: Now) -> Vec<Action> {
+        let mut ids: Vec<CallId> = self.calls.keys().copied().collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .flat_map(|id| self.hangup(id, reason, now))
+            .collect()
+    }
+
     // ----- time and closing --------------------------------------------------------------------
 
     /// The earliest deadline, if any: call [`Self::on_timer`] then.

@@ -66,6 +66,8 @@ enum Cmd {
     Answer(CallId, u64, Result<String, MediaError>),
     Hangup(CallId, String),
     Close,
+    /// Hang up every call (BYE, or 480 to an unanswered INVITE) with this reason, then close.
+    Shutdown(String),
 }
 
 struct ConnEntry {
@@ -80,6 +82,11 @@ struct Shared {
     /// (dev, conference, user) → the call that holds that seat in the registry.
     seats: Mutex<HashMap<(DevId, String, UserId), CallId>>,
     conns: Mutex<HashMap<u64, ConnEntry>>,
+    /// Set (with `conns` locked) when the server shuts down: the Reason for every call's BYE.
+    /// A connection that registers afterwards hangs up at once.
+    closing: std::sync::OnceLock<String>,
+    /// Wakes the accept loop to stop accepting.
+    stop_accepting: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -181,6 +188,22 @@ impl SipContext {
             .count()
     }
 
+    /// The server is shutting down: every SIP connection hangs up all its calls with `reason`
+    /// (BYE with a Reason header, or 480 to an INVITE not answered yet) and closes. Returns how
+    /// many connections were told.
+    pub fn shut_down(&self, reason: &str) -> usize {
+        let told = {
+            let conns = lock(&self.shared.conns);
+            let _ = self.shared.closing.set(reason.to_string());
+            conns
+                .values()
+                .filter(|c| c.tx.send(Cmd::Shutdown(reason.to_string())).is_ok())
+                .count()
+        };
+        self.shared.stop_accepting.notify_one();
+        told
+    }
+
     /// An answered call takes its seat in the conference. A seat held by an older call of the
     /// same user (another tab, a reload) is taken over and the older call hung up.
     fn join(&self, call: &CallInfo, tx: &mpsc::UnboundedSender<Cmd>) {
@@ -250,8 +273,9 @@ pub fn tls_acceptor(
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Accepts SIP-over-WebSocket connections until the listener fails or this future is dropped
-/// (dropping it ends every connection it started, and their calls).
+/// Accepts SIP-over-WebSocket connections until [`SipContext::shut_down`] (then it stops
+/// accepting and returns once every connection has ended) or until this future is dropped
+/// (which ends every connection it started, and their calls).
 pub async fn serve(listener: TcpListener, ctx: SipContext) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     if ctx.tls.is_none() && !addr.ip().is_loopback() {
@@ -262,7 +286,11 @@ pub async fn serve(listener: TcpListener, ctx: SipContext) -> std::io::Result<()
     let mut tasks = JoinSet::new();
     loop {
         while tasks.try_join_next().is_some() {}
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = ctx.shared.stop_accepting.notified() => break,
+        };
+        let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // Out of descriptors and the like: back off briefly instead of spinning.
@@ -285,6 +313,10 @@ pub async fn serve(listener: TcpListener, ctx: SipContext) -> std::io::Result<()
         let ctx = ctx.clone();
         tasks.spawn(accept(stream, peer, ctx));
     }
+    // Shutting down: no new connections; the open ones hang up and close.
+    drop(listener);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
 }
 
 async fn accept(stream: Admitted<TcpStream>, peer: SocketAddr, ctx: SipContext) {
@@ -492,13 +524,20 @@ where
 {
     let conn_id = ctx.shared.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    lock(&ctx.shared.conns).insert(
-        conn_id,
-        ConnEntry {
-            tx: tx.clone(),
-            users: HashSet::new(),
-        },
-    );
+    {
+        let mut conns = lock(&ctx.shared.conns);
+        conns.insert(
+            conn_id,
+            ConnEntry {
+                tx: tx.clone(),
+                users: HashSet::new(),
+            },
+        );
+        // Opened while the server shuts down: told like the others.
+        if let Some(reason) = ctx.shared.closing.get() {
+            let _ = tx.send(Cmd::Shutdown(reason.clone()));
+        }
+    }
     debug!(%peer, conn = conn_id, "SIP: connection open");
     let core = Connection::new(ctx.core.clone(), conn_id, peer, secure);
     let ping_every = ctx.ws.ping_interval;
@@ -512,6 +551,7 @@ where
     };
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     let mut last_heard = Instant::now();
+    let mut closing = false;
     'conn: loop {
         let deadline = state.core.next_deadline();
         let timer = async {
@@ -552,6 +592,10 @@ where
             }
             Event::Cmd(Cmd::Hangup(call, reason)) => state.core.hangup(call, &reason, now),
             Event::Cmd(Cmd::Close) => break 'conn,
+            Event::Cmd(Cmd::Shutdown(reason)) => {
+                closing = true;
+                state.core.hangup_all(&reason, now)
+            }
             Event::Timer => state.core.on_timer(now),
             Event::Ping => {
                 if last_heard.elapsed() > idle_timeout {
@@ -579,6 +623,9 @@ where
                     break 'conn;
                 }
             }
+        }
+        if closing {
+            break 'conn;
         }
     }
     // The calls end (BYE to the handler side) when `state` drops; tell the peer we are done.

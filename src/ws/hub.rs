@@ -44,6 +44,8 @@ pub enum Outgoing {
     Frame(Arc<str>),
     /// Send this error frame (if any), then close.
     Close(Option<Arc<str>>),
+    /// Close with 1001 "going away": the server is shutting down (clients reconnect).
+    GoingAway,
 }
 
 /// The hub's handle on one connection.
@@ -286,6 +288,19 @@ impl Hub {
     /// Number of live connections.
     pub fn connections(&self) -> usize {
         self.read().conns.len()
+    }
+
+    /// Tells every connection to close with 1001 "going away" (the server is shutting down);
+    /// returns how many were told.
+    pub fn close_all(&self) -> usize {
+        let s = self.read();
+        for c in s.conns.values() {
+            // A full queue cannot take the close: the kill switch closes it anyway.
+            if c.tx.try_send(Outgoing::GoingAway).is_err() {
+                c.kill.notify_one();
+            }
+        }
+        s.conns.len()
     }
 }
 

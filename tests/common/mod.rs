@@ -171,8 +171,19 @@ impl Server {
 
     /// Stops the process with SIGTERM and waits (with a deadline) for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal_term();
+        self.wait_exit()
+    }
+
+    /// Sends SIGTERM and returns at once.
+    #[allow(dead_code)]
+    pub fn signal_term(&self) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    }
+
+    /// Waits (at most 20 s) for the process to exit.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(st) = self.child.try_wait().expect("wait") {
@@ -180,7 +191,7 @@ impl Server {
             }
             if Instant::now() > deadline {
                 self.kill();
-                panic!("comet-server did not exit within 20 s of SIGTERM");
+                panic!("comet-server did not exit within 20 s");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
