@@ -432,6 +432,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         runtime.clone(),
     );
     sip_ctx = sip_ctx.with_gate(gates.sip.clone());
+    sip_ctx = sip_ctx.with_ws_limits(sip::server::WsLimits {
+        messages: config.sip_messages,
+        ..Default::default()
+    });
     if let Some((cert, key)) = &sip_tls_files {
         sip_ctx = sip_ctx.with_tls(sip::server::tls_acceptor_from_pem(cert, key).with_context(
             || {
@@ -603,6 +607,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             }),
             features,
             gates: gates.clone(),
+            sip: sip_ctx.core.stats.clone(),
         });
         match &http_tls_files {
             None => {

@@ -39,6 +39,8 @@ pub struct HttpContext {
     pub demo: Option<Arc<crate::demo::Demo>>,
     /// Connection admission of every TCP listener (this one's, and the others' for /metrics).
     pub gates: crate::admission::Gates,
+    /// What the SIP connections count.
+    pub sip: Arc<crate::sip::core::SipStats>,
 }
 
 /// A listener as pages reach it.
@@ -694,11 +696,61 @@ pub fn render(ctx: &HttpContext) -> String {
         family(&mut out, name, kind, help, &[("", value)]);
     }
     render_connections(&mut out, &ctx.gates);
+    render_sip(&mut out, &ctx.sip);
     if let Some(st) = ctx.engine.store.stats() {
         render_store(&mut out, st);
     }
     render_broadcast(&mut out, &ctx.broadcast);
     out
+}
+
+/// SIP over WebSocket: calls, refusals, malformed input, throttling.
+fn render_sip(out: &mut String, st: &crate::sip::core::SipStats) {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+    let families: [Family; 6] = [
+        (
+            "comet_sip_calls_started_total",
+            "counter",
+            "SIP calls started: INVITEs authenticated, invited and handed to the media side.",
+            &[("", load(&st.calls_started))],
+        ),
+        (
+            "comet_sip_calls_ended_total",
+            "counter",
+            "SIP calls ended, answered or not (BYE either way, hangups, failures, closed connections).",
+            &[("", load(&st.calls_ended))],
+        ),
+        (
+            "comet_sip_forbidden_total",
+            "counter",
+            "REGISTERs and INVITEs refused with 403 (wrong key, unknown user, not invited).",
+            &[("", load(&st.forbidden))],
+        ),
+        (
+            "comet_sip_malformed_total",
+            "counter",
+            "Malformed SIP messages: answered with 400/505/513, or dropped when they could not be answered.",
+            &[
+                ("handling=\"answered\"", load(&st.malformed_answered)),
+                ("handling=\"dropped\"", load(&st.malformed_dropped)),
+            ],
+        ),
+        (
+            "comet_sip_stray_total",
+            "counter",
+            "SIP responses and ACKs that matched no transaction.",
+            &[("", load(&st.stray))],
+        ),
+        (
+            "comet_sip_throttled_total",
+            "counter",
+            "Times a SIP connection's reading paused because it sent faster than [sip] messages_per_second.",
+            &[("", load(&st.throttled))],
+        ),
+    ];
+    for (name, kind, help, samples) in families {
+        family(out, name, kind, help, samples);
+    }
 }
 
 /// The store's requests and transactions (the SQLite store; the memory store keeps none).

@@ -34,6 +34,7 @@ pub mod names;
 pub mod realtime;
 pub mod sip;
 pub mod store;
+pub mod throttle;
 pub mod tls;
 pub mod web;
 pub mod ws;

@@ -69,6 +69,15 @@ async fn two_peers_hear_each_other_and_not_themselves() {
     assert!(v("comet_audio_passthrough_total") > 0.0, "{m}");
     // Two members leave the mixing clock idle: the encoders keep the configured complexity.
     assert_eq!(v("comet_audio_opus_complexity"), 5.0, "{m}");
+    // Two SIP calls started, none ended, nothing refused or malformed.
+    assert_eq!(v("comet_sip_calls_started_total"), 2.0, "{m}");
+    assert_eq!(v("comet_sip_calls_ended_total"), 0.0, "{m}");
+    assert_eq!(v("comet_sip_forbidden_total"), 0.0, "{m}");
+    assert_eq!(
+        v(r#"comet_sip_malformed_total{handling="dropped"}"#),
+        0.0,
+        "{m}"
+    );
     for name in [
         "comet_sfu_rtp_in_total",
         "comet_sfu_rtp_out_total",

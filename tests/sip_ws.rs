@@ -635,3 +635,33 @@ async fn wss_with_a_certificate() {
     c.call().await;
     assert_eq!(env.fake.offers.lock().unwrap().len(), 1);
 }
+
+/// A connection that sends faster than `[sip] messages_per_second` is slowed, not cut off:
+/// every message of a flood is answered, in order, and the pauses are counted.
+#[tokio::test]
+async fn a_flood_of_messages_is_throttled_and_nothing_is_lost() {
+    let env = start_with(
+        false,
+        WsLimits {
+            messages: comet_server::throttle::CommandRate {
+                per_second: 100.0,
+                burst: 5.0,
+            },
+            ..WsLimits::default()
+        },
+    )
+    .await;
+    let mut c = Client::connect(&env, ua()).await;
+    let mut sent = Vec::new();
+    for _ in 0..30 {
+        let text = c.ua.options();
+        sent.push(Msg::parse(&text).h("call-id").unwrap().to_string());
+        c.send(text).await;
+    }
+    for id in &sent {
+        let m = c.expect(200).await;
+        assert_eq!(m.h("call-id"), Some(id.as_str()), "answers in order");
+    }
+    let paused = env.ctx.stats().throttled.load(Ordering::Relaxed);
+    assert!(paused >= 1, "the flood was paused ({paused} times)");
+}

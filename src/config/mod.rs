@@ -9,7 +9,7 @@
 pub mod ini;
 
 use crate::admission::ConnLimits;
-use crate::ws::throttle::CommandRate;
+use crate::throttle::CommandRate;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -125,6 +125,8 @@ pub struct Config {
     pub ws_commands: CommandRate,
     /// `[sip] max_connections` / `max_connections_per_ip`.
     pub sip_conns: ConnLimits,
+    /// `[sip] messages_per_second` / `message_burst`.
+    pub sip_messages: CommandRate,
     /// `[http] max_connections` / `max_connections_per_ip`.
     pub http_conns: ConnLimits,
 }
@@ -361,6 +363,24 @@ fn parse_max_connections(v: &str) -> Result<usize, String> {
 }
 
 /// `max_connections_per_ip`: 0 (no cap) or more.
+/// Frames per second (`commands_per_second`, `messages_per_second`).
+fn parse_rate(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
+        _ => Err(format!(
+            "`{v}` is not a rate (frames per second, more than 0)"
+        )),
+    }
+}
+
+/// Frames at once (`command_burst`, `message_burst`).
+fn parse_burst(v: &str) -> Result<f64, String> {
+    match v.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n as f64),
+        _ => Err(format!("`{v}` is not a frame count (1 or more)")),
+    }
+}
+
 fn parse_per_ip(v: &str) -> Result<usize, String> {
     v.parse::<usize>()
         .map_err(|_| format!("`{v}` is not a connection count (0 for no per-address cap)"))
@@ -553,14 +573,7 @@ pub static KEYS: &[Key] = &[
               pipe_log, ...). A connection that sends faster is not closed: the server reads \
               its next frame once the rate allows (metric comet_ws_throttled_total).",
         set: |c, v| {
-            c.ws_commands.per_second = match v.parse::<f64>() {
-                Ok(r) if r > 0.0 && r.is_finite() => r,
-                _ => {
-                    return Err(format!(
-                        "`{v}` is not a rate (frames per second, more than 0)"
-                    ));
-                }
-            };
+            c.ws_commands.per_second = parse_rate(v)?;
             Ok(())
         },
     },
@@ -571,10 +584,7 @@ pub static KEYS: &[Key] = &[
         doc: "Frames one connection may send at once before commands_per_second applies (a \
               page subscribing to its pipes when it opens).",
         set: |c, v| {
-            c.ws_commands.burst = match v.parse::<u32>() {
-                Ok(n) if n >= 1 => n as f64,
-                _ => return Err(format!("`{v}` is not a frame count (1 or more)")),
-            };
+            c.ws_commands.burst = parse_burst(v)?;
             Ok(())
         },
     },
@@ -658,6 +668,29 @@ pub static KEYS: &[Key] = &[
         doc: PER_IP_DOC,
         set: |c, v| {
             c.sip_conns.per_ip = parse_per_ip(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "sip",
+        name: "messages_per_second",
+        default: "20",
+        doc: "SIP messages one connection may send per second on average (JsSIP sends a few a \
+              minute, more while a call starts). A connection that sends faster is not \
+              closed: the server reads its next message once the rate allows (metric \
+              comet_sip_throttled_total).",
+        set: |c, v| {
+            c.sip_messages.per_second = parse_rate(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "sip",
+        name: "message_burst",
+        default: "50",
+        doc: "SIP messages one connection may send at once before messages_per_second applies.",
+        set: |c, v| {
+            c.sip_messages.burst = parse_burst(v)?;
             Ok(())
         },
     },
@@ -1056,6 +1089,10 @@ impl Default for Config {
                 burst: 1.0,
             },
             sip_conns: ConnLimits { max: 1, per_ip: 0 },
+            sip_messages: CommandRate {
+                per_second: 1.0,
+                burst: 1.0,
+            },
             http_conns: ConnLimits { max: 1, per_ip: 0 },
         };
         for k in KEYS {

@@ -115,6 +115,9 @@ pub struct SipStats {
     pub forbidden: AtomicU64,
     pub calls_started: AtomicU64,
     pub calls_ended: AtomicU64,
+    /// Times a connection's reading paused because it sent faster than `[sip]
+    /// messages_per_second` allows.
+    pub throttled: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::admission::{Admitted, Gate};
+use crate::throttle::{CommandRate, Throttle};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -48,6 +49,8 @@ pub struct WsLimits {
     /// One frame must be taken by the socket within this; a peer that stops reading would
     /// otherwise block its connection (and the idle check) forever.
     pub write_timeout: Duration,
+    /// How fast one connection may send (`[sip] messages_per_second`, `message_burst`).
+    pub messages: CommandRate,
 }
 
 impl Default for WsLimits {
@@ -57,6 +60,7 @@ impl Default for WsLimits {
             idle_timeout: Duration::from_secs(65),
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
+            messages: crate::config::Config::default().sip_messages,
         }
     }
 }
@@ -552,6 +556,9 @@ where
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     let mut last_heard = Instant::now();
     let mut closing = false;
+    let mut throttle = Throttle::new(state.ctx.ws.messages, last_heard);
+    // While the peer has sent more than its rate allows, nothing is read until then.
+    let mut paused: Option<tokio::time::Instant> = None;
     'conn: loop {
         let deadline = state.core.next_deadline();
         let timer = async {
@@ -561,7 +568,13 @@ where
             }
         };
         let event = tokio::select! {
-            frame = ws.next() => match frame {
+            () = tokio::time::sleep_until(paused.unwrap_or_else(tokio::time::Instant::now)),
+                if paused.is_some() =>
+            {
+                paused = None;
+                continue;
+            }
+            frame = ws.next(), if paused.is_none() => match frame {
                 Some(Ok(WsMessage::Text(t))) => Event::Frame(t.as_bytes().to_vec()),
                 Some(Ok(WsMessage::Binary(b))) => Event::Frame(b.to_vec()),
                 Some(Ok(WsMessage::Close(_))) | None => Event::Closed,
@@ -579,6 +592,15 @@ where
         let actions = match event {
             Event::Frame(data) => {
                 last_heard = Instant::now();
+                if let Some(until) = throttle.charge(last_heard) {
+                    state
+                        .ctx
+                        .core
+                        .stats
+                        .throttled
+                        .fetch_add(1, Ordering::Relaxed);
+                    paused = Some(until.into());
+                }
                 state.core.on_message(&data, now)
             }
             Event::Other => {

@@ -14,7 +14,6 @@ pub mod hub;
 pub mod jwt;
 pub mod protocol;
 pub mod server;
-pub mod throttle;
 pub mod url;
 
 pub use hub::Hub;

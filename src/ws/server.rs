@@ -16,12 +16,12 @@ use serde_json::json;
 
 use super::hub::{ConnInfo, Hub, Outgoing};
 use super::protocol::{self, Command};
-use super::throttle::{CommandRate, Throttle};
 use super::{jwt, url};
 use crate::cometql::Engine;
 use crate::cometql::engine::{QUEUE_TTL_SECS, unix_now};
 use crate::names;
 use crate::realtime::{self, Realtime};
+use crate::throttle::{CommandRate, Throttle};
 
 /// Largest frame a browser may send.
 pub const MAX_FRAME: usize = 65535;

@@ -419,6 +419,7 @@ pub fn media_metrics(server: &Server) -> String {
         "comet_mix",
         "comet_sfu",
         "comet_audio",
+        "comet_sip",
     ])
 }
 

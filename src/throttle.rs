@@ -1,11 +1,12 @@
-//! How fast one comet WebSocket connection may send (sans-IO: time is an argument).
+//! How fast one connection (comet WebSocket, SIP over WebSocket) may send (sans-IO: time is an
+//! argument).
 //!
 //! A token bucket: `per_second` frames a second on average, bursts of up to `burst`. A
 //! connection that has used its bucket up is not refused or closed: its next frame is read
 //! only once the bucket has refilled enough, so a page that subscribes to twenty pipes at
 //! once is not slowed, and a script that floods `web_pipe2` (each one fans out to every
-//! subscriber of the pipe) or `pipe_log` (a store read each) gets `per_second` of them and
-//! TCP's flow control for the rest.
+//! subscriber of the pipe), `pipe_log` (a store read each) or SIP REGISTERs (a digest and a
+//! store read each) gets `per_second` of them and TCP's flow control for the rest.
 
 use std::time::{Duration, Instant};
 
