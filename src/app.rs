@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::admission::{Gate, Gates};
 use anyhow::Context;
@@ -87,6 +88,8 @@ pub struct Running {
     /// The SIP listener and its connections: [`Running::drain`] stops it accepting and ends
     /// the connections.
     _sip: JoinHandle<()>,
+    /// Conference events not yet in the pipe history.
+    events_pending: Arc<AtomicUsize>,
 }
 
 impl Running {
@@ -102,7 +105,8 @@ impl Running {
     /// finding a dead socket later: every call gets a BYE (or a 480, if not answered yet) whose
     /// Reason says the server is shutting down, then its SIP connection closes; every comet
     /// WebSocket closes with 1001 "going away", which the JS API answers by reconnecting. Waits
-    /// until those connections are gone, at most `timeout`. Call after [`Running::stop`].
+    /// until those connections are gone and the conference events they caused (leaves, ends)
+    /// are in the pipe history, at most `timeout`. Call after [`Running::stop`].
     pub async fn drain(&self, timeout: std::time::Duration) {
         let sip = self.sip.shut_down(SHUTDOWN_REASON);
         let ws = self.hub.close_all();
@@ -112,12 +116,16 @@ impl Running {
             "hanging up calls and closing connections"
         );
         let end = tokio::time::Instant::now() + timeout;
-        while self.gates.sip.open() + self.gates.ws.open() > 0 {
+        // The calls end as their connections close; their leave and end events follow them
+        // into the pipe history.
+        let events = || self.events_pending.load(Ordering::Relaxed);
+        while self.gates.sip.open() + self.gates.ws.open() + events() > 0 {
             if tokio::time::Instant::now() >= end {
                 tracing::warn!(
                     sip_connections = self.gates.sip.open(),
                     ws_connections = self.gates.ws.open(),
-                    "connections still open after {timeout:?}; exiting anyway"
+                    conference_events = events(),
+                    "still open or unwritten after {timeout:?}; exiting anyway"
                 );
                 return;
             }
@@ -229,15 +237,27 @@ pub fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<std
 /// so a slow store commit delays the history only, never the next event. At most
 /// `LOG_BACKLOG` events wait for the store; beyond, their history entries are dropped (and
 /// logged as a warning).
-fn publish_conference_events(registry: &ConferenceRegistry, engine: Arc<Engine>) -> JoinHandle<()> {
+///
+/// Returns the count of events not yet written to the history (or dropped), which
+/// [`Running::drain`] waits to see at 0: the leaves and ends of the calls it hangs up are kept.
+fn publish_conference_events(
+    registry: &ConferenceRegistry,
+    engine: Arc<Engine>,
+) -> Arc<AtomicUsize> {
     const LOG_BACKLOG: usize = 10_000;
+    let pending = Arc::new(AtomicUsize::new(0));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let counted = pending.clone();
     registry.set_events(Arc::new(move |e| {
-        let _ = tx.send(e);
+        counted.fetch_add(1, Ordering::Relaxed);
+        if tx.send(e).is_err() {
+            counted.fetch_sub(1, Ordering::Relaxed);
+        }
     }));
     let (log_tx, mut log_rx) =
         tokio::sync::mpsc::channel::<(i64, String, &'static str, String, i64)>(LOG_BACKLOG);
     let logger = engine.clone();
+    let logged = pending.clone();
     tokio::spawn(async move {
         while let Some((dev, pipe, event, message, now)) = log_rx.recv().await {
             if let Err(err) = logger
@@ -246,13 +266,17 @@ fn publish_conference_events(registry: &ConferenceRegistry, engine: Arc<Engine>)
             {
                 tracing::warn!("cannot log a conference event: {err}");
             }
+            logged.fetch_sub(1, Ordering::Relaxed);
         }
     });
+    let relayed = pending.clone();
     tokio::spawn(async move {
         while let Some(e) = rx.recv().await {
             let pipe = format!("conference_{}", e.conference);
             if crate::names::check_pipe(&pipe).is_err() {
-                continue; // conference names over 53 characters have no event pipe
+                // Conference names over 53 characters have no event pipe.
+                relayed.fetch_sub(1, Ordering::Relaxed);
+                continue;
             }
             let now = crate::cometql::engine::unix_now();
             let message = e.data.to_string();
@@ -262,10 +286,12 @@ fn publish_conference_events(registry: &ConferenceRegistry, engine: Arc<Engine>)
                 .try_send((e.dev, pipe, e.event, message, now))
                 .is_err()
             {
+                relayed.fetch_sub(1, Ordering::Relaxed);
                 tracing::warn!("conference event history is behind; an entry was dropped");
             }
         }
-    })
+    });
+    pending
 }
 
 /// Each profile's RTMP URL, recording and canvas.
@@ -490,7 +516,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         }));
     }
     let engine = Arc::new(Engine::new(store, live, conferences.clone(), settings));
-    tasks.push(publish_conference_events(&conferences, engine.clone()));
+    // Not among `tasks`: the events of the calls `drain` hangs up are still published.
+    let events_pending = publish_conference_events(&conferences, engine.clone());
     conferences.set_profile_limits(
         config
             .profiles
@@ -662,5 +689,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         tasks,
         _media: sfu_task,
         _sip: sip_task,
+        events_pending,
     })
 }

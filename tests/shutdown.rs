@@ -1,21 +1,33 @@
 //! SIGTERM ends what browsers hold open before the process goes, so that they hear of it at
 //! once: every call gets a BYE whose Reason says the server is shutting down and its SIP
 //! connection closes; every comet WebSocket gets a close frame 1001 "going away" (the JS API
-//! reconnects on it). Then the process exits cleanly.
+//! reconnects on it). The conference's leave and end events reach its pipe history. Then the
+//! process exits cleanly.
 
 mod common;
 
 use std::time::Duration;
 
 use common::audio_room::*;
+use common::{Server, connect};
 use futures_util::StreamExt;
+use mysql_async::prelude::Queryable;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hangs_up_every_call_and_closes_websockets_going_away() {
-    let mut room = Room::with_talkers(&[], &[1, 2]).await;
+    let mut room = Room::start(&[]).await;
+    // The backend keeps the conference's events.
+    room.update(&format!(
+        "INSERT INTO pipes_settings (name, length) VALUES ('conference_{ROOM}', 100)"
+    ))
+    .await;
+    for (user, tone) in [(1, TONES[0]), (2, TONES[1])] {
+        room.invite(user).await;
+        room.join(user, tone).await;
+    }
     room.wait_members(&[1, 2]).await;
     // A browser page on the comet WebSocket.
     let url = format!(
@@ -78,4 +90,25 @@ async fn sigterm_hangs_up_every_call_and_closes_websockets_going_away() {
         .filter(|l| l.contains("panicked") || l.contains("ERROR") || l.contains("WARN"))
         .collect();
     assert!(errors.is_empty(), "server errors: {errors:#?}");
+
+    // After a restart the history has both leaves and the end: nothing the hangups caused
+    // was lost with the process.
+    let again = Server::start(room._dir.path());
+    let mut db = connect(&again).await;
+    let events: Vec<(String, String)> = db
+        .query(format!(
+            "SELECT event, message FROM pipes_messages WHERE name = 'conference_{ROOM}'"
+        ))
+        .await
+        .unwrap();
+    let events: Vec<&str> = events
+        .iter()
+        .map(|(e, _)| e.as_str())
+        .filter(|e| *e != "talking")
+        .collect();
+    assert_eq!(
+        events,
+        ["join", "join", "leave", "leave", "end"],
+        "conference_{ROOM} history"
+    );
 }

@@ -76,6 +76,8 @@ struct Conn {
 
 #[derive(Default)]
 struct State {
+    /// Set by [`Hub::close_all`]: a connection that registers afterwards is closed at once.
+    closing: bool,
     conns: HashMap<ConnId, Conn>,
     users: HashMap<(DevId, UserId), Vec<ConnId>>,
     pipes: HashMap<(DevId, String), BTreeSet<ConnId>>,
@@ -150,6 +152,10 @@ impl Hub {
             }
             changed = list.is_empty();
             list.push(id);
+        }
+        if s.closing {
+            // Registered while the server shuts down: told like the others.
+            let _ = tx.try_send(Outgoing::GoingAway);
         }
         s.conns.insert(
             id,
@@ -293,7 +299,8 @@ impl Hub {
     /// Tells every connection to close with 1001 "going away" (the server is shutting down);
     /// returns how many were told.
     pub fn close_all(&self) -> usize {
-        let s = self.read();
+        let mut s = self.write();
+        s.closing = true;
         for c in s.conns.values() {
             // A full queue cannot take the close: the kill switch closes it anyway.
             if c.tx.try_send(Outgoing::GoingAway).is_err() {
