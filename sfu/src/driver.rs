@@ -582,8 +582,10 @@ async fn run(
             local,
         };
         match batch {
-            Some(Batch::Audio(w)) => io.write(&mut ep, w).await,
-            Some(Batch::Video(w)) => io.write(&mut ep, w).await,
+            Some(Batch::Audio(w)) => io.write(&mut ep, w, None).await,
+            // Audio is what the ear notices: a tick's batch that arrives while a large video
+            // batch (a keyframe for many subscribers) is written goes out between its chunks.
+            Some(Batch::Video(w)) => io.write(&mut ep, w, Some(&mut queues.audio)).await,
             None => {}
         }
     }
@@ -617,17 +619,40 @@ struct BatchIo<'a> {
 
 impl BatchIo<'_> {
     /// Writes a batch in chunks of [`WRITE_CHUNK`], sending each chunk and reading what arrived
-    /// meanwhile before the next.
-    async fn write<W: MediaWrite>(&mut self, ep: &mut Endpoint, writes: Vec<W>) {
+    /// meanwhile before the next; with `audio`, audio batches waiting there are written whole
+    /// between two chunks.
+    async fn write<W: MediaWrite>(
+        &mut self,
+        ep: &mut Endpoint,
+        writes: Vec<W>,
+        mut audio: Option<&mut mpsc::Receiver<Vec<AudioWrite>>>,
+    ) {
         let mut writes = writes.into_iter().peekable();
         while writes.peek().is_some() {
-            let now = Instant::now();
-            for w in writes.by_ref().take(WRITE_CHUNK) {
-                w.apply(ep, now);
+            self.chunk(ep, &mut writes).await;
+            if let Some(rx) = audio.as_deref_mut() {
+                while let Ok(batch) = rx.try_recv() {
+                    let mut batch = batch.into_iter().peekable();
+                    while batch.peek().is_some() {
+                        self.chunk(ep, &mut batch).await;
+                    }
+                }
             }
-            flush(self.socket, ep, self.delivery, self.send_errors).await;
-            receive_ready(self.socket, ep, self.buf, self.local, RECV_BATCH);
         }
+    }
+
+    /// Writes up to [`WRITE_CHUNK`] of `writes`, sends them and reads what arrived meanwhile.
+    async fn chunk<W: MediaWrite>(
+        &mut self,
+        ep: &mut Endpoint,
+        writes: &mut impl Iterator<Item = W>,
+    ) {
+        let now = Instant::now();
+        for w in writes.by_ref().take(WRITE_CHUNK) {
+            w.apply(ep, now);
+        }
+        flush(self.socket, ep, self.delivery, self.send_errors).await;
+        receive_ready(self.socket, ep, self.buf, self.local, RECV_BATCH);
     }
 }
 
