@@ -582,7 +582,7 @@ async fn run(
             local,
         };
         match batch {
-            Some(Batch::Audio(w)) => io.write(&mut ep, w, None).await,
+            Some(Batch::Audio(w)) => io.write::<_, AudioWrite>(&mut ep, w, None).await,
             // Audio is what the ear notices: a tick's batch that arrives while a large video
             // batch (a keyframe for many subscribers) is written goes out between its chunks.
             Some(Batch::Video(w)) => io.write(&mut ep, w, Some(&mut queues.audio)).await,
@@ -621,11 +621,11 @@ impl BatchIo<'_> {
     /// Writes a batch in chunks of [`WRITE_CHUNK`], sending each chunk and reading what arrived
     /// meanwhile before the next; with `audio`, audio batches waiting there are written whole
     /// between two chunks.
-    async fn write<W: MediaWrite>(
+    async fn write<W: MediaWrite, A: MediaWrite>(
         &mut self,
         ep: &mut Endpoint,
         writes: Vec<W>,
-        mut audio: Option<&mut mpsc::Receiver<Vec<AudioWrite>>>,
+        mut audio: Option<&mut mpsc::Receiver<Vec<A>>>,
     ) {
         let mut writes = writes.into_iter().peekable();
         while writes.peek().is_some() {
@@ -718,4 +718,66 @@ fn handle_command(ep: &mut Endpoint, c: Command, driver: DriverCounters<'_>) -> 
         Command::Shutdown => return false,
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A write that records its tag instead of writing.
+    struct Mark(u32, Arc<Mutex<Vec<u32>>>);
+
+    impl MediaWrite for Mark {
+        fn apply(self, _ep: &mut Endpoint, _now: Instant) {
+            self.1.lock().unwrap().push(self.0);
+        }
+    }
+
+    /// An audio batch waiting while a large video batch is written goes out after the video
+    /// batch's first chunk, not after its last.
+    #[tokio::test]
+    async fn audio_goes_out_between_the_chunks_of_a_video_batch() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = socket.local_addr().unwrap();
+        let mut ep = Endpoint::new(EndpointConfig {
+            candidates: vec![local],
+            ..EndpointConfig::default()
+        })
+        .unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        let mut delivery = Delivery {
+            tx,
+            pending: VecDeque::new(),
+            dropped: 0,
+        };
+        let (mut send_errors, mut buf) = (0u64, vec![0u8; 2048]);
+        let mut io = BatchIo {
+            socket: &socket,
+            delivery: &mut delivery,
+            send_errors: &mut send_errors,
+            buf: &mut buf,
+            local,
+        };
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let video: Vec<Mark> = (0..4 * WRITE_CHUNK as u32)
+            .map(|k| Mark(k, order.clone()))
+            .collect();
+        let (audio_tx, mut audio_rx) = mpsc::channel(4);
+        audio_tx
+            .try_send(vec![Mark(1000, order.clone()), Mark(1001, order.clone())])
+            .unwrap();
+        io.write(&mut ep, video, Some(&mut audio_rx)).await;
+        let order = order.lock().unwrap().clone();
+        let at = order
+            .iter()
+            .position(|&t| t == 1000)
+            .expect("the audio was written");
+        assert_eq!(
+            at, WRITE_CHUNK,
+            "audio after the first video chunk: {order:?}"
+        );
+        assert_eq!(order[at + 1], 1001, "the audio batch whole");
+        assert_eq!(order.len(), 4 * WRITE_CHUNK + 2, "every write once");
+    }
 }
