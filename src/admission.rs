@@ -10,6 +10,12 @@
 //!
 //! [`Admitted`] carries the permit with the stream and gives it back before the socket is
 //! shut down or closed, so a client that has seen its connection end can connect again.
+//!
+//! A gate also limits failed authentications per client address (`auth_failures`, as MySQL's
+//! `max_connect_errors` does): an address may fail that many times in a row, and its allowance
+//! refills over [`AUTH_REFILL`]. An address that has used it up is refused without its
+//! credentials being checked ([`Gate::may_authenticate`]) until it has credit again, so a
+//! password cannot be guessed at the speed of the network.
 
 use std::collections::HashMap;
 use std::io;
@@ -31,6 +37,9 @@ pub struct ConnLimits {
     pub max: usize,
     /// Connections open at once from one client address; 0: no per-address cap.
     pub per_ip: usize,
+    /// Failed authentications one client address may have in a row before it is refused for
+    /// a while ([`AUTH_REFILL`] refills the whole allowance); 0: no limit.
+    pub auth_failures: u32,
 }
 
 /// Why a connection was refused.
@@ -52,6 +61,19 @@ const LINGER: Duration = Duration::from_secs(2);
 /// per connection).
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
+/// How long a client address takes to get its whole allowance of failed authentications back.
+pub const AUTH_REFILL: Duration = Duration::from_secs(600);
+/// Client addresses whose failed authentications are tracked at most (addresses with their
+/// whole allowance back are forgotten first).
+const MAX_AUTH_TRACKED: usize = 65_536;
+
+/// One client address's allowance of failed authentications.
+#[derive(Debug, Clone, Copy)]
+struct Credit {
+    left: f64,
+    at: Instant,
+}
+
 /// Admission state of one listener.
 #[derive(Debug)]
 pub struct Gate {
@@ -61,6 +83,8 @@ pub struct Gate {
     refused_full: AtomicU64,
     refused_per_ip: AtomicU64,
     lingering: Arc<Semaphore>,
+    auth_failed: AtomicU64,
+    auth_refused: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +92,8 @@ struct State {
     open: usize,
     by_client: HashMap<IpAddr, usize>,
     last_warning: Option<Instant>,
+    credits: HashMap<IpAddr, Credit>,
+    last_auth_warning: Option<Instant>,
 }
 
 impl Gate {
@@ -80,7 +106,90 @@ impl Gate {
             refused_full: AtomicU64::new(0),
             refused_per_ip: AtomicU64::new(0),
             lingering: Arc::new(Semaphore::new(MAX_LINGERING)),
+            auth_failed: AtomicU64::new(0),
+            auth_refused: AtomicU64::new(0),
         })
+    }
+
+    /// Failed authentications credited back per second.
+    fn auth_rate(&self) -> f64 {
+        f64::from(self.limits.auth_failures) / AUTH_REFILL.as_secs_f64()
+    }
+
+    /// `key`'s allowance at `now`.
+    fn credit(&self, st: &State, key: IpAddr, now: Instant) -> f64 {
+        let full = f64::from(self.limits.auth_failures);
+        st.credits.get(&key).map_or(full, |c| {
+            let refilled = now.saturating_duration_since(c.at).as_secs_f64() * self.auth_rate();
+            (c.left + refilled).min(full)
+        })
+    }
+
+    /// Whether `peer` may authenticate now. `Err(retry_after)`: its address has used up its
+    /// allowance of failed authentications; refuse the attempt without checking it (counted).
+    pub fn may_authenticate(&self, peer: IpAddr, now: Instant) -> Result<(), Duration> {
+        if self.limits.auth_failures == 0 {
+            return Ok(());
+        }
+        let key = client_key(peer);
+        let st = self.state();
+        let credit = self.credit(&st, key, now);
+        if credit >= 1.0 {
+            return Ok(());
+        }
+        self.auth_refused.fetch_add(1, Ordering::Relaxed);
+        Err(Duration::from_secs_f64((1.0 - credit) / self.auth_rate()))
+    }
+
+    /// Counts a failed authentication of `peer` against its address's allowance.
+    pub fn auth_failed(&self, peer: IpAddr, now: Instant) {
+        self.auth_failed.fetch_add(1, Ordering::Relaxed);
+        if self.limits.auth_failures == 0 {
+            return;
+        }
+        let key = client_key(peer);
+        let full = f64::from(self.limits.auth_failures);
+        let mut st = self.state();
+        let left = (self.credit(&st, key, now) - 1.0).max(0.0);
+        if !st.credits.contains_key(&key) && st.credits.len() >= MAX_AUTH_TRACKED {
+            // Forget the addresses that have their whole allowance back.
+            let rate = self.auth_rate();
+            st.credits.retain(|_, c| {
+                c.left + now.saturating_duration_since(c.at).as_secs_f64() * rate < full
+            });
+            if st.credits.len() >= MAX_AUTH_TRACKED {
+                return;
+            }
+        }
+        st.credits.insert(key, Credit { left, at: now });
+        if left < 1.0
+            && st
+                .last_auth_warning
+                .is_none_or(|t| now.saturating_duration_since(t) >= WARN_EVERY)
+        {
+            st.last_auth_warning = Some(now);
+            drop(st);
+            tracing::warn!(
+                listener = self.listener,
+                client = %key,
+                max_auth_failures = self.limits.auth_failures,
+                "a client address failed to authenticate too often; its attempts are refused for a while"
+            );
+        }
+    }
+
+    /// Failed authentications, and attempts refused because their address had failed too
+    /// often.
+    pub fn auth_counts(&self) -> (u64, u64) {
+        (
+            self.auth_failed.load(Ordering::Relaxed),
+            self.auth_refused.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Whether this listener limits failed authentications.
+    pub fn limits_auth(&self) -> bool {
+        self.limits.auth_failures != 0
     }
 
     pub fn listener(&self) -> &'static str {
@@ -346,8 +455,50 @@ mod tests {
     }
 
     #[test]
+    fn failed_logins_block_an_address_until_its_allowance_refills() {
+        let limits = |auth_failures| ConnLimits {
+            max: 10,
+            per_ip: 0,
+            auth_failures,
+        };
+        let gate = Gate::new("test", limits(2));
+        let t0 = Instant::now();
+        let a = ip("2001:db8:1:2::7");
+        assert_eq!(gate.may_authenticate(a, t0), Ok(()));
+        gate.auth_failed(a, t0);
+        assert_eq!(gate.may_authenticate(a, t0), Ok(()));
+        gate.auth_failed(a, t0);
+        // Two failures: blocked, for the time one failure takes to refill (AUTH_REFILL / 2),
+        // and so is the rest of its /64; another /64 is not.
+        let wait = gate.may_authenticate(a, t0).unwrap_err();
+        assert_eq!(wait, AUTH_REFILL / 2);
+        assert!(gate.may_authenticate(ip("2001:db8:1:2::8"), t0).is_err());
+        assert_eq!(gate.may_authenticate(ip("2001:db8:1:3::7"), t0), Ok(()));
+        assert!(gate.may_authenticate(a, t0 + wait / 2).is_err());
+        assert_eq!(gate.may_authenticate(a, t0 + wait), Ok(()));
+        // One attempt back: failing it blocks again at once.
+        gate.auth_failed(a, t0 + wait);
+        assert!(gate.may_authenticate(a, t0 + wait).is_err());
+        assert_eq!(gate.auth_counts(), (3, 4));
+        // 0: no limit, failures are only counted.
+        let open = Gate::new("test", limits(0));
+        for _ in 0..100 {
+            open.auth_failed(a, t0);
+        }
+        assert_eq!(open.may_authenticate(a, t0), Ok(()));
+        assert_eq!(open.auth_counts(), (100, 0));
+    }
+
+    #[test]
     fn caps_in_all_and_per_address_and_permits_give_back() {
-        let gate = Gate::new("test", ConnLimits { max: 3, per_ip: 2 });
+        let gate = Gate::new(
+            "test",
+            ConnLimits {
+                max: 3,
+                per_ip: 2,
+                auth_failures: 0,
+            },
+        );
         let a1 = gate.admit(ip("10.0.0.1")).unwrap();
         let a2 = gate.admit(ip("10.0.0.1")).unwrap();
         assert_eq!(gate.admit(ip("10.0.0.1")).unwrap_err(), Refused::PerIp);
@@ -370,7 +521,14 @@ mod tests {
 
     #[test]
     fn ipv6_clients_count_by_their_64() {
-        let gate = Gate::new("test", ConnLimits { max: 10, per_ip: 1 });
+        let gate = Gate::new(
+            "test",
+            ConnLimits {
+                max: 10,
+                per_ip: 1,
+                auth_failures: 0,
+            },
+        );
         let _a = gate.admit(ip("2001:db8:1:2::1")).unwrap();
         assert_eq!(
             gate.admit(ip("2001:db8:1:2:ffff::9")).unwrap_err(),
@@ -381,7 +539,14 @@ mod tests {
 
     #[test]
     fn no_per_address_cap_when_zero() {
-        let gate = Gate::new("test", ConnLimits { max: 3, per_ip: 0 });
+        let gate = Gate::new(
+            "test",
+            ConnLimits {
+                max: 3,
+                per_ip: 0,
+                auth_failures: 0,
+            },
+        );
         let held: Vec<_> = (0..3)
             .map(|_| gate.admit(ip("127.0.0.1")).unwrap())
             .collect();
@@ -391,7 +556,14 @@ mod tests {
 
     #[tokio::test]
     async fn admitted_stream_gives_its_permit_back_at_shutdown() {
-        let gate = Gate::new("test", ConnLimits { max: 1, per_ip: 0 });
+        let gate = Gate::new(
+            "test",
+            ConnLimits {
+                max: 1,
+                per_ip: 0,
+                auth_failures: 0,
+            },
+        );
         let (a, _b) = tokio::io::duplex(64);
         let mut s = Admitted::new(a, gate.admit(ip("127.0.0.1")).unwrap());
         assert_eq!(gate.open(), 1);

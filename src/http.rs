@@ -837,6 +837,29 @@ fn render_connections(out: &mut String, gates: &crate::admission::Gates) {
         "Connections refused because a listener, or a client address on it, was at its cap.",
         &refused,
     );
+    let (failed, blocked): (Vec<_>, Vec<_>) = gates
+        .all()
+        .iter()
+        .map(|g| {
+            let label = format!("listener=\"{}\"", g.listener());
+            let (failed, blocked) = g.auth_counts();
+            ((label.clone(), failed as f64), (label, blocked as f64))
+        })
+        .unzip();
+    family(
+        out,
+        "comet_auth_failures_total",
+        "counter",
+        "Failed logins (CometQL password, SIP digest, comet WebSocket user key).",
+        &failed,
+    );
+    family(
+        out,
+        "comet_auth_blocked_total",
+        "counter",
+        "Login attempts refused unchecked because their address had failed too often ([<listener>] max_auth_failures).",
+        &blocked,
+    );
 }
 
 /// One metric family: its HELP and TYPE lines and one sample per label set (`""`: none).

@@ -264,3 +264,49 @@ async fn http_answers_503_beyond_its_cap_and_serves_again_once_a_place_is_free()
         "{m}"
     );
 }
+
+/// `[cometql] max_auth_failures` (20 by default): an address that gave wrong passwords that
+/// many times gets MySQL error 1129 (host blocked), even with the right password, and then at
+/// connect, instead of the greeting; another address still gets the greeting; /metrics counts
+/// the failures and the refusals.
+#[tokio::test]
+async fn cometql_blocks_an_address_after_too_many_failed_logins() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(dir.path(), &["--set", "cometql.max_auth_failures=3"]);
+    for k in 0..3 {
+        let e = mysql_async::Conn::new(mysql_opts(&s, "root", "wrong", Some("CometQL_v1")))
+            .await
+            .expect_err("a wrong password is refused");
+        assert_ne!(err_code(e), 1129, "attempt {k} is checked");
+    }
+    let e = mysql_async::Conn::new(mysql_opts(&s, "root", common::PASSWORD, Some("CometQL_v1")))
+        .await
+        .expect_err("the right password from the blocked address is refused");
+    assert_eq!(err_code(e), 1129);
+    // At connect, instead of the greeting: an ERR packet (0xff) with code 1129.
+    let mut c = connect_from("127.0.0.1", s.cometql).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, c.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer[4], 0xff, "{answer:?}");
+    assert_eq!(u16::from_le_bytes([answer[5], answer[6]]), 1129);
+    assert!(
+        String::from_utf8_lossy(&answer).contains("too many failed logins"),
+        "{answer:?}"
+    );
+    // Another address is greeted.
+    drop(cometql_held("127.0.0.2", s.cometql).await);
+    let m = s.metrics(&["comet_auth_"]);
+    assert_eq!(
+        metric(&m, r#"comet_auth_failures_total{listener="cometql"}"#),
+        Some(3.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, r#"comet_auth_blocked_total{listener="cometql"}"#),
+        Some(2.0),
+        "{m}"
+    );
+}

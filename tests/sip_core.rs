@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use comet_server::admission::{AUTH_REFILL, ConnLimits, Gate};
 use comet_server::sip::auth::DigestAuth;
 use comet_server::sip::core::{
     Action, Connection, CoreConfig, Limits, LookupResult, Now, SipStats,
@@ -88,14 +89,20 @@ impl H {
     }
 
     fn with_limits(limits: Limits) -> H {
+        Self::with_config(limits, None, "127.0.0.1:50000")
+    }
+
+    /// A connection from `peer`, whose listener's gate is `gate`.
+    fn with_config(limits: Limits, gate: Option<Arc<Gate>>, peer: &str) -> H {
         let stats = Arc::new(SipStats::default());
         let cfg = CoreConfig {
             host: HOST.into(),
             auth: Arc::new(DigestAuth::new(HOST, [3; 32])),
             limits,
             stats: stats.clone(),
+            gate,
         };
-        let peer: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        let peer: SocketAddr = peer.parse().unwrap();
         let mut users = HashMap::new();
         users.insert((0, 123), "hash-of-123".to_string());
         users.insert((7, 5), "hash-of-7-5".to_string());
@@ -653,6 +660,46 @@ fn hangup_all_ends_answered_and_unanswered_calls() {
     );
     // Nothing is left to hang up.
     assert!(h.conn.hangup_all("again", h.now).is_empty());
+}
+
+/// `[sip] max_auth_failures`: an address that gave wrong digests that many times gets 403
+/// with a Warning, its digests unchecked (a right one too), until its allowance refills;
+/// another address is not affected.
+#[test]
+fn an_address_that_fails_too_often_is_refused_unchecked_for_a_while() {
+    let gate = Gate::new(
+        "sip",
+        ConnLimits {
+            max: 10,
+            per_ip: 0,
+            auth_failures: 3,
+        },
+    );
+    let mut h = H::with_config(Limits::default(), Some(gate.clone()), "192.0.2.7:5000");
+    let mut wrong = Ua::new("000000123", "not-the-hash", HOST, 7);
+    for k in 0..3 {
+        let r = h.register(&mut wrong);
+        assert_eq!(r.status(), Some(403), "wrong digest {k}");
+        assert_eq!(r.h("warning"), None, "checked and wrong: {}", r.raw);
+    }
+    // Now even the right password is refused, without being checked.
+    let mut right = ua();
+    let r = h.register(&mut right);
+    assert_eq!(r.status(), Some(403), "{}", r.raw);
+    assert!(
+        r.h("warning")
+            .is_some_and(|w| w.contains("too many failed logins")),
+        "{}",
+        r.raw
+    );
+    assert_eq!(gate.auth_counts(), (3, 1));
+    // Another address logs in.
+    let mut other = H::with_config(Limits::default(), Some(gate.clone()), "192.0.2.8:5000");
+    assert_eq!(other.register(&mut ua()).status(), Some(200));
+    // A third of the refill period gives one attempt back.
+    h.advance(AUTH_REFILL / 3 + Duration::from_secs(1));
+    let r = h.register(&mut right);
+    assert_eq!(r.status(), Some(200), "{}", r.raw);
 }
 
 #[test]

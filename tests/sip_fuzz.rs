@@ -212,6 +212,7 @@ impl World {
             auth: Arc::new(DigestAuth::new(HOST, [9; 32])),
             limits: Limits::default(),
             stats: Default::default(),
+            gate: None,
         };
         World {
             conn: Connection::new(Arc::new(cfg), 1, "127.0.0.1:4000".parse().unwrap(), false),

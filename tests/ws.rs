@@ -643,3 +643,43 @@ async fn a_flood_of_commands_is_throttled_and_nothing_is_lost() {
     // The connection is still open and served.
     assert!(barrier(&mut ws).await.is_empty());
 }
+
+/// `[ws] max_auth_failures`: after that many wrong user keys from one address, its keys are
+/// not checked (the connection is anonymous, even with the right key) until its allowance
+/// refills; /metrics counts both.
+#[tokio::test]
+async fn an_address_that_fails_too_often_connects_anonymously() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(dir.path(), &["--set", "ws.max_auth_failures=2"]);
+    let mut db = connect(&s).await;
+    cql(
+        &mut db,
+        "INSERT INTO users_auth (id, hash) VALUES (1, 'hashOfUser1')",
+    )
+    .await;
+    let (_ws, info) = open(&s, 0, 1, "hashOfUser1").await;
+    assert_eq!(
+        info["authorized"], true,
+        "the right key, before any failure"
+    );
+    for guess in ["guess1", "guess2"] {
+        let (_ws, info) = open(&s, 0, 1, guess).await;
+        assert_eq!(info["authorized"], false);
+    }
+    let (_ws, info) = open(&s, 0, 1, "hashOfUser1").await;
+    assert_eq!(
+        info["authorized"], false,
+        "the right key, unchecked: {info}"
+    );
+    let m = s.metrics(&["comet_auth_"]);
+    assert_eq!(
+        common::metric(&m, r#"comet_auth_failures_total{listener="ws"}"#),
+        Some(2.0),
+        "{m}"
+    );
+    assert_eq!(
+        common::metric(&m, r#"comet_auth_blocked_total{listener="ws"}"#),
+        Some(1.0),
+        "{m}"
+    );
+}

@@ -48,9 +48,10 @@ pub async fn serve(listener: TcpListener, engine: Arc<Engine>, gate: Arc<Gate>) 
         };
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let engine = engine.clone();
+        let gate = gate.clone();
         tokio::spawn(async move {
             engine.stats.connections.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = connection(stream, peer, id, &engine).await {
+            if let Err(e) = connection(stream, peer, id, &engine, &gate).await {
                 tracing::debug!(%peer, "cometql connection {id} ended: {e}");
             }
             engine.stats.connections.fetch_sub(1, Ordering::Relaxed);
@@ -72,6 +73,15 @@ async fn refuse(mut stream: TcpStream, why: Refused) {
         stream.shutdown().await
     })
     .await;
+}
+
+/// The message of error 1129.
+fn blocked(peer: SocketAddr, retry: Duration) -> String {
+    format!(
+        "Host '{}' is blocked because of too many failed logins; retry in {} s",
+        peer.ip(),
+        retry.as_secs() + 1
+    )
 }
 
 /// Why a connection ended early.
@@ -149,6 +159,7 @@ async fn connection(
     peer: SocketAddr,
     id: u32,
     engine: &Engine,
+    gate: &Gate,
 ) -> Result<(), ConnError> {
     let mut c = Conn {
         stream,
@@ -157,6 +168,14 @@ async fn connection(
         deadline: tokio::time::Instant::now() + LOGIN_TIMEOUT,
         logged_in: false,
     };
+    // An address that failed to log in too often gets MySQL's answer for a blocked host
+    // instead of the greeting.
+    if let Err(retry) = gate.may_authenticate(peer.ip(), std::time::Instant::now()) {
+        let mut w = PacketWriter::new(0);
+        w.packet(&wire::err_packet(code::HOST_BLOCKED, &blocked(peer, retry)));
+        c.send(&mut w).await?;
+        return Err(ConnError::Refused("too many failed logins".into()));
+    }
     let scramble = wire::new_scramble();
     let mut w = PacketWriter::new(0);
     w.packet(&wire::greeting(
@@ -197,9 +216,13 @@ async fn connection(
     }
     let login = if Engine::is_health_check(&hs.username, &response) {
         Ok(None)
+    } else if let Err(retry) = gate.may_authenticate(peer.ip(), std::time::Instant::now()) {
+        // Failed elsewhere meanwhile (many connections at once): not checked.
+        Err(CqlError::new(code::HOST_BLOCKED, blocked(peer, retry)))
     } else {
         engine
             .authenticate(&hs.username, &scramble, &response)
+            .inspect_err(|_| gate.auth_failed(peer.ip(), std::time::Instant::now()))
             .map(Some)
     };
     let mut session = match login {

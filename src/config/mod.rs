@@ -381,6 +381,11 @@ fn parse_burst(v: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_auth_failures(v: &str) -> Result<u32, String> {
+    v.parse::<u32>()
+        .map_err(|_| format!("`{v}` is not a count of failed logins (0 for no limit)"))
+}
+
 fn parse_per_ip(v: &str) -> Result<usize, String> {
     v.parse::<usize>()
         .map_err(|_| format!("`{v}` is not a connection count (0 for no per-address cap)"))
@@ -389,6 +394,10 @@ fn parse_per_ip(v: &str) -> Result<usize, String> {
 const MAX_CONNECTIONS_DOC: &str = "Connections this listener holds at once; beyond it a new \
      connection is refused (see README, Connection limits). Counts against the process's \
      open-file limit, which the server raises to the hard limit at start-up and checks.";
+const AUTH_FAILURES_DOC: &str = "Failed logins one client address may have in a row on this \
+     listener; beyond, its attempts are refused without being checked until its allowance \
+     refills (all of it in 10 minutes), as MySQL's max_connect_errors does. 0: no limit. \
+     Behind a reverse proxy every client has the proxy's address: leave it 0 there.";
 const PER_IP_DOC: &str = "Connections one client address may hold at once on this listener \
      (an IPv6 client counts by its /64). 0: no per-address cap. Behind a reverse proxy every \
      client has the proxy's address: leave it 0 there.";
@@ -505,6 +514,16 @@ pub static KEYS: &[Key] = &[
         },
     },
     Key {
+        section: "cometql",
+        name: "max_auth_failures",
+        default: "20",
+        doc: AUTH_FAILURES_DOC,
+        set: |c, v| {
+            c.cometql_conns.auth_failures = parse_auth_failures(v)?;
+            Ok(())
+        },
+    },
+    Key {
         section: "ws",
         name: "ip",
         default: "127.0.0.1",
@@ -562,6 +581,16 @@ pub static KEYS: &[Key] = &[
         doc: PER_IP_DOC,
         set: |c, v| {
             c.ws_conns.per_ip = parse_per_ip(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "ws",
+        name: "max_auth_failures",
+        default: "0",
+        doc: AUTH_FAILURES_DOC,
+        set: |c, v| {
+            c.ws_conns.auth_failures = parse_auth_failures(v)?;
             Ok(())
         },
     },
@@ -668,6 +697,16 @@ pub static KEYS: &[Key] = &[
         doc: PER_IP_DOC,
         set: |c, v| {
             c.sip_conns.per_ip = parse_per_ip(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "sip",
+        name: "max_auth_failures",
+        default: "0",
+        doc: AUTH_FAILURES_DOC,
+        set: |c, v| {
+            c.sip_conns.auth_failures = parse_auth_failures(v)?;
             Ok(())
         },
     },
@@ -1082,18 +1121,34 @@ impl Default for Config {
             broadcast_video_bitrate: 0,
             broadcast_audio_bitrate: 0,
             broadcast_keyframe_ms: 0,
-            cometql_conns: ConnLimits { max: 1, per_ip: 0 },
-            ws_conns: ConnLimits { max: 1, per_ip: 0 },
+            cometql_conns: ConnLimits {
+                max: 1,
+                per_ip: 0,
+                auth_failures: 0,
+            },
+            ws_conns: ConnLimits {
+                max: 1,
+                per_ip: 0,
+                auth_failures: 0,
+            },
             ws_commands: CommandRate {
                 per_second: 1.0,
                 burst: 1.0,
             },
-            sip_conns: ConnLimits { max: 1, per_ip: 0 },
+            sip_conns: ConnLimits {
+                max: 1,
+                per_ip: 0,
+                auth_failures: 0,
+            },
             sip_messages: CommandRate {
                 per_second: 1.0,
                 burst: 1.0,
             },
-            http_conns: ConnLimits { max: 1, per_ip: 0 },
+            http_conns: ConnLimits {
+                max: 1,
+                per_ip: 0,
+                auth_failures: 0,
+            },
         };
         for k in KEYS {
             // The defaults are part of the key table; a bad one is a programming error caught by
@@ -1520,12 +1575,20 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(c.cometql_conns, ConnLimits { max: 7, per_ip: 3 });
+        assert_eq!(
+            c.cometql_conns,
+            ConnLimits {
+                max: 7,
+                per_ip: 3,
+                auth_failures: 20
+            }
+        );
         assert_eq!(
             c.ws_conns,
             ConnLimits {
                 max: 10_000,
-                per_ip: 0
+                per_ip: 0,
+                auth_failures: 0
             }
         );
     }

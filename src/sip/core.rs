@@ -124,6 +124,9 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// The Warning of a 403 to an address that failed too often.
+const BLOCKED: &str = "too many failed logins from this address; retry later";
+
 /// What every connection shares.
 #[derive(Debug)]
 pub struct CoreConfig {
@@ -132,6 +135,9 @@ pub struct CoreConfig {
     pub auth: Arc<DigestAuth>,
     pub limits: Limits,
     pub stats: Arc<SipStats>,
+    /// The listener's gate, which limits failed digests per client address (`[sip]
+    /// max_auth_failures`); `None`: no limit.
+    pub gate: Option<Arc<crate::admission::Gate>>,
 }
 
 impl CoreConfig {
@@ -142,6 +148,7 @@ impl CoreConfig {
             host,
             limits: Limits::default(),
             stats: Arc::new(SipStats::default()),
+            gate: None,
         }
     }
 }
@@ -1039,9 +1046,13 @@ impl Connection {
                     LookupResult::Found { hash, .. } => hash,
                 };
                 match self.verdict(&req, &creds, hash.as_deref(), now) {
-                    Verdict::Ok => self.apply_register(&req, dev, user, now, &mut out),
-                    Verdict::Stale => self.challenge(&mut out, &req, now, true, None),
-                    Verdict::Wrong => self.reply(&mut out, &req, 403, None),
+                    Some(Verdict::Ok) => self.apply_register(&req, dev, user, now, &mut out),
+                    Some(Verdict::Stale) => self.challenge(&mut out, &req, now, true, None),
+                    Some(Verdict::Wrong) => self.reply(&mut out, &req, 403, None),
+                    None => {
+                        let w = self.warning(BLOCKED);
+                        self.reply_with(&mut out, &req, 403, None, &[w]);
+                    }
                 }
             }
             LookupFor::Invite(key) => {
@@ -1065,13 +1076,18 @@ impl Connection {
                     LookupResult::Found { hash, invitation } => (hash, invitation),
                 };
                 match self.verdict(&p.req, &creds, hash.as_deref(), now) {
-                    Verdict::Ok => {}
-                    Verdict::Stale => {
+                    Some(Verdict::Ok) => {}
+                    Some(Verdict::Stale) => {
                         self.challenge(&mut out, &p.req, now, true, Some(&p.to_tag));
                         return out;
                     }
-                    Verdict::Wrong => {
+                    Some(Verdict::Wrong) => {
                         self.reply(&mut out, &p.req, 403, Some(&p.to_tag));
+                        return out;
+                    }
+                    None => {
+                        let w = self.warning(BLOCKED);
+                        self.reply_with(&mut out, &p.req, 403, Some(&p.to_tag), &[w]);
                         return out;
                     }
                 }
@@ -1088,15 +1104,33 @@ impl Connection {
         out
     }
 
-    fn verdict(&self, req: &Request, creds: &Credentials, hash: Option<&str>, now: Now) -> Verdict {
-        match hash {
+    /// The digest's verdict; `None` when the peer's address has failed too often and the
+    /// digest is not checked (a wrong one counts against the address).
+    fn verdict(
+        &self,
+        req: &Request,
+        creds: &Credentials,
+        hash: Option<&str>,
+        now: Now,
+    ) -> Option<Verdict> {
+        let gate = self.cfg.gate.as_deref();
+        if gate.is_some_and(|g| g.may_authenticate(self.peer.ip(), now.mono).is_err()) {
+            return None;
+        }
+        let v = match hash {
             // An unknown user looks exactly like a wrong password.
             None => Verdict::Wrong,
             Some(h) => self
                 .cfg
                 .auth
                 .verify(creds, req.method.as_str(), h, now.unix),
+        };
+        if v == Verdict::Wrong
+            && let Some(g) = gate
+        {
+            g.auth_failed(self.peer.ip(), now.mono);
         }
+        Some(v)
     }
 
     #[allow(clippy::too_many_arguments)]

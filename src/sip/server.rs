@@ -137,7 +137,22 @@ impl SipContext {
     /// Admits connections through `gate` instead of the default caps.
     pub fn with_gate(mut self, gate: Arc<Gate>) -> SipContext {
         self.gate = gate;
+        self.core = Arc::new(CoreConfig {
+            gate: Some(self.gate.clone()),
+            ..self.core_copy()
+        });
         self
+    }
+
+    /// The core configuration as it is, to change one part of it.
+    fn core_copy(&self) -> CoreConfig {
+        CoreConfig {
+            host: self.core.host.clone(),
+            auth: self.core.auth.clone(),
+            limits: self.core.limits.clone(),
+            stats: self.core.stats.clone(),
+            gate: self.core.gate.clone(),
+        }
     }
 
     /// Serve `wss` with this TLS configuration.
@@ -153,13 +168,10 @@ impl SipContext {
     }
 
     pub fn with_limits(mut self, limits: Limits) -> SipContext {
-        let core = CoreConfig {
-            host: self.core.host.clone(),
-            auth: self.core.auth.clone(),
+        self.core = Arc::new(CoreConfig {
             limits,
-            stats: self.core.stats.clone(),
-        };
-        self.core = Arc::new(core);
+            ..self.core_copy()
+        });
         self
     }
 

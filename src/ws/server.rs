@@ -161,7 +161,7 @@ async fn handle(
         .max_message_size(MAX_FRAME)
         .read_buffer_size(8 * 1024)
         .write_buffer_size(8 * 1024)
-        .on_upgrade(move |socket| connection(socket, ctx, params, info))
+        .on_upgrade(move |socket| connection(socket, ctx, params, info, peer.ip()))
 }
 
 /// The write timeout of every send (set once per connection from `WsTimeouts::write`).
@@ -213,15 +213,38 @@ fn new_hash() -> String {
 }
 
 /// The users_auth hash that authorizes this connection, if it is authorized. A valid JWT
-/// authorizes too; a user who has no hash yet gets one (it becomes their SIP password).
+/// authorizes too; a user who has no hash yet gets one (it becomes their SIP password). A key
+/// that fails counts against the client's address (`[ws] max_auth_failures`); an address that
+/// failed too often connects anonymously, its key unchecked, until its allowance refills.
 async fn authenticate(
     ctx: &WsContext,
     p: &url::ConnectParams,
     now: i64,
+    peer: std::net::IpAddr,
 ) -> Result<Option<String>, crate::store::StoreError> {
     if p.user_id <= 0 || p.session.is_empty() {
         return Ok(None);
     }
+    if ctx
+        .gate
+        .may_authenticate(peer, std::time::Instant::now())
+        .is_err()
+    {
+        return Ok(None);
+    }
+    let hash = check_key(ctx, p, now).await?;
+    if hash.is_none() {
+        ctx.gate.auth_failed(peer, std::time::Instant::now());
+    }
+    Ok(hash)
+}
+
+/// [`authenticate`]'s check of the user's key (the stored hash, or a JWT).
+async fn check_key(
+    ctx: &WsContext,
+    p: &url::ConnectParams,
+    now: i64,
+) -> Result<Option<String>, crate::store::StoreError> {
     let store = &ctx.engine.store;
     let stored = store.user_hash(p.dev_id, p.user_id).await?;
     if let Some(h) = &stored
@@ -261,6 +284,7 @@ async fn connection(
     ctx: Arc<WsContext>,
     params: Result<url::ConnectParams, url::UrlError>,
     mut info: ConnInfo,
+    peer: std::net::IpAddr,
 ) {
     let (sink, mut stream) = socket.split();
     let mut sink = Sink {
@@ -275,7 +299,7 @@ async fn connection(
             return;
         }
     };
-    let hash = match authenticate(&ctx, &p, now).await {
+    let hash = match authenticate(&ctx, &p, now, peer).await {
         Ok(h) => h,
         Err(e) => {
             tracing::warn!("comet auth failed on the store: {e}");
