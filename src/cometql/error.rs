@@ -24,9 +24,6 @@ pub mod code {
     /// MySQL's own `ER_CON_COUNT_ERROR` ("Too many connections"), sent instead of the greeting
     /// when the listener is at `max_connections`: what MySQL clients already recognise.
     pub const TOO_MANY_CONNECTIONS: u16 = 1040;
-    /// MySQL's own `ER_HOST_IS_BLOCKED`, sent instead of the greeting (or of the login's
-    /// answer) to an address that failed to log in too often (`[cometql] max_auth_failures`).
-    pub const HOST_BLOCKED: u16 = 1129;
 }
 
 /// A statement that failed; sent as an ERR packet with SQL state HY000.

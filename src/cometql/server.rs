@@ -75,10 +75,10 @@ async fn refuse(mut stream: TcpStream, why: Refused) {
     .await;
 }
 
-/// The message of error 1129.
+/// The message of the authentication error to an address that failed too often.
 fn blocked(peer: SocketAddr, retry: Duration) -> String {
     format!(
-        "Host '{}' is blocked because of too many failed logins; retry in {} s",
+        "Authentication failure: too many failed logins from {}; retry in {} s",
         peer.ip(),
         retry.as_secs() + 1
     )
@@ -168,11 +168,11 @@ async fn connection(
         deadline: tokio::time::Instant::now() + LOGIN_TIMEOUT,
         logged_in: false,
     };
-    // An address that failed to log in too often gets MySQL's answer for a blocked host
-    // instead of the greeting.
+    // An address that failed to log in too often is refused before the greeting, as MySQL
+    // refuses a blocked host, with the contract's authentication error.
     if let Err(retry) = gate.may_authenticate(peer.ip(), std::time::Instant::now()) {
         let mut w = PacketWriter::new(0);
-        w.packet(&wire::err_packet(code::HOST_BLOCKED, &blocked(peer, retry)));
+        w.packet(&wire::err_packet(code::AUTH, &blocked(peer, retry)));
         c.send(&mut w).await?;
         return Err(ConnError::Refused("too many failed logins".into()));
     }
@@ -218,7 +218,7 @@ async fn connection(
         Ok(None)
     } else if let Err(retry) = gate.may_authenticate(peer.ip(), std::time::Instant::now()) {
         // Failed elsewhere meanwhile (many connections at once): not checked.
-        Err(CqlError::new(code::HOST_BLOCKED, blocked(peer, retry)))
+        Err(CqlError::new(code::AUTH, blocked(peer, retry)))
     } else {
         engine
             .authenticate(&hs.username, &scramble, &response)
