@@ -11,9 +11,9 @@
 //! [`Admitted`] carries the permit with the stream and gives it back before the socket is
 //! shut down or closed, so a client that has seen its connection end can connect again.
 //!
-//! A gate also limits failed authentications per client address (`auth_failures`, as MySQL's
-//! `max_connect_errors` does): an address may fail that many times in a row, and its allowance
-//! refills over [`AUTH_REFILL`]. An address that has used it up is refused without its
+//! A gate can also limit failed authentications per client address (`auth_failures`, off by
+//! default): an address may fail that many times in a row, and its allowance refills over
+//! [`AUTH_REFILL`]. An address that has used it up is refused without its
 //! credentials being checked ([`Gate::may_authenticate`]) until it has credit again, so a
 //! password cannot be guessed at the speed of the network.
 

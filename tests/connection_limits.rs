@@ -265,7 +265,7 @@ async fn http_answers_503_beyond_its_cap_and_serves_again_once_a_place_is_free()
     );
 }
 
-/// `[cometql] max_auth_failures` (20 by default): an address that gave wrong passwords that
+/// `[cometql] max_auth_failures` (here 3): an address that gave wrong passwords that
 /// many times gets the authentication error (16) saying so, even with the right password,
 /// and then at connect, instead of the greeting; another address still gets the greeting;
 /// /metrics counts the failures and the refusals.

@@ -396,8 +396,9 @@ const MAX_CONNECTIONS_DOC: &str = "Connections this listener holds at once; beyo
      open-file limit, which the server raises to the hard limit at start-up and checks.";
 const AUTH_FAILURES_DOC: &str = "Failed logins one client address may have in a row on this \
      listener; beyond, its attempts are refused without being checked until its allowance \
-     refills (all of it in 10 minutes), as MySQL's max_connect_errors does. 0: no limit. \
-     Behind a reverse proxy every client has the proxy's address: leave it 0 there.";
+     refills (all of it in 10 minutes). 0: no limit. Every client behind one address shares \
+     its allowance: behind a reverse proxy or a NAT, and while old processes still use an old \
+     key, one bad client locks the others out; set it on listeners exposed to the internet.";
 const PER_IP_DOC: &str = "Connections one client address may hold at once on this listener \
      (an IPv6 client counts by its /64). 0: no per-address cap. Behind a reverse proxy every \
      client has the proxy's address: leave it 0 there.";
@@ -516,7 +517,7 @@ pub static KEYS: &[Key] = &[
     Key {
         section: "cometql",
         name: "max_auth_failures",
-        default: "20",
+        default: "0",
         doc: AUTH_FAILURES_DOC,
         set: |c, v| {
             c.cometql_conns.auth_failures = parse_auth_failures(v)?;
@@ -1580,7 +1581,7 @@ mod tests {
             ConnLimits {
                 max: 7,
                 per_ip: 3,
-                auth_failures: 20
+                auth_failures: 0
             }
         );
         assert_eq!(
