@@ -71,6 +71,23 @@ async fn cometql_held(from: &str, to: SocketAddr) -> TcpStream {
     s
 }
 
+/// A connection from `from` gets an ERR packet (0xff) with `code` and a message containing
+/// `text` instead of the CometQL greeting, then the end of the connection.
+async fn assert_err_instead_of_greeting(from: &str, to: SocketAddr, code: u16, text: &str) {
+    let mut c = connect_from(from, to).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, c.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer[4], 0xff, "{answer:?}");
+    assert_eq!(u16::from_le_bytes([answer[5], answer[6]]), code);
+    assert!(
+        String::from_utf8_lossy(&answer).contains(text),
+        "{answer:?}"
+    );
+}
+
 /// A WebSocket upgrade of `path` (with `protocol`, if any); returns the socket and the
 /// server's answer head.
 async fn upgrade(to: SocketAddr, path: &str, protocol: Option<&str>) -> (TcpStream, String) {
@@ -127,19 +144,7 @@ async fn cometql_refuses_beyond_its_caps_with_mysql_error_1040() {
     assert_eq!(err_code(refused), 1040);
     // Another address still gets in, up to the listener's cap.
     let b = cometql_held("127.0.0.2", s.cometql).await;
-    let mut c = connect_from("127.0.0.3", s.cometql).await;
-    let mut answer = Vec::new();
-    tokio::time::timeout(DEADLINE, c.read_to_end(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
-    // An ERR packet (0xff) with code 1040, then the end of the connection.
-    assert_eq!(answer[4], 0xff, "{answer:?}");
-    assert_eq!(u16::from_le_bytes([answer[5], answer[6]]), 1040);
-    assert!(
-        String::from_utf8_lossy(&answer).contains("Too many connections"),
-        "{answer:?}"
-    );
+    assert_err_instead_of_greeting("127.0.0.3", s.cometql, 1040, "Too many connections").await;
 
     // A place freed is taken again: the real client logs in and runs a statement.
     release(a1).await;
@@ -296,19 +301,8 @@ async fn cometql_blocks_an_address_after_too_many_failed_logins() {
         message.contains("too many failed logins"),
         "the right password from the blocked address is refused unchecked: {message}"
     );
-    // At connect, instead of the greeting: an ERR packet (0xff) with code 16.
-    let mut c = connect_from("127.0.0.1", s.cometql).await;
-    let mut answer = Vec::new();
-    tokio::time::timeout(DEADLINE, c.read_to_end(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(answer[4], 0xff, "{answer:?}");
-    assert_eq!(u16::from_le_bytes([answer[5], answer[6]]), 16);
-    assert!(
-        String::from_utf8_lossy(&answer).contains("too many failed logins"),
-        "{answer:?}"
-    );
+    // At connect, instead of the greeting.
+    assert_err_instead_of_greeting("127.0.0.1", s.cometql, 16, "too many failed logins").await;
     // Another address is greeted.
     drop(cometql_held("127.0.0.2", s.cometql).await);
     let m = s.metrics(&["comet_auth_"]);
