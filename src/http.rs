@@ -1,9 +1,11 @@
 //! The `[http]` listener: health, Prometheus metrics, the browser JS API, what this server
 //! supports, and (when `[http] demo` allows it) the demo page and its backend ([`crate::demo`]).
 //!
-//! - `/healthz`, `/metrics` and `/debug/conferences` (admin endpoints: they answer requests
-//!   from loopback, and from elsewhere only with `Authorization: Bearer <[http]
-//!   metrics_token>` when a token is set).
+//! - `/healthz` (open, for load balancers): `200 ok` when the store answers a read, its
+//!   writer is not stuck and the WebRTC endpoint answers; else `503` naming what is wrong.
+//! - `/metrics` and `/debug/conferences` (admin endpoints: they answer requests from
+//!   loopback, and from elsewhere only with `Authorization: Bearer <[http] metrics_token>`
+//!   when a token is set).
 //! - `/api/cometVideoApi.js`: the drop-in video API (JsSIP bundled in).
 //! - `/api/features`: JSON saying what this server does (video composition, the demo, ...).
 
@@ -82,7 +84,7 @@ pub struct Features {
 
 pub fn router(ctx: Arc<HttpContext>) -> Router {
     let mut r = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/debug/conferences", get(debug_conferences))
         .route("/api/features", get(features))
@@ -99,6 +101,71 @@ pub fn router(ctx: Arc<HttpContext>) -> Router {
         ),
     };
     r
+}
+
+/// How long `/healthz` waits for the store and the WebRTC endpoint to answer.
+const HEALTH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// A write transaction open this long means the store is stuck (a disk that does not answer).
+const STORE_STUCK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `200 ok` when the store answers a read, its writer is not stuck and the WebRTC endpoint
+/// answers; otherwise `503` with one line per problem (for load balancers and supervisors).
+async fn healthz(State(ctx): State<Arc<HttpContext>>) -> Response {
+    let stuck = ctx.engine.store.stats().and_then(|st| st.busy_for());
+    let problems = health_problems(
+        HEALTH_WAIT,
+        ctx.engine.store.setting(0, "healthz"),
+        stuck,
+        ctx.runtime.endpoint_metrics(),
+    )
+    .await;
+    if problems.is_empty() {
+        return (StatusCode::OK, "ok\n").into_response();
+    }
+    tracing::warn!(problems = %problems.join("; "), "health check failed");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("unhealthy\n{}\n", problems.join("\n")),
+    )
+        .into_response()
+}
+
+/// What is wrong, given a store read, how long the store's write transaction has been open
+/// (if one is) and a round trip to the WebRTC endpoint; each waited for at most `wait`.
+async fn health_problems<R, M, E: std::fmt::Display>(
+    wait: std::time::Duration,
+    store_read: impl std::future::Future<Output = crate::store::StoreResult<R>>,
+    store_busy_for: Option<std::time::Duration>,
+    endpoint: impl std::future::Future<Output = Result<M, E>>,
+) -> Vec<String> {
+    let (read, media) = tokio::join!(
+        tokio::time::timeout(wait, store_read),
+        tokio::time::timeout(wait, endpoint)
+    );
+    let mut problems = Vec::new();
+    match read {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => problems.push(format!("store: {e}")),
+        Err(_) => problems.push(format!(
+            "store: a read did not answer within {} ms",
+            wait.as_millis()
+        )),
+    }
+    if let Some(d) = store_busy_for.filter(|d| *d >= STORE_STUCK) {
+        problems.push(format!(
+            "store: a write transaction has been open for {} s",
+            d.as_secs()
+        ));
+    }
+    match media {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => problems.push(format!("media: the WebRTC endpoint: {e}")),
+        Err(_) => problems.push(format!(
+            "media: the WebRTC endpoint did not answer within {} ms",
+            wait.as_millis()
+        )),
+    }
+    problems
 }
 
 async fn features(State(ctx): State<Arc<HttpContext>>) -> Response {
@@ -1056,5 +1123,61 @@ mod tests {
             remote,
             &with("Bearer s3cret")
         ));
+    }
+
+    use crate::store::StoreError;
+    use std::time::Duration;
+
+    async fn ok_read() -> crate::store::StoreResult<Option<String>> {
+        Ok(None)
+    }
+
+    async fn ok_endpoint() -> Result<(), String> {
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn health_names_each_problem() {
+        let wait = Duration::from_millis(50);
+        assert!(
+            health_problems(wait, ok_read(), None, ok_endpoint())
+                .await
+                .is_empty()
+        );
+        // A transaction open a while is normal (a slow fsync); stuck only from 10 s.
+        assert!(
+            health_problems(wait, ok_read(), Some(Duration::from_secs(3)), ok_endpoint())
+                .await
+                .is_empty()
+        );
+        let p = health_problems(
+            wait,
+            std::future::pending::<crate::store::StoreResult<()>>(),
+            Some(Duration::from_secs(12)),
+            std::future::pending::<Result<(), String>>(),
+        )
+        .await;
+        assert_eq!(
+            p,
+            [
+                "store: a read did not answer within 50 ms",
+                "store: a write transaction has been open for 12 s",
+                "media: the WebRTC endpoint did not answer within 50 ms",
+            ]
+        );
+        let p = health_problems(
+            wait,
+            async { Err::<(), _>(StoreError::Backend("disk I/O error".into())) },
+            None,
+            async { Err::<(), _>("the driver is gone") },
+        )
+        .await;
+        assert_eq!(
+            p,
+            [
+                "store: storage error: disk I/O error",
+                "media: the WebRTC endpoint: the driver is gone",
+            ]
+        );
     }
 }

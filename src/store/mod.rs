@@ -98,6 +98,18 @@ pub struct StoreStats {
     pub commit_failures: AtomicU64,
     /// Time spent in write transactions, from BEGIN to the end of COMMIT (the fsync included).
     pub write_ns: AtomicU64,
+    /// When the write transaction in progress began ([`mono_ms`]), 0 when none is.
+    pub busy_since_ms: AtomicU64,
+}
+
+/// Milliseconds on a monotonic clock that starts with the process (never 0).
+pub(crate) fn mono_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+        + 1
 }
 
 impl StoreStats {
@@ -107,6 +119,16 @@ impl StoreStats {
 
     pub(crate) fn sub(counter: &AtomicU64, n: u64) {
         counter.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// How long the write transaction in progress has been open, if one is.
+    pub fn busy_for(&self) -> Option<std::time::Duration> {
+        match self.busy_since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(std::time::Duration::from_millis(
+                mono_ms().saturating_sub(since),
+            )),
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 //! and nothing of a transaction still in progress.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
@@ -197,7 +198,9 @@ fn writer(conn: Connection, rx: mpsc::Receiver<Job>, stats: &StoreStats) {
             }
         }
         let began = Instant::now();
+        stats.busy_since_ms.store(mono_ms(), Ordering::Relaxed);
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            stats.busy_since_ms.store(0, Ordering::Relaxed);
             let msg = format!("cannot begin a transaction: {e}");
             tracing::error!("{msg}");
             StoreStats::add(&stats.commit_failures, 1);
@@ -232,6 +235,7 @@ fn writer(conn: Connection, rx: mpsc::Receiver<Job>, stats: &StoreStats) {
             }
         }
         StoreStats::add(&stats.write_ns, began.elapsed().as_nanos() as u64);
+        stats.busy_since_ms.store(0, Ordering::Relaxed);
         for reply in replies {
             reply(commit.clone());
         }
@@ -585,7 +589,6 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering;
 
     #[tokio::test]
     async fn conformance() {
@@ -663,8 +666,13 @@ mod tests {
         .expect("reads are answered while the writer is busy");
         assert_eq!(before.unwrap().as_deref(), Some("x"));
         assert_eq!(during.unwrap(), None, "an uncommitted row is not visible");
+        assert!(
+            s.stats().unwrap().busy_for().is_some(),
+            "a write transaction is open"
+        );
         release.send(()).unwrap();
         writer.await.unwrap().unwrap();
+        assert_eq!(s.stats().unwrap().busy_for(), None, "and closed");
         assert_eq!(
             s.setting(1, "during").await.unwrap().as_deref(),
             Some("y"),
