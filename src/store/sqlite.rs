@@ -23,8 +23,12 @@ use tokio::sync::oneshot;
 use super::*;
 use crate::config::SyncMode;
 
+/// Answers a write request with the outcome of its transaction (`Err`: why it did not commit).
 type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+/// A write request: run on the writer's connection inside the batch's transaction (`None`:
+/// the transaction could not begin, so nothing runs and the reply carries why). Says whether
+/// it succeeded, and how to answer once the transaction has ended.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Reply) + Send>;
 type Read = Box<dyn FnOnce(&Connection) + Send>;
 
 /// Most requests folded into one transaction.
@@ -126,13 +130,15 @@ impl SqliteStore {
         let stats = self.stats.clone();
         let job: Job = Box::new(move |conn| {
             StoreStats::sub(&stats.writes_waiting, 1);
-            let res = f(conn);
-            let ok = res.is_ok();
+            let res = conn.map(f);
+            let ok = matches!(res, Some(Ok(_)));
             let reply: Reply = Box::new(move |commit| {
                 let out = match (res, commit) {
-                    (Err(e), _) => Err(backend(e)),
-                    (Ok(_), Err(e)) => Err(StoreError::Backend(format!("commit failed: {e}"))),
-                    (Ok(v), Ok(())) => Ok(v),
+                    (Some(Err(e)), _) => Err(backend(e)),
+                    (None, Err(e)) => Err(StoreError::Backend(e)),
+                    (_, Err(e)) => Err(StoreError::Backend(format!("commit failed: {e}"))),
+                    (Some(Ok(v)), Ok(())) => Ok(v),
+                    (None, Ok(())) => Err(StoreError::Backend("not run".into())),
                 };
                 StoreStats::add(&stats.writes, 1);
                 let _ = tx.send(out);
@@ -205,16 +211,16 @@ fn writer(conn: Connection, rx: mpsc::Receiver<Job>, stats: &StoreStats) {
             tracing::error!("{msg}");
             StoreStats::add(&stats.commit_failures, 1);
             // Run nothing; answer every request with the failure.
-            StoreStats::sub(&stats.writes_waiting, batch.len() as u64);
             for job in batch {
-                drop(job);
+                let (_, reply) = job(None);
+                reply(Err(msg.clone()));
             }
             continue;
         }
         let mut replies = Vec::with_capacity(batch.len());
         for job in batch {
             let savepoint = conn.execute_batch("SAVEPOINT job");
-            let (ok, reply) = job(&conn);
+            let (ok, reply) = job(Some(&conn));
             if savepoint.is_ok() {
                 let end = if ok {
                     "RELEASE job"
@@ -685,6 +691,34 @@ mod tests {
         assert_eq!(st.reads_waiting.load(Ordering::Relaxed), 0);
         assert!(st.commits.load(Ordering::Relaxed) >= 1);
         assert!(st.write_ns.load(Ordering::Relaxed) > 0);
+    }
+
+    /// Another process holds the database's write lock longer than the busy timeout: the
+    /// write is answered with why (not as if the store had shut down), reads go on, and once
+    /// the lock is gone writes work again.
+    #[tokio::test]
+    async fn a_transaction_that_cannot_begin_is_answered_with_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sqlite3");
+        let s = SqliteStore::open(&path, SyncMode::Normal).unwrap();
+        s.set_setting(1, "a", Some("x")).await.unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let err = s.set_setting(1, "b", Some("y")).await.unwrap_err();
+        assert!(
+            err.to_string().contains("cannot begin a transaction")
+                && err.to_string().contains("locked"),
+            "{err}"
+        );
+        assert_eq!(
+            s.stats().unwrap().commit_failures.load(Ordering::Relaxed),
+            1
+        );
+        assert_eq!(s.setting(1, "a").await.unwrap().as_deref(), Some("x"));
+        other.execute_batch("ROLLBACK").unwrap();
+        s.set_setting(1, "b", Some("y")).await.unwrap();
+        assert_eq!(s.setting(1, "b").await.unwrap().as_deref(), Some("y"));
+        assert_eq!(s.stats().unwrap().writes_waiting.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]
