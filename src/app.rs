@@ -90,6 +90,22 @@ pub struct Running {
     _sip: JoinHandle<()>,
     /// Conference events not yet in the pipe history.
     events_pending: Arc<AtomicUsize>,
+    /// The TLS listeners and their certificate files, for [`Running::reload_tls`].
+    tls_reload: Vec<TlsReload>,
+}
+
+/// A TLS listener whose certificate [`Running::reload_tls`] reads again from its files.
+enum TlsReload {
+    /// The comet WebSocket or HTTP listener (axum-server's configuration, shared with it).
+    Axum {
+        listener: &'static str,
+        config: axum_server::tls_rustls::RustlsConfig,
+        files: (std::path::PathBuf, std::path::PathBuf),
+    },
+    /// The SIP listener (its acceptor lives in the SIP context).
+    Sip {
+        files: (std::path::PathBuf, std::path::PathBuf),
+    },
 }
 
 impl Running {
@@ -131,6 +147,49 @@ impl Running {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+    }
+
+    /// Reads every TLS listener's certificate and key again from their files (SIGHUP: a
+    /// renewed certificate is used without a restart). New connections get the new one, open
+    /// ones keep theirs; a listener whose files do not load keeps its certificate and the
+    /// error is logged. Returns how many listeners reloaded.
+    pub async fn reload_tls(&self) -> usize {
+        let mut reloaded = 0;
+        for r in &self.tls_reload {
+            let (listener, (cert, key), result) = match r {
+                TlsReload::Axum {
+                    listener,
+                    config,
+                    files,
+                } => (
+                    *listener,
+                    files,
+                    config
+                        .reload_from_pem_file(&files.0, &files.1)
+                        .await
+                        .map_err(anyhow::Error::from),
+                ),
+                TlsReload::Sip { files } => (
+                    "sip",
+                    files,
+                    sip::server::tls_acceptor_from_pem(&files.0, &files.1)
+                        .map(|a| self.sip.replace_tls(a)),
+                ),
+            };
+            match result {
+                Ok(()) => {
+                    reloaded += 1;
+                    tracing::info!(listener, cert = %cert.display(), "TLS certificate reloaded");
+                }
+                Err(e) => tracing::error!(
+                    listener,
+                    cert = %cert.display(),
+                    key = %key.display(),
+                    "cannot reload the TLS certificate, keeping the old one: {e:#}"
+                ),
+            }
+        }
+        reloaded
     }
 
     /// Stops every broadcast: recordings are finalized (MP4 `moov` written), RTMP outputs send
@@ -402,6 +461,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let hub = Arc::new(Hub::new());
     let conferences = Arc::new(ConferenceRegistry::new());
     let mut tasks = Vec::new();
+    let mut tls_reload = Vec::new();
 
     // The WebRTC endpoint: one UDP socket; ICE candidates carry the announced address and the
     // port actually bound.
@@ -463,6 +523,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         ..Default::default()
     });
     if let Some((cert, key)) = &sip_tls_files {
+        tls_reload.push(TlsReload::Sip {
+            files: (cert.clone(), key.clone()),
+        });
         sip_ctx = sip_ctx.with_tls(sip::server::tls_acceptor_from_pem(cert, key).with_context(
             || {
                 format!(
@@ -575,6 +638,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                         key.display()
                     )
                 })?;
+            tls_reload.push(TlsReload::Axum {
+                listener: "ws",
+                config: tls.clone(),
+                files: (cert.clone(), key.clone()),
+            });
             let l = std::net::TcpListener::bind(ws_bind)
                 .with_context(|| format!("cannot listen for the comet WebSocket on {ws_bind}"))?;
             l.set_nonblocking(true)?;
@@ -655,6 +723,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                             key.display()
                         )
                     })?;
+                tls_reload.push(TlsReload::Axum {
+                    listener: "http",
+                    config: tls.clone(),
+                    files: (cert.clone(), key.clone()),
+                });
                 let l = std::net::TcpListener::bind(bind)
                     .with_context(|| format!("cannot listen for HTTPS on {bind}"))?;
                 l.set_nonblocking(true)?;
@@ -690,5 +763,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         _media: sfu_task,
         _sip: sip_task,
         events_pending,
+        tls_reload,
     })
 }

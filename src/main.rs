@@ -130,6 +130,8 @@ fn main() -> std::process::ExitCode {
         };
         // Listen for signals before saying READY: a supervisor may send SIGTERM at once.
         let signals = shutdown_signal();
+        let running = std::sync::Arc::new(running);
+        reload_on_sighup(running.clone());
         print!("{}", running.banner(&config, &origin));
         use std::io::Write;
         let _ = std::io::stdout().flush();
@@ -139,7 +141,6 @@ fn main() -> std::process::ExitCode {
         // Calls get their BYE and WebSockets their close frame before the process goes.
         running.drain(std::time::Duration::from_secs(3)).await;
         // Recordings must be finalized before the process exits.
-        let running = std::sync::Arc::new(running);
         let r = running.clone();
         let _ = tokio::task::spawn_blocking(move || {
             r.finish_broadcasts(std::time::Duration::from_secs(10))
@@ -147,6 +148,23 @@ fn main() -> std::process::ExitCode {
         .await;
         std::process::ExitCode::SUCCESS
     })
+}
+
+/// On every SIGHUP, the TLS listeners read their certificate files again (`certbot renew
+/// --deploy-hook "systemctl reload comet-server"`). The handler is installed now.
+fn reload_on_sighup(running: std::sync::Arc<comet_server::app::Running>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading TLS certificates");
+                    running.reload_tls().await;
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot listen for SIGHUP (no certificate reload): {e}"),
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when the

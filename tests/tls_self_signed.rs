@@ -98,3 +98,72 @@ async fn every_listener_speaks_tls_with_one_self_signed_certificate() {
     let r = request_tls(again.http.unwrap(), "127.0.0.1", cert2, "GET", "/healthz").await;
     assert_eq!(r.status, 200);
 }
+
+/// Whether a TLS handshake with `addr` succeeds for a client that trusts only `root`.
+async fn trusted(addr: std::net::SocketAddr, root: &CertificateDer<'static>) -> bool {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let Ok(tcp) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// SIGHUP makes every TLS listener read its certificate files again: after the files are
+/// replaced (a renewal), new connections get the new certificate on the HTTP, comet
+/// WebSocket and SIP listeners, without a restart; files that do not load change nothing.
+#[tokio::test]
+async fn sighup_reloads_a_renewed_certificate_on_every_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(dir.path(), &["--tls-self-signed"]);
+    let listeners = [s.http.unwrap(), s.ws, s.sip];
+    let tls_dir = s.data_dir.join("tls-self-signed");
+    let old = CertificateDer::from_pem_file(tls_dir.join("cert.pem")).unwrap();
+    for addr in listeners {
+        assert!(
+            trusted(addr, &old).await,
+            "{addr} serves the first certificate"
+        );
+    }
+    // The renewal: new files in place, then SIGHUP.
+    let renewed = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(tls_dir.join("cert.pem"), renewed.cert.pem()).unwrap();
+    std::fs::write(tls_dir.join("key.pem"), renewed.signing_key.serialize_pem()).unwrap();
+    let new = CertificateDer::from(renewed.cert.der().to_vec());
+    s.signal_hup();
+    // One log line per listener once its new certificate is in place.
+    s.wait_log("TLS certificate reloaded", 3, Duration::from_secs(20));
+    for addr in listeners {
+        assert!(
+            trusted(addr, &new).await,
+            "{addr} serves the renewed certificate"
+        );
+        assert!(
+            !trusted(addr, &old).await,
+            "{addr} no longer serves the old one"
+        );
+    }
+    // A broken file (a renewal half-written) is refused: each listener keeps what it has.
+    std::fs::write(tls_dir.join("cert.pem"), "not a certificate").unwrap();
+    s.signal_hup();
+    s.wait_log(
+        "cannot reload the TLS certificate",
+        3,
+        Duration::from_secs(20),
+    );
+    for addr in listeners {
+        assert!(
+            trusted(addr, &new).await,
+            "{addr} kept the renewed certificate"
+        );
+    }
+}

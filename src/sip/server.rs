@@ -104,8 +104,9 @@ pub struct SipContext {
     pub store: Arc<dyn Store>,
     pub registry: Arc<ConferenceRegistry>,
     pub handler: Arc<dyn CallHandler>,
-    /// `Some`: `wss` (TLS on the listener); `None`: plain `ws`.
-    pub tls: Option<TlsAcceptor>,
+    /// `Some`: `wss` (TLS on the listener; the certificate can be replaced while running,
+    /// [`SipContext::replace_tls`]); `None`: plain `ws`.
+    pub tls: Option<Arc<std::sync::RwLock<TlsAcceptor>>>,
     pub core: Arc<CoreConfig>,
     pub ws: WsLimits,
     /// Connection admission of the listener (`[sip] max_connections`).
@@ -157,8 +158,16 @@ impl SipContext {
 
     /// Serve `wss` with this TLS configuration.
     pub fn with_tls(mut self, tls: TlsAcceptor) -> SipContext {
-        self.tls = Some(tls);
+        self.tls = Some(Arc::new(std::sync::RwLock::new(tls)));
         self
+    }
+
+    /// New connections use this TLS configuration (a renewed certificate); open ones keep
+    /// theirs. Nothing happens on a plain `ws` listener.
+    pub fn replace_tls(&self, tls: TlsAcceptor) {
+        if let Some(t) = &self.tls {
+            *t.write().unwrap_or_else(|p| p.into_inner()) = tls;
+        }
     }
 
     /// Replaces the core configuration (limits, nonce secret).
@@ -337,7 +346,11 @@ pub async fn serve(listener: TcpListener, ctx: SipContext) -> std::io::Result<()
 
 async fn accept(stream: Admitted<TcpStream>, peer: SocketAddr, ctx: SipContext) {
     let limit = ctx.ws.handshake_timeout;
-    match ctx.tls.clone() {
+    let tls = ctx
+        .tls
+        .as_ref()
+        .map(|t| t.read().unwrap_or_else(|p| p.into_inner()).clone());
+    match tls {
         Some(tls) => {
             let tls_stream = match tokio::time::timeout(limit, tls.accept(stream)).await {
                 Ok(Ok(s)) => s,

@@ -182,6 +182,13 @@ impl Server {
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
     }
 
+    /// Sends SIGHUP (the TLS listeners reload their certificates).
+    #[allow(dead_code)]
+    pub fn signal_hup(&self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-HUP", &pid]).status();
+    }
+
     /// Waits (at most 20 s) for the process to exit.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -229,6 +236,25 @@ impl Server {
             .split_once("\r\n\r\n")
             .map_or(text.as_str(), |(_, b)| b)
             .to_string())
+    }
+
+    /// Waits (at most `limit`) until the server has printed `n` stderr lines containing
+    /// `text`; returns the lines read meanwhile (they are no longer in [`Server::stderr_lines`]).
+    #[allow(dead_code)]
+    pub fn wait_log(&self, text: &str, n: usize, limit: Duration) -> Vec<String> {
+        let end = Instant::now() + limit;
+        let mut seen = Vec::new();
+        while seen.iter().filter(|l: &&String| l.contains(text)).count() < n {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => seen.push(line),
+                Err(_) => panic!(
+                    "fewer than {n} lines with {text:?} within {limit:?}:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+        seen
     }
 
     /// Stderr lines printed so far.
