@@ -4,9 +4,9 @@
 //!
 //! Three bounded queues feed it: commands (offers, closes, keyframe requests, metrics), audio
 //! batches (a mixer tick's packets) and video batches (what a conference's video thread
-//! produced at once). Waiting commands are served before anything else on each turn, so an
-//! offer never waits behind media; batches are written in chunks with the socket read in
-//! between. Writers wait for room when a queue is full.
+//! produced at once). Up to [`COMMANDS_PER_TURN`] waiting commands are served before anything else on each turn,
+//! so an offer never waits behind media; batches are written in chunks with the socket read
+//! in between. Writers wait for room when a queue is full.
 //!
 //! Events are never reordered. When the event channel is full, media packets, stats and
 //! bitrate estimates are dropped (counted in [`Metrics::events_dropped`]); lifecycle events
@@ -456,6 +456,8 @@ impl Delivery {
 const RECV_BATCH: usize = 64;
 /// Writes of a batch (audio or video) between two looks at the socket.
 const WRITE_CHUNK: usize = 64;
+/// Waiting commands served at the start of each turn of the driver, before anything else.
+const COMMANDS_PER_TURN: usize = 16;
 
 /// What the driver task reads besides the socket.
 struct Queues {
@@ -532,9 +534,13 @@ async fn run(
             .as_mut()
             .reset(tokio::time::Instant::from_std(deadline));
 
-        // Commands (offers, closes, keyframe requests, metrics) first: they are few and cheap,
-        // and never wait behind the media batches.
-        while let Ok(c) = queues.commands.try_recv() {
+        // Commands (offers, closes, keyframe requests, metrics) first, so they never wait
+        // behind the media batches; a few per turn, so a burst of offers (each one parses SDP
+        // and sets up DTLS) does not hold the media up either.
+        for _ in 0..COMMANDS_PER_TURN {
+            let Ok(c) = queues.commands.try_recv() else {
+                break;
+            };
             if !handle_command(&mut ep, c, counters(&delivery, send_errors, &socket)) {
                 return;
             }
