@@ -4,9 +4,9 @@
 //!
 //! Three bounded queues feed it: commands (offers, closes, keyframe requests, metrics), audio
 //! batches (a mixer tick's packets) and video batches (what a conference's video thread
-//! produced at once). Up to [`COMMANDS_PER_TURN`] waiting commands are served before anything else on each turn,
-//! so an offer never waits behind media; batches are written in chunks with the socket read
-//! in between. Writers wait for room when a queue is full.
+//! produced at once). A few waiting commands (`COMMANDS_PER_TURN`) are served before anything
+//! else on each turn, so an offer never waits behind media; batches are written in chunks with
+//! the socket read in between. Writers wait for room when a queue is full.
 //!
 //! Events are never reordered. When the event channel is full, media packets, stats and
 //! bitrate estimates are dropped (counted in [`Metrics::events_dropped`]); lifecycle events
