@@ -17,7 +17,7 @@ build_pkgs=(
 )
 test_pkgs=(
   mariadb-client php-cli php-mysql python3 python3-pymysql espeak-ng ffmpeg chromium
-  nginx libnginx-mod-rtmp
+  nginx libnginx-mod-rtmp systemd
 )
 
 pkgs=("${build_pkgs[@]}")
