@@ -68,9 +68,14 @@ fn the_units_limits_fit_the_server() {
 fn the_server_starts_with_the_units_command_line_and_the_example_config() {
     let unit = unit();
     let exec = value(&unit, "ExecStart");
+    // The configuration (it holds the dev_key) reaches the dynamic user as a credential.
     assert!(
-        exec.contains("--config /etc/comet-server/comet.ini"),
+        exec.contains("--config ${CREDENTIALS_DIRECTORY}/comet.ini"),
         "{exec}"
+    );
+    assert_eq!(
+        value(&unit, "LoadCredential"),
+        "comet.ini:/etc/comet-server/comet.ini"
     );
     assert!(exec.contains("--data-dir /var/lib/comet-server"), "{exec}");
     // The same flags with the example configuration, in a temporary place (the test harness
