@@ -517,19 +517,13 @@ async fn run(
     mut queues: Queues,
     ev_tx: mpsc::Sender<(ParticipantId, Event)>,
 ) {
-    let local = socket.local_addr().unwrap_or(ep.config().candidates[0]);
-    let mut buf = vec![0u8; 2048];
-    let mut delivery = Delivery {
-        tx: ev_tx,
-        pending: VecDeque::new(),
-        dropped: 0,
-    };
-    let mut send_errors = 0u64;
+    let mut io = Io::new(&socket, &ep, ev_tx);
+    let local = io.local;
     let sleep = tokio::time::sleep(std::time::Duration::ZERO);
     tokio::pin!(sleep);
 
     loop {
-        let deadline = flush(&socket, &mut ep, &mut delivery, &mut send_errors).await;
+        let deadline = flush(&socket, &mut ep, &mut io.delivery, &mut io.send_errors).await;
         sleep
             .as_mut()
             .reset(tokio::time::Instant::from_std(deadline));
@@ -541,37 +535,37 @@ async fn run(
             let Ok(c) = queues.commands.try_recv() else {
                 break;
             };
-            if !handle_command(&mut ep, c, counters(&delivery, send_errors, &socket)) {
+            if !handle_command(&mut ep, c, io.counters()) {
                 return;
             }
         }
-        let has_pending = !delivery.pending.is_empty();
+        let has_pending = !io.delivery.pending.is_empty();
         let mut batch = None;
         tokio::select! {
-            r = socket.recv_from(&mut buf) => {
+            r = socket.recv_from(&mut io.buf) => {
                 if let Ok((n, from)) = r {
-                    ep.handle_datagram(from, local, &buf[..n], Instant::now());
+                    ep.handle_datagram(from, local, &io.buf[..n], Instant::now());
                     // More may be waiting: take them before flushing.
-                    receive_ready(&socket, &mut ep, &mut buf, local, RECV_BATCH - 1);
+                    receive_ready(&socket, &mut ep, &mut io.buf, local, RECV_BATCH - 1);
                 }
                 // Receive errors (e.g. ICMP-induced ECONNREFUSED) carry no datagram: go on.
             }
             c = queues.commands.recv() => {
                 let Some(c) = c else { break };
-                if !handle_command(&mut ep, c, counters(&delivery, send_errors, &socket)) {
+                if !handle_command(&mut ep, c, io.counters()) {
                     break;
                 }
             }
             Some(writes) = queues.audio.recv() => batch = Some(Batch::Audio(writes)),
             Some(writes) = queues.video.recv() => batch = Some(Batch::Video(writes)),
-            permit = delivery.tx.reserve(), if has_pending => {
+            permit = io.delivery.tx.reserve(), if has_pending => {
                 match permit {
                     Ok(permit) => {
-                        if let Some(x) = delivery.pending.pop_front() {
+                        if let Some(x) = io.delivery.pending.pop_front() {
                             permit.send(x);
                         }
                     }
-                    Err(_) => delivery.pending.clear(),
+                    Err(_) => io.delivery.pending.clear(),
                 }
             }
             _ = &mut sleep => ep.handle_timeout(Instant::now()),
@@ -580,13 +574,6 @@ async fn run(
         // takes a while to encrypt and send: in chunks, with what arrived meanwhile read in
         // between, so incoming packets do not wait for the whole batch (that wait is jitter to
         // the mixer).
-        let mut io = BatchIo {
-            socket: &socket,
-            delivery: &mut delivery,
-            send_errors: &mut send_errors,
-            buf: &mut buf,
-            local,
-        };
         match batch {
             Some(Batch::Audio(w)) => io.write::<_, AudioWrite>(&mut ep, w, None).await,
             // Audio is what the ear notices: a tick's batch that arrives while a large video
@@ -614,16 +601,44 @@ impl MediaWrite for VideoWrite {
     }
 }
 
-/// What writing a batch uses of the driver's state.
-struct BatchIo<'a> {
+/// The driver task's socket side: the socket, its receive buffer, event delivery and the
+/// driver's own counters.
+struct Io<'a> {
     socket: &'a UdpSocket,
-    delivery: &'a mut Delivery,
-    send_errors: &'a mut u64,
-    buf: &'a mut [u8],
     local: SocketAddr,
+    buf: Vec<u8>,
+    delivery: Delivery,
+    send_errors: u64,
 }
 
-impl BatchIo<'_> {
+impl<'a> Io<'a> {
+    fn new(
+        socket: &'a UdpSocket,
+        ep: &Endpoint,
+        events: mpsc::Sender<(ParticipantId, Event)>,
+    ) -> Self {
+        Io {
+            socket,
+            local: socket.local_addr().unwrap_or(ep.config().candidates[0]),
+            buf: vec![0u8; 2048],
+            delivery: Delivery {
+                tx: events,
+                pending: VecDeque::new(),
+                dropped: 0,
+            },
+            send_errors: 0,
+        }
+    }
+
+    /// What the driver itself counts, for [`Command::Metrics`].
+    fn counters(&self) -> DriverCounters<'a> {
+        DriverCounters {
+            events_dropped: self.delivery.dropped,
+            send_errors: self.send_errors,
+            socket: self.socket,
+        }
+    }
+
     /// Writes a batch in chunks of [`WRITE_CHUNK`], sending each chunk and reading what arrived
     /// meanwhile before the next; with `audio`, audio batches waiting there are written whole
     /// between two chunks.
@@ -657,8 +672,8 @@ impl BatchIo<'_> {
         for w in writes.by_ref().take(WRITE_CHUNK) {
             w.apply(ep, now);
         }
-        flush(self.socket, ep, self.delivery, self.send_errors).await;
-        receive_ready(self.socket, ep, self.buf, self.local, RECV_BATCH);
+        flush(self.socket, ep, &mut self.delivery, &mut self.send_errors).await;
+        receive_ready(self.socket, ep, &mut self.buf, self.local, RECV_BATCH);
     }
 }
 
@@ -668,18 +683,6 @@ struct DriverCounters<'a> {
     events_dropped: u64,
     send_errors: u64,
     socket: &'a UdpSocket,
-}
-
-fn counters<'a>(
-    delivery: &Delivery,
-    send_errors: u64,
-    socket: &'a UdpSocket,
-) -> DriverCounters<'a> {
-    DriverCounters {
-        events_dropped: delivery.dropped,
-        send_errors,
-        socket,
-    }
 }
 
 fn handle_command(ep: &mut Endpoint, c: Command, driver: DriverCounters<'_>) -> bool {
@@ -752,19 +755,7 @@ mod tests {
         })
         .unwrap();
         let (tx, _rx) = mpsc::channel(1);
-        let mut delivery = Delivery {
-            tx,
-            pending: VecDeque::new(),
-            dropped: 0,
-        };
-        let (mut send_errors, mut buf) = (0u64, vec![0u8; 2048]);
-        let mut io = BatchIo {
-            socket: &socket,
-            delivery: &mut delivery,
-            send_errors: &mut send_errors,
-            buf: &mut buf,
-            local,
-        };
+        let mut io = Io::new(&socket, &ep, tx);
         let order = Arc::new(Mutex::new(Vec::new()));
         let video: Vec<Mark> = (0..4 * WRITE_CHUNK as u32)
             .map(|k| Mark(k, order.clone()))
