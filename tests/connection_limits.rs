@@ -14,7 +14,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Server, err_code, metric, mysql_opts};
+use common::{Server, assert_metric, err_code, mysql_opts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -154,27 +154,17 @@ async fn cometql_refuses_beyond_its_caps_with_mysql_error_1040() {
     assert_eq!(one, Some(1));
 
     let m = s.metrics(&["comet_connections"]);
-    assert_eq!(
-        metric(
-            &m,
-            r#"comet_connections_refused_total{listener="cometql",cap="max_connections_per_ip"}"#
-        ),
-        Some(1.0),
-        "{m}"
+    assert_metric(
+        &m,
+        r#"comet_connections_refused_total{listener="cometql",cap="max_connections_per_ip"}"#,
+        1.0,
     );
-    assert_eq!(
-        metric(
-            &m,
-            r#"comet_connections_refused_total{listener="cometql",cap="max_connections"}"#
-        ),
-        Some(1.0),
-        "{m}"
+    assert_metric(
+        &m,
+        r#"comet_connections_refused_total{listener="cometql",cap="max_connections"}"#,
+        1.0,
     );
-    assert_eq!(
-        metric(&m, r#"comet_connections_open{listener="cometql"}"#),
-        Some(3.0),
-        "{m}"
-    );
+    assert_metric(&m, r#"comet_connections_open{listener="cometql"}"#, 3.0);
     drop((a2, b, conn));
 }
 
@@ -216,15 +206,12 @@ async fn websocket_listeners_answer_503_beyond_their_cap() {
     }
     let m = s.metrics(&["comet_connections_refused_total"]);
     for listener in ["ws", "sip"] {
-        assert_eq!(
-            metric(
-                &m,
-                &format!(
-                    r#"comet_connections_refused_total{{listener="{listener}",cap="max_connections"}}"#
-                )
+        assert_metric(
+            &m,
+            &format!(
+                r#"comet_connections_refused_total{{listener="{listener}",cap="max_connections"}}"#
             ),
-            Some(1.0),
-            "{m}"
+            1.0,
         );
     }
 }
@@ -254,20 +241,13 @@ async fn http_answers_503_beyond_its_cap_and_serves_again_once_a_place_is_free()
     release(held.pop().unwrap()).await;
     // /metrics (through the harness's own request) is served in the freed place.
     let m = s.metrics(&["comet_connections"]);
-    assert_eq!(
-        metric(
-            &m,
-            r#"comet_connections_refused_total{listener="http",cap="max_connections"}"#
-        ),
-        Some(1.0),
-        "{m}"
+    assert_metric(
+        &m,
+        r#"comet_connections_refused_total{listener="http",cap="max_connections"}"#,
+        1.0,
     );
     // The kept-alive one and the harness's own request for /metrics.
-    assert_eq!(
-        metric(&m, r#"comet_connections_open{listener="http"}"#),
-        Some(2.0),
-        "{m}"
-    );
+    assert_metric(&m, r#"comet_connections_open{listener="http"}"#, 2.0);
 }
 
 /// `[cometql] max_auth_failures` (here 3): an address that gave wrong passwords that
@@ -306,14 +286,6 @@ async fn cometql_blocks_an_address_after_too_many_failed_logins() {
     // Another address is greeted.
     drop(cometql_held("127.0.0.2", s.cometql).await);
     let m = s.metrics(&["comet_auth_"]);
-    assert_eq!(
-        metric(&m, r#"comet_auth_failures_total{listener="cometql"}"#),
-        Some(3.0),
-        "{m}"
-    );
-    assert_eq!(
-        metric(&m, r#"comet_auth_blocked_total{listener="cometql"}"#),
-        Some(2.0),
-        "{m}"
-    );
+    assert_metric(&m, r#"comet_auth_failures_total{listener="cometql"}"#, 3.0);
+    assert_metric(&m, r#"comet_auth_blocked_total{listener="cometql"}"#, 2.0);
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Server, connect, metric};
+use common::{Server, assert_metric, connect, metric};
 use mysql_async::prelude::*;
 
 #[tokio::test]
@@ -33,11 +33,7 @@ async fn acknowledged_writes_survive_sigkill() {
         metric(&m, "comet_store_commits_total").expect(&m) >= 1.0,
         "{m}"
     );
-    assert_eq!(
-        metric(&m, "comet_store_commit_failures_total"),
-        Some(0.0),
-        "{m}"
-    );
+    assert_metric(&m, "comet_store_commit_failures_total", 0.0);
     // Acknowledged: kill at once, no shutdown path runs.
     s.kill();
     drop(c);
@@ -69,11 +65,7 @@ async fn acknowledged_writes_survive_sigkill() {
     let m = s.metrics(&["comet_store_"]);
     let reads = metric(&m, r#"comet_store_requests_total{kind="read"}"#).expect(&m);
     assert!(reads >= 4.0, "{m}");
-    assert_eq!(
-        metric(&m, r#"comet_store_requests_waiting{kind="read"}"#),
-        Some(0.0),
-        "{m}"
-    );
+    assert_metric(&m, r#"comet_store_requests_waiting{kind="read"}"#, 0.0);
 }
 
 #[tokio::test]

@@ -672,14 +672,6 @@ async fn an_address_that_fails_too_often_connects_anonymously() {
         "the right key, unchecked: {info}"
     );
     let m = s.metrics(&["comet_auth_"]);
-    assert_eq!(
-        common::metric(&m, r#"comet_auth_failures_total{listener="ws"}"#),
-        Some(2.0),
-        "{m}"
-    );
-    assert_eq!(
-        common::metric(&m, r#"comet_auth_blocked_total{listener="ws"}"#),
-        Some(1.0),
-        "{m}"
-    );
+    common::assert_metric(&m, r#"comet_auth_failures_total{listener="ws"}"#, 2.0);
+    common::assert_metric(&m, r#"comet_auth_blocked_total{listener="ws"}"#, 1.0);
 }

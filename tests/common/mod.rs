@@ -310,6 +310,13 @@ pub fn err_code(e: mysql_async::Error) -> u16 {
     }
 }
 
+/// Asserts that metric `name` (with its labels) is `value` in [`Server::metrics`]' text.
+#[allow(dead_code)]
+#[track_caller]
+pub fn assert_metric(text: &str, name: &str, value: f64) {
+    assert_eq!(metric(text, name), Some(value), "{name} in {text}");
+}
+
 /// One value in [`Server::metrics`]' text (`name value, name value, ...`); `None`: not there.
 pub fn metric(text: &str, name: &str) -> Option<f64> {
     text.split(", ")
