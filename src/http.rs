@@ -565,7 +565,6 @@ pub fn render_audio(t: &crate::conference::AudioTotals) -> String {
 
 /// The metrics text (Prometheus text format, version 0.0.4).
 pub fn render(ctx: &HttpContext) -> String {
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
     let s = &ctx.engine.stats;
     let h = &ctx.hub.stats;
     let r = &ctx.runtime.stats;
@@ -773,7 +772,6 @@ pub fn render(ctx: &HttpContext) -> String {
 
 /// SIP over WebSocket: calls, refusals, malformed input, throttling.
 fn render_sip(out: &mut String, st: &crate::sip::core::SipStats) {
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
     let families: [Family; 6] = [
         (
             "comet_sip_calls_started_total",
@@ -815,14 +813,11 @@ fn render_sip(out: &mut String, st: &crate::sip::core::SipStats) {
             &[("", load(&st.throttled))],
         ),
     ];
-    for (name, kind, help, samples) in families {
-        family(out, name, kind, help, samples);
-    }
+    families_out(out, &families);
 }
 
 /// The store's requests and transactions (the SQLite store; the memory store keeps none).
 fn render_store(out: &mut String, st: &crate::store::StoreStats) {
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
     let kinds = |read: &std::sync::atomic::AtomicU64, write: &std::sync::atomic::AtomicU64| {
         [
             ("kind=\"read\"", load(read)),
@@ -861,9 +856,7 @@ fn render_store(out: &mut String, st: &crate::store::StoreStats) {
             &[("", load(&st.write_ns) / 1e9)],
         ),
     ];
-    for (name, kind, help, samples) in families {
-        family(out, name, kind, help, samples);
-    }
+    families_out(out, &families);
 }
 
 /// Open and refused connections of each TCP listener (`[<listener>] max_connections`).
@@ -952,9 +945,20 @@ fn family<L: AsRef<str>>(
 /// A metric family: name, type, help, samples by label set.
 type Family<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, f64)]);
 
+/// Every family of `families`, in order.
+fn families_out(out: &mut String, families: &[Family]) {
+    for (name, kind, help, samples) in families {
+        family(out, name, kind, help, samples);
+    }
+}
+
+/// A counter or gauge's value.
+fn load(a: &std::sync::atomic::AtomicU64) -> f64 {
+    a.load(Ordering::Relaxed) as f64
+}
+
 /// The broadcast families: RTMP outputs, recordings, encoding.
 fn render_broadcast(out: &mut String, b: &crate::broadcast::BroadcastStats) {
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
     let one = |v: f64| [("", v)];
     let families: [Family; 16] = [
         (
@@ -1067,9 +1071,7 @@ fn render_broadcast(out: &mut String, b: &crate::broadcast::BroadcastStats) {
             ],
         ),
     ];
-    for (name, kind, help, samples) in families {
-        family(out, name, kind, help, samples);
-    }
+    families_out(out, &families);
     family(
         out,
         "comet_broadcast_encode_seconds_total",
