@@ -30,6 +30,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
+use crate::throttle::{CommandRate, Throttle};
+
 /// How many connections a listener takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnLimits {
@@ -67,13 +69,6 @@ pub const AUTH_REFILL: Duration = Duration::from_secs(600);
 /// whole allowance back are forgotten first).
 const MAX_AUTH_TRACKED: usize = 65_536;
 
-/// One client address's allowance of failed authentications.
-#[derive(Debug, Clone, Copy)]
-struct Credit {
-    left: f64,
-    at: Instant,
-}
-
 /// Admission state of one listener.
 #[derive(Debug)]
 pub struct Gate {
@@ -92,7 +87,9 @@ struct State {
     open: usize,
     by_client: HashMap<IpAddr, usize>,
     last_warning: Option<Instant>,
-    credits: HashMap<IpAddr, Credit>,
+    /// Each client address's allowance of failed authentications: a token bucket of
+    /// `auth_failures` that refills over [`AUTH_REFILL`], one token per failure.
+    credits: HashMap<IpAddr, Throttle>,
     last_auth_warning: Option<Instant>,
 }
 
@@ -111,18 +108,16 @@ impl Gate {
         })
     }
 
-    /// Failed authentications credited back per second.
-    fn auth_rate(&self) -> f64 {
-        f64::from(self.limits.auth_failures) / AUTH_REFILL.as_secs_f64()
-    }
-
-    /// `key`'s allowance at `now`.
-    fn credit(&self, st: &State, key: IpAddr, now: Instant) -> f64 {
-        let full = f64::from(self.limits.auth_failures);
-        st.credits.get(&key).map_or(full, |c| {
-            let refilled = now.saturating_duration_since(c.at).as_secs_f64() * self.auth_rate();
-            (c.left + refilled).min(full)
-        })
+    /// A client address's allowance before any failure.
+    fn full_credit(&self, now: Instant) -> Throttle {
+        let n = f64::from(self.limits.auth_failures);
+        Throttle::new(
+            CommandRate {
+                per_second: n / AUTH_REFILL.as_secs_f64(),
+                burst: n,
+            },
+            now,
+        )
     }
 
     /// Whether `peer` may authenticate now. `Err(retry_after)`: its address has used up its
@@ -131,14 +126,18 @@ impl Gate {
         if self.limits.auth_failures == 0 {
             return Ok(());
         }
-        let key = client_key(peer);
-        let st = self.state();
-        let credit = self.credit(&st, key, now);
-        if credit >= 1.0 {
-            return Ok(());
+        let wait = self
+            .state()
+            .credits
+            .get(&client_key(peer))
+            .and_then(|c| c.wait(now));
+        match wait {
+            None => Ok(()),
+            Some(w) => {
+                self.auth_refused.fetch_add(1, Ordering::Relaxed);
+                Err(w)
+            }
         }
-        self.auth_refused.fetch_add(1, Ordering::Relaxed);
-        Err(Duration::from_secs_f64((1.0 - credit) / self.auth_rate()))
     }
 
     /// Counts a failed authentication of `peer` against its address's allowance.
@@ -148,21 +147,18 @@ impl Gate {
             return;
         }
         let key = client_key(peer);
-        let full = f64::from(self.limits.auth_failures);
         let mut st = self.state();
-        let left = (self.credit(&st, key, now) - 1.0).max(0.0);
         if !st.credits.contains_key(&key) && st.credits.len() >= MAX_AUTH_TRACKED {
             // Forget the addresses that have their whole allowance back.
-            let rate = self.auth_rate();
-            st.credits.retain(|_, c| {
-                c.left + now.saturating_duration_since(c.at).as_secs_f64() * rate < full
-            });
+            st.credits.retain(|_, c| !c.is_full(now));
             if st.credits.len() >= MAX_AUTH_TRACKED {
                 return;
             }
         }
-        st.credits.insert(key, Credit { left, at: now });
-        if left < 1.0
+        let full = self.full_credit(now);
+        let credit = st.credits.entry(key).or_insert(full);
+        credit.charge(now);
+        if credit.wait(now).is_some()
             && st
                 .last_auth_warning
                 .is_none_or(|t| now.saturating_duration_since(t) >= WARN_EVERY)
@@ -185,11 +181,6 @@ impl Gate {
             self.auth_failed.load(Ordering::Relaxed),
             self.auth_refused.load(Ordering::Relaxed),
         )
-    }
-
-    /// Whether this listener limits failed authentications.
-    pub fn limits_auth(&self) -> bool {
-        self.limits.auth_failures != 0
     }
 
     pub fn listener(&self) -> &'static str {

@@ -7,6 +7,10 @@
 //! once is not slowed, and a script that floods `web_pipe2` (each one fans out to every
 //! subscriber of the pipe), `pipe_log` (a store read each) or SIP REGISTERs (a digest and a
 //! store read each) gets `per_second` of them and TCP's flow control for the rest.
+//!
+//! The same bucket is each client address's allowance of failed logins
+//! ([`crate::admission::Gate::may_authenticate`]): one token per failure, none left means
+//! refused until [`Throttle::wait`] has passed.
 
 use std::time::{Duration, Instant};
 
@@ -38,12 +42,28 @@ impl Throttle {
         }
     }
 
+    /// The tokens at `now` (refilled since the last charge, at most `burst`).
+    fn tokens_at(&self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        (self.tokens + elapsed * self.rate.per_second).min(self.rate.burst)
+    }
+
+    /// How long from `now` until a whole token is there (`None`: one is), without taking it.
+    pub fn wait(&self, now: Instant) -> Option<Duration> {
+        let tokens = self.tokens_at(now);
+        (tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - tokens) / self.rate.per_second))
+    }
+
+    /// Whether the bucket has refilled completely by `now` (it is as good as a new one).
+    pub fn is_full(&self, now: Instant) -> bool {
+        self.tokens_at(now) >= self.rate.burst
+    }
+
     /// Counts one frame read at `now`. `None`: read the next one when it comes; `Some(t)`:
     /// read nothing more before `t`.
     pub fn charge(&mut self, now: Instant) -> Option<Instant> {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = self.tokens_at(now) - 1.0;
         self.at = self.at.max(now);
-        self.tokens = (self.tokens + elapsed * self.rate.per_second).min(self.rate.burst) - 1.0;
         if self.tokens >= 0.0 {
             None
         } else {
