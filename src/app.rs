@@ -290,7 +290,7 @@ pub fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<std
 }
 
 /// Publishes every conference event on the comet pipe `conference_<name>` (and its history, when
-/// pipes_settings keeps one), in order. Returns the publishing task.
+/// pipes_settings keeps one), in order.
 ///
 /// Browsers get each event at once; the history is written by a second task in the same order,
 /// so a slow store commit delays the history only, never the next event. At most
@@ -430,6 +430,31 @@ fn connection_gates(config: &Config) -> Gates {
         sip: Gate::new("sip", config.sip_conns),
         http: Gate::new("http", config.http_conns),
     }
+}
+
+/// Loads `[listener]`'s PEM certificate chain and key for an axum-server listener (HTTP, the
+/// comet WebSocket) and records them for [`Running::reload_tls`].
+async fn axum_tls(
+    listener: &'static str,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    reload: &mut Vec<TlsReload>,
+) -> anyhow::Result<axum_server::tls_rustls::RustlsConfig> {
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot load the [{listener}] TLS certificate {} and key {}",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    reload.push(TlsReload::Axum {
+        listener,
+        config: config.clone(),
+        files: (cert.to_path_buf(), key.to_path_buf()),
+    });
+    Ok(config)
 }
 
 /// Binds every listener and starts serving.
@@ -629,20 +654,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             (addr, false)
         }
         Some((cert, key)) => {
-            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot load the [ws] TLS certificate {} and key {}",
-                        cert.display(),
-                        key.display()
-                    )
-                })?;
-            tls_reload.push(TlsReload::Axum {
-                listener: "ws",
-                config: tls.clone(),
-                files: (cert.clone(), key.clone()),
-            });
+            let tls = axum_tls("ws", cert, key, &mut tls_reload).await?;
             let l = std::net::TcpListener::bind(ws_bind)
                 .with_context(|| format!("cannot listen for the comet WebSocket on {ws_bind}"))?;
             l.set_nonblocking(true)?;
@@ -714,20 +726,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 (Some(addr), false)
             }
             Some((cert, key)) => {
-                let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "cannot load the [http] TLS certificate {} and key {}",
-                            cert.display(),
-                            key.display()
-                        )
-                    })?;
-                tls_reload.push(TlsReload::Axum {
-                    listener: "http",
-                    config: tls.clone(),
-                    files: (cert.clone(), key.clone()),
-                });
+                let tls = axum_tls("http", cert, key, &mut tls_reload).await?;
                 let l = std::net::TcpListener::bind(bind)
                     .with_context(|| format!("cannot listen for HTTPS on {bind}"))?;
                 l.set_nonblocking(true)?;
