@@ -258,8 +258,8 @@ impl Gate {
 
     /// Answers a refused plain-HTTP connection (the comet WebSocket, SIP over WebSocket and
     /// HTTP listeners) with `503 Service Unavailable` and closes it, reading what the client
-    /// sends for up to [`LINGER`] so the close does not reset the answer away. Runs on its
-    /// own task; when [`MAX_LINGERING`] refusals are already lingering the connection is just
+    /// sends for up to `LINGER` (2 s) so the close does not reset the answer away. Runs on its
+    /// own task; when `MAX_LINGERING` (64) refusals are already lingering the connection is just
     /// closed.
     pub fn refuse_http(&self, mut stream: TcpStream, why: Refused) {
         let Ok(slot) = self.lingering.clone().try_acquire_owned() else {

@@ -20,7 +20,7 @@
 //!    mix by its own encoder; every member's packets carry its own continuous RTP timestamps;
 //! 4. the payloads go out through the endpoint (SRTP), one batch per tick.
 //!
-//! [`Conf`] owns its members, so a conference's tick touches only its own state; the event
+//! A `Conf` owns its members, so a conference's tick touches only its own state; the event
 //! loop keeps which conference (and inbox) each participant has.
 //!
 //! Conferences whose profile has video also get a video thread ([`VideoWorker`] running a

@@ -98,7 +98,8 @@ pub struct StoreStats {
     pub commit_failures: AtomicU64,
     /// Time spent in write transactions, from BEGIN to the end of COMMIT (the fsync included).
     pub write_ns: AtomicU64,
-    /// When the write transaction in progress began ([`mono_ms`]), 0 when none is.
+    /// When the write transaction in progress began (milliseconds on a monotonic clock that
+    /// starts with the process), 0 when none is.
     pub busy_since_ms: AtomicU64,
 }
 
