@@ -155,8 +155,10 @@ impl Gate {
                 return;
             }
         }
-        let full = self.full_credit(now);
-        let credit = st.credits.entry(key).or_insert(full);
+        let credit = st
+            .credits
+            .entry(key)
+            .or_insert_with(|| self.full_credit(now));
         credit.charge(now);
         if credit.wait(now).is_some()
             && st
