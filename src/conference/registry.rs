@@ -57,6 +57,50 @@ pub struct ConferenceEvent {
 /// Receives every [`ConferenceEvent`], in order.
 pub type EventSink = Arc<dyn Fn(ConferenceEvent) + Send + Sync>;
 
+/// A change the backend made to a conference that runs in another process (a media node of a
+/// cluster, see [`crate::cluster`]): that process's media runtime must apply it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteChange {
+    Flags {
+        user: UserId,
+        flags: MemberFlags,
+    },
+    Layout(String),
+    /// The conference's time limit from its start (zero: none).
+    MaxDuration(Duration),
+}
+
+/// Carries [`RemoteChange`]s to the process that runs a conference. Called with the registry
+/// locked: it must only queue.
+pub type Remote = Arc<dyn Fn(RemoteChange) + Send + Sync>;
+
+/// A membership change of this process's conferences, reported to a cluster's head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mirror {
+    Join {
+        dev: DevId,
+        name: String,
+        user: UserId,
+        profile: String,
+    },
+    Leave {
+        dev: DevId,
+        name: String,
+        user: UserId,
+    },
+    Activity {
+        dev: DevId,
+        name: String,
+        user: UserId,
+        talking: bool,
+        energy: u8,
+    },
+}
+
+/// Receives every [`Mirror`] change, in order. Called with the registry locked: it must only
+/// queue.
+pub type MirrorSink = Arc<dyn Fn(Mirror) + Send + Sync>;
+
 struct Member {
     joined: Instant,
     last_talking: Option<Instant>,
@@ -73,6 +117,8 @@ struct Conference {
     /// When the conference ends on its own (`max_duration`).
     deadline: Option<Instant>,
     started: Instant,
+    /// Set when the conference runs in another process (a media node).
+    remote: Option<Remote>,
 }
 
 /// What the media runtime applies to a conference.
@@ -112,6 +158,8 @@ pub struct ConferenceRegistry {
     /// Bumped by every flag or layout change, so the media runtime re-reads flags only then.
     generation: AtomicU64,
     events: OnceLock<EventSink>,
+    /// A media node's report of its membership changes to the cluster's head.
+    mirror: OnceLock<MirrorSink>,
     /// `max_duration` per profile.
     limits: OnceLock<HashMap<String, Duration>>,
 }
@@ -124,6 +172,17 @@ impl ConferenceRegistry {
     /// Installs the event sink (once). It runs with the registry locked: it must only queue.
     pub fn set_events(&self, sink: EventSink) {
         let _ = self.events.set(sink);
+    }
+
+    /// Installs the sink that reports membership changes to a cluster's head (once).
+    pub fn set_mirror(&self, sink: MirrorSink) {
+        let _ = self.mirror.set(sink);
+    }
+
+    fn mirror(&self, change: impl FnOnce() -> Mirror) {
+        if let Some(sink) = self.mirror.get() {
+            sink(change());
+        }
     }
 
     /// Installs the per-profile time limits (once): a conference ends this long after it started.
@@ -165,6 +224,23 @@ impl ConferenceRegistry {
         now: Instant,
         hangup: Hangup,
     ) {
+        self.join_remote(dev, name, user, profile, now, hangup, None);
+    }
+
+    /// [`join`](Self::join) for a member whose call runs in another process: `remote` carries
+    /// the backend's changes of the conference there. `joined` is when the member joined.
+    #[allow(clippy::too_many_arguments)]
+    pub fn join_remote(
+        &self,
+        dev: DevId,
+        name: &str,
+        user: UserId,
+        profile: &str,
+        joined: Instant,
+        hangup: Hangup,
+        remote: Option<Remote>,
+    ) {
+        let now = joined;
         {
             let mut g = self.lock();
             let conf = g
@@ -178,7 +254,11 @@ impl ConferenceRegistry {
                         .and_then(|l| l.get(profile))
                         .map(|d| now + *d),
                     started: now,
+                    remote: None,
                 });
+            if remote.is_some() {
+                conf.remote = remote;
+            }
             conf.members.insert(
                 user,
                 Member {
@@ -198,6 +278,12 @@ impl ConferenceRegistry {
                 "join",
                 json!({"user_id": user, "profile": profile}),
             );
+            self.mirror(|| Mirror::Join {
+                dev,
+                name: name.to_string(),
+                user,
+                profile: profile.to_string(),
+            });
         }
     }
 
@@ -215,6 +301,11 @@ impl ConferenceRegistry {
         }
         if was {
             self.emit(dev, name, "leave", json!({"user_id": user}));
+            self.mirror(|| Mirror::Leave {
+                dev,
+                name: name.to_string(),
+                user,
+            });
         }
         if ended {
             self.emit(dev, name, "end", json!({}));
@@ -246,6 +337,13 @@ impl ConferenceRegistry {
         }
         let changed = m.talking != talking;
         m.talking = talking;
+        self.mirror(|| Mirror::Activity {
+            dev,
+            name: name.to_string(),
+            user,
+            talking,
+            energy,
+        });
         if changed {
             self.emit(
                 dev,
@@ -288,14 +386,17 @@ impl ConferenceRegistry {
         change: impl FnOnce(&mut MemberFlags),
     ) -> bool {
         let mut g = self.lock();
-        let Some(m) = g
-            .get_mut(&(dev, name.to_string()))
-            .and_then(|c| c.members.get_mut(&user))
-        else {
+        let Some(conf) = g.get_mut(&(dev, name.to_string())) else {
+            return false;
+        };
+        let Some(m) = conf.members.get_mut(&user) else {
             return false;
         };
         change(&mut m.flags);
         let flags = m.flags;
+        if let Some(remote) = &conf.remote {
+            remote(RemoteChange::Flags { user, flags });
+        }
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.emit(
             dev,
@@ -319,6 +420,9 @@ impl ConferenceRegistry {
             return false;
         };
         c.layout = Some(layout.to_string());
+        if let Some(remote) = &c.remote {
+            remote(RemoteChange::Layout(layout.to_string()));
+        }
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.emit(dev, name, "layout", json!({"layout": layout}));
         true
@@ -332,6 +436,9 @@ impl ConferenceRegistry {
             return false;
         };
         c.deadline = (!limit.is_zero()).then(|| c.started + limit);
+        if let Some(remote) = &c.remote {
+            remote(RemoteChange::MaxDuration(limit));
+        }
         true
     }
 
@@ -388,6 +495,19 @@ impl ConferenceRegistry {
                         .deadline
                         .map(|d| d.saturating_duration_since(conf.started)),
                 })
+            })
+            .collect()
+    }
+
+    /// Every member of every conference, with its dev_id (what a media node tells a cluster's
+    /// head when it connects).
+    pub fn all_members(&self, now: Instant) -> Vec<(DevId, MemberRow)> {
+        let devs: std::collections::BTreeSet<DevId> = self.lock().keys().map(|k| k.0).collect();
+        devs.into_iter()
+            .flat_map(|dev| {
+                self.members(dev, None, now)
+                    .into_iter()
+                    .map(move |r| (dev, r))
             })
             .collect()
     }
@@ -532,5 +652,83 @@ mod tests {
         assert_eq!(seen.lock().unwrap()[1].1["audio"], false);
         assert_eq!(seen.lock().unwrap()[2].1["talking"], true);
         assert_eq!(seen.lock().unwrap()[3].1["talking"], false);
+    }
+
+    #[test]
+    fn a_remote_conference_gets_the_backends_changes_and_a_node_reports_its_own() {
+        // The head: a member whose call runs on a media node.
+        let head = ConferenceRegistry::new();
+        let changes = Arc::new(Mutex::new(Vec::new()));
+        let c2 = changes.clone();
+        let remote: Remote = Arc::new(move |c: RemoteChange| c2.lock().unwrap().push(c));
+        let t0 = Instant::now();
+        let (kicked, h) = counter();
+        head.join_remote(0, "r", 5, "audio", t0, h, Some(remote));
+        assert!(head.update_flags(0, "r", 5, |f| f.deaf = true));
+        assert!(head.set_layout(0, "r", "grid"));
+        assert!(head.set_max_duration(0, "r", Duration::from_secs(90)));
+        assert_eq!(head.hangup(0, "r", Some(5), "kick"), 1);
+        assert_eq!(kicked.load(Ordering::SeqCst), 1);
+        let flags = MemberFlags {
+            deaf: true,
+            ..MemberFlags::default()
+        };
+        assert_eq!(
+            *changes.lock().unwrap(),
+            [
+                RemoteChange::Flags { user: 5, flags },
+                RemoteChange::Layout("grid".into()),
+                RemoteChange::MaxDuration(Duration::from_secs(90)),
+            ]
+        );
+        // A local conference has no remote: nothing is sent anywhere.
+        let (_, h) = counter();
+        head.join(0, "local", 1, "audio", t0, h);
+        assert!(head.update_flags(0, "local", 1, |f| f.audio = false));
+        assert_eq!(changes.lock().unwrap().len(), 3);
+
+        // A media node: joins, activity and leaves are mirrored in order; its own flag
+        // changes (applied from the head) are not sent back.
+        let node = ConferenceRegistry::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        node.set_mirror(Arc::new(move |m: Mirror| s2.lock().unwrap().push(m)));
+        let (_, h) = counter();
+        node.join(3, "n", 8, "video", t0, h);
+        node.activity(3, "n", 8, true, 55, t0);
+        node.activity(3, "n", 9, true, 55, t0);
+        assert!(node.update_flags(3, "n", 8, |f| f.video = false));
+        assert!(node.leave(3, "n", 8));
+        assert!(!node.leave(3, "n", 8));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                Mirror::Join {
+                    dev: 3,
+                    name: "n".into(),
+                    user: 8,
+                    profile: "video".into()
+                },
+                Mirror::Activity {
+                    dev: 3,
+                    name: "n".into(),
+                    user: 8,
+                    talking: true,
+                    energy: 55
+                },
+                Mirror::Leave {
+                    dev: 3,
+                    name: "n".into(),
+                    user: 8
+                },
+            ]
+        );
+        // What a reconnecting node lists.
+        let (_, h) = counter();
+        node.join(3, "n", 4, "video", t0, h);
+        let all = node.all_members(t0 + Duration::from_secs(2));
+        assert_eq!(all.len(), 1);
+        assert_eq!((all[0].0, all[0].1.user_id), (3, 4));
+        assert_eq!(all[0].1.joined_for, Duration::from_secs(2));
     }
 }

@@ -37,4 +37,4 @@ pub mod message;
 pub mod server;
 
 pub use handler::{CallEvent, CallHandler, CallId, CallInfo, EndReason, MediaError};
-pub use server::{SipContext, serve};
+pub use server::{Directory, SipContext, serve};

@@ -35,7 +35,7 @@ use super::core::{Action, Connection, CoreConfig, Limits, LookupResult, Now, Sip
 use super::handler::{CallHandler, CallId, CallInfo, MediaError};
 use super::message::MAX_MESSAGE_BYTES;
 use crate::conference::ConferenceRegistry;
-use crate::store::{DevId, Store, UserId};
+use crate::store::{ConferenceRow, DevId, Store, StoreResult, UserId};
 
 /// WebSocket-level timing.
 #[derive(Debug, Clone)]
@@ -98,10 +98,43 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Where the SIP listener reads who may register and call: this process's store, or a
+/// cluster's head when this process is one of its media nodes ([`crate::cluster`]).
+#[async_trait::async_trait]
+pub trait Directory: Send + Sync {
+    /// The users_auth hash (the SIP password) of a user.
+    async fn user_hash(&self, dev: DevId, user: UserId) -> StoreResult<Option<String>>;
+    /// The invitation of `user` to conference `name`.
+    async fn invitation(
+        &self,
+        dev: DevId,
+        name: &str,
+        user: UserId,
+    ) -> StoreResult<Option<ConferenceRow>>;
+}
+
+/// The directory of a process that runs on its own store.
+struct StoreDirectory(Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl Directory for StoreDirectory {
+    async fn user_hash(&self, dev: DevId, user: UserId) -> StoreResult<Option<String>> {
+        self.0.user_hash(dev, user).await
+    }
+    async fn invitation(
+        &self,
+        dev: DevId,
+        name: &str,
+        user: UserId,
+    ) -> StoreResult<Option<ConferenceRow>> {
+        self.0.conference_row(dev, name, user).await
+    }
+}
+
 /// Everything the listener needs. Cheap to clone.
 #[derive(Clone)]
 pub struct SipContext {
-    pub store: Arc<dyn Store>,
+    pub directory: Arc<dyn Directory>,
     pub registry: Arc<ConferenceRegistry>,
     pub handler: Arc<dyn CallHandler>,
     /// `Some`: `wss` (TLS on the listener; the certificate can be replaced while running,
@@ -124,7 +157,7 @@ impl SipContext {
         handler: Arc<dyn CallHandler>,
     ) -> SipContext {
         SipContext {
-            store,
+            directory: Arc::new(StoreDirectory(store)),
             registry,
             handler,
             tls: None,
@@ -133,6 +166,12 @@ impl SipContext {
             gate: Gate::new("sip", crate::config::Config::default().sip_conns),
             shared: Arc::default(),
         }
+    }
+
+    /// Reads users and invitations from `directory` instead of the store (a media node).
+    pub fn with_directory(mut self, directory: Arc<dyn Directory>) -> SipContext {
+        self.directory = directory;
+        self
     }
 
     /// Admits connections through `gate` instead of the default caps.
@@ -449,7 +488,7 @@ impl ConnState {
             match a {
                 Action::Send(text) => frames.push(text),
                 Action::Lookup(l) => {
-                    let store = self.ctx.store.clone();
+                    let store = self.ctx.directory.clone();
                     let tx = self.tx.clone();
                     // The core gives up on a lookup after this; the task ends then too, so
                     // a stalled store cannot pile up tasks (16 in flight per connection).
@@ -517,7 +556,7 @@ impl Drop for ConnState {
     }
 }
 
-async fn lookup(store: &dyn Store, l: &super::core::Lookup) -> LookupResult {
+async fn lookup(store: &dyn Directory, l: &super::core::Lookup) -> LookupResult {
     let hash = match store.user_hash(l.dev, l.user).await {
         Ok(h) => h,
         Err(e) => {
@@ -526,7 +565,7 @@ async fn lookup(store: &dyn Store, l: &super::core::Lookup) -> LookupResult {
         }
     };
     let invitation = match (&l.conference, &hash) {
-        (Some(name), Some(_)) => match store.conference_row(l.dev, name, l.user).await {
+        (Some(name), Some(_)) => match store.invitation(l.dev, name, l.user).await {
             Ok(row) => row,
             Err(e) => {
                 warn!(error = %e, "SIP: reading the conference invitation failed");

@@ -57,7 +57,7 @@ pub struct NewPipeMessage<'a> {
 }
 
 /// One invitation to a conference (`conference` table, contract 2.1).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConferenceRow {
     pub name: String,
     pub user_id: UserId,
