@@ -10,9 +10,12 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::cluster::MediaNode;
+use crate::cluster::head::ClusterHead;
+use crate::cluster::node::NodeLink;
 use crate::cometql::{self, Engine, Settings};
 use crate::conference::{ConferenceRegistry, MediaRuntime, RuntimeConfig};
-use crate::config::{Config, DEFAULT_PASSWORD, StoreBackend};
+use crate::config::{ClusterRole, Config, DEFAULT_PASSWORD, StoreBackend};
 use crate::realtime::{PipeSubscriber, Realtime};
 use crate::sip::{self, SipContext};
 use crate::store::{DevId, MemoryStore, SqliteStore, Store, UserId};
@@ -23,6 +26,8 @@ use crate::ws::{self, Hub, WsContext};
 struct LiveConnections {
     hub: Arc<Hub>,
     sip: SipContext,
+    /// On a cluster's head: the media nodes end the user's SIP connections too.
+    cluster: Option<Arc<ClusterHead>>,
 }
 
 impl Realtime for LiveConnections {
@@ -33,6 +38,9 @@ impl Realtime for LiveConnections {
         self.hub.send_to_pipe(dev, pipe, frame)
     }
     fn disconnect_user(&self, dev: DevId, user: UserId) -> usize {
+        if let Some(c) = &self.cluster {
+            c.disconnect_user(dev, user);
+        }
         self.hub.disconnect_user(dev, user) + self.sip.disconnect_user(dev, user)
     }
     fn is_online(&self, dev: DevId, user: UserId) -> bool {
@@ -76,6 +84,10 @@ pub struct Running {
     pub broadcasts: Arc<crate::broadcast::Broadcasts>,
     /// Where the store keeps its file, if it has one.
     pub store_path: Option<std::path::PathBuf>,
+    /// On a cluster's head: its media nodes, and where they connect.
+    pub cluster_head: Option<(Arc<ClusterHead>, SocketAddr)>,
+    /// On a media node: its link to the head.
+    pub cluster_node: Option<Arc<NodeLink>>,
     /// The SIP connections (to hang their calls up on shutdown) and the listeners' gates (to
     /// see them close).
     sip: SipContext,
@@ -90,6 +102,9 @@ pub struct Running {
     _sip: JoinHandle<()>,
     /// Conference events not yet in the pipe history.
     events_pending: Arc<AtomicUsize>,
+    /// A media node's link to its head, which runs until the process ends (the leaves of the
+    /// calls [`Running::drain`] hangs up are reported).
+    _cluster_link: Option<JoinHandle<()>>,
     /// The TLS listeners and their certificate files, for [`Running::reload_tls`].
     tls_reload: Vec<TlsReload>,
 }
@@ -213,7 +228,7 @@ impl Running {
         let scheme = if self.ws_tls { "wss" } else { "ws" };
         let sip_scheme = if self.sip_tls { "wss" } else { "ws" };
         let http_scheme = if self.http_tls { "https" } else { "http" };
-        let (mut http_line, http_ready) = match self.http_addr {
+        let (mut http_line, mut http_ready) = match self.http_addr {
             Some(h) => (
                 format!(
                     "  HTTP                      {http_scheme}://{h}/   (/api/cometVideoApi.js, /api/features, /metrics, /healthz)\n"
@@ -222,6 +237,9 @@ impl Running {
             ),
             None => (String::new(), String::new()),
         };
+        if let Some((_, addr)) = &self.cluster_head {
+            http_ready.push_str(&format!(" cluster={addr}"));
+        }
         if let (Some(h), true) = (self.http_addr, self.demo) {
             let shown = if h.ip().is_unspecified() {
                 SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), h.port())
@@ -237,6 +255,23 @@ impl Running {
                      who reaches it can create demo users and join demo rooms\n",
                 );
             }
+        }
+        if let Some((_, addr)) = &self.cluster_head {
+            http_line.push_str(&format!(
+                "  cluster head              media nodes connect to ws://{addr}{}; conferences go to {}\n",
+                crate::cluster::PATH,
+                if config.cluster.local_media {
+                    "them and to this server"
+                } else {
+                    "them only"
+                }
+            ));
+        }
+        if let Some(link) = &self.cluster_node {
+            http_line.push_str(&format!(
+                "  cluster media node        head {} (users and invitations are read there)\n",
+                link.url()
+            ));
         }
         if let Some(ss) = &self.self_signed {
             http_line.push_str(&format!(
@@ -567,6 +602,27 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot listen for SIP over WebSocket on {sip_bind}"))?;
     let sip_addr = sip_listener.local_addr()?;
     let sip_tls = sip_ctx.tls.is_some();
+    // A media node reads users and invitations from its head, and reports its members there.
+    let cluster_node = (config.cluster.role() == ClusterRole::Node).then(|| {
+        let name = if config.cluster.name.is_empty() {
+            format!("{}:{}", config.sip_host, sip_addr.port())
+        } else {
+            config.cluster.name.clone()
+        };
+        NodeLink::new(
+            &config.cluster.head,
+            config.cluster.secret.clone(),
+            name,
+            config.sip_host.clone(),
+            sip_addr.port(),
+            conferences.clone(),
+        )
+    });
+    if let Some(link) = &cluster_node {
+        sip_ctx = sip_ctx.with_directory(link.clone());
+        link.set_sip(sip_ctx.clone());
+    }
+    let cluster_link = cluster_node.clone().map(|link| tokio::spawn(link.run()));
     // Not among `tasks`: the SIP connections live in this task, and [`Running::drain`] (not
     // `stop`) ends them, with a BYE for every call.
     let sip_task = {
@@ -578,14 +634,39 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         })
     };
 
+    // A cluster's head: the listener its media nodes connect to.
+    let cluster_head = if config.cluster.role() == ClusterRole::Head {
+        let local = config.cluster.local_media.then(|| MediaNode {
+            name: format!("{}:{}", config.sip_host, sip_addr.port()),
+            sip_host: config.sip_host.clone(),
+            sip_port: sip_addr.port(),
+        });
+        let head = ClusterHead::new(
+            config.cluster.secret.clone(),
+            local,
+            store.clone(),
+            conferences.clone(),
+        );
+        let bind = SocketAddr::new(config.cluster.listen.ip, config.cluster.listen.port);
+        let l = TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("cannot listen for cluster media nodes on {bind}"))?;
+        let addr = l.local_addr()?;
+        tasks.push(tokio::spawn(head.clone().serve(l)));
+        Some((head, addr))
+    } else {
+        None
+    };
     let live = Arc::new(LiveConnections {
         hub: hub.clone(),
         sip: sip_ctx.clone(),
+        cluster: cluster_head.as_ref().map(|(h, _)| h.clone()),
     });
     // Browsers are told the port actually bound (the configured one may be 0).
     let mut settings = Settings::from_config(config);
     settings.sip_port = sip_addr.port();
     settings.node = format!("{}:{}", config.sip_host, sip_addr.port());
+    settings.cluster = cluster_head.as_ref().map(|(h, _)| h.clone());
     {
         // Queued personal messages live QUEUE_TTL_SECS; those of users who never connect
         // again are dropped here, once a minute.
@@ -604,8 +685,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         }));
     }
     let engine = Arc::new(Engine::new(store, live, conferences.clone(), settings));
-    // Not among `tasks`: the events of the calls `drain` hangs up are still published.
-    let events_pending = publish_conference_events(&conferences, engine.clone());
+    // Not among `tasks`: the events of the calls `drain` hangs up are still published. A
+    // media node publishes none: its head does, from what the node reports.
+    let events_pending = if cluster_node.is_some() {
+        Arc::new(AtomicUsize::new(0))
+    } else {
+        publish_conference_events(&conferences, engine.clone())
+    };
     conferences.set_profile_limits(
         config
             .profiles
@@ -715,6 +801,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             features,
             gates: gates.clone(),
             sip: sip_ctx.core.stats.clone(),
+            cluster_node: cluster_node.clone(),
         });
         match &http_tls_files {
             None => {
@@ -756,6 +843,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         ws_addr,
         ws_tls,
         store_path,
+        cluster_head,
+        cluster_node,
+        _cluster_link: cluster_link,
         sip: sip_ctx,
         gates,
         tasks,

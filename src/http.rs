@@ -43,6 +43,8 @@ pub struct HttpContext {
     pub gates: crate::admission::Gates,
     /// What the SIP connections count.
     pub sip: Arc<crate::sip::core::SipStats>,
+    /// On a cluster's media node: its link to the head.
+    pub cluster_node: Option<Arc<crate::cluster::node::NodeLink>>,
 }
 
 /// A listener as pages reach it.
@@ -119,6 +121,13 @@ async fn healthz(State(ctx): State<Arc<HttpContext>>) -> Response {
         ctx.runtime.endpoint_metrics(),
     )
     .await;
+    let mut problems = problems;
+    // A media node without its head lets nobody in (SIP answers 503).
+    if let Some(link) = &ctx.cluster_node
+        && !link.stats.up.load(Ordering::Relaxed)
+    {
+        problems.push(format!("cluster: not connected to the head {}", link.url()));
+    }
     if problems.is_empty() {
         return (StatusCode::OK, "ok\n").into_response();
     }
@@ -767,7 +776,89 @@ pub fn render(ctx: &HttpContext) -> String {
         render_store(&mut out, st);
     }
     render_broadcast(&mut out, &ctx.broadcast);
+    render_cluster(
+        &mut out,
+        ctx.engine.settings.cluster.as_deref(),
+        ctx.cluster_node.as_deref(),
+    );
     out
+}
+
+/// A cluster's head (its media nodes) or media node (its link to the head).
+fn render_cluster(
+    out: &mut String,
+    head: Option<&crate::cluster::head::ClusterHead>,
+    node: Option<&crate::cluster::node::NodeLink>,
+) {
+    if let Some(h) = head {
+        let st = &h.stats;
+        families_out(
+            out,
+            &[
+                (
+                    "comet_cluster_nodes",
+                    "gauge",
+                    "Media nodes connected to this head.",
+                    &[("", h.nodes().len() as f64)],
+                ),
+                (
+                    "comet_cluster_links_total",
+                    "counter",
+                    "Media node links accepted (a node's reconnection counts again).",
+                    &[("", load(&st.links))],
+                ),
+                (
+                    "comet_cluster_refused_total",
+                    "counter",
+                    "Connections to the cluster listener refused: wrong secret or path, no hello, another protocol version.",
+                    &[("", load(&st.refused))],
+                ),
+                (
+                    "comet_cluster_malformed_total",
+                    "counter",
+                    "Frames from media nodes that did not parse (dropped).",
+                    &[("", load(&st.malformed))],
+                ),
+            ],
+        );
+    }
+    if let Some(n) = node {
+        let st = &n.stats;
+        let up = if st.up.load(Ordering::Relaxed) {
+            1.0
+        } else {
+            0.0
+        };
+        families_out(
+            out,
+            &[
+                (
+                    "comet_cluster_head_up",
+                    "gauge",
+                    "1 while this media node's link to its head is up (else its SIP answers REGISTER and INVITE with 500).",
+                    &[("", up)],
+                ),
+                (
+                    "comet_cluster_head_connects_total",
+                    "counter",
+                    "Links to the head established.",
+                    &[("", load(&st.connects))],
+                ),
+                (
+                    "comet_cluster_lookups_total",
+                    "counter",
+                    "Users and invitations asked of the head.",
+                    &[("", load(&st.lookups))],
+                ),
+                (
+                    "comet_cluster_lookup_failures_total",
+                    "counter",
+                    "Of those, failed: the link down, no answer in time, or the head's store failed.",
+                    &[("", load(&st.lookup_failures))],
+                ),
+            ],
+        );
+    }
 }
 
 /// SIP over WebSocket: calls, refusals, malformed input, throttling.

@@ -25,6 +25,7 @@
 pub mod admission;
 pub mod app;
 pub mod broadcast;
+pub mod cluster;
 pub mod cometql;
 pub mod conference;
 pub mod config;

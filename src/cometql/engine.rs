@@ -40,6 +40,8 @@ pub struct Settings {
     pub node: String,
     /// Conference profiles by name.
     pub profiles: std::collections::BTreeMap<String, crate::config::Profile>,
+    /// On a cluster's head: where conferences go (see [`crate::cluster`]).
+    pub cluster: Option<Arc<crate::cluster::head::ClusterHead>>,
 }
 
 impl Settings {
@@ -51,6 +53,7 @@ impl Settings {
             pipesalt: c.pipesalt.clone(),
             node: c.node(),
             profiles: c.profiles.clone(),
+            cluster: None,
         }
     }
 }

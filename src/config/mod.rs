@@ -129,6 +129,47 @@ pub struct Config {
     pub sip_messages: CommandRate,
     /// `[http] max_connections` / `max_connections_per_ip`.
     pub http_conns: ConnLimits,
+    /// `[cluster]`: a head and its media nodes.
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: how this process takes part in a cluster (see `crate::cluster`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `secret`: what a media node presents to the head. Empty: no cluster.
+    pub secret: String,
+    /// `ip`, `port`: the head's listener for its media nodes.
+    pub listen: Listen,
+    /// `head`: on a media node, the head's listener (`host:port` or a `ws://`/`wss://` URL).
+    pub head: String,
+    /// `name`: this media node's name (empty: `<sip host>:<sip port>`).
+    pub name: String,
+    /// `local_media`: whether the head runs conferences itself too.
+    pub local_media: bool,
+}
+
+/// Which part this process plays in a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterRole {
+    /// No cluster: one process does everything.
+    Single,
+    /// The head: CometQL, the comet WebSocket and the store, and conferences on its media
+    /// nodes (and on itself with `local_media`).
+    Head,
+    /// A media node: SIP and media of the conferences the head sends it.
+    Node,
+}
+
+impl ClusterConfig {
+    pub fn role(&self) -> ClusterRole {
+        if self.secret.is_empty() {
+            ClusterRole::Single
+        } else if self.head.is_empty() {
+            ClusterRole::Head
+        } else {
+            ClusterRole::Node
+        }
+    }
 }
 
 /// Canvas layouts of video conferences.
@@ -1034,6 +1075,78 @@ pub static KEYS: &[Key] = &[
             Ok(())
         },
     },
+    Key {
+        section: "cluster",
+        name: "secret",
+        default: "",
+        doc: "Shared by a head and its media nodes (at least 16 characters): a media node \
+              presents it to the head. Empty: no cluster, this process does everything. With a \
+              secret and no `head`, this process is a head: it keeps CometQL, the comet \
+              WebSocket and the store, and sends each conference to a media node (the \
+              sys_sipCall event tells browsers which node to call). See README, Cluster.",
+        set: |c, v| {
+            c.cluster.secret = v.to_string();
+            Ok(())
+        },
+    },
+    Key {
+        section: "cluster",
+        name: "ip",
+        default: "127.0.0.1",
+        doc: "On a head: address of the listener media nodes connect to. The link is a \
+              WebSocket authenticated by the secret, without TLS: keep it on a private network \
+              (or behind a TLS proxy: nodes accept a wss:// URL for `head`).",
+        set: |c, v| {
+            c.cluster.listen.ip = parse_ip(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "cluster",
+        name: "port",
+        default: "7445",
+        doc: "On a head: port of the listener media nodes connect to.",
+        set: |c, v| {
+            c.cluster.listen.port = parse_port(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "cluster",
+        name: "local_media",
+        default: "true",
+        doc: "On a head: whether it runs conferences itself too, as one more media node. false: \
+              conferences go only to media nodes (an INSERT INTO conference while none is \
+              connected is refused with error 500).",
+        set: |c, v| {
+            c.cluster.local_media = parse_bool(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "cluster",
+        name: "head",
+        default: "",
+        doc: "On a media node: the head's cluster listener, host:port (or a ws:// or wss:// \
+              URL). The node reads users and invitations from the head and reports who is in \
+              its conferences; browsers reach its [sip] host and port, so set those to what \
+              they can reach. Empty: not a media node.",
+        set: |c, v| {
+            c.cluster.head = v.to_string();
+            Ok(())
+        },
+    },
+    Key {
+        section: "cluster",
+        name: "name",
+        default: "",
+        doc: "On a media node: its name among the head's nodes (unique). Empty: its [sip] \
+              host:port.",
+        set: |c, v| {
+            c.cluster.name = v.to_string();
+            Ok(())
+        },
+    },
 ];
 
 /// CppComet settings that have no meaning here: accepted, reported once, ignored.
@@ -1149,6 +1262,16 @@ impl Default for Config {
                 max: 1,
                 per_ip: 0,
                 auth_failures: 0,
+            },
+            cluster: ClusterConfig {
+                secret: String::new(),
+                listen: Listen {
+                    ip: loopback,
+                    port: 1,
+                },
+                head: String::new(),
+                name: String::new(),
+                local_media: true,
             },
         };
         for k in KEYS {
@@ -1379,6 +1502,25 @@ impl Config {
                          still the public default; set a private password first"
                 ),
             });
+        }
+        let cluster = &self.cluster;
+        if cluster.role() != ClusterRole::Single && cluster.secret.chars().count() < 16 {
+            return Err(ConfigError {
+                at: "configuration".into(),
+                message: "[cluster] secret must have at least 16 characters".into(),
+            });
+        }
+        if !cluster.head.is_empty() && cluster.secret.is_empty() {
+            return Err(ConfigError {
+                at: "configuration".into(),
+                message: "[cluster] head is set but [cluster] secret is empty: a media node \
+                          needs the head's secret"
+                    .into(),
+            });
+        }
+        let mut listeners = listeners.to_vec();
+        if cluster.role() == ClusterRole::Head {
+            listeners.push(("cluster", cluster.listen));
         }
         let tcp: Vec<_> = listeners
             .iter()
@@ -1751,5 +1893,23 @@ mod tests {
         let (c, r) = Config::load(Some(("comet.ini.example", shipped)), &[]).unwrap();
         assert!(r.warnings.is_empty() && r.ignored.is_empty());
         assert_eq!(c.cometql, Config::default().cometql);
+    }
+
+    #[test]
+    fn cluster_roles_and_their_checks() {
+        let load = |ini: &str| Config::load(Some(("t.ini", ini)), &[]).map(|(c, _)| c);
+        let single = load("").unwrap();
+        assert_eq!(single.cluster.role(), ClusterRole::Single);
+        let head = load("[cluster]\nsecret = 0123456789abcdef\n").unwrap();
+        assert_eq!(head.cluster.role(), ClusterRole::Head);
+        assert!(head.cluster.local_media);
+        let node = load("[cluster]\nsecret = 0123456789abcdef\nhead = 10.0.0.1:7445\n").unwrap();
+        assert_eq!(node.cluster.role(), ClusterRole::Node);
+        let e = load("[cluster]\nsecret = short\n").unwrap_err();
+        assert!(e.message.contains("at least 16"), "{e}");
+        let e = load("[cluster]\nhead = 10.0.0.1:7445\n").unwrap_err();
+        assert!(e.message.contains("secret is empty"), "{e}");
+        let e = load("[cluster]\nsecret = 0123456789abcdef\nport = 3300\n").unwrap_err();
+        assert!(e.message.contains("[cometql] and [cluster]"), "{e}");
     }
 }

@@ -133,6 +133,17 @@ impl Table for Conference {
             crate::broadcast::rtmp::RtmpUrl::parse(&url)
                 .map_err(|e| CqlError::invalid(format!("stream: {e}")))?;
         }
+        // The media node browsers call: this server, or in a cluster the conference's node.
+        let (node, sip_host, sip_port) = match &s.cluster {
+            None => (s.node.clone(), s.sip_host.clone(), s.sip_port),
+            Some(cluster) => {
+                let existing = cx.engine.store.conference_rows(cx.dev, &name).await?;
+                let n = cluster
+                    .place(cx.dev, &name, &existing)
+                    .map_err(|why| CqlError::new(code::INTERNAL, why))?;
+                (n.address(), n.sip_host, n.sip_port)
+            }
+        };
         let row = ConferenceRow {
             name: name.clone(),
             user_id,
@@ -140,13 +151,13 @@ impl Table for Conference {
             message: message.clone(),
             profile: profile.clone(),
             stream,
-            node: s.node.clone(),
+            node,
             time: cx.now,
         };
         cx.engine.store.put_conference_row(cx.dev, &row).await?;
 
         let number = sip_number(cx.dev, &name, &profile);
-        let pipe = call_pipe(&number, &s.sip_host, s.sip_port, cx.dev, &s.pipesalt);
+        let pipe = call_pipe(&number, &sip_host, sip_port, cx.dev, &s.pipesalt);
         let data = json!({
             "message": message,
             "sys": {
@@ -156,8 +167,8 @@ impl Table for Conference {
                 "conference": "true",
                 "conference_name": name,
                 "mode": profile,
-                "serverName": s.sip_host,
-                "serverPort": s.sip_port,
+                "serverName": sip_host,
+                "serverPort": sip_port,
                 "sipNumber": number,
                 "stream": 0,
             }

@@ -1,0 +1,560 @@
+//! The head's side of the cluster: the listener media nodes connect to, the connected nodes,
+//! and where a new conference goes (see the module contract in [`super`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tracing::{info, warn};
+
+use super::{MediaNode, PATH, PING_EVERY, SILENCE_LIMIT, ToHead, ToNode, VERSION};
+use crate::conference::ConferenceRegistry;
+use crate::conference::registry::{MemberFlags, Remote, RemoteChange};
+use crate::store::{ConferenceRow, DevId, Store, UserId};
+
+/// A member of a node's conference, as the head tracks it: (dev, conference, user).
+type MemberKey = (DevId, String, UserId);
+
+struct Link {
+    id: u64,
+    node: MediaNode,
+    tx: mpsc::UnboundedSender<ToNode>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct HeadStats {
+    /// Links accepted (hello answered with welcome).
+    pub links: AtomicU64,
+    /// Connections refused: wrong secret or path, no hello, wrong version.
+    pub refused: AtomicU64,
+    /// Frames from nodes that did not parse (dropped).
+    pub malformed: AtomicU64,
+}
+
+/// The head: its connected media nodes and their members in its registry.
+pub struct ClusterHead {
+    secret: String,
+    /// The head itself as a media node (`[cluster] local_media`).
+    local: Option<MediaNode>,
+    store: Arc<dyn Store>,
+    registry: Arc<ConferenceRegistry>,
+    links: Mutex<HashMap<String, Link>>,
+    /// Which link reported each remote member (a replaced link must not remove the members
+    /// its successor reported).
+    owners: Mutex<HashMap<MemberKey, u64>>,
+    next_link: AtomicU64,
+    pub stats: HeadStats,
+}
+
+impl std::fmt::Debug for ClusterHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterHead")
+            .field("local", &self.local)
+            .field("nodes", &self.nodes())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a map update: a poisoned lock still holds valid data.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+impl ClusterHead {
+    /// `local`: the head's own SIP address when it runs conferences too.
+    pub fn new(
+        secret: String,
+        local: Option<MediaNode>,
+        store: Arc<dyn Store>,
+        registry: Arc<ConferenceRegistry>,
+    ) -> Arc<ClusterHead> {
+        Arc::new(ClusterHead {
+            secret,
+            local,
+            store,
+            registry,
+            links: Mutex::default(),
+            owners: Mutex::default(),
+            next_link: AtomicU64::new(1),
+            stats: HeadStats::default(),
+        })
+    }
+
+    /// The connected media nodes, by name.
+    pub fn nodes(&self) -> Vec<MediaNode> {
+        let mut nodes: Vec<MediaNode> =
+            lock(&self.links).values().map(|l| l.node.clone()).collect();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        nodes
+    }
+
+    /// Where a new invitation to conference `name` sends the browser: the node that has
+    /// members of the conference now, else the node of the conference's other invitations
+    /// (`existing`) while it is available, else the rendezvous choice. `Err` when no node is
+    /// available.
+    pub fn place(
+        &self,
+        dev: DevId,
+        name: &str,
+        existing: &[ConferenceRow],
+    ) -> Result<MediaNode, String> {
+        // A conference with members on a node stays there.
+        let running = {
+            let owners = lock(&self.owners);
+            owners
+                .iter()
+                .find(|((d, n, _), _)| *d == dev && n == name)
+                .map(|(_, link)| *link)
+        };
+        if let Some(node) = running.and_then(|id| {
+            lock(&self.links)
+                .values()
+                .find(|l| l.id == id)
+                .map(|l| l.node.clone())
+        }) {
+            return Ok(node);
+        }
+        let mut candidates = self.nodes();
+        candidates.extend(self.local.clone());
+        if let Some(n) = existing
+            .iter()
+            .find_map(|r| candidates.iter().find(|c| c.address() == r.node))
+        {
+            return Ok(n.clone());
+        }
+        super::choose(&candidates, dev, name)
+            .cloned()
+            .ok_or_else(|| "no media node is connected to this head to run the conference".into())
+    }
+
+    /// Ends a user's SIP registrations and calls on every node (`DELETE FROM users_auth`).
+    pub fn disconnect_user(&self, dev: DevId, user: UserId) {
+        for l in lock(&self.links).values() {
+            let _ = l.tx.send(ToNode::DisconnectUser { dev, user });
+        }
+    }
+
+    /// Accepts media nodes on `listener` until the task is aborted.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!("cluster listener: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let head = self.clone();
+            tokio::spawn(async move {
+                if let Err(why) = head.link(stream).await {
+                    head.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    warn!(%peer, "cluster: a media node's connection was refused: {why}");
+                }
+            });
+        }
+    }
+
+    /// One node's link, from the handshake to its end.
+    // `ErrorResponse` is tungstenite's handshake callback error type, large or not.
+    #[allow(clippy::result_large_err)]
+    async fn link(self: &Arc<Self>, stream: TcpStream) -> Result<(), String> {
+        let secret = self.secret.clone();
+        let check = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+            let refuse = |status: StatusCode, why: &str| {
+                let mut r = ErrorResponse::new(Some(why.to_string()));
+                *r.status_mut() = status;
+                Err(r)
+            };
+            if req.uri().path() != PATH {
+                return refuse(StatusCode::NOT_FOUND, "not a cluster link path");
+            }
+            let presented = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !constant_time_eq(presented.as_bytes(), secret.as_bytes()) {
+                return refuse(StatusCode::UNAUTHORIZED, "wrong cluster secret");
+            }
+            Ok(resp)
+        };
+        let mut ws = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::accept_hdr_async(stream, check),
+        )
+        .await
+        .map_err(|_| "no WebSocket handshake within 10 s".to_string())?
+        .map_err(|e| format!("handshake: {e}"))?;
+        // The hello.
+        let first = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .map_err(|_| "no hello within 10 s".to_string())?;
+        let hello = match first {
+            Some(Ok(Message::Text(t))) => serde_json::from_str::<ToHead>(&t).ok(),
+            _ => None,
+        };
+        let Some(ToHead::Hello {
+            version,
+            name,
+            sip_host,
+            sip_port,
+            members,
+        }) = hello
+        else {
+            return Err("the first frame was not a hello".into());
+        };
+        let why = if version != VERSION {
+            Some(format!(
+                "this head speaks cluster protocol {VERSION}, not {version}"
+            ))
+        } else if name.is_empty() || self.local.as_ref().is_some_and(|l| l.name == name) {
+            Some(format!(
+                "the node name `{name}` is empty or the head's own: set [cluster] name"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            let _ = ws
+                .send(Message::Close(Some(CloseFrame {
+                    code: CloseCode::Policy,
+                    reason: why.clone().into(),
+                })))
+                .await;
+            return Err(why);
+        }
+        let node = MediaNode {
+            name: name.clone(),
+            sip_host,
+            sip_port,
+        };
+        let id = self.next_link.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = mpsc::unbounded_channel::<ToNode>();
+        let replaced = lock(&self.links).insert(
+            name.clone(),
+            Link {
+                id,
+                node: node.clone(),
+                tx: tx.clone(),
+            },
+        );
+        if let Some(old) = replaced {
+            info!(node = %name, "cluster: media node reconnected; its older link is replaced");
+            // The old link ends; its members go unless this hello lists them again.
+            drop(old);
+        }
+        self.stats.links.fetch_add(1, Ordering::Relaxed);
+        info!(node = %name, address = %node.address(), members = members.len(), "cluster: media node connected");
+        let now = Instant::now();
+        for m in members {
+            let joined = now
+                .checked_sub(Duration::from_millis(m.joined_ms))
+                .unwrap_or(now);
+            self.remote_join(id, &tx, m.dev, &m.name, m.user, &m.profile, joined);
+            self.registry
+                .activity(m.dev, &m.name, m.user, m.talking, m.energy, now);
+        }
+        let welcome = serde_json::to_string(&ToNode::Welcome).expect("serializable");
+        let result = async {
+            ws.send(Message::Text(welcome.into()))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut ping = tokio::time::interval(PING_EVERY);
+            let mut heard = Instant::now();
+            loop {
+                tokio::select! {
+                    out = rx.recv() => {
+                        // `None`: a newer link of this node took its place.
+                        let Some(out) = out else { return Ok(()) };
+                        let text = serde_json::to_string(&out).expect("serializable");
+                        ws.send(Message::Text(text.into())).await.map_err(|e| e.to_string())?;
+                    }
+                    frame = ws.next() => {
+                        heard = Instant::now();
+                        match frame {
+                            Some(Ok(Message::Text(t))) => match serde_json::from_str::<ToHead>(&t) {
+                                Ok(msg) => self.on_message(id, &tx, msg),
+                                Err(e) => {
+                                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                                    warn!(node = %name, "cluster: a frame that does not parse was dropped: {e}");
+                                }
+                            },
+                            Some(Ok(Message::Close(_))) | None => return Ok(()),
+                            Some(Ok(_)) => {}
+                            Some(Err(e)) => return Err(e.to_string()),
+                        }
+                    }
+                    _ = ping.tick() => {
+                        if heard.elapsed() >= SILENCE_LIMIT {
+                            return Err(format!("nothing heard for {} s", SILENCE_LIMIT.as_secs()));
+                        }
+                        ws.send(Message::Ping(Vec::new().into())).await.map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+        }
+        .await;
+        drop(tx);
+        self.link_ended(id, &name);
+        match result {
+            Ok(()) => info!(node = %name, "cluster: media node disconnected"),
+            Err(e) => warn!(node = %name, "cluster: media node link lost: {e}"),
+        }
+        Ok(())
+    }
+
+    /// Forgets a link: its registration (unless a newer link replaced it) and the members it
+    /// reported (their leave and end events are published).
+    fn link_ended(&self, id: u64, name: &str) {
+        {
+            let mut links = lock(&self.links);
+            if links.get(name).is_some_and(|l| l.id == id) {
+                links.remove(name);
+            }
+        }
+        let gone: Vec<MemberKey> = {
+            let mut owners = lock(&self.owners);
+            let gone: Vec<MemberKey> = owners
+                .iter()
+                .filter(|(_, owner)| **owner == id)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in &gone {
+                owners.remove(k);
+            }
+            gone
+        };
+        for (dev, conf, user) in gone {
+            self.registry.leave(dev, &conf, user);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn remote_join(
+        &self,
+        link: u64,
+        tx: &mpsc::UnboundedSender<ToNode>,
+        dev: DevId,
+        name: &str,
+        user: UserId,
+        profile: &str,
+        joined: Instant,
+    ) {
+        lock(&self.owners).insert((dev, name.to_string(), user), link);
+        let hangup = {
+            let (tx, name) = (tx.clone(), name.to_string());
+            Arc::new(move |reason: &str| {
+                let _ = tx.send(ToNode::Hangup {
+                    dev,
+                    name: name.clone(),
+                    user: Some(user),
+                    reason: reason.to_string(),
+                });
+            })
+        };
+        let remote: Remote = {
+            let (tx, name) = (tx.clone(), name.to_string());
+            Arc::new(move |change: RemoteChange| {
+                let name = name.clone();
+                let _ = tx.send(match change {
+                    RemoteChange::Flags { user, flags } => ToNode::Flags {
+                        dev,
+                        name,
+                        user,
+                        flags: flags_out(flags),
+                    },
+                    RemoteChange::Layout(layout) => ToNode::Layout { dev, name, layout },
+                    RemoteChange::MaxDuration(d) => ToNode::MaxDuration {
+                        dev,
+                        name,
+                        secs: d.as_secs(),
+                    },
+                });
+            })
+        };
+        self.registry
+            .join_remote(dev, name, user, profile, joined, hangup, Some(remote));
+    }
+
+    fn on_message(&self, link: u64, tx: &mpsc::UnboundedSender<ToNode>, msg: ToHead) {
+        match msg {
+            ToHead::Hello { .. } => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            }
+            ToHead::UserHash { id, dev, user } => {
+                let (store, tx) = (self.store.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let (hash, error) = match store.user_hash(dev, user).await {
+                        Ok(h) => (h, None),
+                        Err(e) => (None, Some(e.to_string())),
+                    };
+                    let _ = tx.send(ToNode::UserHash { id, hash, error });
+                });
+            }
+            ToHead::Invitation {
+                id,
+                dev,
+                name,
+                user,
+            } => {
+                let (store, tx) = (self.store.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let (row, error) = match store.conference_row(dev, &name, user).await {
+                        Ok(r) => (r, None),
+                        Err(e) => (None, Some(e.to_string())),
+                    };
+                    let _ = tx.send(ToNode::Invitation { id, row, error });
+                });
+            }
+            ToHead::Join {
+                dev,
+                name,
+                user,
+                profile,
+            } => self.remote_join(link, tx, dev, &name, user, &profile, Instant::now()),
+            ToHead::Leave { dev, name, user } => {
+                let key = (dev, name, user);
+                let mine = {
+                    let mut owners = lock(&self.owners);
+                    let mine = owners.get(&key) == Some(&link);
+                    if mine {
+                        owners.remove(&key);
+                    }
+                    mine
+                };
+                if mine {
+                    self.registry.leave(dev, &key.1, user);
+                }
+            }
+            ToHead::Activity {
+                dev,
+                name,
+                user,
+                talking,
+                energy,
+            } => self
+                .registry
+                .activity(dev, &name, user, talking, energy, Instant::now()),
+        }
+    }
+}
+
+fn flags_out(f: MemberFlags) -> super::Flags {
+    super::Flags {
+        audio: f.audio,
+        video: f.video,
+        deaf: f.deaf,
+        video_floor: f.video_floor,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn node(name: &str, port: u16) -> MediaNode {
+        MediaNode {
+            name: name.into(),
+            sip_host: "10.0.0.1".into(),
+            sip_port: port,
+        }
+    }
+
+    fn row(node: &str) -> ConferenceRow {
+        ConferenceRow {
+            name: "room".into(),
+            user_id: 1,
+            caller_id: 0,
+            message: String::new(),
+            profile: "audio".into(),
+            stream: String::new(),
+            node: node.into(),
+            time: 0,
+        }
+    }
+
+    #[test]
+    fn placement_follows_members_then_invitations_then_the_hash() {
+        let registry = Arc::new(ConferenceRegistry::new());
+        let none = ClusterHead::new(
+            "s".repeat(16),
+            None,
+            Arc::new(MemoryStore::new()),
+            registry.clone(),
+        );
+        let e = none.place(0, "room", &[]).unwrap_err();
+        assert!(e.contains("no media node"), "{e}");
+
+        let head = ClusterHead::new(
+            "s".repeat(16),
+            Some(node("head", 7443)),
+            Arc::new(MemoryStore::new()),
+            registry,
+        );
+        assert_eq!(head.place(0, "room", &[]).unwrap().name, "head");
+        let mut txs = Vec::new();
+        for (id, (name, port)) in [("a", 7001), ("b", 7002)].into_iter().enumerate() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            txs.push(rx);
+            lock(&head.links).insert(
+                name.into(),
+                Link {
+                    id: id as u64 + 1,
+                    node: node(name, port),
+                    tx,
+                },
+            );
+        }
+        let all = [node("a", 7001), node("b", 7002), node("head", 7443)];
+        // No invitation yet: the rendezvous choice among the connected nodes and the head.
+        for conf in ["room", "r1", "r2", "r3"] {
+            let want = crate::cluster::choose(&all, 0, conf).unwrap();
+            assert_eq!(&head.place(0, conf, &[]).unwrap(), want);
+        }
+        // The other invitations' node while it is connected; a gone node is not used.
+        assert_eq!(
+            head.place(0, "room", &[row("10.0.0.1:7002")]).unwrap().name,
+            "b"
+        );
+        assert_eq!(
+            &head.place(0, "room", &[row("10.0.0.1:9999")]).unwrap(),
+            crate::cluster::choose(&all, 0, "room").unwrap()
+        );
+        // Members on a node keep the conference there, whatever the invitations say.
+        lock(&head.owners).insert((0, "room".into(), 5), 1);
+        assert_eq!(
+            head.place(0, "room", &[row("10.0.0.1:7002")]).unwrap().name,
+            "a"
+        );
+        assert_eq!(
+            head.place(1, "room", &[]).unwrap(),
+            *crate::cluster::choose(&all, 1, "room").unwrap()
+        );
+        // The user's registrations end on every node.
+        head.disconnect_user(0, 5);
+        for rx in &mut txs {
+            assert_eq!(
+                rx.try_recv().unwrap(),
+                ToNode::DisconnectUser { dev: 0, user: 5 }
+            );
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! A cluster: one head and its media nodes, as CppComet was one signalling server and its
+//! FreeSWITCH media servers.
+//!
+//! # Contract
+//!
+//! - **The head** is a whole comet-server (CometQL, the comet WebSocket, the store) with
+//!   `[cluster] secret` set. It listens for media nodes on `[cluster] ip, port`. Every
+//!   `INSERT INTO conference` places the conference on a media node: the node that has its
+//!   members now, or the node named by the conference's other invitations while that node is
+//!   connected, else the node chosen by
+//!   rendezvous hashing of (node name, dev_id, conference name) among the connected nodes (and
+//!   the head itself with `[cluster] local_media`). A node joining or leaving moves only the
+//!   conferences that hash to it. The invitation's `node` column, and the `serverName`,
+//!   `serverPort` and `callPipe` of its `sys_sipCall` event, name that node: the browser's JsSIP
+//!   calls it directly. With no node to place it on, the INSERT fails with error 500.
+//! - **A media node** is a comet-server with `[cluster] head` and the same secret. Its SIP
+//!   listener reads users_auth hashes and invitations from the head (never from its own store),
+//!   and its conferences run there. It reports every join, leave and voice-activity change to
+//!   the head, whose registry lists the node's members in `conference_members` and publishes
+//!   their events on the `conference_<name>` pipes, exactly as for its own. The head sends the
+//!   backend's decisions back: hangups (`DELETE FROM conference`, `DELETE FROM users_auth`,
+//!   time limits), moderation flags, layouts and time limits (`UPDATE conference_members`),
+//!   and the end of a deleted user's SIP registrations.
+//! - **The link** is one WebSocket from each node to the head (path [`PATH`]), opened with
+//!   `Authorization: Bearer <secret>` (anything else: HTTP 401), JSON text frames ([`ToHead`],
+//!   [`ToNode`]). The node says [`ToHead::Hello`] first, with every member it has, and the head
+//!   answers [`ToNode::Welcome`] (or closes with the reason: wrong version). A node whose name
+//!   is already connected replaces the older link (a node that restarted before the head saw
+//!   its old connection die). Both sides ping every [`PING_EVERY`] and give a link up after
+//!   [`SILENCE_LIMIT`] without a frame.
+//! - **When the link breaks** the node's calls go on. The head drops the node's members (their
+//!   leave and end events are published), and the node's SIP answers REGISTER and INVITE with
+//!   500, as when a store fails, until it is back (its `/healthz` says so meanwhile). The node reconnects (0.5 s, doubling to 5 s) and its hello lists its
+//!   members again.
+//!
+//! [`head`] is the head's side, [`node`] the node's.
+
+pub mod head;
+pub mod node;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{ConferenceRow, DevId, UserId};
+
+/// The link's WebSocket path.
+pub const PATH: &str = "/cluster/v1";
+/// The link protocol's version ([`ToHead::Hello`]).
+pub const VERSION: u32 = 1;
+/// Both sides ping this often.
+pub const PING_EVERY: Duration = Duration::from_secs(5);
+/// A link with nothing received for this long is dead.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(20);
+/// A node waits this long for the head to answer a lookup.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One member of a node's conferences, as its hello lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberState {
+    pub dev: DevId,
+    pub name: String,
+    pub user: UserId,
+    pub profile: String,
+    /// Milliseconds since the member joined.
+    pub joined_ms: u64,
+    pub talking: bool,
+    pub energy: u8,
+}
+
+/// Moderation flags of one member (`UPDATE conference_members`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flags {
+    pub audio: bool,
+    pub video: bool,
+    pub deaf: bool,
+    pub video_floor: bool,
+}
+
+/// What a media node sends the head.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum ToHead {
+    /// The first frame of a link.
+    Hello {
+        version: u32,
+        name: String,
+        /// Where browsers reach the node's SIP listener (`serverName`, `serverPort`).
+        sip_host: String,
+        sip_port: u16,
+        members: Vec<MemberState>,
+    },
+    /// Asks for the users_auth hash of a user ([`ToNode::UserHash`] answers).
+    UserHash { id: u64, dev: DevId, user: UserId },
+    /// Asks for the invitation of a user to a conference ([`ToNode::Invitation`] answers).
+    Invitation {
+        id: u64,
+        dev: DevId,
+        name: String,
+        user: UserId,
+    },
+    Join {
+        dev: DevId,
+        name: String,
+        user: UserId,
+        profile: String,
+    },
+    Leave {
+        dev: DevId,
+        name: String,
+        user: UserId,
+    },
+    Activity {
+        dev: DevId,
+        name: String,
+        user: UserId,
+        talking: bool,
+        energy: u8,
+    },
+}
+
+/// What the head sends a media node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum ToNode {
+    /// The hello was accepted.
+    Welcome,
+    UserHash {
+        id: u64,
+        hash: Option<String>,
+        /// The store failed (the node answers 503).
+        error: Option<String>,
+    },
+    Invitation {
+        id: u64,
+        row: Option<ConferenceRow>,
+        error: Option<String>,
+    },
+    /// Hang up one member, or the whole conference without `user`.
+    Hangup {
+        dev: DevId,
+        name: String,
+        user: Option<UserId>,
+        reason: String,
+    },
+    Flags {
+        dev: DevId,
+        name: String,
+        user: UserId,
+        flags: Flags,
+    },
+    Layout {
+        dev: DevId,
+        name: String,
+        layout: String,
+    },
+    /// The conference's time limit from its start, in seconds (0: none).
+    MaxDuration { dev: DevId, name: String, secs: u64 },
+    /// End the user's SIP registrations and calls (`DELETE FROM users_auth`).
+    DisconnectUser { dev: DevId, user: UserId },
+}
+
+/// Where browsers reach a media node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaNode {
+    pub name: String,
+    pub sip_host: String,
+    pub sip_port: u16,
+}
+
+impl MediaNode {
+    /// `<sip host>:<sip port>`, the `node` column of `conference`.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.sip_host, self.sip_port)
+    }
+}
+
+/// Rendezvous (highest random weight) score of a node for a conference: FNV-1a over the node's
+/// name, the dev_id and the conference name. The same on every head and across restarts.
+pub fn score(node: &str, dev: DevId, conference: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    eat(node.as_bytes());
+    eat(&[0xff]);
+    eat(&dev.to_le_bytes());
+    eat(conference.as_bytes());
+    // FNV's low bits mix poorly for short inputs: finish with a 64-bit avalanche.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h
+}
+
+/// The node a new conference goes to: the highest [`score`] (ties: the smaller name).
+pub fn choose<'a>(nodes: &'a [MediaNode], dev: DevId, conference: &str) -> Option<&'a MediaNode> {
+    nodes.iter().max_by(|a, b| {
+        score(&a.name, dev, conference)
+            .cmp(&score(&b.name, dev, conference))
+            .then_with(|| b.name.cmp(&a.name))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str) -> MediaNode {
+        MediaNode {
+            name: name.into(),
+            sip_host: "h".into(),
+            sip_port: 1,
+        }
+    }
+
+    #[test]
+    fn rendezvous_spreads_and_moves_only_what_it_must() {
+        let three: Vec<MediaNode> = ["a", "b", "c"].into_iter().map(node).collect();
+        let names: Vec<String> = (0..3000).map(|i| format!("room{i}")).collect();
+        let placed: Vec<String> = names
+            .iter()
+            .map(|n| choose(&three, 7, n).unwrap().name.clone())
+            .collect();
+        for want in ["a", "b", "c"] {
+            let share = placed.iter().filter(|p| *p == want).count();
+            assert!((800..=1200).contains(&share), "{want} got {share} of 3000");
+        }
+        // Node b goes: only its conferences move, and they spread over a and c.
+        let two: Vec<MediaNode> = ["a", "c"].into_iter().map(node).collect();
+        for (n, before) in names.iter().zip(&placed) {
+            let after = &choose(&two, 7, n).unwrap().name;
+            if before != "b" {
+                assert_eq!(after, before, "{n} moved although its node stayed");
+            }
+        }
+        // The order of the list does not matter, and the dev_id is part of the key.
+        let reversed: Vec<MediaNode> = ["c", "b", "a"].into_iter().map(node).collect();
+        assert!(
+            names.iter().all(
+                |n| choose(&three, 7, n).unwrap().name == choose(&reversed, 7, n).unwrap().name
+            )
+        );
+        assert!(
+            names
+                .iter()
+                .any(|n| choose(&three, 7, n).unwrap().name != choose(&three, 8, n).unwrap().name)
+        );
+        assert!(choose(&[], 0, "x").is_none());
+    }
+
+    #[test]
+    fn frames_round_trip_as_tagged_json() {
+        let hello = ToHead::Hello {
+            version: VERSION,
+            name: "n1".into(),
+            sip_host: "media1.example.com".into(),
+            sip_port: 7443,
+            members: vec![MemberState {
+                dev: 0,
+                name: "room".into(),
+                user: 5,
+                profile: "audio".into(),
+                joined_ms: 1200,
+                talking: true,
+                energy: 40,
+            }],
+        };
+        let text = serde_json::to_string(&hello).unwrap();
+        assert!(text.starts_with(r#"{"t":"hello""#), "{text}");
+        assert_eq!(serde_json::from_str::<ToHead>(&text).unwrap(), hello);
+        let hangup = ToNode::Hangup {
+            dev: 0,
+            name: "room".into(),
+            user: None,
+            reason: "conference ended by the backend".into(),
+        };
+        let text = serde_json::to_string(&hangup).unwrap();
+        assert_eq!(serde_json::from_str::<ToNode>(&text).unwrap(), hangup);
+        assert!(serde_json::from_str::<ToNode>(r#"{"t":"bogus"}"#).is_err());
+    }
+}

@@ -1,0 +1,392 @@
+//! A media node's side of the cluster: the link to the head, kept up; the SIP listener's
+//! [`Directory`] on the head; membership reports; the head's commands (see [`super`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tracing::{info, warn};
+
+use super::{
+    ANSWER_TIMEOUT, MemberState, PATH, PING_EVERY, SILENCE_LIMIT, ToHead, ToNode, VERSION,
+};
+use crate::conference::ConferenceRegistry;
+use crate::conference::registry::{MemberFlags, Mirror};
+use crate::sip::{Directory, SipContext};
+use crate::store::{ConferenceRow, DevId, StoreError, StoreResult, UserId};
+
+/// What the head answered to a lookup.
+enum Answer {
+    Hash(Option<String>, Option<String>),
+    Row(Option<Box<ConferenceRow>>, Option<String>),
+}
+
+/// Counters and state for `/metrics` and `/healthz`.
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    /// The link is up (welcomed by the head).
+    pub up: AtomicBool,
+    /// Links established.
+    pub connects: AtomicU64,
+    /// Lookups asked of the head, and those that failed (link down, timeout, store error).
+    pub lookups: AtomicU64,
+    pub lookup_failures: AtomicU64,
+}
+
+/// A media node's link to its head.
+pub struct NodeLink {
+    url: String,
+    secret: String,
+    name: String,
+    sip_host: String,
+    sip_port: u16,
+    registry: Arc<ConferenceRegistry>,
+    /// For the head's `disconnect_user` (set once the SIP listener exists).
+    sip: OnceLock<SipContext>,
+    /// The link's outgoing queue while it is up.
+    out: Mutex<Option<mpsc::UnboundedSender<ToHead>>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    next_id: AtomicU64,
+    pub stats: NodeStats,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a map update: a poisoned lock still holds valid data.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The link's URL from `[cluster] head`: `host:port`, or a ws:// / wss:// URL (the path
+/// defaults to [`PATH`]).
+pub fn head_url(head: &str) -> String {
+    if let Some(rest) = head
+        .strip_prefix("ws://")
+        .or_else(|| head.strip_prefix("wss://"))
+    {
+        if rest.contains('/') && !rest.ends_with('/') {
+            head.to_string()
+        } else {
+            format!("{}{PATH}", head.trim_end_matches('/'))
+        }
+    } else {
+        format!("ws://{head}{PATH}")
+    }
+}
+
+impl NodeLink {
+    /// A link (not yet running: [`NodeLink::run`]) for the node `name` whose browsers reach its
+    /// SIP listener at `sip_host:sip_port`.
+    pub fn new(
+        head: &str,
+        secret: String,
+        name: String,
+        sip_host: String,
+        sip_port: u16,
+        registry: Arc<ConferenceRegistry>,
+    ) -> Arc<NodeLink> {
+        let link = Arc::new(NodeLink {
+            url: head_url(head),
+            secret,
+            name,
+            sip_host,
+            sip_port,
+            registry: registry.clone(),
+            sip: OnceLock::new(),
+            out: Mutex::new(None),
+            pending: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            stats: NodeStats::default(),
+        });
+        // Membership changes go to the head while the link is up; a new link's hello lists
+        // every member again.
+        let weak = Arc::downgrade(&link);
+        registry.set_mirror(Arc::new(move |m: Mirror| {
+            let Some(link) = weak.upgrade() else { return };
+            let msg = match m {
+                Mirror::Join {
+                    dev,
+                    name,
+                    user,
+                    profile,
+                } => ToHead::Join {
+                    dev,
+                    name,
+                    user,
+                    profile,
+                },
+                Mirror::Leave { dev, name, user } => ToHead::Leave { dev, name, user },
+                Mirror::Activity {
+                    dev,
+                    name,
+                    user,
+                    talking,
+                    energy,
+                } => ToHead::Activity {
+                    dev,
+                    name,
+                    user,
+                    talking,
+                    energy,
+                },
+            };
+            link.send(msg);
+        }));
+        link
+    }
+
+    /// The SIP listener, for the head's `disconnect_user`.
+    pub fn set_sip(&self, sip: SipContext) {
+        let _ = self.sip.set(sip);
+    }
+
+    /// The head's link URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn send(&self, msg: ToHead) -> bool {
+        lock(&self.out)
+            .as_ref()
+            .is_some_and(|tx| tx.send(msg).is_ok())
+    }
+
+    /// Asks the head; `Err` when the link is down or the answer does not come in time.
+    async fn ask(&self, make: impl FnOnce(u64) -> ToHead) -> StoreResult<Answer> {
+        self.stats.lookups.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        let fail = |why: &str| {
+            self.stats.lookup_failures.fetch_add(1, Ordering::Relaxed);
+            lock(&self.pending).remove(&id);
+            Err(StoreError::Backend(format!("cluster head: {why}")))
+        };
+        if !self.send(make(id)) {
+            return fail("not connected");
+        }
+        match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
+            Ok(Ok(a)) => Ok(a),
+            Ok(Err(_)) => fail("the link closed before the answer"),
+            Err(_) => fail("no answer in time"),
+        }
+    }
+
+    /// Keeps the link up until the task is aborted: connects, says hello, serves the head's
+    /// frames; after a failure waits 0.5 s, doubling to 5 s, and connects again.
+    pub async fn run(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let started = Instant::now();
+            match self.session().await {
+                Ok(()) => info!(head = %self.url, "cluster: the head closed the link"),
+                Err(e) => warn!(head = %self.url, "cluster: link to the head: {e}"),
+            }
+            self.down();
+            if started.elapsed() > Duration::from_secs(30) {
+                backoff = Duration::from_millis(500);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// The link is down: lookups waiting for an answer fail now.
+    fn down(&self) {
+        self.stats.up.store(false, Ordering::Relaxed);
+        *lock(&self.out) = None;
+        lock(&self.pending).clear();
+    }
+
+    async fn session(&self) -> Result<(), String> {
+        let mut req = self
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| format!("bad [cluster] head URL {}: {e}", self.url))?;
+        let bearer = HeaderValue::from_str(&format!("Bearer {}", self.secret))
+            .map_err(|_| "the [cluster] secret is not a valid header value".to_string())?;
+        req.headers_mut().insert("authorization", bearer);
+        let (mut ws, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(req),
+        )
+        .await
+        .map_err(|_| "no connection within 10 s".to_string())?
+        .map_err(|e| format!("cannot connect: {e}"))?;
+        // From here membership changes queue for this link; the hello lists every member
+        // (a join queued meanwhile is sent twice, which the head takes as a re-join).
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        *lock(&self.out) = Some(tx);
+        let now = Instant::now();
+        let members = self
+            .registry
+            .all_members(now)
+            .into_iter()
+            .map(|(dev, r)| MemberState {
+                dev,
+                name: r.name,
+                user: r.user_id,
+                profile: r.profile,
+                joined_ms: r.joined_for.as_millis() as u64,
+                talking: r.talking,
+                energy: r.energy,
+            })
+            .collect();
+        let hello = ToHead::Hello {
+            version: VERSION,
+            name: self.name.clone(),
+            sip_host: self.sip_host.clone(),
+            sip_port: self.sip_port,
+            members,
+        };
+        let text = serde_json::to_string(&hello).expect("serializable");
+        ws.send(Message::Text(text.into()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut ping = tokio::time::interval(PING_EVERY);
+        let mut heard = Instant::now();
+        loop {
+            tokio::select! {
+                out = rx.recv() => {
+                    let Some(out) = out else { return Ok(()) };
+                    let text = serde_json::to_string(&out).expect("serializable");
+                    ws.send(Message::Text(text.into())).await.map_err(|e| e.to_string())?;
+                }
+                frame = ws.next() => {
+                    heard = Instant::now();
+                    match frame {
+                        Some(Ok(Message::Text(t))) => match serde_json::from_str::<ToNode>(&t) {
+                            Ok(msg) => self.on_message(msg),
+                            Err(e) => warn!("cluster: a frame from the head does not parse: {e}"),
+                        },
+                        Some(Ok(Message::Close(frame))) => {
+                            return match frame {
+                                Some(f) if !f.reason.is_empty() => Err(format!("the head closed the link: {}", f.reason)),
+                                _ => Ok(()),
+                            };
+                        }
+                        None => return Ok(()),
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return Err(e.to_string()),
+                    }
+                }
+                _ = ping.tick() => {
+                    if heard.elapsed() >= SILENCE_LIMIT {
+                        return Err(format!("nothing heard for {} s", SILENCE_LIMIT.as_secs()));
+                    }
+                    ws.send(Message::Ping(Vec::new().into())).await.map_err(|e| e.to_string())?;
+                }
+            }
+        }
+    }
+
+    fn on_message(&self, msg: ToNode) {
+        match msg {
+            ToNode::Welcome => {
+                self.stats.up.store(true, Ordering::Relaxed);
+                self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                info!(head = %self.url, node = %self.name, "cluster: connected to the head");
+            }
+            ToNode::UserHash { id, hash, error } => self.answer(id, Answer::Hash(hash, error)),
+            ToNode::Invitation { id, row, error } => {
+                self.answer(id, Answer::Row(row.map(Box::new), error))
+            }
+            ToNode::Hangup {
+                dev,
+                name,
+                user,
+                reason,
+            } => {
+                self.registry.hangup(dev, &name, user, &reason);
+            }
+            ToNode::Flags {
+                dev,
+                name,
+                user,
+                flags,
+            } => {
+                self.registry.update_flags(dev, &name, user, |f| {
+                    *f = MemberFlags {
+                        audio: flags.audio,
+                        video: flags.video,
+                        deaf: flags.deaf,
+                        video_floor: flags.video_floor,
+                    }
+                });
+            }
+            ToNode::Layout { dev, name, layout } => {
+                self.registry.set_layout(dev, &name, &layout);
+            }
+            ToNode::MaxDuration { dev, name, secs } => {
+                self.registry
+                    .set_max_duration(dev, &name, Duration::from_secs(secs));
+            }
+            ToNode::DisconnectUser { dev, user } => {
+                if let Some(sip) = self.sip.get() {
+                    sip.disconnect_user(dev, user);
+                }
+            }
+        }
+    }
+
+    fn answer(&self, id: u64, a: Answer) {
+        if let Some(tx) = lock(&self.pending).remove(&id) {
+            let _ = tx.send(a);
+        }
+    }
+}
+
+fn failed(error: String) -> StoreError {
+    StoreError::Backend(format!("cluster head: {error}"))
+}
+
+#[async_trait::async_trait]
+impl Directory for NodeLink {
+    async fn user_hash(&self, dev: DevId, user: UserId) -> StoreResult<Option<String>> {
+        match self.ask(|id| ToHead::UserHash { id, dev, user }).await? {
+            Answer::Hash(_, Some(e)) => Err(failed(e)),
+            Answer::Hash(hash, None) => Ok(hash),
+            Answer::Row(..) => Err(failed("a wrong answer".into())),
+        }
+    }
+
+    async fn invitation(
+        &self,
+        dev: DevId,
+        name: &str,
+        user: UserId,
+    ) -> StoreResult<Option<ConferenceRow>> {
+        let name = name.to_string();
+        match self
+            .ask(|id| ToHead::Invitation {
+                id,
+                dev,
+                name,
+                user,
+            })
+            .await?
+        {
+            Answer::Row(_, Some(e)) => Err(failed(e)),
+            Answer::Row(row, None) => Ok(row.map(|r| *r)),
+            Answer::Hash(..) => Err(failed("a wrong answer".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_url;
+
+    #[test]
+    fn head_urls() {
+        assert_eq!(head_url("10.0.0.1:7445"), "ws://10.0.0.1:7445/cluster/v1");
+        assert_eq!(head_url("ws://h:1"), "ws://h:1/cluster/v1");
+        assert_eq!(head_url("wss://h:1/"), "wss://h:1/cluster/v1");
+        assert_eq!(head_url("wss://h/x/cluster"), "wss://h/x/cluster");
+    }
+}

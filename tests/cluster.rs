@@ -1,0 +1,230 @@
+//! A cluster of two processes on loopback: a head (CometQL, the comet WebSocket, the store)
+//! and a media node. The backend talks only to the head; browsers are sent to the node and call
+//! it; the head's CometQL sees and moderates the node's conference.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::audio_room::*;
+use common::sip_client::{SipClient, Ua};
+use common::{Server, connect, err_code};
+use mysql_async::prelude::Queryable;
+
+const SECRET: &str = "cluster-secret-for-tests";
+
+/// The head's `cluster=` address from its READY line.
+fn cluster_addr(head: &Server) -> SocketAddr {
+    head.stdout
+        .iter()
+        .find_map(|l| l.strip_prefix("READY "))
+        .and_then(|r| {
+            r.split_whitespace()
+                .find_map(|kv| kv.strip_prefix("cluster="))
+        })
+        .expect("the head's READY line names its cluster listener")
+        .parse()
+        .unwrap()
+}
+
+fn head_flags(local_media: bool) -> Vec<String> {
+    [
+        "--set".to_string(),
+        format!("cluster.secret={SECRET}"),
+        "--set".into(),
+        "cluster.port=0".into(),
+        "--set".into(),
+        format!("cluster.local_media={local_media}"),
+    ]
+    .into()
+}
+
+fn node_flags(head: SocketAddr, secret: &str, name: &str) -> Vec<String> {
+    [
+        "--set".to_string(),
+        format!("cluster.secret={secret}"),
+        "--set".into(),
+        format!("cluster.head={head}"),
+        "--set".into(),
+        format!("cluster.name={name}"),
+    ]
+    .into()
+}
+
+fn start(dir: &std::path::Path, flags: &[String]) -> Server {
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Server::start_with(dir, &flags)
+}
+
+/// Waits (deadline 10 s) until the conference pipe's history, talking events aside, ends with
+/// `tail`; returns the events (the history is written after the events go out).
+async fn wait_events(db: &mut mysql_async::Conn, tail: &[&str]) -> Vec<String> {
+    let end = deadline(10);
+    loop {
+        let rows: Vec<(String, String)> = db
+            .query(format!(
+                "SELECT event, message FROM pipes_messages WHERE name = 'conference_{ROOM}'"
+            ))
+            .await
+            .unwrap();
+        let names: Vec<String> = rows
+            .into_iter()
+            .map(|(e, _)| e)
+            .filter(|e| e != "talking")
+            .collect();
+        if names.ends_with(&tail.iter().map(|t| t.to_string()).collect::<Vec<_>>()) {
+            return names;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "conference_{ROOM} history {names:?} does not end with {tail:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conference_runs_on_the_media_node_the_head_chose() {
+    let head_dir = tempfile::tempdir().unwrap();
+    let head = start(head_dir.path(), &head_flags(false));
+    let link = cluster_addr(&head);
+    let mut db = connect(&head).await;
+    // No media node yet, and the head runs none itself: an invitation has nowhere to go.
+    db.query_drop("INSERT INTO users_auth (id, hash) VALUES (1, 'key1Secret')")
+        .await
+        .unwrap();
+    let e = db
+        .query_drop(format!(
+            "INSERT INTO conference (name, user_id, message, profile) VALUES ('{ROOM}', 1, '', 'audio')"
+        ))
+        .await
+        .expect_err("no media node");
+    let text = e.to_string();
+    assert_eq!(err_code(e), 500, "{text}");
+    assert!(text.contains("no media node"), "{text}");
+
+    let node_dir = tempfile::tempdir().unwrap();
+    let node = start(node_dir.path(), &node_flags(link, SECRET, "media-1"));
+    head.wait_log("media node connected", 1, Duration::from_secs(15));
+    node.wait_log("connected to the head", 1, Duration::from_secs(15));
+    db.query_drop(format!(
+        "INSERT INTO pipes_settings (name, length) VALUES ('conference_{ROOM}', 100)"
+    ))
+    .await
+    .unwrap();
+
+    // The room: the backend's connection is the head's CometQL, the browsers call the node.
+    let mut room = Room {
+        server: node,
+        db,
+        members: Vec::new(),
+        _dir: node_dir,
+    };
+    for user in [1, 2, 3] {
+        room.invite(user).await;
+    }
+    // The invitation and the browser's sys_sipCall name the node.
+    let node_addr = format!("127.0.0.1:{}", room.server.sip.port());
+    let nodes: Vec<String> = room
+        .db
+        .query(format!("SELECT node FROM conference WHERE name = '{ROOM}'"))
+        .await
+        .unwrap();
+    assert_eq!(nodes, [node_addr.clone(), node_addr.clone(), node_addr]);
+    let queued: Vec<(String, String)> = room
+        .db
+        .query("SELECT event, message FROM users_messages WHERE id = 2")
+        .await
+        .unwrap();
+    let (event, message) = queued.last().expect("user 2's sys_sipCall is queued");
+    assert_eq!(event, "sys_sipCall");
+    let sys = &serde_json::from_str::<serde_json::Value>(message).unwrap()["sys"];
+    assert_eq!(sys["serverName"], "127.0.0.1");
+    assert_eq!(sys["serverPort"], room.server.sip.port());
+    assert_ne!(room.server.sip.port(), head.sip.port());
+
+    // They call the node: it asks the head for their keys and invitations, and they hear each
+    // other; the head's conference_members lists them.
+    for (user, tone) in [(1, TONES[0]), (2, TONES[1]), (3, TONES[2])] {
+        room.join(user, tone).await;
+    }
+    room.wait_members(&[1, 2, 3]).await;
+    room.assert_hearing(&TONES[..3], "three members on the node")
+        .await;
+
+    // The head moderates the node's conference: user 2 muted is no longer heard.
+    let n = room
+        .update(&format!(
+            "UPDATE conference_members SET audio = 0 WHERE name = '{ROOM}' AND user_id = 2"
+        ))
+        .await;
+    assert_eq!(n, 1);
+    room.assert_hearing(&[TONES[0], TONES[2]], "user 2 muted from the head")
+        .await;
+
+    // A kick on the head hangs the call up on the node.
+    room.update(&format!(
+        "DELETE FROM conference WHERE name = '{ROOM}' AND user_id = 2"
+    ))
+    .await;
+    let reason = room.member(2).expect_bye().await;
+    assert!(reason.contains("removed from the conference"), "{reason}");
+    room.take(2);
+    room.wait_members(&[1, 3]).await;
+
+    // The head published the node's events on the conference pipe, and keeps their history.
+    let names = wait_events(&mut room.db, &["leave"]).await;
+    assert_eq!(names, ["join", "join", "join", "flags", "leave"]);
+
+    // The node goes away: the head drops its members (their leave and the end are published).
+    room.server.kill();
+    room.wait_members(&[]).await;
+    wait_events(&mut room.db, &["leave", "leave", "end"]).await;
+    let text = head.metrics(&["comet_cluster_"]);
+    common::assert_metric(&text, "comet_cluster_nodes", 0.0);
+    common::assert_metric(&text, "comet_cluster_links_total", 1.0);
+}
+
+/// A node that presents the wrong secret is refused, and while it has no head its SIP cannot
+/// check anybody: REGISTER gets 500 (as when a store fails), never a 200 from a store of its
+/// own; its /healthz says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_its_head_lets_nobody_in() {
+    let head_dir = tempfile::tempdir().unwrap();
+    let head = start(head_dir.path(), &head_flags(true));
+    let link = cluster_addr(&head);
+    let node_dir = tempfile::tempdir().unwrap();
+    let wrong = "not-the-cluster-secret";
+    let node = start(node_dir.path(), &node_flags(link, wrong, "media-x"));
+    head.wait_log("connection was refused", 1, Duration::from_secs(15));
+    node.wait_log("401", 1, Duration::from_secs(15));
+    // The user exists in the node's own store, with that key: still not let in.
+    let mut node_db = connect(&node).await;
+    node_db
+        .query_drop("INSERT INTO users_auth (id, hash) VALUES (7, 'key7Secret')")
+        .await
+        .unwrap();
+    let mut sip = SipClient::connect(node.sip, Ua::new(&sip_user(7), "key7Secret", HOST, 7)).await;
+    let reg = sip.register().await;
+    assert_eq!(reg.status(), Some(500), "{}", sip.transcript());
+    let health = node.http_get("/healthz").unwrap();
+    assert!(
+        health.starts_with("unhealthy") && health.contains("not connected to the head"),
+        "{health}"
+    );
+    let text = head.metrics(&["comet_cluster_"]);
+    common::assert_metric(&text, "comet_cluster_nodes", 0.0);
+    assert!(
+        common::metric(&text, "comet_cluster_refused_total").is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+    // With local_media the head places conferences on itself meanwhile.
+    let mut db = connect(&head).await;
+    invite(&mut db, 1, "audio").await;
+    let nodes: Vec<String> = db
+        .query(format!("SELECT node FROM conference WHERE name = '{ROOM}'"))
+        .await
+        .unwrap();
+    assert_eq!(nodes, [format!("127.0.0.1:{}", head.sip.port())]);
+}
