@@ -282,4 +282,171 @@ mod tests {
         assert_eq!(serde_json::from_str::<ToNode>(&text).unwrap(), hangup);
         assert!(serde_json::from_str::<ToNode>(r#"{"t":"bogus"}"#).is_err());
     }
+
+    /// A head and a node in one process, over a real WebSocket on 127.0.0.1: the hello's
+    /// members, lookups, reports, the backend's changes, a broken link and the replay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_and_its_head_over_a_real_link() {
+        use crate::conference::ConferenceRegistry;
+        use crate::sip::Directory;
+        use crate::store::{MemoryStore, Store};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::time::Instant;
+
+        async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+            let end = Instant::now() + Duration::from_secs(10);
+            while !ok() {
+                assert!(Instant::now() < end, "timed out waiting until {what}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        const SECRET: &str = "0123456789abcdef-test";
+        let store = Arc::new(MemoryStore::new());
+        store.set_user_hash(0, 7, "key7").await.unwrap();
+        let row = ConferenceRow {
+            name: "room".into(),
+            user_id: 7,
+            caller_id: 0,
+            message: String::new(),
+            profile: "audio".into(),
+            stream: String::new(),
+            node: "10.0.0.9:7443".into(),
+            time: 0,
+        };
+        store.put_conference_row(0, &row).await.unwrap();
+        let head_reg = Arc::new(ConferenceRegistry::new());
+        let head = head::ClusterHead::new(SECRET.into(), None, store, head_reg.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let _serve = tokio::spawn(head.clone().serve(listener));
+
+        // A wrong secret is refused.
+        let intruder = node::NodeLink::new(
+            &addr,
+            "wrong-secret-0123456789".into(),
+            "x".into(),
+            "10.0.0.8".into(),
+            7443,
+            Arc::new(ConferenceRegistry::new()),
+        );
+        let t = tokio::spawn(intruder.run());
+        wait_until("the head refused it", || {
+            head.stats.refused.load(Ordering::Relaxed) >= 1
+        })
+        .await;
+        t.abort();
+        assert!(head.nodes().is_empty());
+
+        // A member in a call before the link is up comes with the hello.
+        let node_reg = Arc::new(ConferenceRegistry::new());
+        let link = node::NodeLink::new(
+            &addr,
+            SECRET.into(),
+            "n1".into(),
+            "10.0.0.9".into(),
+            7443,
+            node_reg.clone(),
+        );
+        let hung = Arc::new(AtomicUsize::new(0));
+        let h2 = hung.clone();
+        node_reg.join(
+            0,
+            "room",
+            7,
+            "audio",
+            Instant::now(),
+            Arc::new(move |_: &str| {
+                h2.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        let task = tokio::spawn(link.clone().run());
+        wait_until("the head lists the hello's member", || {
+            head_reg.members(0, Some("room"), Instant::now()).len() == 1
+        })
+        .await;
+        assert_eq!(
+            head.nodes(),
+            [MediaNode {
+                name: "n1".into(),
+                sip_host: "10.0.0.9".into(),
+                sip_port: 7443
+            }]
+        );
+        // The node's SIP lookups are answered from the head's store.
+        assert_eq!(link.user_hash(0, 7).await.unwrap().as_deref(), Some("key7"));
+        assert_eq!(link.user_hash(0, 8).await.unwrap(), None);
+        assert_eq!(link.invitation(0, "room", 7).await.unwrap(), Some(row));
+        assert_eq!(link.invitation(0, "room", 8).await.unwrap(), None);
+
+        // Later joins and voice activity.
+        node_reg.join(
+            0,
+            "room",
+            8,
+            "audio",
+            Instant::now(),
+            Arc::new(|_: &str| {}),
+        );
+        node_reg.activity(0, "room", 8, true, 60, Instant::now());
+        wait_until("user 8 talks on the head", || {
+            let rows = head_reg.members(0, Some("room"), Instant::now());
+            rows.iter()
+                .any(|r| r.user_id == 8 && r.talking && r.energy == 60)
+        })
+        .await;
+        // The backend's changes on the head reach the node.
+        assert!(head_reg.update_flags(0, "room", 8, |f| f.audio = false));
+        wait_until("user 8 muted on the node", || {
+            node_reg.flags(0, "room", 8).is_some_and(|f| !f.audio)
+        })
+        .await;
+        assert!(head_reg.set_layout(0, "room", "grid"));
+        wait_until("the layout on the node", || {
+            node_reg
+                .conference_state(0, "room")
+                .is_some_and(|s| s.layout.as_deref() == Some("grid"))
+        })
+        .await;
+        assert_eq!(head_reg.hangup(0, "room", Some(7), "kick"), 1);
+        wait_until("the node hung user 7 up", || {
+            hung.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        // A leave reported by the node.
+        node_reg.leave(0, "room", 8);
+        wait_until("user 8 left on the head", || {
+            head_reg.members(0, Some("room"), Instant::now()).len() == 1
+        })
+        .await;
+
+        // The link breaks: the head forgets the node and its members; lookups fail.
+        task.abort();
+        wait_until("the head dropped the node", || {
+            head.nodes().is_empty() && head_reg.members(0, None, Instant::now()).is_empty()
+        })
+        .await;
+        assert!(link.user_hash(0, 7).await.is_err());
+        // It comes back: the hello lists its member again.
+        node_reg.join(
+            0,
+            "room",
+            9,
+            "audio",
+            Instant::now(),
+            Arc::new(|_: &str| {}),
+        );
+        let _task = tokio::spawn(link.clone().run());
+        wait_until("the head lists the node's members again", || {
+            let mut users: Vec<UserId> = head_reg
+                .members(0, Some("room"), Instant::now())
+                .iter()
+                .map(|r| r.user_id)
+                .collect();
+            users.sort();
+            users == [7, 9]
+        })
+        .await;
+        assert_eq!(head.stats.links.load(Ordering::Relaxed), 2);
+    }
 }
