@@ -16,9 +16,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{info, warn};
 
-use super::{MediaNode, PATH, PING_EVERY, SILENCE_LIMIT, ToHead, ToNode, VERSION};
+use super::{MediaNode, PATH, ToHead, ToNode, VERSION};
 use crate::conference::ConferenceRegistry;
-use crate::conference::registry::{MemberFlags, Remote, RemoteChange};
+use crate::conference::registry::{MemberFlags, Mirror, Remote, RemoteChange};
 use crate::store::{ConferenceRow, DevId, Store, UserId};
 
 /// A member of a node's conference, as the head tracks it: (dev, conference, user).
@@ -272,49 +272,23 @@ impl ClusterHead {
                 .activity(m.dev, &m.name, m.user, m.talking, m.energy, now);
         }
         let welcome = serde_json::to_string(&ToNode::Welcome).expect("serializable");
-        let result = async {
-            ws.send(Message::Text(welcome.into()))
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut ping = tokio::time::interval(PING_EVERY);
-            let mut heard = Instant::now();
-            loop {
-                tokio::select! {
-                    out = rx.recv() => {
-                        // `None`: a newer link of this node took its place.
-                        let Some(out) = out else { return Ok(()) };
-                        let text = serde_json::to_string(&out).expect("serializable");
-                        ws.send(Message::Text(text.into())).await.map_err(|e| e.to_string())?;
-                    }
-                    frame = ws.next() => {
-                        heard = Instant::now();
-                        match frame {
-                            Some(Ok(Message::Text(t))) => match serde_json::from_str::<ToHead>(&t) {
-                                Ok(msg) => self.on_message(id, &tx, msg),
-                                Err(e) => {
-                                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                                    warn!(node = %name, "cluster: a frame that does not parse was dropped: {e}");
-                                }
-                            },
-                            Some(Ok(Message::Close(_))) | None => return Ok(()),
-                            Some(Ok(_)) => {}
-                            Some(Err(e)) => return Err(e.to_string()),
-                        }
-                    }
-                    _ = ping.tick() => {
-                        if heard.elapsed() >= SILENCE_LIMIT {
-                            return Err(format!("nothing heard for {} s", SILENCE_LIMIT.as_secs()));
-                        }
-                        ws.send(Message::Ping(Vec::new().into())).await.map_err(|e| e.to_string())?;
-                    }
-                }
-            }
-        }
-        .await;
+        let result = match ws.send(Message::Text(welcome.into())).await {
+            Err(e) => Err(e.to_string()),
+            Ok(()) => super::pump(
+                &mut ws,
+                &mut rx,
+                |msg| self.on_message(id, &tx, msg),
+                |e| {
+                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    warn!(node = %name, "cluster: a frame that does not parse was dropped: {e}");
+                },
+            )
+            .await,
+        };
         drop(tx);
         self.link_ended(id, &name);
         match result {
-            Ok(()) => info!(node = %name, "cluster: media node disconnected"),
+            Ok(_) => info!(node = %name, "cluster: media node disconnected"),
             Err(e) => warn!(node = %name, "cluster: media node link lost: {e}"),
         }
         Ok(())
@@ -423,13 +397,18 @@ impl ClusterHead {
                     let _ = tx.send(ToNode::Invitation { id, row, error });
                 });
             }
-            ToHead::Join {
-                dev,
-                name,
-                user,
-                profile,
+            ToHead::Member {
+                change:
+                    Mirror::Join {
+                        dev,
+                        name,
+                        user,
+                        profile,
+                    },
             } => self.remote_join(link, tx, dev, &name, user, &profile, Instant::now()),
-            ToHead::Leave { dev, name, user } => {
+            ToHead::Member {
+                change: Mirror::Leave { dev, name, user },
+            } => {
                 let key = (dev, name, user);
                 let mine = {
                     let mut owners = lock(&self.owners);
@@ -443,12 +422,15 @@ impl ClusterHead {
                     self.registry.leave(dev, &key.1, user);
                 }
             }
-            ToHead::Activity {
-                dev,
-                name,
-                user,
-                talking,
-                energy,
+            ToHead::Member {
+                change:
+                    Mirror::Activity {
+                        dev,
+                        name,
+                        user,
+                        talking,
+                        energy,
+                    },
             } => self
                 .registry
                 .activity(dev, &name, user, talking, energy, Instant::now()),

@@ -40,8 +40,15 @@ pub mod node;
 
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 
+use crate::conference::registry::Mirror;
 use crate::store::{ConferenceRow, DevId, UserId};
 
 /// The link's WebSocket path.
@@ -99,24 +106,8 @@ pub enum ToHead {
         name: String,
         user: UserId,
     },
-    Join {
-        dev: DevId,
-        name: String,
-        user: UserId,
-        profile: String,
-    },
-    Leave {
-        dev: DevId,
-        name: String,
-        user: UserId,
-    },
-    Activity {
-        dev: DevId,
-        name: String,
-        user: UserId,
-        talking: bool,
-        energy: u8,
-    },
+    /// A join, leave or voice-activity change of the node's conferences.
+    Member { change: Mirror },
 }
 
 /// What the head sends a media node.
@@ -158,6 +149,55 @@ pub enum ToNode {
     MaxDuration { dev: DevId, name: String, secs: u64 },
     /// End the user's SIP registrations and calls (`DELETE FROM users_auth`).
     DisconnectUser { dev: DevId, user: UserId },
+}
+
+/// Carries an established link, on either side, until it ends: sends what `out` queues, hands
+/// every frame that parses to `on_frame` (the error of one that does not to `on_bad`), pings
+/// every [`PING_EVERY`] and gives up after [`SILENCE_LIMIT`] without a frame. `Ok(None)`: the
+/// peer closed it (or `out` ended); `Ok(Some(reason))`: the peer closed it saying why.
+async fn pump<S, In, Out>(
+    ws: &mut WebSocketStream<S>,
+    out: &mut mpsc::UnboundedReceiver<Out>,
+    mut on_frame: impl FnMut(In),
+    mut on_bad: impl FnMut(serde_json::Error),
+) -> Result<Option<String>, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    In: DeserializeOwned,
+    Out: Serialize,
+{
+    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut heard = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            next = out.recv() => {
+                let Some(next) = next else { return Ok(None) };
+                let text = serde_json::to_string(&next).expect("serializable");
+                ws.send(Message::Text(text.into())).await.map_err(|e| e.to_string())?;
+            }
+            frame = ws.next() => {
+                heard = std::time::Instant::now();
+                match frame {
+                    Some(Ok(Message::Text(t))) => match serde_json::from_str::<In>(&t) {
+                        Ok(msg) => on_frame(msg),
+                        Err(e) => on_bad(e),
+                    },
+                    Some(Ok(Message::Close(f))) => {
+                        return Ok(f.map(|f| f.reason.to_string()).filter(|r| !r.is_empty()));
+                    }
+                    None => return Ok(None),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e.to_string()),
+                }
+            }
+            _ = ping.tick() => {
+                if heard.elapsed() >= SILENCE_LIMIT {
+                    return Err(format!("nothing heard for {} s", SILENCE_LIMIT.as_secs()));
+                }
+                ws.send(Message::Ping(Vec::new().into())).await.map_err(|e| e.to_string())?;
+            }
+        }
+    }
 }
 
 /// Where browsers reach a media node.
@@ -272,6 +312,20 @@ mod tests {
         let text = serde_json::to_string(&hello).unwrap();
         assert!(text.starts_with(r#"{"t":"hello""#), "{text}");
         assert_eq!(serde_json::from_str::<ToHead>(&text).unwrap(), hello);
+        let join = ToHead::Member {
+            change: Mirror::Join {
+                dev: 3,
+                name: "room".into(),
+                user: 9,
+                profile: "video".into(),
+            },
+        };
+        let text = serde_json::to_string(&join).unwrap();
+        assert!(
+            text.starts_with(r#"{"t":"member","change":{"kind":"join""#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<ToHead>(&text).unwrap(), join);
         let hangup = ToNode::Hangup {
             dev: 0,
             name: "room".into(),

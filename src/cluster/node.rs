@@ -6,16 +6,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tracing::{info, warn};
 
-use super::{
-    ANSWER_TIMEOUT, MemberState, PATH, PING_EVERY, SILENCE_LIMIT, ToHead, ToNode, VERSION,
-};
+use super::{ANSWER_TIMEOUT, MemberState, PATH, ToHead, ToNode, VERSION};
 use crate::conference::ConferenceRegistry;
 use crate::conference::registry::{MemberFlags, Mirror};
 use crate::sip::{Directory, SipContext};
@@ -105,36 +103,10 @@ impl NodeLink {
         // Membership changes go to the head while the link is up; a new link's hello lists
         // every member again.
         let weak = Arc::downgrade(&link);
-        registry.set_mirror(Arc::new(move |m: Mirror| {
-            let Some(link) = weak.upgrade() else { return };
-            let msg = match m {
-                Mirror::Join {
-                    dev,
-                    name,
-                    user,
-                    profile,
-                } => ToHead::Join {
-                    dev,
-                    name,
-                    user,
-                    profile,
-                },
-                Mirror::Leave { dev, name, user } => ToHead::Leave { dev, name, user },
-                Mirror::Activity {
-                    dev,
-                    name,
-                    user,
-                    talking,
-                    energy,
-                } => ToHead::Activity {
-                    dev,
-                    name,
-                    user,
-                    talking,
-                    energy,
-                },
-            };
-            link.send(msg);
+        registry.set_mirror(Arc::new(move |change: Mirror| {
+            if let Some(link) = weak.upgrade() {
+                link.send(ToHead::Member { change });
+            }
         }));
         link
     }
@@ -248,40 +220,16 @@ impl NodeLink {
         ws.send(Message::Text(text.into()))
             .await
             .map_err(|e| e.to_string())?;
-        let mut ping = tokio::time::interval(PING_EVERY);
-        let mut heard = Instant::now();
-        loop {
-            tokio::select! {
-                out = rx.recv() => {
-                    let Some(out) = out else { return Ok(()) };
-                    let text = serde_json::to_string(&out).expect("serializable");
-                    ws.send(Message::Text(text.into())).await.map_err(|e| e.to_string())?;
-                }
-                frame = ws.next() => {
-                    heard = Instant::now();
-                    match frame {
-                        Some(Ok(Message::Text(t))) => match serde_json::from_str::<ToNode>(&t) {
-                            Ok(msg) => self.on_message(msg),
-                            Err(e) => warn!("cluster: a frame from the head does not parse: {e}"),
-                        },
-                        Some(Ok(Message::Close(frame))) => {
-                            return match frame {
-                                Some(f) if !f.reason.is_empty() => Err(format!("the head closed the link: {}", f.reason)),
-                                _ => Ok(()),
-                            };
-                        }
-                        None => return Ok(()),
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => return Err(e.to_string()),
-                    }
-                }
-                _ = ping.tick() => {
-                    if heard.elapsed() >= SILENCE_LIMIT {
-                        return Err(format!("nothing heard for {} s", SILENCE_LIMIT.as_secs()));
-                    }
-                    ws.send(Message::Ping(Vec::new().into())).await.map_err(|e| e.to_string())?;
-                }
-            }
+        match super::pump(
+            &mut ws,
+            &mut rx,
+            |msg| self.on_message(msg),
+            |e| warn!("cluster: a frame from the head does not parse: {e}"),
+        )
+        .await?
+        {
+            Some(reason) => Err(format!("the head closed the link: {reason}")),
+            None => Ok(()),
         }
     }
 

@@ -75,7 +75,8 @@ pub enum RemoteChange {
 pub type Remote = Arc<dyn Fn(RemoteChange) + Send + Sync>;
 
 /// A membership change of this process's conferences, reported to a cluster's head.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Mirror {
     Join {
         dev: DevId,
