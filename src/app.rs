@@ -618,6 +618,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             conferences.clone(),
         )
     });
+    // In a cluster, a conference runs only on the node its invitations name.
+    if config.cluster.role() != ClusterRole::Single {
+        sip_ctx = sip_ctx.with_node(format!("{}:{}", config.sip_host, sip_addr.port()));
+    }
     if let Some(link) = &cluster_node {
         sip_ctx = sip_ctx.with_directory(link.clone());
         link.set_sip(sip_ctx.clone());

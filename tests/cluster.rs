@@ -131,7 +131,10 @@ async fn a_conference_runs_on_the_media_node_the_head_chose() {
         .query(format!("SELECT node FROM conference WHERE name = '{ROOM}'"))
         .await
         .unwrap();
-    assert_eq!(nodes, [node_addr.clone(), node_addr.clone(), node_addr]);
+    assert_eq!(
+        nodes,
+        [node_addr.clone(), node_addr.clone(), node_addr.clone()]
+    );
     let queued: Vec<(String, String)> = room
         .db
         .query("SELECT event, message FROM users_messages WHERE id = 2")
@@ -143,6 +146,21 @@ async fn a_conference_runs_on_the_media_node_the_head_chose() {
     assert_eq!(sys["serverName"], "127.0.0.1");
     assert_eq!(sys["serverPort"], room.server.sip.port());
     assert_ne!(room.server.sip.port(), head.sip.port());
+
+    // Calling the head instead (its SIP listener is up; it runs no conference here) does not
+    // split the conference: the invitation names the node.
+    let mut wrong = SipClient::connect(head.sip, Ua::new(&sip_user(1), &hash_of(1), HOST, 1)).await;
+    assert_eq!(wrong.register().await.status(), Some(200));
+    let peer = common::peer::Peer::new("user 1 calling the head").await;
+    let offer = peer.offer(deadline(10)).await;
+    let (_, answer) = wrong.invite(NUMBER, &offer).await;
+    assert_eq!(answer.status(), Some(403), "{}", wrong.transcript());
+    let warning = answer.h("warning").unwrap_or_default().to_string();
+    assert!(
+        warning.contains(&format!("runs on the media node {node_addr}")),
+        "{warning}"
+    );
+    drop((wrong, peer));
 
     // They call the node: it asks the head for their keys and invitations, and they hear each
     // other; the head's conference_members lists them.

@@ -101,6 +101,7 @@ impl H {
             limits,
             stats: stats.clone(),
             gate,
+            node: None,
         };
         let peer: SocketAddr = peer.parse().unwrap();
         let mut users = HashMap::new();

@@ -213,6 +213,7 @@ impl World {
             limits: Limits::default(),
             stats: Default::default(),
             gate: None,
+            node: None,
         };
         World {
             conn: Connection::new(Arc::new(cfg), 1, "127.0.0.1:4000".parse().unwrap(), false),

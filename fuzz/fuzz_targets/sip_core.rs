@@ -58,6 +58,8 @@ fuzz_target!(|data: &[u8]| {
         auth: Arc::new(DigestAuth::new("sip.test", [1; 32])),
         limits: Limits::default(),
         stats: Default::default(),
+        gate: None,
+        node: None,
     };
     let mut conn = Connection::new(Arc::new(cfg), 1, "127.0.0.1:9".parse().unwrap(), false);
     let now = Now::system();

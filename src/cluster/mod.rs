@@ -12,7 +12,10 @@
 //!   the head itself with `[cluster] local_media`). A node joining or leaving moves only the
 //!   conferences that hash to it. The invitation's `node` column, and the `serverName`,
 //!   `serverPort` and `callPipe` of its `sys_sipCall` event, name that node: the browser's JsSIP
-//!   calls it directly. With no node to place it on, the INSERT fails with error 500.
+//!   calls it directly. With no node to place it on, the INSERT fails with error 500. Every
+//!   SIP listener of the cluster (the head's too) lets a user in only on the node its
+//!   invitation names (403 with a `Warning` naming that node elsewhere), so a conference never
+//!   runs on two nodes.
 //! - **A media node** is a comet-server with `[cluster] head` and the same secret. Its SIP
 //!   listener reads users_auth hashes and invitations from the head (never from its own store),
 //!   and its conferences run there. It reports every join, leave and voice-activity change to

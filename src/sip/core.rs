@@ -138,6 +138,10 @@ pub struct CoreConfig {
     /// The listener's gate, which limits failed digests per client address (`[sip]
     /// max_auth_failures`); `None`: no limit.
     pub gate: Option<Arc<crate::admission::Gate>>,
+    /// In a cluster, this server's `<sip host>:<sip port>`: an invitation that names another
+    /// media node (its `node` column) does not let the user in here (403 with a Warning
+    /// naming that node), so that a conference never runs on two nodes. `None`: any node.
+    pub node: Option<String>,
 }
 
 impl CoreConfig {
@@ -149,6 +153,7 @@ impl CoreConfig {
             limits: Limits::default(),
             stats: Arc::new(SipStats::default()),
             gate: None,
+            node: None,
         }
     }
 }
@@ -1096,6 +1101,16 @@ impl Connection {
                     self.reply_with(&mut out, &p.req, 403, Some(&p.to_tag), &[w]);
                     return out;
                 };
+                if let Some(me) = &self.cfg.node
+                    && invitation.node != *me
+                {
+                    let w = self.warning(&format!(
+                        "this conference runs on the media node {}",
+                        invitation.node
+                    ));
+                    self.reply_with(&mut out, &p.req, 403, Some(&p.to_tag), &[w]);
+                    return out;
+                }
                 self.start_call(
                     key, p.req, p.to_tag, dev, user, number, invitation, now, &mut out,
                 );

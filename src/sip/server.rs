@@ -184,6 +184,16 @@ impl SipContext {
         self
     }
 
+    /// In a cluster: lets in only the users whose invitation names this media node
+    /// (`<sip host>:<sip port>`, see [`CoreConfig::node`]).
+    pub fn with_node(mut self, node: String) -> SipContext {
+        self.core = Arc::new(CoreConfig {
+            node: Some(node),
+            ..self.core_copy()
+        });
+        self
+    }
+
     /// The core configuration as it is, to change one part of it.
     fn core_copy(&self) -> CoreConfig {
         CoreConfig {
@@ -192,6 +202,7 @@ impl SipContext {
             limits: self.core.limits.clone(),
             stats: self.core.stats.clone(),
             gate: self.core.gate.clone(),
+            node: self.core.node.clone(),
         }
     }
 
