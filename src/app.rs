@@ -158,9 +158,14 @@ impl Running {
                     conference_events = events(),
                     "still open or unwritten after {timeout:?}; exiting anyway"
                 );
-                return;
+                break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // A media node: the leaves of those calls go to the head, then the link closes, so
+        // the head drops this node's members at once.
+        if let Some(link) = &self.cluster_node {
+            link.close(std::time::Duration::from_secs(1)).await;
         }
     }
 

@@ -195,10 +195,17 @@ async fn a_conference_runs_on_the_media_node_the_head_chose() {
     let names = wait_events(&mut room.db, &["leave"]).await;
     assert_eq!(names, ["join", "join", "join", "flags", "leave"]);
 
-    // The node goes away: the head drops its members (their leave and the end are published).
-    room.server.kill();
+    // The node shuts down (SIGTERM): it hangs its calls up, reports their leaves and closes
+    // its link, and the head publishes the leaves and the end at once.
+    room.server.signal_term();
+    for user in [1, 3] {
+        let reason = room.member(user).expect_bye().await;
+        assert!(reason.contains("server shutting down"), "{reason}");
+    }
     room.wait_members(&[]).await;
     wait_events(&mut room.db, &["leave", "leave", "end"]).await;
+    assert!(room.server.wait_exit().success());
+    head.wait_log("media node disconnected", 1, Duration::from_secs(5));
     let text = head.metrics(&["comet_cluster_"]);
     common::assert_metric(&text, "comet_cluster_nodes", 0.0);
     common::assert_metric(&text, "comet_cluster_links_total", 1.0);

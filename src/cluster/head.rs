@@ -16,13 +16,20 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{info, warn};
 
-use super::{MediaNode, PATH, ToHead, ToNode, VERSION};
+use super::{LINK_GRACE, MediaNode, PATH, ToHead, ToNode, VERSION};
 use crate::conference::ConferenceRegistry;
 use crate::conference::registry::{MemberFlags, Mirror, Remote, RemoteChange};
 use crate::store::{ConferenceRow, DevId, Store, UserId};
 
 /// A member of a node's conference, as the head tracks it: (dev, conference, user).
 type MemberKey = (DevId, String, UserId);
+
+/// The link that reported a member, and its node's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Owner {
+    link: u64,
+    node: String,
+}
 
 struct Link {
     id: u64,
@@ -51,8 +58,10 @@ pub struct ClusterHead {
     links: Mutex<HashMap<String, Link>>,
     /// Which link reported each remote member (a replaced link must not remove the members
     /// its successor reported).
-    owners: Mutex<HashMap<MemberKey, u64>>,
+    owners: Mutex<HashMap<MemberKey, Owner>>,
     next_link: AtomicU64,
+    /// How long a broken link's members are kept ([`LINK_GRACE`]; shorter in tests).
+    grace_ms: AtomicU64,
     pub stats: HeadStats,
 }
 
@@ -90,8 +99,15 @@ impl ClusterHead {
             links: Mutex::default(),
             owners: Mutex::default(),
             next_link: AtomicU64::new(1),
+            grace_ms: AtomicU64::new(LINK_GRACE.as_millis() as u64),
             stats: HeadStats::default(),
         })
+    }
+
+    /// Keeps a broken link's members `grace` instead of [`LINK_GRACE`].
+    pub fn set_link_grace(&self, grace: Duration) {
+        self.grace_ms
+            .store(grace.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// The connected media nodes, by name.
@@ -118,7 +134,7 @@ impl ClusterHead {
             owners
                 .iter()
                 .find(|((d, n, _), _)| *d == dev && n == name)
-                .map(|(_, link)| *link)
+                .map(|(_, o)| o.link)
         };
         if let Some(node) = running.and_then(|id| {
             lock(&self.links)
@@ -262,12 +278,33 @@ impl ClusterHead {
         }
         self.stats.links.fetch_add(1, Ordering::Relaxed);
         info!(node = %name, address = %node.address(), members = members.len(), "cluster: media node connected");
+        // The node is the authority on its members: those an older link reported that this
+        // hello does not list are gone.
+        let listed: std::collections::HashSet<MemberKey> = members
+            .iter()
+            .map(|m| (m.dev, m.name.clone(), m.user))
+            .collect();
+        let stale: Vec<MemberKey> = {
+            let mut owners = lock(&self.owners);
+            let stale: Vec<MemberKey> = owners
+                .iter()
+                .filter(|(k, o)| o.node == name && o.link != id && !listed.contains(*k))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in &stale {
+                owners.remove(k);
+            }
+            stale
+        };
+        for (dev, conf, user) in stale {
+            self.registry.leave(dev, &conf, user);
+        }
         let now = Instant::now();
         for m in members {
             let joined = now
                 .checked_sub(Duration::from_millis(m.joined_ms))
                 .unwrap_or(now);
-            self.remote_join(id, &tx, m.dev, &m.name, m.user, &m.profile, joined);
+            self.remote_join(id, &name, &tx, m.dev, &m.name, m.user, &m.profile, joined);
             self.registry
                 .activity(m.dev, &m.name, m.user, m.talking, m.energy, now);
         }
@@ -277,7 +314,7 @@ impl ClusterHead {
             Ok(()) => super::pump(
                 &mut ws,
                 &mut rx,
-                |msg| self.on_message(id, &tx, msg),
+                |msg| self.on_message(id, &name, &tx, msg),
                 |e| {
                     self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                     warn!(node = %name, "cluster: a frame that does not parse was dropped: {e}");
@@ -286,28 +323,47 @@ impl ClusterHead {
             .await,
         };
         drop(tx);
-        self.link_ended(id, &name);
-        match result {
+        match &result {
             Ok(_) => info!(node = %name, "cluster: media node disconnected"),
-            Err(e) => warn!(node = %name, "cluster: media node link lost: {e}"),
+            Err(e) => warn!(
+                node = %name,
+                "cluster: media node link lost: {e}; its members are kept {} s for it to return",
+                LINK_GRACE.as_secs()
+            ),
         }
+        self.link_ended(id, &name, result.is_ok());
         Ok(())
     }
 
-    /// Forgets a link: its registration (unless a newer link replaced it) and the members it
-    /// reported (their leave and end events are published).
-    fn link_ended(&self, id: u64, name: &str) {
+    /// Forgets a link: its registration (unless a newer link replaced it) and, at once when it
+    /// was closed cleanly or after [`LINK_GRACE`] when it broke, the members it still owns
+    /// (their leave and end events are published).
+    fn link_ended(self: &Arc<Self>, id: u64, name: &str, clean: bool) {
         {
             let mut links = lock(&self.links);
             if links.get(name).is_some_and(|l| l.id == id) {
                 links.remove(name);
             }
         }
+        if clean {
+            self.drop_members(id);
+        } else {
+            let head = self.clone();
+            let grace = Duration::from_millis(self.grace_ms.load(Ordering::Relaxed));
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                head.drop_members(id);
+            });
+        }
+    }
+
+    /// The members link `id` still owns leave.
+    fn drop_members(&self, id: u64) {
         let gone: Vec<MemberKey> = {
             let mut owners = lock(&self.owners);
             let gone: Vec<MemberKey> = owners
                 .iter()
-                .filter(|(_, owner)| **owner == id)
+                .filter(|(_, o)| o.link == id)
                 .map(|(k, _)| k.clone())
                 .collect();
             for k in &gone {
@@ -320,10 +376,13 @@ impl ClusterHead {
         }
     }
 
+    /// A member the node `node` reports over link `link`: joins the head's registry, or, when
+    /// an older link of the same node reported it, is bound to this link without an event.
     #[allow(clippy::too_many_arguments)]
     fn remote_join(
         &self,
         link: u64,
+        node: &str,
         tx: &mpsc::UnboundedSender<ToNode>,
         dev: DevId,
         name: &str,
@@ -331,7 +390,12 @@ impl ClusterHead {
         profile: &str,
         joined: Instant,
     ) {
-        lock(&self.owners).insert((dev, name.to_string(), user), link);
+        let owner = Owner {
+            link,
+            node: node.to_string(),
+        };
+        let before = lock(&self.owners).insert((dev, name.to_string(), user), owner);
+        let known = before.is_some_and(|o| o.node == node && o.link != link);
         let hangup = {
             let (tx, name) = (tx.clone(), name.to_string());
             Arc::new(move |reason: &str| {
@@ -363,11 +427,17 @@ impl ClusterHead {
                 });
             })
         };
-        self.registry
-            .join_remote(dev, name, user, profile, joined, hangup, Some(remote));
+        if !(known
+            && self
+                .registry
+                .rebind_remote(dev, name, user, hangup.clone(), remote.clone()))
+        {
+            self.registry
+                .join_remote(dev, name, user, profile, joined, hangup, Some(remote));
+        }
     }
 
-    fn on_message(&self, link: u64, tx: &mpsc::UnboundedSender<ToNode>, msg: ToHead) {
+    fn on_message(&self, link: u64, node: &str, tx: &mpsc::UnboundedSender<ToNode>, msg: ToHead) {
         match msg {
             ToHead::Hello { .. } => {
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
@@ -405,14 +475,14 @@ impl ClusterHead {
                         user,
                         profile,
                     },
-            } => self.remote_join(link, tx, dev, &name, user, &profile, Instant::now()),
+            } => self.remote_join(link, node, tx, dev, &name, user, &profile, Instant::now()),
             ToHead::Member {
                 change: Mirror::Leave { dev, name, user },
             } => {
                 let key = (dev, name, user);
                 let mine = {
                     let mut owners = lock(&self.owners);
-                    let mine = owners.get(&key) == Some(&link);
+                    let mine = owners.get(&key).is_some_and(|o| o.link == link);
                     if mine {
                         owners.remove(&key);
                     }
@@ -521,7 +591,13 @@ mod tests {
             crate::cluster::choose(&all, 0, "room").unwrap()
         );
         // Members on a node keep the conference there, whatever the invitations say.
-        lock(&head.owners).insert((0, "room".into(), 5), 1);
+        lock(&head.owners).insert(
+            (0, "room".into(), 5),
+            Owner {
+                link: 1,
+                node: "a".into(),
+            },
+        );
         assert_eq!(
             head.place(0, "room", &[row("10.0.0.1:7002")]).unwrap().name,
             "a"

@@ -27,13 +27,16 @@
 //! - **The link** is one WebSocket from each node to the head (path [`PATH`]), opened with
 //!   `Authorization: Bearer <secret>` (anything else: HTTP 401), JSON text frames ([`ToHead`],
 //!   [`ToNode`]). The node says [`ToHead::Hello`] first, with every member it has, and the head
-//!   answers [`ToNode::Welcome`] (or closes with the reason: wrong version). A node whose name
-//!   is already connected replaces the older link (a node that restarted before the head saw
-//!   its old connection die). Both sides ping every [`PING_EVERY`] and give a link up after
+//!   answers [`ToNode::Welcome`] (or closes with the reason: wrong version, a name that is the
+//!   head's own). A node whose name is already connected replaces the older link (a node that
+//!   restarted before the head saw its old connection die). Both sides ping every [`PING_EVERY`] and give a link up after
 //!   [`SILENCE_LIMIT`] without a frame.
-//! - **When the link breaks** the node's calls go on. The head drops the node's members (their
-//!   leave and end events are published), and the node's SIP answers REGISTER and INVITE with
-//!   500, as when a store fails, until it is back (its `/healthz` says so meanwhile). The node reconnects (0.5 s, doubling to 5 s) and its hello lists its
+//! - **When the link breaks** the node's calls go on, and its SIP answers REGISTER and INVITE
+//!   with 500, as when a store fails, until the link is back (its `/healthz` says so
+//!   meanwhile). The head keeps the node's members for [`LINK_GRACE`]: if the node's new hello
+//!   lists them nothing is published (the ones it does not list leave then); otherwise they
+//!   leave when the grace ends (their leave and end events are published). A node that closes
+//!   the link (it is shutting down, after hanging up its calls) loses its members at once. The node reconnects (0.5 s, doubling to 5 s) and its hello lists its
 //!   members again.
 //!
 //! [`head`] is the head's side, [`node`] the node's.
@@ -62,6 +65,10 @@ pub const VERSION: u32 = 1;
 pub const PING_EVERY: Duration = Duration::from_secs(5);
 /// A link with nothing received for this long is dead.
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(20);
+/// After a link breaks (an error or silence, not a close), the head keeps the node's members
+/// this long: a node back within it lists them in its hello and nothing is published; those
+/// it no longer lists leave then. A link closed cleanly drops them at once.
+pub const LINK_GRACE: Duration = Duration::from_secs(10);
 /// A node waits this long for the head to answer a lookup.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -477,14 +484,24 @@ mod tests {
         })
         .await;
 
-        // The link breaks: the head forgets the node and its members; lookups fail.
+        // The link breaks: the head forgets the node but keeps its members for the grace;
+        // lookups fail meanwhile.
+        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let e2 = events.clone();
+        head_reg.set_events(Arc::new(
+            move |e: crate::conference::registry::ConferenceEvent| {
+                e2.lock()
+                    .unwrap()
+                    .push((e.event, e.data["user_id"].as_i64()));
+            },
+        ));
+        head.set_link_grace(Duration::from_secs(30));
         task.abort();
-        wait_until("the head dropped the node", || {
-            head.nodes().is_empty() && head_reg.members(0, None, Instant::now()).is_empty()
-        })
-        .await;
+        wait_until("the head saw the link go", || head.nodes().is_empty()).await;
+        assert_eq!(head_reg.members(0, None, Instant::now()).len(), 1);
         assert!(link.user_hash(0, 7).await.is_err());
-        // It comes back: the hello lists its member again.
+        // It comes back within the grace: the hello lists user 7 (kept, nothing published)
+        // and user 9, who joined meanwhile.
         node_reg.join(
             0,
             "room",
@@ -493,7 +510,7 @@ mod tests {
             Instant::now(),
             Arc::new(|_: &str| {}),
         );
-        let _task = tokio::spawn(link.clone().run());
+        let task = tokio::spawn(link.clone().run());
         wait_until("the head lists the node's members again", || {
             let mut users: Vec<UserId> = head_reg
                 .members(0, Some("room"), Instant::now())
@@ -504,6 +521,36 @@ mod tests {
             users == [7, 9]
         })
         .await;
-        assert_eq!(head.stats.links.load(Ordering::Relaxed), 2);
+        assert_eq!(*events.lock().unwrap(), [("join", Some(9))]);
+        // Hangups reach the node over the new link.
+        assert_eq!(head_reg.hangup(0, "room", Some(7), "kick again"), 1);
+        wait_until("the node hung user 7 up again", || {
+            hung.load(Ordering::SeqCst) == 2
+        })
+        .await;
+
+        // A break not mended within the grace: the members leave when it ends.
+        head.set_link_grace(Duration::from_millis(300));
+        task.abort();
+        wait_until("the head saw the link go", || head.nodes().is_empty()).await;
+        let broke = Instant::now();
+        wait_until("the members left after the grace", || {
+            head_reg.members(0, None, Instant::now()).is_empty()
+        })
+        .await;
+        assert!(broke.elapsed() >= Duration::from_millis(250));
+        // A node that closes its link (shutting down) loses its members at once.
+        head.set_link_grace(Duration::from_secs(30));
+        let _task = tokio::spawn(link.clone().run());
+        wait_until("back", || {
+            head_reg.members(0, None, Instant::now()).len() == 2
+        })
+        .await;
+        link.close(Duration::from_secs(5)).await;
+        wait_until("dropped at the close", || {
+            head.nodes().is_empty() && head_reg.members(0, None, Instant::now()).is_empty()
+        })
+        .await;
+        assert_eq!(head.stats.links.load(Ordering::Relaxed), 3);
     }
 }

@@ -11,6 +11,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{info, warn};
 
 use super::{ANSWER_TIMEOUT, MemberState, PATH, ToHead, ToNode, VERSION};
@@ -51,6 +53,10 @@ pub struct NodeLink {
     out: Mutex<Option<mpsc::UnboundedSender<ToHead>>>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     next_id: AtomicU64,
+    /// Set by [`NodeLink::close`]: no more links.
+    stopping: AtomicBool,
+    /// Notified when [`NodeLink::run`] has ended.
+    finished: tokio::sync::Notify,
     pub stats: NodeStats,
 }
 
@@ -98,6 +104,8 @@ impl NodeLink {
             out: Mutex::new(None),
             pending: Mutex::default(),
             next_id: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+            finished: tokio::sync::Notify::new(),
             stats: NodeStats::default(),
         });
         // Membership changes go to the head while the link is up; a new link's hello lists
@@ -152,19 +160,34 @@ impl NodeLink {
     /// frames; after a failure waits 0.5 s, doubling to 5 s, and connects again.
     pub async fn run(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(500);
-        loop {
+        while !self.stopping.load(Ordering::Relaxed) {
             let started = Instant::now();
             match self.session().await {
-                Ok(()) => info!(head = %self.url, "cluster: the head closed the link"),
+                Ok(()) => info!(head = %self.url, "cluster: the link to the head is closed"),
                 Err(e) => warn!(head = %self.url, "cluster: link to the head: {e}"),
             }
             self.down();
+            if self.stopping.load(Ordering::Relaxed) {
+                break;
+            }
             if started.elapsed() > Duration::from_secs(30) {
                 backoff = Duration::from_millis(500);
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
+        self.down();
+        self.finished.notify_one();
+    }
+
+    /// Closes the link for good (the server is shutting down, its calls hung up): what is
+    /// queued goes out, then a close frame, so the head drops this node's members at once.
+    /// Waits at most `wait` for it.
+    pub async fn close(&self, wait: Duration) {
+        self.stopping.store(true, Ordering::Relaxed);
+        // The session's queue ends once what it holds is sent.
+        *lock(&self.out) = None;
+        let _ = tokio::time::timeout(wait, self.finished.notified()).await;
     }
 
     /// The link is down: lookups waiting for an answer fail now.
@@ -193,7 +216,13 @@ impl NodeLink {
         // From here membership changes queue for this link; the hello lists every member
         // (a join queued meanwhile is sent twice, which the head takes as a re-join).
         let (tx, mut rx) = mpsc::unbounded_channel();
-        *lock(&self.out) = Some(tx);
+        {
+            let mut out = lock(&self.out);
+            if self.stopping.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            *out = Some(tx);
+        }
         let now = Instant::now();
         let members = self
             .registry
@@ -220,14 +249,22 @@ impl NodeLink {
         ws.send(Message::Text(text.into()))
             .await
             .map_err(|e| e.to_string())?;
-        match super::pump(
+        let end = super::pump(
             &mut ws,
             &mut rx,
             |msg| self.on_message(msg),
             |e| warn!("cluster: a frame from the head does not parse: {e}"),
         )
-        .await?
-        {
+        .await?;
+        if self.stopping.load(Ordering::Relaxed) {
+            let _ = ws
+                .close(Some(CloseFrame {
+                    code: CloseCode::Normal,
+                    reason: "media node shutting down".into(),
+                }))
+                .await;
+        }
+        match end {
             Some(reason) => Err(format!("the head closed the link: {reason}")),
             None => Ok(()),
         }

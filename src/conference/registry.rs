@@ -288,6 +288,28 @@ impl ConferenceRegistry {
         }
     }
 
+    /// Gives a member whose call runs in another process new ways to reach it (a media node's
+    /// new link to the head), with no event: it did not leave. False if it is not there.
+    pub fn rebind_remote(
+        &self,
+        dev: DevId,
+        name: &str,
+        user: UserId,
+        hangup: Hangup,
+        remote: Remote,
+    ) -> bool {
+        let mut g = self.lock();
+        let Some(conf) = g.get_mut(&(dev, name.to_string())) else {
+            return false;
+        };
+        let Some(m) = conf.members.get_mut(&user) else {
+            return false;
+        };
+        m.hangup = hangup;
+        conf.remote = Some(remote);
+        true
+    }
+
     /// Removes a member; the conference ends with its last member. True if it was there.
     pub fn leave(&self, dev: DevId, name: &str, user: UserId) -> bool {
         let mut g = self.lock();
