@@ -676,6 +676,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     settings.sip_port = sip_addr.port();
     settings.node = format!("{}:{}", config.sip_host, sip_addr.port());
     settings.cluster = cluster_head.as_ref().map(|(h, _)| h.clone());
+    settings.media_node_of = cluster_node.as_ref().map(|l| l.url().to_string());
     {
         // Queued personal messages live QUEUE_TTL_SECS; those of users who never connect
         // again are dropped here, once a minute.
@@ -759,7 +760,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         }
     };
 
-    let demo = config.demo_enabled();
+    // A media node's CometQL is not the cluster's (see `Settings::media_node_of`): no demo.
+    let demo = config.demo_enabled() && cluster_node.is_none();
     let video = crate::conference::VIDEO_COMPOSITION;
     let features = crate::http::Features {
         server: config.server_name.clone(),

@@ -212,8 +212,8 @@ async fn a_conference_runs_on_the_media_node_the_head_chose() {
 }
 
 /// A node that presents the wrong secret is refused, and while it has no head its SIP cannot
-/// check anybody: REGISTER gets 500 (as when a store fails), never a 200 from a store of its
-/// own; its /healthz says why.
+/// check anybody: REGISTER gets 500 (as when a store fails); its /healthz says why. Its
+/// CometQL answers only its own conference_members.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_its_head_lets_nobody_in() {
     let head_dir = tempfile::tempdir().unwrap();
@@ -224,12 +224,27 @@ async fn a_node_without_its_head_lets_nobody_in() {
     let node = start(node_dir.path(), &node_flags(link, wrong, "media-x"));
     head.wait_log("connection was refused", 1, Duration::from_secs(15));
     node.wait_log("401", 1, Duration::from_secs(15));
-    // The user exists in the node's own store, with that key: still not let in.
+    // The node's CometQL is not the cluster's: a write (or a read of anything but its own
+    // conference_members) is refused with a pointer to the head.
     let mut node_db = connect(&node).await;
-    node_db
+    let e = node_db
         .query_drop("INSERT INTO users_auth (id, hash) VALUES (7, 'key7Secret')")
         .await
+        .expect_err("refused on a media node");
+    let text = e.to_string();
+    assert_eq!(err_code(e), 403, "{text}");
+    assert!(text.contains("send CometQL to its head"), "{text}");
+    let e = node_db
+        .query_drop("SELECT * FROM users_auth WHERE id = 7")
+        .await
+        .expect_err("refused on a media node");
+    assert_eq!(err_code(e), 403);
+    let rows: Vec<mysql_async::Row> = node_db
+        .query("SELECT * FROM conference_members")
+        .await
         .unwrap();
+    assert!(rows.is_empty());
+    // Without its head it lets nobody in.
     let mut sip = SipClient::connect(node.sip, Ua::new(&sip_user(7), "key7Secret", HOST, 7)).await;
     let reg = sip.register().await;
     assert_eq!(reg.status(), Some(500), "{}", sip.transcript());

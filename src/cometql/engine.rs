@@ -42,6 +42,10 @@ pub struct Settings {
     pub profiles: std::collections::BTreeMap<String, crate::config::Profile>,
     /// On a cluster's head: where conferences go (see [`crate::cluster`]).
     pub cluster: Option<Arc<crate::cluster::head::ClusterHead>>,
+    /// On a cluster's media node: its head's link URL. Its store is not the cluster's, so
+    /// CometQL answers only `conference_members` (this node's conferences) and the meta
+    /// statements; the rest is refused with a pointer to the head.
+    pub media_node_of: Option<String>,
 }
 
 impl Settings {
@@ -54,6 +58,7 @@ impl Settings {
             node: c.node(),
             profiles: c.profiles.clone(),
             cluster: None,
+            media_node_of: None,
         }
     }
 }
@@ -292,7 +297,25 @@ impl Engine {
             affected: d.affected,
             insert_id: d.insert_id,
         };
-        match parse::parse(sql)? {
+        let stmt = parse::parse(sql)?;
+        if let Some(head) = &self.settings.media_node_of {
+            let local = match &stmt {
+                Stmt::Select(sel) => sel.table.eq_ignore_ascii_case("conference_members"),
+                Stmt::Insert { .. } | Stmt::Delete { .. } | Stmt::Update { .. } => false,
+                _ => true,
+            };
+            if !local {
+                return Err(CqlError::new(
+                    code::ACCESS_DENIED,
+                    format!(
+                        "this server is a media node of a cluster: send CometQL to its head \
+                         (cluster link {head}); here only SELECT FROM conference_members \
+                         (this node's conferences) is answered"
+                    ),
+                ));
+            }
+        }
+        match stmt {
             Stmt::Empty | Stmt::Set => Ok(ok(Done::default())),
             Stmt::Use(db) => {
                 self.use_database(session, &db)?;
