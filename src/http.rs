@@ -345,17 +345,12 @@ fn admin_allowed(token: Option<&str>, peer: SocketAddr, headers: &HeaderMap) -> 
     let Some(token) = token else {
         return false;
     };
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| {
-            t.len() == token.len()
-                && t.bytes()
-                    .zip(token.bytes())
-                    .fold(0u8, |a, (x, y)| a | (x ^ y))
-                    == 0
-        })
+    crate::secret::bearer_matches(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+        token,
+    )
 }
 
 async fn metrics(

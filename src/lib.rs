@@ -33,6 +33,7 @@ pub mod demo;
 pub mod http;
 pub mod names;
 pub mod realtime;
+pub mod secret;
 pub mod sip;
 pub mod store;
 pub mod throttle;

@@ -79,10 +79,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
-}
-
 impl ClusterHead {
     /// `local`: the head's own SIP address when it runs conferences too.
     pub fn new(
@@ -203,10 +199,8 @@ impl ClusterHead {
             let presented = req
                 .headers()
                 .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            if !constant_time_eq(presented.as_bytes(), secret.as_bytes()) {
+                .and_then(|v| v.to_str().ok());
+            if !crate::secret::bearer_matches(presented, &secret) {
                 return refuse(StatusCode::UNAUTHORIZED, "wrong cluster secret");
             }
             Ok(resp)
@@ -271,10 +265,10 @@ impl ClusterHead {
                 tx: tx.clone(),
             },
         );
-        if let Some(old) = replaced {
+        if replaced.is_some() {
+            // The old link ends by itself (its socket is gone or goes); its members are
+            // settled below from this hello.
             info!(node = %name, "cluster: media node reconnected; its older link is replaced");
-            // The old link ends; its members go unless this hello lists them again.
-            drop(old);
         }
         self.stats.links.fetch_add(1, Ordering::Relaxed);
         info!(node = %name, address = %node.address(), members = members.len(), "cluster: media node connected");

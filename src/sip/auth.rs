@@ -184,10 +184,6 @@ pub fn digest_response(
     md5_hex(&[&ha1, nonce, nc_text, cnonce, "auth", &ha2])
 }
 
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 impl DigestAuth {
     /// A verifier with a given secret (share it between nodes that must accept each other's
     /// nonces).
@@ -285,7 +281,7 @@ impl DigestAuth {
             &creds.nc_text,
             &creds.cnonce,
         );
-        if !ct_eq(expected.as_bytes(), creds.response.as_bytes()) {
+        if !crate::secret::eq(expected.as_bytes(), creds.response.as_bytes()) {
             return Verdict::Wrong;
         }
         let Some(issued) = self.nonce_time(&creds.nonce) else {

@@ -195,14 +195,6 @@ async fn send_and_close(sink: &mut Sink, text: &str) {
     sink.close().await;
 }
 
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 fn new_hash() -> String {
     use rand::Rng;
     const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -248,7 +240,7 @@ async fn check_key(
     let store = &ctx.engine.store;
     let stored = store.user_hash(p.dev_id, p.user_id).await?;
     if let Some(h) = &stored
-        && constant_time_eq(h, &p.session)
+        && crate::secret::eq(h.as_bytes(), p.session.as_bytes())
     {
         return Ok(stored);
     }
