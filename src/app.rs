@@ -607,10 +607,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot listen for SIP over WebSocket on {sip_bind}"))?;
     let sip_addr = sip_listener.local_addr()?;
     let sip_tls = sip_ctx.tls.is_some();
+    // Where browsers reach this server's SIP: the `node` of the conferences it runs.
+    let own_node = format!("{}:{}", config.sip_host, sip_addr.port());
     // A media node reads users and invitations from its head, and reports its members there.
     let cluster_node = (config.cluster.role() == ClusterRole::Node).then(|| {
         let name = if config.cluster.name.is_empty() {
-            format!("{}:{}", config.sip_host, sip_addr.port())
+            own_node.clone()
         } else {
             config.cluster.name.clone()
         };
@@ -625,7 +627,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     });
     // In a cluster, a conference runs only on the node its invitations name.
     if config.cluster.role() != ClusterRole::Single {
-        sip_ctx = sip_ctx.with_node(format!("{}:{}", config.sip_host, sip_addr.port()));
+        sip_ctx = sip_ctx.with_node(own_node.clone());
     }
     if let Some(link) = &cluster_node {
         sip_ctx = sip_ctx.with_directory(link.clone());
@@ -646,7 +648,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     // A cluster's head: the listener its media nodes connect to.
     let cluster_head = if config.cluster.role() == ClusterRole::Head {
         let local = config.cluster.local_media.then(|| MediaNode {
-            name: format!("{}:{}", config.sip_host, sip_addr.port()),
+            name: own_node.clone(),
             sip_host: config.sip_host.clone(),
             sip_port: sip_addr.port(),
         });
@@ -674,7 +676,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     // Browsers are told the port actually bound (the configured one may be 0).
     let mut settings = Settings::from_config(config);
     settings.sip_port = sip_addr.port();
-    settings.node = format!("{}:{}", config.sip_host, sip_addr.port());
+    settings.node = own_node;
     settings.cluster = cluster_head.as_ref().map(|(h, _)| h.clone());
     settings.media_node_of = cluster_node.as_ref().map(|l| l.url().to_string());
     {

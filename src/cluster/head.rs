@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{info, warn};
 
-use super::{LINK_GRACE, MediaNode, PATH, ToHead, ToNode, VERSION};
+use super::{LINK_GRACE, MediaNode, PATH, ToHead, ToNode, VERSION, lock};
 use crate::conference::ConferenceRegistry;
 use crate::conference::registry::{MemberFlags, Mirror, Remote, RemoteChange};
 use crate::store::{ConferenceRow, DevId, Store, UserId};
@@ -72,11 +72,6 @@ impl std::fmt::Debug for ClusterHead {
             .field("nodes", &self.nodes())
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section is a map update: a poisoned lock still holds valid data.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ClusterHead {

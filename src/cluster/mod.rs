@@ -161,6 +161,12 @@ pub enum ToNode {
     DisconnectUser { dev: DevId, user: UserId },
 }
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section of the cluster's maps is one update: a poisoned lock still
+    // holds valid data.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Carries an established link, on either side, until it ends: sends what `out` queues, hands
 /// every frame that parses to `on_frame` (the error of one that does not to `on_bad`), pings
 /// every [`PING_EVERY`] and gives up after [`SILENCE_LIMIT`] without a frame. `Ok(None)`: the

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{info, warn};
 
-use super::{ANSWER_TIMEOUT, MemberState, PATH, ToHead, ToNode, VERSION};
+use super::{ANSWER_TIMEOUT, MemberState, PATH, ToHead, ToNode, VERSION, lock};
 use crate::conference::ConferenceRegistry;
 use crate::conference::registry::{MemberFlags, Mirror};
 use crate::sip::{Directory, SipContext};
@@ -58,11 +58,6 @@ pub struct NodeLink {
     /// Notified when [`NodeLink::run`] has ended.
     finished: tokio::sync::Notify,
     pub stats: NodeStats,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section is a map update: a poisoned lock still holds valid data.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The link's URL from `[cluster] head`: `host:port`, or a ws:// / wss:// URL (the path
@@ -156,8 +151,9 @@ impl NodeLink {
         }
     }
 
-    /// Keeps the link up until the task is aborted: connects, says hello, serves the head's
-    /// frames; after a failure waits 0.5 s, doubling to 5 s, and connects again.
+    /// Keeps the link up until [`NodeLink::close`] (or the task is aborted): connects, says
+    /// hello, serves the head's frames; after a failure waits 0.5 s, doubling to 5 s, and
+    /// connects again.
     pub async fn run(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(500);
         while !self.stopping.load(Ordering::Relaxed) {
