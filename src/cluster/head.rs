@@ -24,6 +24,9 @@ use crate::store::{ConferenceRow, DevId, Store, UserId};
 /// A member of a node's conference, as the head tracks it: (dev, conference, user).
 type MemberKey = (DevId, String, UserId);
 
+/// Connections the cluster listener holds at once (media nodes, and handshakes not done yet).
+pub const MAX_LINKS: usize = 256;
+
 /// The link that reported a member, and its node's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Owner {
@@ -155,8 +158,11 @@ impl ClusterHead {
         }
     }
 
-    /// Accepts media nodes on `listener` until the task is aborted.
+    /// Accepts media nodes on `listener` until the task is aborted. At most [`MAX_LINKS`]
+    /// connections at once (links and handshakes): beyond, a new one is closed at once and
+    /// counted as refused.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_LINKS));
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(c) => c,
@@ -166,9 +172,15 @@ impl ClusterHead {
                     continue;
                 }
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                warn!(%peer, "cluster: {MAX_LINKS} connections are open; a new one was closed");
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let head = self.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 if let Err(why) = head.link(stream).await {
                     head.stats.refused.fetch_add(1, Ordering::Relaxed);
                     warn!(%peer, "cluster: a media node's connection was refused: {why}");
