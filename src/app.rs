@@ -121,6 +121,11 @@ enum TlsReload {
     Sip {
         files: (std::path::PathBuf, std::path::PathBuf),
     },
+    /// A cluster head's listener for its media nodes.
+    Cluster {
+        head: Arc<ClusterHead>,
+        files: (std::path::PathBuf, std::path::PathBuf),
+    },
 }
 
 impl Running {
@@ -195,6 +200,12 @@ impl Running {
                     sip::server::tls_acceptor_from_pem(&files.0, &files.1)
                         .map(|a| self.sip.replace_tls(a)),
                 ),
+                TlsReload::Cluster { head, files } => (
+                    "cluster",
+                    files,
+                    sip::server::tls_acceptor_from_pem(&files.0, &files.1)
+                        .map(|a| head.replace_tls(a)),
+                ),
             };
             match result {
                 Ok(()) => {
@@ -261,9 +272,10 @@ impl Running {
                 );
             }
         }
-        if let Some((_, addr)) = &self.cluster_head {
+        if let Some((head, addr)) = &self.cluster_head {
             http_line.push_str(&format!(
-                "  cluster head              media nodes connect to ws://{addr}{}; conferences go to {}\n",
+                "  cluster head              media nodes connect to {}://{addr}{}; conferences go to {}\n",
+                if head.is_tls() { "wss" } else { "ws" },
                 crate::cluster::PATH,
                 if config.cluster.local_media {
                     "them and to this server"
@@ -610,6 +622,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     // Where browsers reach this server's SIP: the `node` of the conferences it runs.
     let own_node = format!("{}:{}", config.sip_host, sip_addr.port());
     // A media node reads users and invitations from its head, and reports its members there.
+    let head_tls = match &config.cluster.head_ca {
+        Some(ca) if config.cluster.role() == ClusterRole::Node => Some(
+            crate::cluster::node::trusting(ca)
+                .with_context(|| format!("cannot load [cluster] head_ca {}", ca.display()))?,
+        ),
+        _ => None,
+    };
     let cluster_node = (config.cluster.role() == ClusterRole::Node).then(|| {
         let name = if config.cluster.name.is_empty() {
             own_node.clone()
@@ -618,6 +637,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         };
         NodeLink::new(
             &config.cluster.head,
+            head_tls,
             config.cluster.secret.clone(),
             name,
             config.sip_host.clone(),
@@ -658,6 +678,21 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             store.clone(),
             conferences.clone(),
         );
+        if let Some((cert, key)) = &config.cluster.tls {
+            tls_reload.push(TlsReload::Cluster {
+                head: head.clone(),
+                files: (cert.clone(), key.clone()),
+            });
+            head.set_tls(
+                sip::server::tls_acceptor_from_pem(cert, key).with_context(|| {
+                    format!(
+                        "cannot load the [cluster] TLS certificate {} and key {}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?,
+            );
+        }
         let bind = SocketAddr::new(config.cluster.listen.ip, config.cluster.listen.port);
         let l = TcpListener::bind(bind)
             .await

@@ -40,7 +40,7 @@ fn head_flags(local_media: bool) -> Vec<String> {
     .into()
 }
 
-fn node_flags(head: SocketAddr, secret: &str, name: &str) -> Vec<String> {
+fn node_flags(head: impl std::fmt::Display, secret: &str, name: &str) -> Vec<String> {
     [
         "--set".to_string(),
         format!("cluster.secret={secret}"),
@@ -267,4 +267,55 @@ async fn a_node_without_its_head_lets_nobody_in() {
         .await
         .unwrap();
     assert_eq!(nodes, [format!("127.0.0.1:{}", head.sip.port())]);
+}
+
+/// With `[cluster] tls_cert` the link is wss: a node that trusts the head's certificate
+/// (`head_ca`) connects; one that speaks plain ws to it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_can_be_wss() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let mut flags = head_flags(false);
+    flags.extend([
+        "--set".to_string(),
+        format!("cluster.tls_cert={}", cert.display()),
+        "--set".into(),
+        format!("cluster.tls_key={}", key.display()),
+    ]);
+    let head = start(&dir.path().join("head"), &flags);
+    assert!(
+        head.stdout
+            .iter()
+            .any(|l| l.contains("media nodes connect to wss://")),
+        "{:#?}",
+        head.stdout
+    );
+    let link = cluster_addr(&head);
+
+    // Plain ws to the TLS listener: refused.
+    let plain = start(
+        &dir.path().join("plain"),
+        &node_flags(link, SECRET, "media-plain"),
+    );
+    head.wait_log("TLS handshake", 1, Duration::from_secs(15));
+    drop(plain);
+
+    // wss, trusting the head's certificate.
+    let mut flags = node_flags(
+        format!("wss://localhost:{}", link.port()),
+        SECRET,
+        "media-tls",
+    );
+    flags.extend([
+        "--set".to_string(),
+        format!("cluster.head_ca={}", cert.display()),
+    ]);
+    let node = start(&dir.path().join("node"), &flags);
+    head.wait_log("media node connected", 1, Duration::from_secs(15));
+    node.wait_log("connected to the head", 1, Duration::from_secs(15));
+    let text = head.metrics(&["comet_cluster_"]);
+    common::assert_metric(&text, "comet_cluster_nodes", 1.0);
 }

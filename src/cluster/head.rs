@@ -7,8 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -65,6 +67,8 @@ pub struct ClusterHead {
     next_link: AtomicU64,
     /// How long a broken link's members are kept ([`LINK_GRACE`]; shorter in tests).
     grace_ms: AtomicU64,
+    /// `[cluster] tls_cert`: the link is wss.
+    tls: std::sync::OnceLock<std::sync::RwLock<TlsAcceptor>>,
     pub stats: HeadStats,
 }
 
@@ -94,6 +98,7 @@ impl ClusterHead {
             owners: Mutex::default(),
             next_link: AtomicU64::new(1),
             grace_ms: AtomicU64::new(LINK_GRACE.as_millis() as u64),
+            tls: std::sync::OnceLock::new(),
             stats: HeadStats::default(),
         })
     }
@@ -158,6 +163,23 @@ impl ClusterHead {
         }
     }
 
+    /// Speaks wss with `tls` (whose certificate [`ClusterHead::replace_tls`] replaces).
+    pub fn set_tls(&self, tls: TlsAcceptor) {
+        let _ = self.tls.set(std::sync::RwLock::new(tls));
+    }
+
+    /// New links get this certificate; open ones keep theirs (SIGHUP).
+    pub fn replace_tls(&self, tls: TlsAcceptor) {
+        if let Some(t) = self.tls.get() {
+            *t.write().unwrap_or_else(|p| p.into_inner()) = tls;
+        }
+    }
+
+    /// Whether the link is wss.
+    pub fn is_tls(&self) -> bool {
+        self.tls.get().is_some()
+    }
+
     /// Accepts media nodes on `listener` until the task is aborted. At most [`MAX_LINKS`]
     /// connections at once (links and handshakes): beyond, a new one is closed at once and
     /// counted as refused.
@@ -179,9 +201,25 @@ impl ClusterHead {
             };
             let _ = stream.set_nodelay(true);
             let head = self.clone();
+            let tls = head
+                .tls
+                .get()
+                .map(|t| t.read().unwrap_or_else(|p| p.into_inner()).clone());
             tokio::spawn(async move {
                 let _slot = slot;
-                if let Err(why) = head.link(stream).await {
+                let linked = match tls {
+                    None => head.link(stream).await,
+                    Some(tls) => {
+                        match tokio::time::timeout(Duration::from_secs(10), tls.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(stream)) => head.link(stream).await,
+                            Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
+                            Err(_) => Err("no TLS handshake within 10 s".into()),
+                        }
+                    }
+                };
+                if let Err(why) = linked {
                     head.stats.refused.fetch_add(1, Ordering::Relaxed);
                     warn!(%peer, "cluster: a media node's connection was refused: {why}");
                 }
@@ -192,7 +230,10 @@ impl ClusterHead {
     /// One node's link, from the handshake to its end.
     // `ErrorResponse` is tungstenite's handshake callback error type, large or not.
     #[allow(clippy::result_large_err)]
-    async fn link(self: &Arc<Self>, stream: TcpStream) -> Result<(), String> {
+    async fn link<S>(self: &Arc<Self>, stream: S) -> Result<(), String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let secret = self.secret.clone();
         let check = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
             let refuse = |status: StatusCode, why: &str| {

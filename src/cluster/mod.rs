@@ -24,7 +24,8 @@
 //!   backend's decisions back: hangups (`DELETE FROM conference`, `DELETE FROM users_auth`,
 //!   time limits), moderation flags, layouts and time limits (`UPDATE conference_members`),
 //!   and the end of a deleted user's SIP registrations.
-//! - **The link** is one WebSocket from each node to the head (path [`PATH`]), opened with
+//! - **The link** is one WebSocket from each node to the head (path [`PATH`]; wss when the
+//!   head has `[cluster] tls_cert`, the node trusting `[cluster] head_ca`), opened with
 //!   `Authorization: Bearer <secret>` (anything else: HTTP 401), JSON text frames ([`ToHead`],
 //!   [`ToNode`]). The node says [`ToHead::Hello`] first, with every member it has, and the head
 //!   answers [`ToNode::Welcome`] (or closes with the reason: wrong version, a name that is the
@@ -394,6 +395,7 @@ mod tests {
         // A wrong secret is refused.
         let intruder = node::NodeLink::new(
             &addr,
+            None,
             "wrong-secret-0123456789".into(),
             "x".into(),
             "10.0.0.8".into(),
@@ -412,6 +414,7 @@ mod tests {
         let node_reg = Arc::new(ConferenceRegistry::new());
         let link = node::NodeLink::new(
             &addr,
+            None,
             SECRET.into(),
             "n1".into(),
             "10.0.0.9".into(),

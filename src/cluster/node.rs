@@ -42,6 +42,8 @@ pub struct NodeStats {
 /// A media node's link to its head.
 pub struct NodeLink {
     url: String,
+    /// TLS for a wss head whose certificate is not under the system's roots (`head_ca`).
+    tls: Option<Arc<rustls::ClientConfig>>,
     secret: String,
     name: String,
     sip_host: String,
@@ -77,11 +79,38 @@ pub fn head_url(head: &str) -> String {
     }
 }
 
+/// TLS for a wss head that trusts the certificates in the PEM file `ca` (`[cluster] head_ca`)
+/// and only those.
+pub fn trusting(ca: &std::path::Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use anyhow::Context as _;
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
+    {
+        roots
+            .add(cert.with_context(|| format!("parsing {}", ca.display()))?)
+            .with_context(|| format!("a certificate of {}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        anyhow::bail!("{} holds no certificate", ca.display());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 impl NodeLink {
     /// A link (not yet running: [`NodeLink::run`]) for the node `name` whose browsers reach its
-    /// SIP listener at `sip_host:sip_port`.
+    /// SIP listener at `sip_host:sip_port`; `tls` for a wss head (`None`: the system's roots).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         head: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
         secret: String,
         name: String,
         sip_host: String,
@@ -90,6 +119,7 @@ impl NodeLink {
     ) -> Arc<NodeLink> {
         let link = Arc::new(NodeLink {
             url: head_url(head),
+            tls,
             secret,
             name,
             sip_host,
@@ -202,9 +232,10 @@ impl NodeLink {
         let bearer = HeaderValue::from_str(&format!("Bearer {}", self.secret))
             .map_err(|_| "the [cluster] secret is not a valid header value".to_string())?;
         req.headers_mut().insert("authorization", bearer);
+        let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
         let (mut ws, _) = tokio::time::timeout(
             Duration::from_secs(10),
-            tokio_tungstenite::connect_async(req),
+            tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector),
         )
         .await
         .map_err(|_| "no connection within 10 s".to_string())?

@@ -146,6 +146,11 @@ pub struct ClusterConfig {
     pub name: String,
     /// `local_media`: whether the head runs conferences itself too.
     pub local_media: bool,
+    /// `tls_cert` / `tls_key`: on a head, PEM files; when both are set the link is wss.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// `head_ca`: on a media node, PEM certificates to trust for a wss head (empty: the
+    /// system's roots).
+    pub head_ca: Option<PathBuf>,
 }
 
 /// Which part this process plays in a cluster.
@@ -1094,8 +1099,8 @@ pub static KEYS: &[Key] = &[
         name: "ip",
         default: "127.0.0.1",
         doc: "On a head: address of the listener media nodes connect to. The link is a \
-              WebSocket authenticated by the secret, without TLS: keep it on a private network \
-              (or behind a TLS proxy: nodes accept a wss:// URL for `head`).",
+              WebSocket authenticated by the secret: without tls_cert keep it on a private \
+              network.",
         set: |c, v| {
             c.cluster.listen.ip = parse_ip(v)?;
             Ok(())
@@ -1108,6 +1113,28 @@ pub static KEYS: &[Key] = &[
         doc: "On a head: port of the listener media nodes connect to.",
         set: |c, v| {
             c.cluster.listen.port = parse_port(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "cluster",
+        name: "tls_cert",
+        default: "",
+        doc: "On a head: PEM certificate chain for the media nodes' link (with tls_key); nodes \
+              then use a wss:// head URL. SIGHUP reloads it. Empty: plain ws://, for a private \
+              network.",
+        set: |c, v| {
+            set_tls_part(&mut c.cluster.tls, v, 0);
+            Ok(())
+        },
+    },
+    Key {
+        section: "cluster",
+        name: "tls_key",
+        default: "",
+        doc: "On a head: PEM private key for the cluster tls_cert.",
+        set: |c, v| {
+            set_tls_part(&mut c.cluster.tls, v, 1);
             Ok(())
         },
     },
@@ -1133,6 +1160,17 @@ pub static KEYS: &[Key] = &[
               they can reach. Empty: not a media node.",
         set: |c, v| {
             c.cluster.head = v.to_string();
+            Ok(())
+        },
+    },
+    Key {
+        section: "cluster",
+        name: "head_ca",
+        default: "",
+        doc: "On a media node whose head URL is wss://: PEM certificates to trust for the head \
+              (its own certificate, or a private CA). Empty: the system's trusted roots.",
+        set: |c, v| {
+            c.cluster.head_ca = (!v.is_empty()).then(|| PathBuf::from(v));
             Ok(())
         },
     },
@@ -1272,6 +1310,8 @@ impl Default for Config {
                 head: String::new(),
                 name: String::new(),
                 local_media: true,
+                tls: None,
+                head_ca: None,
             },
         };
         for k in KEYS {
@@ -1475,6 +1515,7 @@ impl Config {
             ("ws", &self.ws_tls),
             ("sip", &self.sip_tls),
             ("http", &self.http_tls),
+            ("cluster", &self.cluster.tls),
         ] {
             if let Some((cert, key)) = tls
                 && (cert.as_os_str().is_empty() || key.as_os_str().is_empty())
