@@ -120,12 +120,39 @@ async fn trusted(addr: std::net::SocketAddr, root: &CertificateDer<'static>) -> 
 
 /// SIGHUP makes every TLS listener read its certificate files again: after the files are
 /// replaced (a renewal), new connections get the new certificate on the HTTP, comet
-/// WebSocket and SIP listeners, without a restart; files that do not load change nothing.
+/// WebSocket, SIP and cluster listeners, without a restart; files that do not load change
+/// nothing.
 #[tokio::test]
 async fn sighup_reloads_a_renewed_certificate_on_every_listener() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start_with(dir.path(), &["--tls-self-signed"]);
-    let listeners = [s.http.unwrap(), s.ws, s.sip];
+    // A cluster head whose media-node listener uses the same files.
+    let files = dir.path().join("data/tls-self-signed");
+    let s = Server::start_with(
+        dir.path(),
+        &[
+            "--tls-self-signed",
+            "--set",
+            "cluster.secret=sighup-cluster-secret-0",
+            "--set",
+            "cluster.port=0",
+            "--set",
+            &format!("cluster.tls_cert={}", files.join("cert.pem").display()),
+            "--set",
+            &format!("cluster.tls_key={}", files.join("key.pem").display()),
+        ],
+    );
+    let cluster: std::net::SocketAddr = s
+        .stdout
+        .iter()
+        .find_map(|l| l.strip_prefix("READY "))
+        .and_then(|r| {
+            r.split_whitespace()
+                .find_map(|kv| kv.strip_prefix("cluster="))
+        })
+        .expect("the READY line names the cluster listener")
+        .parse()
+        .unwrap();
+    let listeners = [s.http.unwrap(), s.ws, s.sip, cluster];
     let tls_dir = s.data_dir.join("tls-self-signed");
     let old = CertificateDer::from_pem_file(tls_dir.join("cert.pem")).unwrap();
     for addr in listeners {
@@ -141,7 +168,7 @@ async fn sighup_reloads_a_renewed_certificate_on_every_listener() {
     let new = CertificateDer::from(renewed.cert.der().to_vec());
     s.signal_hup();
     // One log line per listener once its new certificate is in place.
-    s.wait_log("TLS certificate reloaded", 3, Duration::from_secs(20));
+    s.wait_log("TLS certificate reloaded", 4, Duration::from_secs(20));
     for addr in listeners {
         assert!(
             trusted(addr, &new).await,
@@ -157,7 +184,7 @@ async fn sighup_reloads_a_renewed_certificate_on_every_listener() {
     s.signal_hup();
     s.wait_log(
         "cannot reload the TLS certificate",
-        3,
+        4,
         Duration::from_secs(20),
     );
     for addr in listeners {
