@@ -639,9 +639,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             &config.cluster.head,
             head_tls,
             config.cluster.secret.clone(),
-            name,
-            config.sip_host.clone(),
-            sip_addr.port(),
+            MediaNode {
+                name,
+                sip_host: config.sip_host.clone(),
+                sip_port: sip_addr.port(),
+            },
             conferences.clone(),
         )
     });

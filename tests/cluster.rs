@@ -16,16 +16,8 @@ const SECRET: &str = "cluster-secret-for-tests";
 
 /// The head's `cluster=` address from its READY line.
 fn cluster_addr(head: &Server) -> SocketAddr {
-    head.stdout
-        .iter()
-        .find_map(|l| l.strip_prefix("READY "))
-        .and_then(|r| {
-            r.split_whitespace()
-                .find_map(|kv| kv.strip_prefix("cluster="))
-        })
+    head.ready_addr("cluster")
         .expect("the head's READY line names its cluster listener")
-        .parse()
-        .unwrap()
 }
 
 fn head_flags(local_media: bool) -> Vec<String> {

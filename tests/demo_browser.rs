@@ -42,15 +42,8 @@ async fn the_demo_works_when_its_conference_runs_on_a_media_node() {
         ],
     );
     let link = head
-        .stdout
-        .iter()
-        .find_map(|l| l.strip_prefix("READY "))
-        .and_then(|r| {
-            r.split_whitespace()
-                .find_map(|kv| kv.strip_prefix("cluster="))
-        })
-        .expect("the head's READY line names its cluster listener")
-        .to_string();
+        .ready_addr("cluster")
+        .expect("the head's READY line names its cluster listener");
     let node_dir = tempfile::tempdir().unwrap();
     let node = Server::start_with(
         node_dir.path(),

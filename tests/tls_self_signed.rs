@@ -141,17 +141,9 @@ async fn sighup_reloads_a_renewed_certificate_on_every_listener() {
             &format!("cluster.tls_key={}", files.join("key.pem").display()),
         ],
     );
-    let cluster: std::net::SocketAddr = s
-        .stdout
-        .iter()
-        .find_map(|l| l.strip_prefix("READY "))
-        .and_then(|r| {
-            r.split_whitespace()
-                .find_map(|kv| kv.strip_prefix("cluster="))
-        })
-        .expect("the READY line names the cluster listener")
-        .parse()
-        .unwrap();
+    let cluster = s
+        .ready_addr("cluster")
+        .expect("the READY line names the cluster listener");
     let listeners = [s.http.unwrap(), s.ws, s.sip, cluster];
     let tls_dir = s.data_dir.join("tls-self-signed");
     let old = CertificateDer::from_pem_file(tls_dir.join("cert.pem")).unwrap();

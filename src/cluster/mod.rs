@@ -397,9 +397,11 @@ mod tests {
             &addr,
             None,
             "wrong-secret-0123456789".into(),
-            "x".into(),
-            "10.0.0.8".into(),
-            7443,
+            MediaNode {
+                name: "x".into(),
+                sip_host: "10.0.0.8".into(),
+                sip_port: 7443,
+            },
             Arc::new(ConferenceRegistry::new()),
         );
         let t = tokio::spawn(intruder.run());
@@ -416,9 +418,11 @@ mod tests {
             &addr,
             None,
             SECRET.into(),
-            "n1".into(),
-            "10.0.0.9".into(),
-            7443,
+            MediaNode {
+                name: "n1".into(),
+                sip_host: "10.0.0.9".into(),
+                sip_port: 7443,
+            },
             node_reg.clone(),
         );
         let hung = Arc::new(AtomicUsize::new(0));

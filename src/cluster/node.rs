@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{info, warn};
 
-use super::{ANSWER_TIMEOUT, MemberState, PATH, ToHead, ToNode, VERSION, lock};
+use super::{ANSWER_TIMEOUT, MediaNode, MemberState, PATH, ToHead, ToNode, VERSION, lock};
 use crate::conference::ConferenceRegistry;
 use crate::conference::registry::{MemberFlags, Mirror};
 use crate::sip::{Directory, SipContext};
@@ -45,9 +45,7 @@ pub struct NodeLink {
     /// TLS for a wss head whose certificate is not under the system's roots (`head_ca`).
     tls: Option<Arc<rustls::ClientConfig>>,
     secret: String,
-    name: String,
-    sip_host: String,
-    sip_port: u16,
+    node: MediaNode,
     registry: Arc<ConferenceRegistry>,
     /// For the head's `disconnect_user` (set once the SIP listener exists).
     sip: OnceLock<SipContext>,
@@ -105,25 +103,20 @@ pub fn trusting(ca: &std::path::Path) -> anyhow::Result<Arc<rustls::ClientConfig
 }
 
 impl NodeLink {
-    /// A link (not yet running: [`NodeLink::run`]) for the node `name` whose browsers reach its
-    /// SIP listener at `sip_host:sip_port`; `tls` for a wss head (`None`: the system's roots).
-    #[allow(clippy::too_many_arguments)]
+    /// A link (not yet running: [`NodeLink::run`]) for `node` (its name, and where browsers
+    /// reach its SIP listener); `tls` for a wss head (`None`: the system's roots).
     pub fn new(
         head: &str,
         tls: Option<Arc<rustls::ClientConfig>>,
         secret: String,
-        name: String,
-        sip_host: String,
-        sip_port: u16,
+        node: MediaNode,
         registry: Arc<ConferenceRegistry>,
     ) -> Arc<NodeLink> {
         let link = Arc::new(NodeLink {
             url: head_url(head),
             tls,
             secret,
-            name,
-            sip_host,
-            sip_port,
+            node,
             registry: registry.clone(),
             sip: OnceLock::new(),
             out: Mutex::new(None),
@@ -267,9 +260,9 @@ impl NodeLink {
             .collect();
         let hello = ToHead::Hello {
             version: VERSION,
-            name: self.name.clone(),
-            sip_host: self.sip_host.clone(),
-            sip_port: self.sip_port,
+            name: self.node.name.clone(),
+            sip_host: self.node.sip_host.clone(),
+            sip_port: self.node.sip_port,
             members,
         };
         let text = serde_json::to_string(&hello).expect("serializable");
@@ -302,7 +295,7 @@ impl NodeLink {
             ToNode::Welcome => {
                 self.stats.up.store(true, Ordering::Relaxed);
                 self.stats.connects.fetch_add(1, Ordering::Relaxed);
-                info!(head = %self.url, node = %self.name, "cluster: connected to the head");
+                info!(head = %self.url, node = %self.node.name, "cluster: connected to the head");
             }
             ToNode::UserHash { id, hash, error } => self.answer(id, Answer::Hash(hash, error)),
             ToNode::Invitation { id, row, error } => {

@@ -266,6 +266,19 @@ impl Server {
         self.cometql.port()
     }
 
+    /// The address the READY line gives for `key` (e.g. `cluster`), if it names one.
+    #[allow(dead_code)]
+    pub fn ready_addr(&self, key: &str) -> Option<SocketAddr> {
+        let prefix = format!("{key}=");
+        self.stdout
+            .iter()
+            .find_map(|l| l.strip_prefix("READY "))?
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(prefix.as_str()))?
+            .parse()
+            .ok()
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
