@@ -102,6 +102,35 @@ fn rtp_sequence_numbers_wrap_during_the_run() {
     );
 }
 
+/// `--cluster`: the users are invited on a head and call its media node, which runs the
+/// conferences; the probes hear the other talkers as with one process.
+#[test]
+fn a_run_against_a_cluster() {
+    let (r, ctx) = run_loadgen(&[
+        "--cluster",
+        "--conferences",
+        "2",
+        "--members",
+        "3",
+        "--talkers",
+        "2",
+        "--duration",
+        "3",
+        "--settle",
+        "1",
+    ]);
+    assert_eq!(r["target"], "comet-cluster", "{ctx}");
+    assert_eq!(r["joined"], 6, "{ctx}");
+    assert_eq!(r["peers_dead"], 0, "{ctx}");
+    assert_eq!(r["probes"], r["probes_ok"], "{ctx}");
+    assert!(r["probes"].as_u64().unwrap_or(0) >= 3, "{ctx}");
+    let counter = |name: &str| r["server_counters"][name].as_f64().unwrap_or(0.0);
+    assert!(
+        counter("comet_audio_frames_total{kind=\"decoded\"}") >= 280.0,
+        "the media node decoded the talkers: {ctx}"
+    );
+}
+
 /// Runs `comet-loadgen run --target comet` against the built server with `args` and the
 /// flags every test wants; returns its JSON result (the one run) and, for failure messages,
 /// its output and the JSON text.

@@ -23,12 +23,15 @@ const KEY: &str = "loadgen-dev-key";
 /// `[sip] host` of the server (its default): the digest realm and the host JsSIP dials.
 const HOST: &str = "127.0.0.1";
 
-/// A running comet-server process, killed when dropped.
+/// A running comet-server process (with `--cluster`: a media node, and the head it belongs
+/// to), killed when dropped.
 pub struct Server {
     child: Child,
+    /// With `--cluster`: the head, whose CometQL invites the users.
+    head: Option<(Child, TempDir)>,
     pub cometql: SocketAddr,
     pub sip: SocketAddr,
-    /// The HTTP listener (`/metrics`).
+    /// The HTTP listener (`/metrics`) of the process that runs the conferences.
     pub http: Option<SocketAddr>,
     _dir: tempfile_dir::Dir,
 }
@@ -60,73 +63,150 @@ mod tempfile_dir {
 
 pub use tempfile_dir::Dir as TempDir;
 
-impl Server {
-    /// Starts `bin` with every listener on 127.0.0.1 and ephemeral ports, the memory store
-    /// (the store is not what is measured), and waits for its READY line.
-    pub fn start(bin: &Path, max_talkers: usize) -> Result<Server> {
-        let dir = tempfile_dir::Dir::new("comet-loadgen")?;
-        let mut child = Command::new(bin)
-            .args([
-                "--memory-store",
-                "--cometql-port",
-                "0",
-                "--ws-port",
-                "0",
-                "--http-port",
-                "0",
-                "--sip-port",
-                "0",
-                "--media-port",
-                "0",
-            ])
-            .arg("--data-dir")
-            .arg(&dir.0)
-            .args(["--set", &format!("main.password={KEY}")])
-            .args(["--set", &format!("media.max_talkers={max_talkers}")])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("start {}", bin.display()))?;
-        let stdout = child.stdout.take().context("server stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = match rx.recv_timeout(left) {
-                Ok(l) => l,
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    bail!("{} did not print READY within 30 s", bin.display());
-                }
-            };
-            if let Some(rest) = line.strip_prefix("READY ") {
-                let addr = |key: &str| -> Result<SocketAddr> {
-                    rest.split_whitespace()
-                        .find_map(|kv| kv.strip_prefix(key))
-                        .with_context(|| format!("READY line without {key}: {rest}"))?
-                        .parse()
-                        .context("an address in the READY line")
-                };
-                return Ok(Server {
-                    cometql: addr("cometql=")?,
-                    sip: addr("sip=")?,
-                    http: addr("http=").ok(),
-                    child,
-                    _dir: dir,
-                });
+/// The secret of the `--cluster` runs' head and node.
+const CLUSTER_SECRET: &str = "loadgen-cluster-secret";
+
+/// Starts `bin` with every listener on 127.0.0.1 and ephemeral ports, the memory store (the
+/// store is not what is measured) and `extra` settings; waits for its READY line and returns
+/// the process and that line's `key=address` pairs.
+fn spawn(
+    bin: &Path,
+    dir: &TempDir,
+    max_talkers: usize,
+    extra: &[String],
+) -> Result<(Child, BTreeMap<String, SocketAddr>)> {
+    let mut child = Command::new(bin)
+        .args([
+            "--memory-store",
+            "--cometql-port",
+            "0",
+            "--ws-port",
+            "0",
+            "--http-port",
+            "0",
+            "--sip-port",
+            "0",
+            "--media-port",
+            "0",
+        ])
+        .arg("--data-dir")
+        .arg(&dir.0)
+        .args(["--set", &format!("main.password={KEY}")])
+        .args(["--set", &format!("media.max_talkers={max_talkers}")])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("start {}", bin.display()))?;
+    let stdout = child.stdout.take().context("server stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
             }
         }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = match rx.recv_timeout(left) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{} did not print READY within 30 s", bin.display());
+            }
+        };
+        if let Some(rest) = line.strip_prefix("READY ") {
+            let addrs = rest
+                .split_whitespace()
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once('=')?;
+                    Some((k.to_string(), v.parse().ok()?))
+                })
+                .collect();
+            return Ok((child, addrs));
+        }
+    }
+}
+
+fn addr(addrs: &BTreeMap<String, SocketAddr>, key: &str) -> Result<SocketAddr> {
+    addrs
+        .get(key)
+        .copied()
+        .with_context(|| format!("the READY line names no {key}"))
+}
+
+impl Server {
+    /// Starts `bin` on loopback. With `cluster`, two processes: a head that runs no
+    /// conference itself (`[cluster] local_media = false`) and one media node; the users are
+    /// invited on the head and call the node, and both count as the server.
+    pub fn start(bin: &Path, max_talkers: usize, cluster: bool) -> Result<Server> {
+        let dir = tempfile_dir::Dir::new("comet-loadgen")?;
+        if !cluster {
+            let (child, addrs) = spawn(bin, &dir, max_talkers, &[])?;
+            return Ok(Server {
+                cometql: addr(&addrs, "cometql")?,
+                sip: addr(&addrs, "sip")?,
+                http: addrs.get("http").copied(),
+                child,
+                head: None,
+                _dir: dir,
+            });
+        }
+        let head_dir = tempfile_dir::Dir::new("comet-loadgen-head")?;
+        let set = |kv: String| ["--set".to_string(), kv];
+        let head_args: Vec<String> = [
+            set(format!("cluster.secret={CLUSTER_SECRET}")),
+            set("cluster.port=0".into()),
+            set("cluster.local_media=false".into()),
+        ]
+        .concat();
+        let (head, head_addrs) = spawn(bin, &head_dir, max_talkers, &head_args)?;
+        let head_ready = (head, head_dir);
+        let link = addr(&head_addrs, "cluster")?;
+        let node_args: Vec<String> = [
+            set(format!("cluster.secret={CLUSTER_SECRET}")),
+            set(format!("cluster.head={link}")),
+        ]
+        .concat();
+        let (child, addrs) = spawn(bin, &dir, max_talkers, &node_args)?;
+        Ok(Server {
+            cometql: addr(&head_addrs, "cometql")?,
+            sip: addr(&addrs, "sip")?,
+            http: addrs.get("http").copied(),
+            child,
+            head: Some(head_ready),
+            _dir: dir,
+        })
     }
 
+    /// Waits (at most 15 s) until the media node is linked to its head (nothing to wait for
+    /// without `--cluster`).
+    pub async fn ready(&self) -> Result<()> {
+        if self.head.is_none() {
+            return Ok(());
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while self.metrics().await.get("comet_cluster_head_up") != Some(&1.0) {
+            if std::time::Instant::now() > deadline {
+                bail!("the media node did not link to its head within 15 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// The server's processes (the media node first).
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.child.id()];
+        pids.extend(self.head.as_ref().map(|(h, _)| h.id()));
+        pids
+    }
+
+    /// The process that runs the conferences.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -199,6 +279,10 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some((head, _)) = &mut self.head {
+            let _ = head.kill();
+            let _ = head.wait();
+        }
     }
 }
 

@@ -106,6 +106,10 @@ struct RunArgs {
     /// Write the result(s) as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// comet-server as a cluster: a head (CometQL, the invitations) and one media node that
+    /// runs the conferences; the CPU of both counts as the server's.
+    #[arg(long)]
+    cluster: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -170,6 +174,7 @@ fn config(a: &RunArgs, target: Target) -> RunConfig {
             .server_bin
             .clone()
             .unwrap_or_else(default_server_bin),
+        cluster: a.cluster,
         janus_bin: a.common.janus_bin.clone(),
         progress: !a.common.no_progress,
     }
@@ -372,6 +377,7 @@ async fn cmd_sweep(a: SweepArgs) -> Result<()> {
                 probe_confs: 2,
                 first_seq: None,
                 json: None,
+                cluster: false,
                 common: a.common.clone(),
             };
             match run::run(&config(&args, target)).await {

@@ -63,11 +63,15 @@ pub struct Sample {
 }
 
 impl Sample {
-    pub fn take(server_pid: u32) -> Sample {
+    /// `server_pids`: every process of the server under test (its CPU is their sum).
+    pub fn take(server_pids: &[u32]) -> Sample {
         let (machine_busy, _) = machine_seconds().unwrap_or((0.0, 0.0));
         Sample {
             at: Instant::now(),
-            server: cpu_seconds(server_pid).unwrap_or(0.0),
+            server: server_pids
+                .iter()
+                .map(|&p| cpu_seconds(p).unwrap_or(0.0))
+                .sum(),
             loadgen: cpu_seconds(std::process::id()).unwrap_or(0.0),
             machine_busy,
         }

@@ -55,6 +55,8 @@ pub struct RunConfig {
     /// Time between the last join and the start of the measurement.
     pub settle: Duration,
     pub server_bin: PathBuf,
+    /// comet-server as a cluster: a head and one media node (two processes).
+    pub cluster: bool,
     pub janus_bin: PathBuf,
     /// Draw progress bars (on stderr).
     pub progress: bool,
@@ -248,10 +250,19 @@ enum Sut {
 }
 
 impl Sut {
+    /// The process that runs the conferences.
     fn pid(&self) -> u32 {
         match self {
             Sut::Comet(s, _) => s.pid(),
             Sut::Janus(j, _, _) => j.pid(),
+        }
+    }
+
+    /// Every process of the server (a cluster's head too).
+    fn pids(&self) -> Vec<u32> {
+        match self {
+            Sut::Comet(s, _) => s.pids(),
+            Sut::Janus(j, _, _) => vec![j.pid()],
         }
     }
 
@@ -329,7 +340,8 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult> {
     };
     let (mut sut, idle_rss) = match cfg.target {
         Target::Comet => {
-            let server = comet::Server::start(&cfg.server_bin, talkers.max(3))?;
+            let server = comet::Server::start(&cfg.server_bin, talkers.max(3), cfg.cluster)?;
+            server.ready().await?;
             let idle = procstat::rss_mib(server.pid()).unwrap_or(0.0);
             comet::invite_all(&server, &specs).await?;
             let sip = server.sip;
@@ -381,7 +393,7 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult> {
 
     // Settle (jitter buffers, voice activity), then measure.
     tokio::time::sleep(cfg.settle).await;
-    let pid = sut.pid();
+    let pids = sut.pids();
     let run_bar = bar(
         cfg.progress,
         cfg.duration.as_millis() as u64,
@@ -393,11 +405,11 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult> {
         Sut::Janus(..) => BTreeMap::new(),
     };
     shared.phase.store(peer::MEASURING, Ordering::SeqCst);
-    let s0 = procstat::Sample::take(pid);
+    let s0 = procstat::Sample::take(&pids);
     let end = Instant::now() + cfg.duration;
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(250).min(end - Instant::now())).await;
-        let s = procstat::Sample::take(pid);
+        let s = procstat::Sample::take(&pids);
         let u = procstat::usage(&s0, &s);
         run_bar.set_position((cfg.duration - (end - Instant::now().min(end))).as_millis() as u64);
         run_bar.set_message(format!(
@@ -405,7 +417,7 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult> {
             u.server_pct, u.loadgen_pct, u.other_pct
         ));
     }
-    let s1 = procstat::Sample::take(pid);
+    let s1 = procstat::Sample::take(&pids);
     shared.phase.store(peer::DONE, Ordering::SeqCst);
     let counters1 = match &sut {
         Sut::Comet(server, _) => server.metrics().await,
@@ -423,8 +435,9 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult> {
     };
     run_bar.finish_and_clear();
     let cpu = procstat::usage(&s0, &s1);
-    let server_rss = procstat::rss_mib(pid).unwrap_or(0.0);
-    let server_threads = procstat::threads(pid).unwrap_or(0);
+    // Of the process that runs the conferences (a cluster's media node).
+    let server_rss = procstat::rss_mib(sut.pid()).unwrap_or(0.0);
+    let server_threads = procstat::threads(sut.pid()).unwrap_or(0);
     let loadgen_rss = procstat::rss_mib(std::process::id()).unwrap_or(0.0);
 
     // Stop every peer; each hands over its counters as it ends.
@@ -446,7 +459,11 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult> {
 
     let joined = peers.len();
     let mut r = RunResult {
-        target: cfg.target.to_string(),
+        target: if cfg.cluster && cfg.target == Target::Comet {
+            "comet-cluster".to_string()
+        } else {
+            cfg.target.to_string()
+        },
         conferences: cfg.conferences,
         members: cfg.members,
         talkers,
