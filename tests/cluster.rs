@@ -311,3 +311,106 @@ async fn the_link_can_be_wss() {
     let text = head.metrics(&["comet_cluster_"]);
     common::assert_metric(&text, "comet_cluster_nodes", 1.0);
 }
+
+/// Two media nodes: conferences spread over both, each conference's invitations all name one
+/// node; when a node is gone, a new invitation to one of its conferences goes to the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conferences_spread_over_two_nodes_and_move_when_one_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = start(&dir.path().join("head"), &head_flags(false));
+    let link = cluster_addr(&head);
+    let one = start(
+        &dir.path().join("one"),
+        &node_flags(link, SECRET, "media-1"),
+    );
+    let two = start(
+        &dir.path().join("two"),
+        &node_flags(link, SECRET, "media-2"),
+    );
+    head.wait_log("media node connected", 2, Duration::from_secs(15));
+    let addr_of = |s: &Server| format!("127.0.0.1:{}", s.sip.port());
+    let (a1, a2) = (addr_of(&one), addr_of(&two));
+    let mut db = connect(&head).await;
+    let rooms: Vec<String> = (0..16).map(|i| format!("spread{i}")).collect();
+    for room in &rooms {
+        for user in [1, 2] {
+            invite_to(&mut db, room, user, &hash_of(user), 1, "audio").await;
+        }
+    }
+    let placed = |rows: Vec<(String, String)>| -> std::collections::BTreeMap<String, String> {
+        let mut by_room = std::collections::BTreeMap::new();
+        for (room, node) in rows {
+            let was = by_room.insert(room.clone(), node.clone());
+            assert!(
+                was.is_none_or(|w| w == node),
+                "{room} has invitations on two nodes"
+            );
+        }
+        by_room
+    };
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for room in &rooms {
+        let r: Vec<(String, String)> = db
+            .query(format!(
+                "SELECT name, node FROM conference WHERE name = '{room}'"
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r.len(), 2, "{room}");
+        rows.extend(r);
+    }
+    let by_room = placed(rows);
+    let on_one: Vec<&String> = by_room
+        .iter()
+        .filter(|(_, n)| **n == a1)
+        .map(|(r, _)| r)
+        .collect();
+    let on_two = by_room.values().filter(|n| **n == a2).count();
+    assert!(
+        !on_one.is_empty() && on_two > 0 && on_one.len() + on_two == rooms.len(),
+        "16 conferences over {a1} and {a2}: {by_room:?}"
+    );
+
+    // Node one goes away (SIGKILL: the head sees the link break).
+    let mut one = one;
+    one.kill();
+    let end = deadline(15);
+    while common::metric(
+        &head.metrics(&["comet_cluster_nodes"]),
+        "comet_cluster_nodes",
+    ) != Some(1.0)
+    {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the head still counts 2 nodes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A new invitation to a conference that was on node one goes to node two, and its
+    // sys_sipCall says so.
+    let moved = on_one[0];
+    invite_to(&mut db, moved, 3, &hash_of(3), 1, "audio").await;
+    let node: Vec<String> = db
+        .query(format!(
+            "SELECT node FROM conference WHERE name = '{moved}' AND user_id = 3"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(node, [a2.clone()]);
+    let queued: Vec<String> = db
+        .query("SELECT message FROM users_messages WHERE id = 3")
+        .await
+        .unwrap();
+    let sys = &serde_json::from_str::<serde_json::Value>(queued.last().unwrap()).unwrap()["sys"];
+    assert_eq!(sys["serverPort"], two.sip.port());
+    // Conferences on node two stay there.
+    let stay = by_room.iter().find(|(_, n)| **n == a2).unwrap().0;
+    invite_to(&mut db, stay, 4, &hash_of(4), 1, "audio").await;
+    let node: Vec<String> = db
+        .query(format!(
+            "SELECT node FROM conference WHERE name = '{stay}' AND user_id = 4"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(node, [a2]);
+}
