@@ -396,7 +396,7 @@ async fn conferences_spread_over_two_nodes_and_move_when_one_is_gone() {
         ))
         .await
         .unwrap();
-    assert_eq!(node, [a2.clone()]);
+    assert_eq!(node, std::slice::from_ref(&a2));
     let queued: Vec<String> = db
         .query("SELECT message FROM users_messages WHERE id = 3")
         .await
