@@ -17,6 +17,9 @@
 //! - [`demo`]: the demo page's backend endpoint (CometQL statements as a customer's backend).
 //! - [`tls`]: the `--tls-self-signed` certificate.
 //! - [`admission`]: connection caps of the TCP listeners (in all and per client address).
+//! - [`cluster`]: a head and its media nodes: the head places each conference on a node,
+//!   browsers call that node, and the head lists, moderates and hangs up its members.
+//! - [`secret`]: constant-time comparison of what clients present.
 //! - [`app`]: wiring and start-up.
 //!
 //! Media lives in the workspace crates `comet-sfu` (WebRTC transport), `comet-media` (codecs,

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-/// Clock ticks per second of /proc/<pid>/stat (`getconf CLK_TCK`; 100 on Linux).
+/// Clock ticks per second of `/proc/<pid>/stat` (`getconf CLK_TCK`; 100 on Linux).
 const TICKS: f64 = 100.0;
 
 /// CPU seconds (user + system) a process has used so far, all its threads included.
