@@ -787,6 +787,25 @@ fn render_cluster(
 ) {
     if let Some(h) = head {
         let st = &h.stats;
+        // Node names are the operator's (`[cluster] name`): quoted as label values must be.
+        let per_node: Vec<(String, f64)> = h
+            .members_per_node()
+            .into_iter()
+            .map(|(node, n)| {
+                let node = node.replace('\\', "\\\\").replace('"', "\\\"");
+                (format!("node=\"{node}\""), n as f64)
+            })
+            .collect();
+        let per_node: Vec<(&str, f64)> = per_node.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        families_out(
+            out,
+            &[(
+                "comet_cluster_node_members",
+                "gauge",
+                "Conference members on each media node, as the node reported them.",
+                &per_node,
+            )],
+        );
         families_out(
             out,
             &[

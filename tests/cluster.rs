@@ -160,6 +160,8 @@ async fn a_conference_runs_on_the_media_node_the_head_chose() {
         room.join(user, tone).await;
     }
     room.wait_members(&[1, 2, 3]).await;
+    let text = head.metrics(&["comet_cluster_"]);
+    common::assert_metric(&text, "comet_cluster_node_members{node=\"media-1\"}", 3.0);
     room.assert_hearing(&TONES[..3], "three members on the node")
         .await;
 

@@ -117,6 +117,18 @@ impl ClusterHead {
         nodes
     }
 
+    /// Members each media node has reported (kept ones of a broken link included), by node.
+    pub fn members_per_node(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut per = std::collections::BTreeMap::new();
+        for o in lock(&self.owners).values() {
+            *per.entry(o.node.clone()).or_insert(0) += 1;
+        }
+        for n in self.nodes() {
+            per.entry(n.name).or_insert(0);
+        }
+        per
+    }
+
     /// Where a new invitation to conference `name` sends the browser: the node that has
     /// members of the conference now, else the node of the conference's other invitations
     /// (`existing`) while it is available, else the rendezvous choice. `Err` when no node is
