@@ -36,6 +36,67 @@ struct Owner {
     node: String,
 }
 
+/// Which link reported each remote member, by conference: placement finds the link of a
+/// conference's members with one lookup, not a scan of every member of the cluster.
+#[derive(Debug, Default)]
+struct Owners(HashMap<(DevId, String), HashMap<UserId, Owner>>);
+
+impl Owners {
+    fn insert(&mut self, (dev, name, user): &MemberKey, owner: Owner) -> Option<Owner> {
+        self.0
+            .entry((*dev, name.clone()))
+            .or_default()
+            .insert(*user, owner)
+    }
+
+    /// The link of some member of the conference.
+    fn link_of(&self, dev: DevId, name: &str) -> Option<u64> {
+        let members = self.0.get(&(dev, name.to_string()))?;
+        members.values().next().map(|o| o.link)
+    }
+
+    /// Removes the member if link `link` reported it; whether it did.
+    fn remove_if_owned(&mut self, (dev, name, user): &MemberKey, link: u64) -> bool {
+        let conf = (*dev, name.clone());
+        let Some(members) = self.0.get_mut(&conf) else {
+            return false;
+        };
+        if members.get(user).is_none_or(|o| o.link != link) {
+            return false;
+        }
+        members.remove(user);
+        if members.is_empty() {
+            self.0.remove(&conf);
+        }
+        true
+    }
+
+    /// Removes the members for which `pred` holds; returns them.
+    fn take(&mut self, pred: impl Fn(&MemberKey, &Owner) -> bool) -> Vec<MemberKey> {
+        let mut taken = Vec::new();
+        self.0.retain(|(dev, name), members| {
+            members.retain(|user, o| {
+                let key = (*dev, name.clone(), *user);
+                let take = pred(&key, o);
+                if take {
+                    taken.push(key);
+                }
+                !take
+            });
+            !members.is_empty()
+        });
+        taken
+    }
+
+    fn per_node(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut per = std::collections::BTreeMap::new();
+        for o in self.0.values().flat_map(|m| m.values()) {
+            *per.entry(o.node.clone()).or_insert(0) += 1;
+        }
+        per
+    }
+}
+
 struct Link {
     id: u64,
     node: MediaNode,
@@ -63,7 +124,7 @@ pub struct ClusterHead {
     links: Mutex<HashMap<String, Link>>,
     /// Which link reported each remote member (a replaced link must not remove the members
     /// its successor reported).
-    owners: Mutex<HashMap<MemberKey, Owner>>,
+    owners: Mutex<Owners>,
     next_link: AtomicU64,
     /// How long a broken link's members are kept ([`LINK_GRACE`]; shorter in tests).
     grace_ms: AtomicU64,
@@ -119,42 +180,32 @@ impl ClusterHead {
 
     /// Members each media node has reported (kept ones of a broken link included), by node.
     pub fn members_per_node(&self) -> std::collections::BTreeMap<String, usize> {
-        let mut per = std::collections::BTreeMap::new();
-        for o in lock(&self.owners).values() {
-            *per.entry(o.node.clone()).or_insert(0) += 1;
-        }
+        let mut per = lock(&self.owners).per_node();
         for n in self.nodes() {
             per.entry(n.name).or_insert(0);
         }
         per
     }
 
-    /// Where a new invitation to conference `name` sends the browser: the node that has
-    /// members of the conference now, else the node of the conference's other invitations
-    /// (`existing`) while it is available, else the rendezvous choice. `Err` when no node is
-    /// available.
+    /// The connected node that has members of conference `name` now: a new invitation goes
+    /// there whatever the others say.
+    pub fn running(&self, dev: DevId, name: &str) -> Option<MediaNode> {
+        let id = lock(&self.owners).link_of(dev, name)?;
+        lock(&self.links)
+            .values()
+            .find(|l| l.id == id)
+            .map(|l| l.node.clone())
+    }
+
+    /// Where a new invitation to a conference that runs nowhere ([`ClusterHead::running`])
+    /// sends the browser: the node of the conference's other invitations (`existing`) while
+    /// it is available, else the rendezvous choice. `Err` when no node is available.
     pub fn place(
         &self,
         dev: DevId,
         name: &str,
         existing: &[ConferenceRow],
     ) -> Result<MediaNode, String> {
-        // A conference with members on a node stays there.
-        let running = {
-            let owners = lock(&self.owners);
-            owners
-                .iter()
-                .find(|((d, n, _), _)| *d == dev && n == name)
-                .map(|(_, o)| o.link)
-        };
-        if let Some(node) = running.and_then(|id| {
-            lock(&self.links)
-                .values()
-                .find(|l| l.id == id)
-                .map(|l| l.node.clone())
-        }) {
-            return Ok(node);
-        }
         let mut candidates = self.nodes();
         candidates.extend(self.local.clone());
         if let Some(n) = existing
@@ -338,21 +389,7 @@ impl ClusterHead {
             .iter()
             .map(|m| (m.dev, m.name.clone(), m.user))
             .collect();
-        let stale: Vec<MemberKey> = {
-            let mut owners = lock(&self.owners);
-            let stale: Vec<MemberKey> = owners
-                .iter()
-                .filter(|(k, o)| o.node == name && o.link != id && !listed.contains(*k))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in &stale {
-                owners.remove(k);
-            }
-            stale
-        };
-        for (dev, conf, user) in stale {
-            self.registry.leave(dev, &conf, user);
-        }
+        self.leave_where(|k, o| o.node == name && o.link != id && !listed.contains(k));
         let now = Instant::now();
         for m in members {
             let joined = now
@@ -400,31 +437,20 @@ impl ClusterHead {
             }
         }
         if clean {
-            self.drop_members(id);
+            self.leave_where(|_, o| o.link == id);
         } else {
             let head = self.clone();
             let grace = Duration::from_millis(self.grace_ms.load(Ordering::Relaxed));
             tokio::spawn(async move {
                 tokio::time::sleep(grace).await;
-                head.drop_members(id);
+                head.leave_where(|_, o| o.link == id);
             });
         }
     }
 
-    /// The members link `id` still owns leave.
-    fn drop_members(&self, id: u64) {
-        let gone: Vec<MemberKey> = {
-            let mut owners = lock(&self.owners);
-            let gone: Vec<MemberKey> = owners
-                .iter()
-                .filter(|(_, o)| o.link == id)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in &gone {
-                owners.remove(k);
-            }
-            gone
-        };
+    /// The remote members for which `pred` holds leave (their events are published).
+    fn leave_where(&self, pred: impl Fn(&MemberKey, &Owner) -> bool) {
+        let gone = lock(&self.owners).take(pred);
         for (dev, conf, user) in gone {
             self.registry.leave(dev, &conf, user);
         }
@@ -448,7 +474,7 @@ impl ClusterHead {
             link,
             node: node.to_string(),
         };
-        let before = lock(&self.owners).insert((dev, name.to_string(), user), owner);
+        let before = lock(&self.owners).insert(&(dev, name.to_string(), user), owner);
         let known = before.is_some_and(|o| o.node == node && o.link != link);
         let hangup = {
             let (tx, name) = (tx.clone(), name.to_string());
@@ -533,17 +559,8 @@ impl ClusterHead {
             ToHead::Member {
                 change: Mirror::Leave { dev, name, user },
             } => {
-                let key = (dev, name, user);
-                let mine = {
-                    let mut owners = lock(&self.owners);
-                    let mine = owners.get(&key).is_some_and(|o| o.link == link);
-                    if mine {
-                        owners.remove(&key);
-                    }
-                    mine
-                };
-                if mine {
-                    self.registry.leave(dev, &key.1, user);
+                if lock(&self.owners).remove_if_owned(&(dev, name.clone(), user), link) {
+                    self.registry.leave(dev, &name, user);
                 }
             }
             ToHead::Member {
@@ -645,21 +662,21 @@ mod tests {
             crate::cluster::choose(&all, 0, "room").unwrap()
         );
         // Members on a node keep the conference there, whatever the invitations say.
+        assert_eq!(head.running(0, "room"), None);
         lock(&head.owners).insert(
-            (0, "room".into(), 5),
+            &(0, "room".into(), 5),
             Owner {
                 link: 1,
                 node: "a".into(),
             },
         );
-        assert_eq!(
-            head.place(0, "room", &[row("10.0.0.1:7002")]).unwrap().name,
-            "a"
-        );
-        assert_eq!(
-            head.place(1, "room", &[]).unwrap(),
-            *crate::cluster::choose(&all, 1, "room").unwrap()
-        );
+        assert_eq!(head.running(0, "room").unwrap().name, "a");
+        assert_eq!(head.running(1, "room"), None, "another dev's room");
+        // Its member leaves (reported by another link: not taken), then by its own.
+        let key = (0, "room".to_string(), 5);
+        assert!(!lock(&head.owners).remove_if_owned(&key, 2));
+        assert!(lock(&head.owners).remove_if_owned(&key, 1));
+        assert_eq!(head.running(0, "room"), None);
         // The user's registrations end on every node.
         head.disconnect_user(0, 5);
         for rx in &mut txs {

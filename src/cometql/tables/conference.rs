@@ -137,10 +137,16 @@ impl Table for Conference {
         let (node, sip_host, sip_port) = match &s.cluster {
             None => (s.node.clone(), s.sip_host.clone(), s.sip_port),
             Some(cluster) => {
-                let existing = cx.engine.store.conference_rows(cx.dev, &name).await?;
-                let n = cluster
-                    .place(cx.dev, &name, &existing)
-                    .map_err(|why| CqlError::new(code::INTERNAL, why))?;
+                // Where its members are; else (a store read) where its invitations point.
+                let n = match cluster.running(cx.dev, &name) {
+                    Some(n) => n,
+                    None => {
+                        let existing = cx.engine.store.conference_rows(cx.dev, &name).await?;
+                        cluster
+                            .place(cx.dev, &name, &existing)
+                            .map_err(|why| CqlError::new(code::INTERNAL, why))?
+                    }
+                };
                 (n.address(), n.sip_host, n.sip_port)
             }
         };
