@@ -799,8 +799,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         }
     };
 
-    // A media node's CometQL is not the cluster's (see `Settings::media_node_of`): no demo.
-    let demo = config.demo_enabled() && cluster_node.is_none();
+    let demo = config.demo_enabled();
     let video = crate::conference::VIDEO_COMPOSITION;
     let features = crate::http::Features {
         server: config.server_name.clone(),

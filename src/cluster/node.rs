@@ -162,7 +162,7 @@ impl NodeLink {
         let fail = |why: &str| {
             self.stats.lookup_failures.fetch_add(1, Ordering::Relaxed);
             lock(&self.pending).remove(&id);
-            Err(StoreError::Backend(format!("cluster head: {why}")))
+            Err(failed(why))
         };
         if !self.send(make(id)) {
             return fail("not connected");
@@ -346,7 +346,7 @@ impl NodeLink {
     }
 }
 
-fn failed(error: String) -> StoreError {
+fn failed(error: &str) -> StoreError {
     StoreError::Backend(format!("cluster head: {error}"))
 }
 
@@ -354,9 +354,9 @@ fn failed(error: String) -> StoreError {
 impl Directory for NodeLink {
     async fn user_hash(&self, dev: DevId, user: UserId) -> StoreResult<Option<String>> {
         match self.ask(|id| ToHead::UserHash { id, dev, user }).await? {
-            Answer::Hash(_, Some(e)) => Err(failed(e)),
+            Answer::Hash(_, Some(e)) => Err(failed(&e)),
             Answer::Hash(hash, None) => Ok(hash),
-            Answer::Row(..) => Err(failed("a wrong answer".into())),
+            Answer::Row(..) => Err(failed("a wrong answer")),
         }
     }
 
@@ -376,9 +376,9 @@ impl Directory for NodeLink {
             })
             .await?
         {
-            Answer::Row(_, Some(e)) => Err(failed(e)),
+            Answer::Row(_, Some(e)) => Err(failed(&e)),
             Answer::Row(row, None) => Ok(row.map(|r| *r)),
-            Answer::Hash(..) => Err(failed("a wrong answer".into())),
+            Answer::Hash(..) => Err(failed("a wrong answer")),
         }
     }
 }

@@ -1581,9 +1581,11 @@ impl Config {
         Ok(())
     }
 
-    /// Whether the HTTP listener serves the demo (see [`DemoMode`]).
+    /// Whether the HTTP listener serves the demo (see [`DemoMode`]). Never on a cluster's
+    /// media node: its CometQL is not the cluster's.
     pub fn demo_enabled(&self) -> bool {
         self.http_enabled
+            && self.cluster.role() != ClusterRole::Node
             && match self.http_demo {
                 DemoMode::On => true,
                 DemoMode::Off => false,
@@ -1879,6 +1881,10 @@ mod tests {
         assert!(c.demo_enabled(), "explicitly on");
         let (c, _) = Config::load(Some(("c.ini", "[http]\nenabled = no\n")), &[]).unwrap();
         assert!(!c.demo_enabled(), "no HTTP listener, no demo");
+        let node =
+            "[cluster]\nsecret = 0123456789abcdef\nhead = 10.0.0.1:7445\n[http]\ndemo = true\n";
+        let (c, _) = Config::load(Some(("c.ini", node)), &[]).unwrap();
+        assert!(!c.demo_enabled(), "a media node has no demo");
         let e = Config::load(Some(("c.ini", "[http]\ndemo = maybe\n")), &[]).unwrap_err();
         assert!(e.message.contains("auto, true or false"), "{e}");
     }
