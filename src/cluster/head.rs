@@ -414,6 +414,8 @@ impl ClusterHead {
             .await,
         };
         drop(tx);
+        // Forgotten before it is logged: whoever reads the log line finds the node gone.
+        self.link_ended(id, &name, result.is_ok());
         match &result {
             Ok(_) => info!(node = %name, "cluster: media node disconnected"),
             Err(e) => warn!(
@@ -422,7 +424,6 @@ impl ClusterHead {
                 LINK_GRACE.as_secs()
             ),
         }
-        self.link_ended(id, &name, result.is_ok());
         Ok(())
     }
 
