@@ -556,19 +556,31 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         .filter(|p| p.video)
         .map(|p| u64::from(p.video_bitrate) * 1000)
         .max();
-    let endpoint = comet_sfu::Endpoint::new(comet_sfu::EndpointConfig {
-        candidates: vec![media_announced],
-        bwe_initial_bitrate: bwe_start,
-        ..Default::default()
-    })
-    .map_err(|e| anyhow::anyhow!("cannot start the WebRTC endpoint: {e}"))?;
-    // The endpoint's loop carries every participant's packets: it gets a thread of its own.
-    let (sfu, events, sfu_task) = comet_sfu::driver::spawn_dedicated(
+    // The endpoint's loops carry every participant's packets: each shard gets a thread of its
+    // own (and with several, one more reads the socket for them).
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = config.media_threads(cpus);
+    let endpoints = (0..threads)
+        .map(|index| {
+            comet_sfu::Endpoint::new(comet_sfu::EndpointConfig {
+                candidates: vec![media_announced],
+                bwe_initial_bitrate: bwe_start,
+                shard: comet_sfu::Shard {
+                    index: index as u32,
+                    count: threads as u32,
+                },
+                ..Default::default()
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("cannot start the WebRTC endpoint: {e}"))?;
+    let (sfu, events, sfu_task) = comet_sfu::driver::spawn_sharded(
         socket,
-        endpoint,
+        endpoints,
         comet_sfu::driver::DriverOptions::default(),
     )
-    .context("cannot start the WebRTC endpoint thread")?;
+    .context("cannot start the WebRTC endpoint threads")?;
+    tracing::info!(threads, "WebRTC endpoint started");
     let broadcasts = crate::broadcast::Broadcasts::new(tokio::runtime::Handle::current());
     let runtime = MediaRuntime::start(
         sfu,

@@ -408,7 +408,7 @@ async fn debug_conferences(
 
 /// The WebRTC endpoint's counters (`comet_sfu_*`) in the Prometheus text format.
 pub fn render_endpoint(m: &comet_sfu::Metrics) -> String {
-    let metrics: [(&str, &str, &str, u64); 16] = [
+    let metrics: [(&str, &str, &str, u64); 18] = [
         (
             "comet_sfu_participants",
             "gauge",
@@ -486,6 +486,18 @@ pub fn render_endpoint(m: &comet_sfu::Metrics) -> String {
             "counter",
             "Failed UDP sends.",
             m.send_errors,
+        ),
+        (
+            "comet_sfu_shards",
+            "gauge",
+            "Threads (shards) that carry the WebRTC endpoint ([media] threads).",
+            m.shards,
+        ),
+        (
+            "comet_sfu_inbox_dropped_total",
+            "counter",
+            "Datagrams dropped because the endpoint thread they were for was behind.",
+            m.inbox_dropped,
         ),
         (
             "comet_sfu_socket_drops_total",

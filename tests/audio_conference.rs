@@ -100,10 +100,12 @@ async fn two_peers_hear_each_other_and_not_themselves() {
 
 /// Five simultaneous talkers with `[media] max_talkers = 5`: every member hears the four
 /// others. Then one hangs up (SIP BYE): the four left hear the three others, nobody hears the
-/// one who left, and `conference_members` follows.
+/// one who left, and `conference_members` follows. The WebRTC endpoint runs as two shards
+/// (`[media] threads = 2`), so the members' media goes through different endpoint threads
+/// and still meets in one mix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_peers_then_one_leaves() {
-    let mut room = Room::start(&["--set", "media.max_talkers=5"]).await;
+    let mut room = Room::start(&["--set", "media.max_talkers=5", "--set", "media.threads=2"]).await;
     let users = [1, 2, 3, 4, 5];
     for user in users {
         room.invite(user).await;
@@ -125,6 +127,17 @@ async fn five_peers_then_one_leaves() {
     }
     let rows = room.wait_members(&users).await;
     check_rows(&rows, &users);
+    let m = media_metrics(&room.server);
+    let v = |name: &str| metric(&m, name).unwrap_or_else(|| panic!("{name} missing: {m}"));
+    assert_eq!(v("comet_sfu_shards"), 2.0, "{m}");
+    assert_eq!(v("comet_sfu_participants"), 5.0, "{m}");
+    for name in [
+        "comet_sfu_inbox_dropped_total",
+        "comet_sfu_unknown_dropped_total",
+        "comet_sfu_malformed_dropped_total",
+    ] {
+        assert_eq!(v(name), 0.0, "{name}: {m}");
+    }
 
     // User 3 (880 Hz) hangs up the way JsSIP does: BYE, then the peer connection closes.
     let mut left = room.take(3);

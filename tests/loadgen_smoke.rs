@@ -69,10 +69,14 @@ fn loadgen_runs_a_small_conference_against_the_server() {
 /// 65400): the peers' SRTP index moves to the next rollover, and the server follows it, so
 /// every probe still hears the other talkers. (Before the load generator kept its
 /// sequence numbers in 16 bits, a talker whose random first number was near the wrap went
-/// silent for the rest of the run: its packets no longer authenticated.)
+/// silent for the rest of the run: its packets no longer authenticated.) The server runs its
+/// WebRTC endpoint as two threads (`--server-set media.threads=2`), whose SRTP contexts follow
+/// the wrap alike.
 #[test]
 fn rtp_sequence_numbers_wrap_during_the_run() {
     let (r, ctx) = run_loadgen(&[
+        "--server-set",
+        "media.threads=2",
         "--conferences",
         "1",
         "--members",

@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
@@ -28,6 +29,8 @@ use crate::{
     Answer, AnswerOptions, AudioLevel, Endpoint, EndpointConfig, Error, Event, KeyframeKind,
     Metrics, Output, ParticipantId,
 };
+
+mod shards;
 
 /// Sizes of the driver's channels.
 #[derive(Debug, Clone, Copy)]
@@ -109,10 +112,23 @@ pub struct VideoWrite {
     pub marker: bool,
 }
 
-/// A cheap, cloneable handle to a running driver. The driver stops when every handle is
-/// dropped or [`SfuHandle::shutdown`] is called.
+/// A cheap, cloneable handle to a running driver (one endpoint, or the shards of a sharded
+/// one: calls about a participant go to the shard that holds it, an offer to the shard with
+/// the fewest participants). The driver stops when every handle is dropped or
+/// [`SfuHandle::shutdown`] is called.
 #[derive(Debug, Clone)]
 pub struct SfuHandle {
+    shards: Arc<[ShardLink]>,
+    /// Offers made so far: a burst of offers to equally loaded shards goes round them.
+    offers: Arc<AtomicUsize>,
+    /// The socket reader's counters (sharded drivers only).
+    reader: Option<Arc<shards::ReaderStats>>,
+    local_addr: SocketAddr,
+}
+
+/// The queues to one driver loop (the endpoint, or one shard of it).
+#[derive(Debug)]
+struct ShardLink {
     tx: mpsc::Sender<Command>,
     /// Audio batches have their own short queue: a driver that falls behind makes the
     /// mixing clock wait (and skip periods) instead of letting latency pile up.
@@ -120,7 +136,29 @@ pub struct SfuHandle {
     /// Video packets have a queue of their own too, so that offers, closes and keyframe
     /// requests never wait behind the video of busy conferences.
     video_tx: mpsc::Sender<Vec<VideoWrite>>,
-    local_addr: SocketAddr,
+    /// Participants the shard holds (a sharded driver's shards publish it).
+    load: Arc<AtomicU64>,
+}
+
+/// A driver loop's queues: its link (for the handle) and its ends (for the loop).
+fn queues(opts: &DriverOptions) -> (ShardLink, Queues) {
+    let (tx, commands) = mpsc::channel(opts.command_capacity.max(1));
+    let (audio_tx, audio) = mpsc::channel(AUDIO_BATCHES);
+    let (video_tx, video) = mpsc::channel(opts.video_batches.max(1));
+    let link = ShardLink {
+        tx,
+        audio_tx,
+        video_tx,
+        load: Arc::new(AtomicU64::new(0)),
+    };
+    (
+        link,
+        Queues {
+            commands,
+            audio,
+            video,
+        },
+    )
 }
 
 /// Audio batches (mixer ticks) queued for the driver at most.
@@ -149,8 +187,7 @@ pub const SOCKET_BUFFER: usize = 4 << 20;
 
 /// Asks for [`SOCKET_BUFFER`] on both sides of `socket`; the kernel caps it at
 /// `net.core.rmem_max` / `wmem_max`, which is logged when it is less.
-fn grow_buffers(socket: &UdpSocket) {
-    let s = socket2::SockRef::from(socket);
+fn grow_buffers(s: socket2::SockRef<'_>) {
     let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = s.set_send_buffer_size(SOCKET_BUFFER);
     // Linux reports twice what was set (it counts its bookkeeping).
@@ -173,7 +210,7 @@ fn grow_buffers(socket: &UdpSocket) {
 
 /// Datagrams the kernel dropped on `socket` for lack of receive buffer (`SO_MEMINFO`).
 #[cfg(target_os = "linux")]
-fn socket_drops(socket: &UdpSocket) -> u64 {
+fn socket_drops(socket: &socket2::SockRef<'_>) -> u64 {
     use std::os::fd::AsRawFd;
     let mut info = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
     let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
@@ -196,7 +233,7 @@ fn socket_drops(socket: &UdpSocket) -> u64 {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn socket_drops(_socket: &UdpSocket) -> u64 {
+fn socket_drops(_socket: &socket2::SockRef<'_>) -> u64 {
     0
 }
 
@@ -253,25 +290,18 @@ pub fn spawn(
     endpoint: Endpoint,
     opts: DriverOptions,
 ) -> (SfuHandle, Events, JoinHandle<()>) {
-    grow_buffers(&socket);
+    grow_buffers(socket2::SockRef::from(&socket));
     let local_addr = socket
         .local_addr()
         .unwrap_or_else(|_| endpoint.config().candidates[0]);
-    let (cmd_tx, cmd_rx) = mpsc::channel(opts.command_capacity.max(1));
-    let (audio_tx, audio_rx) = mpsc::channel(AUDIO_BATCHES);
-    let (video_tx, video_rx) = mpsc::channel(opts.video_batches.max(1));
+    let (link, queues) = queues(&opts);
     let (ev_tx, ev_rx) = mpsc::channel(opts.event_capacity.max(1));
-    let queues = Queues {
-        commands: cmd_rx,
-        audio: audio_rx,
-        video: video_rx,
-    };
-    let task = tokio::spawn(run(socket, endpoint, queues, ev_tx));
+    let task = tokio::spawn(run(Net::Socket(socket), endpoint, queues, ev_tx));
     (
         SfuHandle {
-            tx: cmd_tx,
-            audio_tx,
-            video_tx,
+            shards: Arc::new([link]),
+            offers: Arc::new(AtomicUsize::new(0)),
+            reader: None,
             local_addr,
         },
         ev_rx,
@@ -279,10 +309,122 @@ pub fn spawn(
     )
 }
 
+/// Run `endpoints`, the shards of one endpoint (`endpoints[i]` configured as shard `i` of
+/// `endpoints.len()`, see [`EndpointConfig::shard`](crate::EndpointConfig)), on one socket:
+/// each shard on a thread of its own (`comet-sfu-<i>`), and one more thread
+/// (`comet-sfu-rx`) that reads the socket and hands every datagram to the shard whose
+/// participant it is for (by the ICE ufrag of a binding request, else by the source address
+/// the shard's endpoint learned from one). Each shard sends on the same socket itself. One
+/// endpoint is run as [`spawn_dedicated`] runs it. The returned task (on the caller's
+/// runtime) ends when every thread has; aborting it stops them all.
+pub fn spawn_sharded(
+    socket: std::net::UdpSocket,
+    mut endpoints: Vec<Endpoint>,
+    opts: DriverOptions,
+) -> io::Result<(SfuHandle, Events, JoinHandle<()>)> {
+    let count = endpoints.len();
+    if count <= 1 {
+        let endpoint = endpoints
+            .pop()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no endpoint"))?;
+        return spawn_dedicated(socket, endpoint, opts);
+    }
+    for (i, ep) in endpoints.iter().enumerate() {
+        let want = crate::Shard {
+            index: i as u32,
+            count: count as u32,
+        };
+        if ep.config().shard != want {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("endpoint {i} is not configured as shard {i} of {count}"),
+            ));
+        }
+    }
+    socket.set_nonblocking(true)?;
+    grow_buffers(socket2::SockRef::from(&socket));
+    let local_addr = socket.local_addr()?;
+    let (ev_tx, ev_rx) = mpsc::channel(opts.event_capacity.max(1));
+    let routes = shards::Routes::default();
+    let stats = Arc::new(shards::ReaderStats::default());
+    let mut links = Vec::with_capacity(count);
+    let mut inboxes = Vec::with_capacity(count);
+    let mut threads = Vec::with_capacity(count + 1);
+    for (i, endpoint) in endpoints.into_iter().enumerate() {
+        let (link, queues) = queues(&opts);
+        let (inbox_tx, inbox) = mpsc::channel(shards::INBOX_BATCHES);
+        let shard = shards::ShardNet::parts(
+            i as u32,
+            inbox,
+            socket.try_clone()?,
+            routes.clone(),
+            link.load.clone(),
+        );
+        let events = ev_tx.clone();
+        threads.push(shards::start_thread(
+            format!("comet-sfu-{i}"),
+            move || async move {
+                let net = Net::Shard(shard.register()?);
+                Ok(run(net, endpoint, queues, events))
+            },
+        )?);
+        links.push(link);
+        inboxes.push(inbox_tx);
+    }
+    drop(ev_tx);
+    let reader_stats = stats.clone();
+    threads.push(shards::start_thread(
+        "comet-sfu-rx".into(),
+        move || async move {
+            let fd = shards::register(socket, tokio::io::Interest::READABLE)?;
+            Ok(shards::read(fd, routes, inboxes, reader_stats))
+        },
+    )?);
+    let task = tokio::spawn(async move {
+        for t in threads {
+            t.finished().await;
+        }
+    });
+    Ok((
+        SfuHandle {
+            shards: links.into(),
+            offers: Arc::new(AtomicUsize::new(0)),
+            reader: Some(stats),
+            local_addr,
+        },
+        ev_rx,
+        task,
+    ))
+}
+
 impl SfuHandle {
     /// The local address of the driver's socket.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// How many shards carry the endpoint (1 unless started with [`spawn_sharded`]).
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The shard that holds `id`.
+    fn link(&self, id: ParticipantId) -> &ShardLink {
+        &self.shards[crate::Shard::of(id, self.shards.len() as u32) as usize]
+    }
+
+    /// The shard for a new participant: the one with the fewest, and among equals the next
+    /// in turn (a burst of offers, before the shards have counted them, goes round).
+    fn least_loaded(&self) -> &ShardLink {
+        let n = self.shards.len();
+        if n == 1 {
+            return &self.shards[0];
+        }
+        let turn = self.offers.fetch_add(1, Ordering::Relaxed) % n;
+        (0..n)
+            .map(|k| (turn + k) % n)
+            .min_by_key(|&i| self.shards[i].load.load(Ordering::Relaxed))
+            .map_or(&self.shards[0], |i| &self.shards[i])
     }
 
     /// [`Endpoint::accept_offer`].
@@ -292,11 +434,14 @@ impl SfuHandle {
         opts: AnswerOptions,
     ) -> Result<Answer, Error> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::AcceptOffer {
-            offer: offer.into(),
-            opts,
-            reply,
-        })
+        send(
+            self.least_loaded(),
+            Command::AcceptOffer {
+                offer: offer.into(),
+                opts,
+                reply,
+            },
+        )
         .await?;
         rx.await.map_err(|_| Error::DriverGone)?
     }
@@ -309,12 +454,15 @@ impl SfuHandle {
         opts: AnswerOptions,
     ) -> Result<Answer, Error> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::AcceptReoffer {
-            id,
-            offer: offer.into(),
-            opts,
-            reply,
-        })
+        send(
+            self.link(id),
+            Command::AcceptReoffer {
+                id,
+                offer: offer.into(),
+                opts,
+                reply,
+            },
+        )
         .await?;
         rx.await.map_err(|_| Error::DriverGone)?
     }
@@ -328,12 +476,15 @@ impl SfuHandle {
         timestamp: u32,
         level: Option<AudioLevel>,
     ) -> Result<(), Error> {
-        self.send(Command::WriteAudio {
-            id,
-            payload,
-            timestamp,
-            level,
-        })
+        send(
+            self.link(id),
+            Command::WriteAudio {
+                id,
+                payload,
+                timestamp,
+                level,
+            },
+        )
         .await
     }
 
@@ -344,25 +495,49 @@ impl SfuHandle {
     /// When called from within an asynchronous execution context (tokio's rule for
     /// `blocking_send`).
     pub fn write_audio_batch_blocking(&self, writes: Vec<AudioWrite>) -> Result<(), Error> {
-        if writes.is_empty() {
-            return Ok(());
+        for (link, part) in self.split(writes, |w| w.id) {
+            link.audio_tx
+                .blocking_send(part)
+                .map_err(|_| Error::DriverGone)?;
         }
-        self.audio_tx
-            .blocking_send(writes)
-            .map_err(|_| Error::DriverGone)
+        Ok(())
     }
 
     /// Many [`Endpoint::write_video`]s (what a conference's video thread produced at once),
     /// fire and forget; waits while [`DriverOptions::video_batches`] batches are queued.
     /// Refused writes are counted in [`Metrics::writes_refused`].
     pub async fn write_video_batch(&self, writes: Vec<VideoWrite>) -> Result<(), Error> {
-        if writes.is_empty() {
-            return Ok(());
+        for (link, part) in self.split(writes, |w| w.id) {
+            link.video_tx
+                .send(part)
+                .await
+                .map_err(|_| Error::DriverGone)?;
         }
-        self.video_tx
-            .send(writes)
-            .await
-            .map_err(|_| Error::DriverGone)
+        Ok(())
+    }
+
+    /// A batch of writes by shard, in order within each; empty parts left out.
+    fn split<W>(
+        &self,
+        writes: Vec<W>,
+        id: impl Fn(&W) -> ParticipantId,
+    ) -> Vec<(&ShardLink, Vec<W>)> {
+        if writes.is_empty() {
+            return Vec::new();
+        }
+        let n = self.shards.len();
+        if n == 1 {
+            return vec![(&self.shards[0], writes)];
+        }
+        let mut parts: Vec<Vec<W>> = (0..n).map(|_| Vec::new()).collect();
+        for w in writes {
+            parts[crate::Shard::of(id(&w), n as u32) as usize].push(w);
+        }
+        self.shards
+            .iter()
+            .zip(parts)
+            .filter(|(_, p)| !p.is_empty())
+            .collect()
     }
 
     /// [`Endpoint::request_keyframe`].
@@ -377,37 +552,107 @@ impl SfuHandle {
         kind: KeyframeKind,
     ) -> Result<(), Error> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::RequestKeyframe { id, kind, reply })
-            .await?;
+        send(self.link(id), Command::RequestKeyframe { id, kind, reply }).await?;
         rx.await.map_err(|_| Error::DriverGone)?
     }
 
     /// [`Endpoint::close`].
     pub async fn close(&self, id: ParticipantId) -> Result<(), Error> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Close { id, reply }).await?;
+        send(self.link(id), Command::Close { id, reply }).await?;
         rx.await.map_err(|_| Error::DriverGone)?
     }
 
-    /// The endpoint's counters plus the driver's.
+    /// The endpoint's counters plus the driver's (over every shard, and the datagrams the
+    /// socket's reader of a sharded driver dropped itself).
     pub async fn metrics(&self) -> Result<Metrics, Error> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Metrics { reply }).await?;
-        rx.await.map_err(|_| Error::DriverGone)
+        let mut total = Metrics::default();
+        for link in self.shards.iter() {
+            let (reply, rx) = oneshot::channel();
+            send(link, Command::Metrics { reply }).await?;
+            total.merge(&rx.await.map_err(|_| Error::DriverGone)?);
+        }
+        if let Some(reader) = &self.reader {
+            reader.add_to(&mut total);
+        }
+        Ok(total)
     }
 
     /// Stop the driver (participants are dropped without closing).
     pub async fn shutdown(&self) {
-        let _ = self.tx.send(Command::Shutdown).await;
+        for link in self.shards.iter() {
+            let _ = link.tx.send(Command::Shutdown).await;
+        }
     }
 
-    /// Resolves once the driver has stopped (its command queue is gone).
+    /// Resolves once the driver has stopped (every shard's command queue is gone).
     pub async fn closed(&self) {
-        self.tx.closed().await
+        for link in self.shards.iter() {
+            link.tx.closed().await;
+        }
     }
+}
 
-    async fn send(&self, c: Command) -> Result<(), Error> {
-        self.tx.send(c).await.map_err(|_| Error::DriverGone)
+async fn send(link: &ShardLink, c: Command) -> Result<(), Error> {
+    link.tx.send(c).await.map_err(|_| Error::DriverGone)
+}
+
+impl Metrics {
+    /// Adds another shard's counters; the socket's own numbers are the same socket's.
+    fn merge(&mut self, o: &Metrics) {
+        // Destructured so that a new field cannot be forgotten here.
+        let Metrics {
+            participants,
+            participants_accepted,
+            participants_closed,
+            datagrams_in,
+            datagrams_out,
+            bytes_in,
+            bytes_out,
+            malformed_dropped,
+            unknown_dropped,
+            rtp_in,
+            rtp_out,
+            nacks_received,
+            nacks_sent,
+            plis_received,
+            firs_received,
+            plis_sent,
+            firs_sent,
+            panics,
+            writes_refused,
+            events_dropped,
+            send_errors,
+            shards,
+            inbox_dropped,
+            socket_drops,
+            socket_recv_buffer,
+        } = *o;
+        self.participants += participants;
+        self.participants_accepted += participants_accepted;
+        self.participants_closed += participants_closed;
+        self.datagrams_in += datagrams_in;
+        self.datagrams_out += datagrams_out;
+        self.bytes_in += bytes_in;
+        self.bytes_out += bytes_out;
+        self.malformed_dropped += malformed_dropped;
+        self.unknown_dropped += unknown_dropped;
+        self.rtp_in += rtp_in;
+        self.rtp_out += rtp_out;
+        self.nacks_received += nacks_received;
+        self.nacks_sent += nacks_sent;
+        self.plis_received += plis_received;
+        self.firs_received += firs_received;
+        self.plis_sent += plis_sent;
+        self.firs_sent += firs_sent;
+        self.panics += panics;
+        self.writes_refused += writes_refused;
+        self.events_dropped += events_dropped;
+        self.send_errors += send_errors;
+        self.shards += shards;
+        self.inbox_dropped += inbox_dropped;
+        self.socket_drops = self.socket_drops.max(socket_drops);
+        self.socket_recv_buffer = self.socket_recv_buffer.max(socket_recv_buffer);
     }
 }
 
@@ -473,57 +718,135 @@ enum Batch {
 }
 
 /// Sends what the endpoint has queued and delivers its events; returns when to call
-/// `handle_timeout` next.
+/// `handle_timeout` next. A shard publishes its routes first (an address learned from a
+/// binding request must be routed before our response lets the peer go on to DTLS) and at
+/// the end.
 async fn flush(
-    socket: &UdpSocket,
+    net: &Net,
     ep: &mut Endpoint,
     delivery: &mut Delivery,
     send_errors: &mut u64,
 ) -> Instant {
+    net.publish(ep);
     loop {
         match ep.poll_output(Instant::now()) {
             Output::Transmit(t) => {
-                if socket.send_to(&t.bytes, t.to).await.is_err() {
+                if net.send_to(&t.bytes, t.to).await.is_err() {
                     *send_errors += 1;
                 }
             }
             Output::Event(id, ev) => delivery.deliver(id, ev),
-            Output::Timeout(t) => return t,
+            Output::Timeout(t) => {
+                net.publish(ep);
+                return t;
+            }
         }
     }
 }
 
-/// Hands the endpoint up to `max` datagrams already waiting on the socket (never waits).
-fn receive_ready(
-    socket: &UdpSocket,
-    ep: &mut Endpoint,
-    buf: &mut [u8],
-    local: SocketAddr,
-    max: usize,
-) {
-    for _ in 0..max {
-        match socket.try_recv_from(buf) {
-            Ok((n, from)) => ep.handle_datagram(from, local, &buf[..n], Instant::now()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            // ICMP-induced errors carry no datagram; the next may.
-            Err(_) => continue,
+/// Where a driver's datagrams come from and go to.
+enum Net {
+    /// The driver owns the socket (the whole endpoint on one thread).
+    Socket(UdpSocket),
+    /// One shard of several: the socket's reader hands it its datagrams.
+    Shard(shards::ShardNet),
+}
+
+/// What [`Net::recv`] waited for.
+enum Received {
+    /// One datagram of this length in the buffer.
+    One(usize, SocketAddr),
+    /// Datagrams from the reader.
+    Batch(Vec<shards::Datagram>),
+    /// A receive error that carries no datagram (e.g. ICMP-induced).
+    Nothing,
+    /// The reader is gone: the driver stops.
+    Closed,
+}
+
+impl Net {
+    async fn recv(&mut self, buf: &mut [u8]) -> Received {
+        match self {
+            Net::Socket(s) => match s.recv_from(buf).await {
+                Ok((n, from)) => Received::One(n, from),
+                Err(_) => Received::Nothing,
+            },
+            Net::Shard(s) => match s.inbox.recv().await {
+                Some(batch) => Received::Batch(batch),
+                None => Received::Closed,
+            },
         }
+    }
+
+    async fn send_to(&self, bytes: &[u8], to: SocketAddr) -> io::Result<usize> {
+        match self {
+            Net::Socket(s) => s.send_to(bytes, to).await,
+            Net::Shard(s) => s.send_to(bytes, to).await,
+        }
+    }
+
+    /// Hands the endpoint up to `max` datagrams that are already waiting (never waits).
+    fn receive_ready(&mut self, ep: &mut Endpoint, buf: &mut [u8], local: SocketAddr, max: usize) {
+        match self {
+            Net::Socket(socket) => {
+                for _ in 0..max {
+                    match socket.try_recv_from(buf) {
+                        Ok((n, from)) => ep.handle_datagram(from, local, &buf[..n], Instant::now()),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        // ICMP-induced errors carry no datagram; the next may.
+                        Err(_) => continue,
+                    }
+                }
+            }
+            Net::Shard(s) => {
+                let mut taken = 0;
+                while taken < max {
+                    let Ok(batch) = s.inbox.try_recv() else {
+                        break;
+                    };
+                    taken += batch.len();
+                    handle_batch(ep, local, batch);
+                }
+            }
+        }
+    }
+
+    /// A shard publishes the demultiplexing keys its endpoint added or removed, and its
+    /// participant count; a whole endpoint has nothing to publish.
+    fn publish(&self, ep: &mut Endpoint) {
+        if let Net::Shard(s) = self {
+            s.publish(ep);
+        }
+    }
+
+    fn socket_ref(&self) -> socket2::SockRef<'_> {
+        match self {
+            Net::Socket(s) => socket2::SockRef::from(s),
+            Net::Shard(s) => socket2::SockRef::from(s.out.get_ref()),
+        }
+    }
+}
+
+fn handle_batch(ep: &mut Endpoint, local: SocketAddr, batch: Vec<shards::Datagram>) {
+    let now = Instant::now();
+    for d in batch {
+        ep.handle_datagram(d.from, local, &d.bytes, now);
     }
 }
 
 async fn run(
-    socket: UdpSocket,
+    net: Net,
     mut ep: Endpoint,
     mut queues: Queues,
     ev_tx: mpsc::Sender<(ParticipantId, Event)>,
 ) {
-    let mut io = Io::new(&socket, &ep, ev_tx);
+    let mut io = Io::new(net, &ep, ev_tx);
     let local = io.local;
     let sleep = tokio::time::sleep(std::time::Duration::ZERO);
     tokio::pin!(sleep);
 
     loop {
-        let deadline = flush(&socket, &mut ep, &mut io.delivery, &mut io.send_errors).await;
+        let deadline = flush(&io.net, &mut ep, &mut io.delivery, &mut io.send_errors).await;
         sleep
             .as_mut()
             .reset(tokio::time::Instant::from_std(deadline));
@@ -535,24 +858,33 @@ async fn run(
             let Ok(c) = queues.commands.try_recv() else {
                 break;
             };
-            if !handle_command(&mut ep, c, io.counters()) {
+            if !handle_command(&mut ep, c, &io) {
                 return;
             }
         }
         let has_pending = !io.delivery.pending.is_empty();
         let mut batch = None;
         tokio::select! {
-            r = socket.recv_from(&mut io.buf) => {
-                if let Ok((n, from)) = r {
-                    ep.handle_datagram(from, local, &io.buf[..n], Instant::now());
-                    // More may be waiting: take them before flushing.
-                    receive_ready(&socket, &mut ep, &mut io.buf, local, RECV_BATCH - 1);
+            r = io.net.recv(&mut io.buf) => {
+                match r {
+                    Received::One(n, from) => {
+                        ep.handle_datagram(from, local, &io.buf[..n], Instant::now());
+                        // More may be waiting: take them before flushing.
+                        io.net.receive_ready(&mut ep, &mut io.buf, local, RECV_BATCH - 1);
+                    }
+                    Received::Batch(batch) => {
+                        let n = batch.len();
+                        handle_batch(&mut ep, local, batch);
+                        io.net.receive_ready(&mut ep, &mut io.buf, local, RECV_BATCH.saturating_sub(n));
+                    }
+                    // Receive errors (e.g. ICMP-induced ECONNREFUSED) carry no datagram: go on.
+                    Received::Nothing => {}
+                    Received::Closed => break,
                 }
-                // Receive errors (e.g. ICMP-induced ECONNREFUSED) carry no datagram: go on.
             }
             c = queues.commands.recv() => {
                 let Some(c) = c else { break };
-                if !handle_command(&mut ep, c, io.counters()) {
+                if !handle_command(&mut ep, c, &io) {
                     break;
                 }
             }
@@ -601,25 +933,25 @@ impl MediaWrite for VideoWrite {
     }
 }
 
-/// The driver task's socket side: the socket, its receive buffer, event delivery and the
-/// driver's own counters.
-struct Io<'a> {
-    socket: &'a UdpSocket,
+/// The driver task's network side: the socket (or a shard's share of it), the receive buffer,
+/// event delivery and the driver's own counters.
+struct Io {
+    net: Net,
     local: SocketAddr,
     buf: Vec<u8>,
     delivery: Delivery,
     send_errors: u64,
 }
 
-impl<'a> Io<'a> {
-    fn new(
-        socket: &'a UdpSocket,
-        ep: &Endpoint,
-        events: mpsc::Sender<(ParticipantId, Event)>,
-    ) -> Self {
+impl Io {
+    fn new(net: Net, ep: &Endpoint, events: mpsc::Sender<(ParticipantId, Event)>) -> Self {
+        let local = match &net {
+            Net::Socket(s) => s.local_addr(),
+            Net::Shard(s) => s.out.get_ref().local_addr(),
+        };
         Io {
-            socket,
-            local: socket.local_addr().unwrap_or(ep.config().candidates[0]),
+            net,
+            local: local.unwrap_or(ep.config().candidates[0]),
             buf: vec![0u8; 2048],
             delivery: Delivery {
                 tx: events,
@@ -627,15 +959,6 @@ impl<'a> Io<'a> {
                 dropped: 0,
             },
             send_errors: 0,
-        }
-    }
-
-    /// What the driver itself counts, for [`Command::Metrics`].
-    fn counters(&self) -> DriverCounters<'a> {
-        DriverCounters {
-            events_dropped: self.delivery.dropped,
-            send_errors: self.send_errors,
-            socket: self.socket,
         }
     }
 
@@ -672,24 +995,22 @@ impl<'a> Io<'a> {
         for w in writes.by_ref().take(WRITE_CHUNK) {
             w.apply(ep, now);
         }
-        flush(self.socket, ep, &mut self.delivery, &mut self.send_errors).await;
-        receive_ready(self.socket, ep, &mut self.buf, self.local, RECV_BATCH);
+        flush(&self.net, ep, &mut self.delivery, &mut self.send_errors).await;
+        self.net
+            .receive_ready(ep, &mut self.buf, self.local, RECV_BATCH);
     }
 }
 
 /// Apply one command; `false` to stop the driver.
-/// What the driver itself counts, for [`Command::Metrics`].
-struct DriverCounters<'a> {
-    events_dropped: u64,
-    send_errors: u64,
-    socket: &'a UdpSocket,
-}
-
-fn handle_command(ep: &mut Endpoint, c: Command, driver: DriverCounters<'_>) -> bool {
+fn handle_command(ep: &mut Endpoint, c: Command, io: &Io) -> bool {
     let now = Instant::now();
     match c {
+        // A shard publishes the new ufrag before the answer leaves: the peer's first binding
+        // request must find it.
         Command::AcceptOffer { offer, opts, reply } => {
-            let _ = reply.send(ep.accept_offer(&offer, opts, now));
+            let answer = ep.accept_offer(&offer, opts, now);
+            io.net.publish(ep);
+            let _ = reply.send(answer);
         }
         Command::AcceptReoffer {
             id,
@@ -697,7 +1018,9 @@ fn handle_command(ep: &mut Endpoint, c: Command, driver: DriverCounters<'_>) -> 
             opts,
             reply,
         } => {
-            let _ = reply.send(ep.accept_reoffer(id, &offer, opts, now));
+            let answer = ep.accept_reoffer(id, &offer, opts, now);
+            io.net.publish(ep);
+            let _ = reply.send(answer);
         }
         Command::WriteAudio {
             id,
@@ -714,13 +1037,13 @@ fn handle_command(ep: &mut Endpoint, c: Command, driver: DriverCounters<'_>) -> 
             let _ = reply.send(ep.close(id, now));
         }
         Command::Metrics { reply } => {
+            let socket = io.net.socket_ref();
             let _ = reply.send(Metrics {
-                events_dropped: driver.events_dropped,
-                send_errors: driver.send_errors,
-                socket_drops: socket_drops(driver.socket),
-                socket_recv_buffer: socket2::SockRef::from(driver.socket)
-                    .recv_buffer_size()
-                    .unwrap_or(0) as u64,
+                events_dropped: io.delivery.dropped,
+                send_errors: io.send_errors,
+                shards: 1,
+                socket_drops: socket_drops(&socket),
+                socket_recv_buffer: socket.recv_buffer_size().unwrap_or(0) as u64,
                 ..ep.metrics()
             });
         }
@@ -755,7 +1078,7 @@ mod tests {
         })
         .unwrap();
         let (tx, _rx) = mpsc::channel(1);
-        let mut io = Io::new(&socket, &ep, tx);
+        let mut io = Io::new(Net::Socket(socket), &ep, tx);
         let order = Arc::new(Mutex::new(Vec::new()));
         let video: Vec<Mark> = (0..4 * WRITE_CHUNK as u32)
             .map(|k| Mark(k, order.clone()))

@@ -42,6 +42,9 @@ pub struct Endpoint {
     metrics: Metrics,
     next_id: u64,
     scratch: Vec<ParticipantId>,
+    /// Demultiplexing keys added and removed since the driver last took them (only recorded
+    /// by one shard of several).
+    routes: Vec<RouteChange>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -97,6 +100,13 @@ impl Endpoint {
         if config.video_codecs.is_empty() {
             return Err(Error::Config("no video codec".into()));
         }
+        let shard = config.shard;
+        if shard.count == 0 || shard.index >= shard.count {
+            return Err(Error::Config(format!(
+                "shard {} of {}",
+                shard.index, shard.count
+            )));
+        }
         let crypto = Arc::new(str0m::crypto::from_feature_flags());
         let cert = crypto
             .dtls_provider
@@ -112,13 +122,28 @@ impl Endpoint {
             deadlines: BTreeSet::new(),
             queue: VecDeque::new(),
             metrics: Metrics::default(),
-            next_id: 1,
+            // Ids of shard `index` are `index` modulo `count`; never 0.
+            next_id: u64::from(shard.count) + u64::from(shard.index),
             scratch: Vec::new(),
+            routes: Vec::new(),
         })
     }
 
     pub fn config(&self) -> &EndpointConfig {
         &self.config
+    }
+
+    /// The demultiplexing keys (local ufrags, peer addresses) this endpoint started or stopped
+    /// answering to since the last call, in order. Recorded only by one shard of several
+    /// ([`EndpointConfig::shard`]); always empty for a whole endpoint.
+    pub fn take_route_changes(&mut self) -> Vec<RouteChange> {
+        std::mem::take(&mut self.routes)
+    }
+
+    fn route(&mut self, change: RouteChange) {
+        if self.config.shard.count > 1 {
+            self.routes.push(change);
+        }
     }
 
     pub fn metrics(&self) -> Metrics {
@@ -131,6 +156,11 @@ impl Endpoint {
     /// Ids of the participants currently held.
     pub fn participants(&self) -> impl Iterator<Item = ParticipantId> + '_ {
         self.participants.keys().copied()
+    }
+
+    /// How many participants the endpoint holds.
+    pub fn participant_count(&self) -> usize {
+        self.participants.len()
     }
 
     /// Whether `id` is held and connected.
@@ -200,9 +230,13 @@ impl Endpoint {
             .ok_or_else(|| Error::InvalidOffer("SDP parser failure".into()))?
             .map_err(|e| Error::InvalidOffer(e.to_string()))?;
 
-        // Unique local ufrag: it is the demultiplexing key for STUN.
+        // Unique local ufrag: it is the demultiplexing key for STUN. A shard's start with its
+        // index and a letter, so no two shards hand out the same one.
         let creds = loop {
-            let c = IceCreds::new();
+            let mut c = IceCreds::new();
+            if self.config.shard.count > 1 {
+                c.ufrag = format!("{}s{}", self.config.shard.index, c.ufrag);
+            }
             if !self.by_ufrag.contains_key(&c.ufrag) {
                 break c;
             }
@@ -322,7 +356,7 @@ impl Endpoint {
         };
 
         let id = ParticipantId(self.next_id);
-        self.next_id += 1;
+        self.next_id += u64::from(self.config.shard.count);
         let mut p = Participant {
             rtc,
             ufrag: creds.ufrag.clone(),
@@ -364,6 +398,10 @@ impl Endpoint {
             video: p.video.as_ref().map(|t| t.info),
         };
         tracing::debug!(participant = %id, audio = ?result.audio, video = ?result.video, "offer accepted");
+        self.route(RouteChange::Ufrag {
+            ufrag: creds.ufrag.clone(),
+            ours: true,
+        });
         self.by_ufrag.insert(creds.ufrag, id);
         self.participants.insert(id, p);
         self.metrics.participants_accepted += 1;
@@ -439,17 +477,22 @@ impl Endpoint {
         }
         // An ICE restart changes our ufrag: the demultiplexing key.
         let ufrag = p.rtc.direct_api().local_ice_credentials().ufrag;
-        if ufrag != p.ufrag {
-            self.by_ufrag.remove(&p.ufrag);
-            self.by_ufrag.insert(ufrag.clone(), id);
-            p.ufrag = ufrag;
-        }
+        let restarted = (ufrag != p.ufrag).then(|| std::mem::replace(&mut p.ufrag, ufrag.clone()));
         let result = Answer {
             participant: id,
             sdp: sdp::reject_in_answer(&answer.to_sdp_string(), &sdp::rejected_mids(&scan, &plans)),
             audio: p.audio.as_ref().map(|t| t.info),
             video: p.video.as_ref().map(|t| t.info),
         };
+        if let Some(old) = restarted {
+            self.by_ufrag.remove(&old);
+            self.by_ufrag.insert(ufrag.clone(), id);
+            self.route(RouteChange::Ufrag {
+                ufrag: old,
+                ours: false,
+            });
+            self.route(RouteChange::Ufrag { ufrag, ours: true });
+        }
         self.drain(id, now);
         Ok(result)
     }
@@ -779,6 +822,12 @@ impl Endpoint {
 
     fn learn_addr(&mut self, id: ParticipantId, from: SocketAddr) {
         let previous = self.by_addr.insert(from, id);
+        if previous.is_none() {
+            self.route(RouteChange::Addr {
+                addr: from,
+                ours: true,
+            });
+        }
         if let Some(old) = previous.filter(|old| *old != id)
             && let Some(o) = self.participants.get_mut(&old)
         {
@@ -793,6 +842,10 @@ impl Endpoint {
                 let gone = p.addrs.remove(0);
                 if self.by_addr.get(&gone) == Some(&id) {
                     self.by_addr.remove(&gone);
+                    self.route(RouteChange::Addr {
+                        addr: gone,
+                        ours: false,
+                    });
                 }
             }
         }
@@ -903,10 +956,18 @@ impl Endpoint {
         }
         if self.by_ufrag.get(&p.ufrag) == Some(&id) {
             self.by_ufrag.remove(&p.ufrag);
+            self.route(RouteChange::Ufrag {
+                ufrag: p.ufrag.clone(),
+                ours: false,
+            });
         }
         for a in &p.addrs {
             if self.by_addr.get(a) == Some(&id) {
                 self.by_addr.remove(a);
+                self.route(RouteChange::Addr {
+                    addr: *a,
+                    ours: false,
+                });
             }
         }
         self.metrics.participants_closed += 1;

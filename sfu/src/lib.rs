@@ -16,6 +16,20 @@
 //!   it on a virtual clock.
 //! * [`driver`] (cargo feature `tokio`, on by default) is the **only IO**: one tokio
 //!   `UdpSocket`, the wall clock, and channels to the rest of the server.
+//! * **Shards.** One endpoint runs on one thread. [`driver::spawn_sharded`] runs N endpoints
+//!   configured as shards ([`EndpointConfig::shard`]) on one socket, each on its own
+//!   thread:
+//!   - a shard's participant ids are its index modulo N ([`Shard::of`]), and its ufrags
+//!     start with its index;
+//!   - it reports the ufrags and verified peer addresses it starts and stops answering to
+//!     ([`Endpoint::take_route_changes`]);
+//!   - a reader thread routes every datagram by those keys, as the endpoint itself
+//!     demultiplexes;
+//!   - the [`driver::SfuHandle`] sends each call to the shard of its participant, and a new
+//!     offer to the least loaded shard.
+//!
+//!   A participant's events keep their order; events of different participants may
+//!   interleave differently.
 //! * Offers: [`Endpoint::accept_offer`] answers one audio and one video m-line (others are
 //!   rejected with port 0), with our ICE-lite credentials, host candidate(s) from
 //!   [`EndpointConfig::candidates`] and the endpoint's DTLS fingerprint. One codec per m-line:
@@ -94,5 +108,5 @@ pub use endpoint::Endpoint;
 pub use types::{
     Answer, AnswerOptions, AudioLevel, BitrateSource, CloseReason, Codec, Direction,
     EndpointConfig, Error, Event, KeyframeKind, MediaKind, MediaPacket, Metrics, NegotiatedMedia,
-    Output, ParticipantId, ParticipantStats, Transmit, VideoCodec,
+    Output, ParticipantId, ParticipantStats, RouteChange, Shard, Transmit, VideoCodec,
 };

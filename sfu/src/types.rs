@@ -139,6 +139,45 @@ pub struct EndpointConfig {
     /// for participants we send video to; estimates then arrive as [`Event::BitrateEstimate`]. REMB from the peer is surfaced
     /// either way.
     pub bwe_initial_bitrate: Option<u64>,
+    /// This endpoint as one shard of several that share one UDP socket (see
+    /// [`driver::spawn_sharded`](crate::driver)): its participant ids are `index` modulo
+    /// `count`, its ICE ufrags start with the index, and it records the demultiplexing keys it
+    /// adds and removes for its driver ([`Endpoint::take_route_changes`](crate::Endpoint)).
+    /// The default is the whole endpoint (index 0 of 1).
+    pub shard: Shard,
+}
+
+/// Which of `count` shards an endpoint is; see [`EndpointConfig::shard`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// The only shard: an endpoint on its own.
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    /// The shard that holds participant `id` among `count` shards.
+    pub fn of(id: ParticipantId, count: u32) -> u32 {
+        (id.0 % u64::from(count.max(1))) as u32
+    }
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard::WHOLE
+    }
+}
+
+/// A demultiplexing key a sharded endpoint started or stopped answering to; its driver
+/// publishes these so that the socket's reader hands each datagram to the right shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteChange {
+    /// STUN binding requests to this local ufrag are ours (from now on / no longer).
+    Ufrag { ufrag: String, ours: bool },
+    /// Datagrams from this peer address are ours (from now on / no longer).
+    Addr { addr: SocketAddr, ours: bool },
 }
 
 impl Default for EndpointConfig {
@@ -151,6 +190,7 @@ impl Default for EndpointConfig {
             max_participants: 2000,
             stats_interval: Duration::from_secs(1),
             bwe_initial_bitrate: None,
+            shard: Shard::WHOLE,
         }
     }
 }
@@ -357,6 +397,11 @@ pub struct Metrics {
     pub events_dropped: u64,
     /// Driver only: `send_to` failures.
     pub send_errors: u64,
+    /// Driver only: the endpoint threads (shards) that carry it.
+    pub shards: u64,
+    /// Sharded driver only: datagrams the socket's reader dropped because the shard they were
+    /// for had too many waiting (the shard fell behind).
+    pub inbox_dropped: u64,
     /// Driver only: datagrams the kernel dropped because the socket's receive buffer was
     /// full (the driver fell behind), from `SO_MEMINFO` (0 where unavailable).
     pub socket_drops: u64,

@@ -20,16 +20,9 @@ async fn assert_serves(sfu: &driver::SfuHandle, to: std::net::SocketAddr) {
     assert!(a.sdp.contains(&host), "no {host} in {}", a.sdp);
 }
 
-#[tokio::test]
-async fn junk_datagrams_over_udp() {
-    let (sfu, mut events, task) = driver::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        EndpointConfig::default(),
-        DriverOptions::default(),
-    )
-    .await
-    .unwrap();
-    let to = sfu.local_addr();
+/// Sends 400 datagrams of junk (every first byte, lengths 0..300) to `to` and waits (with a
+/// deadline) until the driver has read them; returns its metrics then.
+async fn send_junk(sfu: &driver::SfuHandle, to: std::net::SocketAddr) -> comet_sfu::Metrics {
     let junk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut x: u32 = 0x1234_5678;
     for k in 0..400usize {
@@ -51,15 +44,27 @@ async fn junk_datagrams_over_udp() {
             tokio::task::yield_now().await;
         }
     }
-    // Wait (with a deadline) until the driver has read them all.
     let end = Instant::now() + Duration::from_secs(10);
-    let m = loop {
+    loop {
         let m = sfu.metrics().await.unwrap();
         if m.datagrams_in >= 398 || Instant::now() > end {
             break m;
         }
         sleep(Duration::from_millis(10)).await;
-    };
+    }
+}
+
+#[tokio::test]
+async fn junk_datagrams_over_udp() {
+    let (sfu, mut events, task) = driver::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        EndpointConfig::default(),
+        DriverOptions::default(),
+    )
+    .await
+    .unwrap();
+    let to = sfu.local_addr();
+    let m = send_junk(&sfu, to).await;
     // Two of them are empty datagrams; count them or not, everything else arrives.
     assert!(m.datagrams_in >= 398, "{m:?}");
     assert_eq!(
@@ -121,6 +126,75 @@ async fn a_dedicated_driver_serves_and_stops_with_its_task() {
         .await
         .expect("the driver thread did not stop");
     assert_eq!(sfu.metrics().await, Err(Error::DriverGone));
+}
+
+/// A driver of two shards: the socket's reader drops junk itself (counted in the shards'
+/// total), offers go to both shards, and aborting its task stops every thread.
+#[tokio::test]
+async fn a_sharded_driver_drops_junk_serves_and_stops_with_its_task() {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = socket.local_addr().unwrap();
+    let endpoints = (0..2)
+        .map(|index| {
+            comet_sfu::Endpoint::new(EndpointConfig {
+                candidates: vec![to],
+                shard: comet_sfu::Shard { index, count: 2 },
+                ..Default::default()
+            })
+            .unwrap()
+        })
+        .collect();
+    let (sfu, mut events, task) =
+        driver::spawn_sharded(socket, endpoints, DriverOptions::default()).unwrap();
+    let m = send_junk(&sfu, to).await;
+    assert!(m.datagrams_in >= 398, "{m:?}");
+    assert_eq!(
+        m.datagrams_in,
+        m.malformed_dropped + m.unknown_dropped,
+        "{m:?}"
+    );
+    assert_eq!((m.datagrams_out, m.participants, m.panics), (0, 0, 0));
+    assert!(events.try_recv().is_err(), "junk produced an event");
+
+    assert_serves(&sfu, to).await;
+    assert_serves(&sfu, to).await;
+    let m = sfu.metrics().await.unwrap();
+    assert_eq!((m.participants, m.socket_drops), (2, 0), "{m:?}");
+    assert!(m.socket_recv_buffer >= 200_000, "{m:?}");
+    assert_eq!(
+        sfu.close(ParticipantId(999)).await,
+        Err(Error::UnknownParticipant(ParticipantId(999)))
+    );
+    // One participant per shard: ids 2 (shard 0) and 3 (shard 1).
+    sfu.close(ParticipantId(2)).await.unwrap();
+    sfu.close(ParticipantId(3)).await.unwrap();
+    assert_eq!(sfu.metrics().await.unwrap().participants, 0);
+
+    task.abort();
+    tokio::time::timeout(Duration::from_secs(10), sfu.closed())
+        .await
+        .expect("the shard threads did not stop");
+    assert_eq!(sfu.metrics().await, Err(Error::DriverGone));
+}
+
+/// Endpoints that are not shards 0..n of n are refused.
+#[test]
+fn a_sharded_driver_needs_its_shards_in_order() {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = socket.local_addr().unwrap();
+    let ep = |index, count| {
+        comet_sfu::Endpoint::new(EndpointConfig {
+            candidates: vec![to],
+            shard: comet_sfu::Shard { index, count },
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let r = driver::spawn_sharded(socket, vec![ep(1, 2), ep(0, 2)], DriverOptions::default());
+    assert_eq!(
+        r.err().map(|e| e.kind()),
+        Some(std::io::ErrorKind::InvalidInput)
+    );
 }
 
 /// Video has a queue of its own and commands come first: an offer sent after a backlog of

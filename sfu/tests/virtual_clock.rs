@@ -540,3 +540,107 @@ fn remb_and_twcc_estimates_and_rtt() {
         "no RTT from RTCP reports"
     );
 }
+
+/// One shard of three: its ids are its index modulo 3, its ufrags start with its index, and
+/// it records every demultiplexing key it starts and stops answering to (offer, the peer's
+/// verified address, ICE restart, close) for its driver. A whole endpoint records none.
+#[test]
+fn a_shard_records_its_routes() {
+    use comet_sfu::{RouteChange, Shard};
+    let ufrag = |sdp: &str| {
+        read_sdp(sdp).mlines[0]
+            .starts("ice-ufrag:")
+            .first()
+            .map(|s| s.trim_start_matches("ice-ufrag:").to_string())
+            .unwrap()
+    };
+    let mut net = Net::new(comet_sfu::EndpointConfig {
+        shard: Shard { index: 1, count: 3 },
+        ..config()
+    });
+    let first = net.add_client(AnswerOptions::default());
+    let second = net.add_client(AnswerOptions::default());
+    let (a, b) = (net.clients[first].id, net.clients[second].id);
+    assert_eq!((a.0 % 3, b.0 % 3), (1, 1), "{a} {b}");
+    assert_eq!(Shard::of(a, 3), 1);
+    assert_ne!(a, b);
+    let offered = net.ep.take_route_changes();
+    let ufrags: Vec<String> = offered
+        .iter()
+        .map(|c| match c {
+            RouteChange::Ufrag { ufrag, ours: true } => ufrag.clone(),
+            other => panic!("before any datagram only ufrags: {other:?}"),
+        })
+        .collect();
+    assert_eq!(ufrags.len(), 2);
+    assert!(ufrags.iter().all(|u| u.starts_with("1s")), "{ufrags:?}");
+
+    net.connect_all();
+    let learned = net.ep.take_route_changes();
+    let addrs = [net.clients[first].addr, net.clients[second].addr];
+    for addr in addrs {
+        assert!(
+            learned.contains(&RouteChange::Addr { addr, ours: true }),
+            "{addr} not learned: {learned:?}"
+        );
+    }
+    assert!(
+        learned
+            .iter()
+            .all(|c| matches!(c, RouteChange::Addr { ours: true, .. })),
+        "{learned:?}"
+    );
+
+    // ICE restart: the old ufrag goes, the new one comes.
+    let old = ufrags[first].clone();
+    let restarted = reoffer(&mut net, first, |api, _, _| {
+        api.ice_restart(true);
+    });
+    let new = ufrag(&restarted.sdp);
+    assert_ne!(new, old);
+    let changes = net.ep.take_route_changes();
+    assert_eq!(
+        changes[..2],
+        [
+            RouteChange::Ufrag {
+                ufrag: old,
+                ours: false
+            },
+            RouteChange::Ufrag {
+                ufrag: new.clone(),
+                ours: true
+            }
+        ]
+    );
+
+    // Closing gives up the participant's ufrag and address.
+    net.ep.close(a, net.now).unwrap();
+    let closed = net.ep.take_route_changes();
+    assert!(closed.contains(&RouteChange::Ufrag {
+        ufrag: new,
+        ours: false
+    }));
+    assert!(closed.contains(&RouteChange::Addr {
+        addr: addrs[0],
+        ours: false
+    }));
+    assert!(!closed.iter().any(|c| matches!(
+        c,
+        RouteChange::Addr { addr, .. } if *addr == addrs[1]
+    )));
+
+    // A whole endpoint has nothing to publish.
+    let mut whole = Net::new(config());
+    whole.add_client(AnswerOptions::default());
+    whole.connect_all();
+    assert_eq!(whole.ep.take_route_changes(), Vec::new());
+}
+
+#[test]
+fn a_shard_outside_its_count_is_refused() {
+    use comet_sfu::Shard;
+    for shard in [Shard { index: 3, count: 3 }, Shard { index: 0, count: 0 }] {
+        let r = comet_sfu::Endpoint::new(comet_sfu::EndpointConfig { shard, ..config() });
+        assert!(matches!(r, Err(Error::Config(_))), "{shard:?}");
+    }
+}

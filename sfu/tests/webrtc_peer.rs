@@ -579,10 +579,83 @@ async fn h264_video_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_peers_on_one_port() {
-    let (sfu, mut ev) = start(vec![VideoCodec::Vp8]).await;
+    let (sfu, ev) = start(vec![VideoCodec::Vp8]).await;
+    several_peers(sfu, ev, 3).await;
+}
+
+/// The same over three shards (three endpoint threads and the socket's reader): four peers
+/// are spread over the shards, each peer's media reaches its shard and nobody else's, and the
+/// metrics add up over the shards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_peers_on_a_sharded_endpoint() {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let endpoints = (0..3)
+        .map(|index| {
+            comet_sfu::Endpoint::new(EndpointConfig {
+                candidates: vec![addr],
+                video_codecs: vec![VideoCodec::Vp8],
+                shard: comet_sfu::Shard { index, count: 3 },
+                ..Default::default()
+            })
+            .unwrap()
+        })
+        .collect();
+    let (sfu, events, _task) =
+        driver::spawn_sharded(socket, endpoints, DriverOptions::default()).unwrap();
+    assert_eq!(sfu.shards(), 3);
+    let ids = several_peers(
+        sfu.clone(),
+        Collector {
+            events,
+            seen: Vec::new(),
+        },
+        4,
+    )
+    .await;
+    let mut shards: Vec<u32> = ids.iter().map(|id| comet_sfu::Shard::of(*id, 3)).collect();
+    shards.sort_unstable();
+    assert_eq!(
+        shards,
+        [0, 0, 1, 2],
+        "offers go to the least loaded shard: {ids:?}"
+    );
+}
+
+/// Polls every future to completion, concurrently.
+async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
+    use std::task::Poll;
+    let mut futs: Vec<_> = futs.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+            if let Some(fut) = f {
+                match fut.as_mut().poll(cx) {
+                    Poll::Ready(v) => {
+                        *o = Some(v);
+                        *f = None;
+                    }
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(Option::unwrap).collect()
+}
+
+/// `n` peers call, connect, talk at once (each with its own level), each gets only what is
+/// written for it, and each one's close ends its participant. Returns their ids.
+async fn several_peers(sfu: SfuHandle, mut ev: Collector, n: usize) -> Vec<ParticipantId> {
     let mut peers = Vec::new();
     let mut ids = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..n {
         let p = Peer::new(PeerVideo::Vp8).await;
         let a = p.call(&sfu).await;
         ids.push(a.participant);
@@ -599,11 +672,14 @@ async fn several_peers_on_one_port() {
         );
     }
     // All talk at once, each with its own level.
-    tokio::join!(
-        peers[0].send_opus(20, 100, 10),
-        peers[1].send_opus(20, 100, 11),
-        peers[2].send_opus(20, 100, 12),
-    );
+    join_all(
+        peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p.send_opus(20, 100, 10 + i as u8))
+            .collect(),
+    )
+    .await;
     for (i, id) in ids.iter().enumerate() {
         let got = ev.wait_count(*id, 20, MediaKind::Audio).await;
         assert_eq!(got.len(), 20, "peer {i}");
@@ -633,8 +709,13 @@ async fn several_peers_on_one_port() {
         assert!(per_peer[&i] >= 9, "peer {i}: {:?}", per_peer.get(&i));
     }
     let m = sfu.metrics().await.unwrap();
-    assert_eq!(m.participants, 3);
+    assert_eq!(m.participants, n as u64);
+    assert_eq!(m.participants_accepted, n as u64);
     assert_eq!(m.panics, 0);
+    assert_eq!(m.unknown_dropped, 0, "{m:?}");
+    assert_eq!(m.inbox_dropped, 0, "{m:?}");
+    assert!(m.rtp_in >= 20 * n as u64, "{m:?}");
+    assert!(m.rtp_out >= 10 * n as u64, "{m:?}");
     for p in &peers {
         let _ = p.pc.close().await;
     }
@@ -647,4 +728,8 @@ async fn several_peers_on_one_port() {
         );
     }
     sfu.shutdown().await;
+    tokio::time::timeout(DEADLINE, sfu.closed())
+        .await
+        .expect("the driver stops on shutdown");
+    ids
 }

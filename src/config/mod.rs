@@ -82,6 +82,9 @@ pub struct Config {
     pub sip_tls: Option<(PathBuf, PathBuf)>,
     /// `[media] announce_ip`: the address put in ICE candidates (default: `[media] ip`).
     pub media_announce_ip: Option<IpAddr>,
+    /// `[media] threads`: threads (shards) that carry the WebRTC endpoint; 0 picks from the
+    /// CPU count ([`Config::media_threads`]).
+    pub media_threads: usize,
     /// `[media] max_talkers`: how many of the loudest talkers a conference mixes.
     pub max_talkers: usize,
     /// `[media] opus_complexity`: libopus complexity (0-10) of the mixes we encode (the most;
@@ -817,6 +820,22 @@ pub static KEYS: &[Key] = &[
     },
     Key {
         section: "media",
+        name: "threads",
+        default: "0",
+        doc: "Threads that carry the WebRTC endpoint (ICE, DTLS, SRTP and the sends of every \
+              participant; one more thread reads the socket and hands each datagram to the \
+              thread of its participant). 0: one per four CPUs, at least 1 and at most 16. \
+              One thread carries about 1000 audio participants on a current core.",
+        set: |c, v| {
+            c.media_threads = match v.parse::<usize>() {
+                Ok(n) if n <= 64 => n,
+                _ => return Err(format!("`{v}` is not a thread count (0-64)")),
+            };
+            Ok(())
+        },
+    },
+    Key {
+        section: "media",
         name: "max_talkers",
         default: "3",
         doc: "How many of the loudest talkers each conference mixes (everyone else is heard \
@@ -1252,6 +1271,7 @@ impl Default for Config {
             },
             media_announce_ip: None,
             sip_tls: None,
+            media_threads: 0,
             max_talkers: 3,
             opus_complexity: 5,
             opus_bitrate: 32_000,
@@ -1593,6 +1613,15 @@ impl Config {
             }
     }
 
+    /// The threads that carry the WebRTC endpoint on a machine of `cpus` CPUs: `[media]
+    /// threads`, or for 0 one per four CPUs (1 to 16).
+    pub fn media_threads(&self, cpus: usize) -> usize {
+        match self.media_threads {
+            0 => (cpus / 4).clamp(1, 16),
+            n => n,
+        }
+    }
+
     /// The address put into ICE candidates.
     pub fn media_announce(&self) -> IpAddr {
         self.media_announce_ip.unwrap_or(self.media.ip)
@@ -1777,6 +1806,21 @@ mod tests {
                 auth_failures: 0
             }
         );
+    }
+
+    #[test]
+    fn media_threads_follow_the_cpus_unless_set() {
+        let mut c = Config::default();
+        assert_eq!(c.media_threads, 0);
+        let auto: Vec<usize> = [1, 2, 4, 8, 16, 64, 128].map(|n| c.media_threads(n)).into();
+        assert_eq!(auto, [1, 1, 1, 2, 4, 16, 16]);
+        let set = |kv: &str| Config::load(None, &[Override::parse(kv).unwrap()]);
+        c = set("media.threads=3").unwrap().0;
+        assert_eq!((c.media_threads(2), c.media_threads(64)), (3, 3));
+        for bad in ["media.threads=65", "media.threads=two"] {
+            let e = set(bad).unwrap_err();
+            assert!(e.message.contains("thread count"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -142,11 +142,19 @@ fn addr(addrs: &BTreeMap<String, SocketAddr>, key: &str) -> Result<SocketAddr> {
 impl Server {
     /// Starts `bin` on loopback. With `cluster`, two processes: a head that runs no
     /// conference itself (`[cluster] local_media = false`) and one media node; the users are
-    /// invited on the head and call the node, and both count as the server.
-    pub fn start(bin: &Path, max_talkers: usize, cluster: bool) -> Result<Server> {
+    /// invited on the head and call the node, and both count as the server. `settings`
+    /// (`section.key=value`) go to every process.
+    pub fn start(
+        bin: &Path,
+        max_talkers: usize,
+        cluster: bool,
+        settings: &[String],
+    ) -> Result<Server> {
         let dir = tempfile_dir::Dir::new("comet-loadgen")?;
+        let set = |kv: String| ["--set".to_string(), kv];
+        let user: Vec<String> = settings.iter().flat_map(|kv| set(kv.clone())).collect();
         if !cluster {
-            let (child, addrs) = spawn(bin, &dir, max_talkers, &[])?;
+            let (child, addrs) = spawn(bin, &dir, max_talkers, &user)?;
             return Ok(Server {
                 cometql: addr(&addrs, "cometql")?,
                 sip: addr(&addrs, "sip")?,
@@ -157,13 +165,15 @@ impl Server {
             });
         }
         let head_dir = tempfile_dir::Dir::new("comet-loadgen-head")?;
-        let set = |kv: String| ["--set".to_string(), kv];
         let head_args: Vec<String> = [
             set(format!("cluster.secret={CLUSTER_SECRET}")),
             set("cluster.port=0".into()),
             set("cluster.local_media=false".into()),
         ]
-        .concat();
+        .concat()
+        .into_iter()
+        .chain(user.iter().cloned())
+        .collect();
         let (head, head_addrs) = spawn(bin, &head_dir, max_talkers, &head_args)?;
         let head_ready = (head, head_dir);
         let link = addr(&head_addrs, "cluster")?;
@@ -171,7 +181,10 @@ impl Server {
             set(format!("cluster.secret={CLUSTER_SECRET}")),
             set(format!("cluster.head={link}")),
         ]
-        .concat();
+        .concat()
+        .into_iter()
+        .chain(user)
+        .collect();
         let (child, addrs) = spawn(bin, &dir, max_talkers, &node_args)?;
         Ok(Server {
             cometql: addr(&head_addrs, "cometql")?,

@@ -56,6 +56,10 @@ struct Common {
     /// The comet-server binary (default: next to this one).
     #[arg(long)]
     server_bin: Option<PathBuf>,
+    /// A comet-server setting, `section.key=value` (its `--set`), e.g. `media.threads=2`;
+    /// repeatable.
+    #[arg(long = "server-set", value_name = "KEY=VALUE")]
+    server_set: Vec<String>,
     /// The Janus binary.
     #[arg(long, default_value = "/usr/bin/janus")]
     janus_bin: PathBuf,
@@ -175,6 +179,7 @@ fn config(a: &RunArgs, target: Target) -> RunConfig {
             .clone()
             .unwrap_or_else(default_server_bin),
         cluster: a.cluster,
+        server_settings: a.common.server_set.clone(),
         janus_bin: a.common.janus_bin.clone(),
         progress: !a.common.no_progress,
     }

@@ -57,6 +57,8 @@ pub struct RunConfig {
     pub server_bin: PathBuf,
     /// comet-server as a cluster: a head and one media node (two processes).
     pub cluster: bool,
+    /// `section.key=value` settings for comet-server (`--set`).
+    pub server_settings: Vec<String>,
     pub janus_bin: PathBuf,
     /// Draw progress bars (on stderr).
     pub progress: bool,
@@ -340,7 +342,12 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult> {
     };
     let (mut sut, idle_rss) = match cfg.target {
         Target::Comet => {
-            let server = comet::Server::start(&cfg.server_bin, talkers.max(3), cfg.cluster)?;
+            let server = comet::Server::start(
+                &cfg.server_bin,
+                talkers.max(3),
+                cfg.cluster,
+                &cfg.server_settings,
+            )?;
             server.ready().await?;
             let idle = procstat::rss_mib(server.pid()).unwrap_or(0.0);
             comet::invite_all(&server, &specs).await?;
