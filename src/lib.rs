@@ -20,6 +20,7 @@
 //! - [`cluster`]: a head and its media nodes: the head places each conference on a node,
 //!   browsers call that node, and the head lists, moderates and hangs up its members.
 //! - [`secret`]: constant-time comparison of what clients present.
+//! - [`logging`]: the log output on stderr, text lines or one JSON object per line.
 //! - [`app`]: wiring and start-up.
 //!
 //! Media lives in the workspace crates `comet-sfu` (WebRTC transport), `comet-media` (codecs,
@@ -34,6 +35,7 @@ pub mod conference;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod logging;
 pub mod names;
 pub mod realtime;
 pub mod secret;

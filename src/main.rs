@@ -96,13 +96,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log_level.clone());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    comet_server::logging::init(&filter, config.log_format);
     for w in &report.warnings {
         tracing::warn!("{w}");
     }

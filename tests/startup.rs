@@ -170,3 +170,46 @@ async fn clients_that_never_finish_their_headers_are_disconnected() {
         );
     }
 }
+
+/// `[log] format = json`: every line the server writes to stderr, from start-up to a SIGTERM
+/// shutdown, is one JSON object with the timestamp, level, target and message, and an event's
+/// fields keep their names and types. Stdout still has the READY line.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_with(
+        dir.path(),
+        &["--set", "log.format=json", "--set", "media.threads=2"],
+    );
+    assert!(
+        s.stdout.iter().any(|l| l.starts_with("READY ")),
+        "{:?}",
+        s.stdout
+    );
+    let seen = s.wait_log(
+        "WebRTC endpoint started",
+        1,
+        std::time::Duration::from_secs(10),
+    );
+    let status = s.terminate();
+    assert!(status.success(), "{status:?}");
+    let mut lines = seen;
+    lines.extend(s.stderr_lines());
+    assert!(lines.len() >= 2, "{lines:?}");
+    let objects: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    for o in &objects {
+        for key in ["timestamp", "level", "target", "message"] {
+            assert!(o[key].is_string(), "no {key}: {o}");
+        }
+    }
+    let started = objects
+        .iter()
+        .find(|o| o["message"] == "WebRTC endpoint started")
+        .unwrap();
+    assert_eq!(started["level"], "INFO", "{started}");
+    assert_eq!(started["target"], "comet_server::app", "{started}");
+    assert_eq!(started["threads"], 2, "{started}");
+}

@@ -107,6 +107,8 @@ pub struct Config {
     pub store_sync: SyncMode,
     /// `[log] level`: a tracing filter such as `info` or `comet_server=debug`.
     pub log_level: String,
+    /// `[log] format`: text lines or JSON objects.
+    pub log_format: crate::logging::LogFormat,
     /// Conference profiles by name (`[profile.<name>]`); default, audio and video are built in.
     pub profiles: BTreeMap<String, Profile>,
     /// `[broadcast] record_dir`: where recordings go (empty: `<data_dir>/recordings`).
@@ -1100,6 +1102,21 @@ pub static KEYS: &[Key] = &[
         },
     },
     Key {
+        section: "log",
+        name: "format",
+        default: "text",
+        doc: "`text`: human-readable lines. `json`: one JSON object per line (timestamp, \
+              level, target, message and the event's fields) for log collectors.",
+        set: |c, v| {
+            c.log_format = match v {
+                "text" => crate::logging::LogFormat::Text,
+                "json" => crate::logging::LogFormat::Json,
+                _ => return Err(format!("`{v}` is not a log format (text or json)")),
+            };
+            Ok(())
+        },
+    },
+    Key {
         section: "cluster",
         name: "secret",
         default: "",
@@ -1287,6 +1304,7 @@ impl Default for Config {
             store_backend: StoreBackend::Sqlite,
             store_sync: SyncMode::Full,
             log_level: String::new(),
+            log_format: crate::logging::LogFormat::Text,
             profiles: builtin_profiles(),
             record_dir: PathBuf::new(),
             hls_url: String::new(),
@@ -1806,6 +1824,23 @@ mod tests {
                 auth_failures: 0
             }
         );
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        use crate::logging::LogFormat;
+        let set = |kv: &str| Config::load(None, &[Override::parse(kv).unwrap()]);
+        assert_eq!(Config::default().log_format, LogFormat::Text);
+        assert_eq!(
+            set("log.format=json").unwrap().0.log_format,
+            LogFormat::Json
+        );
+        assert_eq!(
+            set("log.format=text").unwrap().0.log_format,
+            LogFormat::Text
+        );
+        let e = set("log.format=xml").unwrap_err();
+        assert!(e.message.contains("log format"), "{e}");
     }
 
     #[test]
