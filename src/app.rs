@@ -88,6 +88,8 @@ pub struct Running {
     pub cluster_head: Option<(Arc<ClusterHead>, SocketAddr)>,
     /// On a media node: its link to the head.
     pub cluster_node: Option<Arc<NodeLink>>,
+    /// Draining: SIGUSR1 or `POST /admin/drain` ([`crate::draining`]).
+    pub draining: Arc<crate::draining::Draining>,
     /// The SIP connections (to hang their calls up on shutdown) and the listeners' gates (to
     /// see them close).
     sip: SipContext,
@@ -717,6 +719,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     } else {
         None
     };
+    let draining = Arc::new(crate::draining::Draining::new(
+        runtime.clone(),
+        cluster_node.clone(),
+        cluster_head.as_ref().map(|(h, _)| h.clone()),
+        config.drain_timeout,
+    ));
     let live = Arc::new(LiveConnections {
         hub: hub.clone(),
         sip: sip_ctx.clone(),
@@ -863,6 +871,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             gates: gates.clone(),
             sip: sip_ctx.core.stats.clone(),
             cluster_node: cluster_node.clone(),
+            draining: draining.clone(),
         });
         match &http_tls_files {
             None => {
@@ -906,6 +915,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         store_path,
         cluster_head,
         cluster_node,
+        draining,
         _cluster_link: cluster_link,
         sip: sip_ctx,
         gates,

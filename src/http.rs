@@ -45,6 +45,8 @@ pub struct HttpContext {
     pub sip: Arc<crate::sip::core::SipStats>,
     /// On a cluster's media node: its link to the head.
     pub cluster_node: Option<Arc<crate::cluster::node::NodeLink>>,
+    /// Draining (`POST /admin/drain`).
+    pub draining: Arc<crate::draining::Draining>,
 }
 
 /// A listener as pages reach it.
@@ -89,6 +91,7 @@ pub fn router(ctx: Arc<HttpContext>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/debug/conferences", get(debug_conferences))
+        .route("/admin/drain", axum::routing::post(admin_drain))
         .route("/api/features", get(features))
         .route("/api/cometVideoApi.js", get(video_api))
         .with_state(ctx.clone());
@@ -127,6 +130,10 @@ async fn healthz(State(ctx): State<Arc<HttpContext>>) -> Response {
         && !link.stats.up.load(Ordering::Relaxed)
     {
         problems.push(format!("cluster: not connected to the head {}", link.url()));
+    }
+    // A draining server takes no new work: load balancers should send it none.
+    if ctx.draining.is_draining() {
+        problems.push("draining: no new conference starts here".into());
     }
     if problems.is_empty() {
         return (StatusCode::OK, "ok\n").into_response();
@@ -385,6 +392,28 @@ async fn metrics(
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
+/// `POST /admin/drain` (admin, like `/metrics`): starts draining (see [`crate::draining`]);
+/// answers 202 with the calls still up.
+async fn admin_drain(
+    State(ctx): State<Arc<HttpContext>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&ctx, peer, &headers) {
+        return (
+            StatusCode::FORBIDDEN,
+            "admin endpoints are served to loopback or with the token\n",
+        )
+            .into_response();
+    }
+    let calls = ctx.draining.start("POST /admin/drain");
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({ "draining": true, "calls": calls })),
+    )
+        .into_response()
+}
+
 /// `/debug/conferences` (admin, like `/metrics`): every media conference and member as JSON,
 /// with what each member's jitter buffer and decoder did and what the mixer made of it.
 async fn debug_conferences(
@@ -585,7 +614,7 @@ pub fn render(ctx: &HttpContext) -> String {
     let h = &ctx.hub.stats;
     let r = &ctx.runtime.stats;
     let v = &r.video;
-    let metrics: [(&str, &str, &str, f64); 31] = [
+    let metrics: [(&str, &str, &str, f64); 32] = [
         (
             "comet_cometql_connections",
             "gauge",
@@ -639,6 +668,12 @@ pub fn render(ctx: &HttpContext) -> String {
             "gauge",
             "Members in media conferences.",
             load(&r.participants),
+        ),
+        (
+            "comet_draining",
+            "gauge",
+            "1 while the server drains (no new conference starts here; SIGUSR1 or POST /admin/drain).",
+            f64::from(u8::from(ctx.draining.is_draining())),
         ),
         (
             "comet_conferences",
@@ -826,6 +861,12 @@ fn render_cluster(
                     "gauge",
                     "Media nodes connected to this head.",
                     &[("", h.nodes().len() as f64)],
+                ),
+                (
+                    "comet_cluster_nodes_draining",
+                    "gauge",
+                    "Connected media nodes that are draining (no new conference goes there).",
+                    &[("", h.draining_nodes().len() as f64)],
                 ),
                 (
                     "comet_cluster_links_total",

@@ -20,6 +20,7 @@
 //! - [`cluster`]: a head and its media nodes: the head places each conference on a node,
 //!   browsers call that node, and the head lists, moderates and hangs up its members.
 //! - [`secret`]: constant-time comparison of what clients present.
+//! - [`draining`]: taking no new conference, letting the running ones end, then exiting.
 //! - [`logging`]: the log output on stderr, text lines or one JSON object per line.
 //! - [`app`]: wiring and start-up.
 //!
@@ -34,6 +35,7 @@ pub mod cometql;
 pub mod conference;
 pub mod config;
 pub mod demo;
+pub mod draining;
 pub mod http;
 pub mod logging;
 pub mod names;

@@ -126,10 +126,16 @@ fn main() -> std::process::ExitCode {
         let signals = shutdown_signal();
         let running = std::sync::Arc::new(running);
         reload_on_sighup(running.clone());
+        drain_on_sigusr1(running.clone());
         print!("{}", running.banner(&config, &origin));
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        signals.await;
+        // SIGTERM, or a drain (SIGUSR1, POST /admin/drain) whose last call has ended or whose
+        // time is up.
+        tokio::select! {
+            _ = signals => {}
+            _ = running.draining.done() => {}
+        }
         tracing::info!("shutting down");
         running.stop();
         // Calls get their BYE and WebSockets their close frame before the process goes.
@@ -158,6 +164,23 @@ fn reload_on_sighup(running: std::sync::Arc<comet_server::app::Running>) {
             });
         }
         Err(e) => tracing::warn!("cannot listen for SIGHUP (no certificate reload): {e}"),
+    }
+}
+
+/// On SIGUSR1 the server starts draining: no new conference starts here, and it exits once
+/// the last call has ended (`systemctl kill -s USR1 comet-server`). The handler is installed
+/// now.
+fn drain_on_sigusr1(running: std::sync::Arc<comet_server::app::Running>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::user_defined1()) {
+        Ok(mut usr1) => {
+            tokio::spawn(async move {
+                while usr1.recv().await.is_some() {
+                    running.draining.start("SIGUSR1");
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot listen for SIGUSR1 (no draining by signal): {e}"),
     }
 }
 

@@ -410,3 +410,75 @@ async fn conferences_spread_over_two_nodes_and_move_when_one_is_gone() {
         .unwrap();
     assert_eq!(node, [a2]);
 }
+
+/// A media node drains (SIGUSR1): the head places no new conference there (with no other
+/// node, an invitation to a new conference fails), while a new invitation to the conference
+/// it runs still names it and that member joins there. When its last call ends the node exits
+/// by itself, and the head sees it go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_keeps_its_conference_and_gets_no_new_one() {
+    let head_dir = tempfile::tempdir().unwrap();
+    let head = start(head_dir.path(), &head_flags(false));
+    let link = cluster_addr(&head);
+    let db = connect(&head).await;
+    let node_dir = tempfile::tempdir().unwrap();
+    let node = start(node_dir.path(), &node_flags(link, SECRET, "media-1"));
+    head.wait_log("media node connected", 1, Duration::from_secs(15));
+    node.wait_log("connected to the head", 1, Duration::from_secs(15));
+    let mut room = Room {
+        server: node,
+        db,
+        members: Vec::new(),
+        _dir: node_dir,
+    };
+    room.invite(1).await;
+    room.join(1, TONES[0]).await;
+    room.wait_members(&[1]).await;
+
+    room.server.signal_usr1();
+    head.wait_log("media node draining", 1, Duration::from_secs(10));
+    common::assert_metric(
+        &head.metrics(&["comet_cluster_"]),
+        "comet_cluster_nodes_draining",
+        1.0,
+    );
+    room.db
+        .query_drop("INSERT INTO users_auth (id, hash) VALUES (3, 'key3Secret')")
+        .await
+        .unwrap();
+    let e = room
+        .db
+        .query_drop(
+            "INSERT INTO conference (name, user_id, message, profile) VALUES ('other', 3, '', 'audio')",
+        )
+        .await
+        .expect_err("the only node drains");
+    let text = e.to_string();
+    assert_eq!(err_code(e), 500, "{text}");
+    assert!(text.contains("draining"), "{text}");
+
+    // The running conference: a new invitation names the node, and the user joins there.
+    room.invite(2).await;
+    let node_addr = format!("127.0.0.1:{}", room.server.sip.port());
+    let nodes: Vec<String> = room
+        .db
+        .query(format!(
+            "SELECT node FROM conference WHERE name = '{ROOM}' AND user_id = 2"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(nodes, [node_addr]);
+    room.join(2, TONES[1]).await;
+    room.wait_members(&[1, 2]).await;
+    room.assert_hearing(&TONES[..2], "two members on a draining node")
+        .await;
+
+    for user in [1, 2] {
+        let mut m = room.take(user);
+        m.sip.bye(&mut m.session).await;
+        m.peer.close().await;
+    }
+    assert!(room.server.wait_exit().success());
+    head.wait_log("media node disconnected", 1, Duration::from_secs(5));
+    room.wait_members(&[]).await;
+}

@@ -101,6 +101,8 @@ struct Link {
     id: u64,
     node: MediaNode,
     tx: mpsc::UnboundedSender<ToNode>,
+    /// The node is draining: no new conference goes there.
+    draining: bool,
 }
 
 /// Counters for `/metrics`.
@@ -130,6 +132,8 @@ pub struct ClusterHead {
     grace_ms: AtomicU64,
     /// `[cluster] tls_cert`: the link is wss.
     tls: std::sync::OnceLock<std::sync::RwLock<TlsAcceptor>>,
+    /// The head itself is draining: its own media takes no new conference.
+    draining: std::sync::atomic::AtomicBool,
     pub stats: HeadStats,
 }
 
@@ -160,6 +164,7 @@ impl ClusterHead {
             next_link: AtomicU64::new(1),
             grace_ms: AtomicU64::new(LINK_GRACE.as_millis() as u64),
             tls: std::sync::OnceLock::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             stats: HeadStats::default(),
         })
     }
@@ -197,17 +202,45 @@ impl ClusterHead {
             .map(|l| l.node.clone())
     }
 
+    /// The connected media nodes that are draining, by name.
+    pub fn draining_nodes(&self) -> Vec<String> {
+        let mut names: Vec<String> = lock(&self.links)
+            .values()
+            .filter(|l| l.draining)
+            .map(|l| l.node.name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The head's own media takes no new conference from now on (it is draining).
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
     /// Where a new invitation to a conference that runs nowhere ([`ClusterHead::running`])
     /// sends the browser: the node of the conference's other invitations (`existing`) while
-    /// it is available, else the rendezvous choice. `Err` when no node is available.
+    /// it is available, else the rendezvous choice. Draining nodes (and a draining head's own
+    /// media) are not available. `Err` when no node is.
     pub fn place(
         &self,
         dev: DevId,
         name: &str,
         existing: &[ConferenceRow],
     ) -> Result<MediaNode, String> {
-        let mut candidates = self.nodes();
-        candidates.extend(self.local.clone());
+        let mut candidates: Vec<MediaNode> = {
+            let links = lock(&self.links);
+            let mut open: Vec<MediaNode> = links
+                .values()
+                .filter(|l| !l.draining)
+                .map(|l| l.node.clone())
+                .collect();
+            open.sort_by(|a, b| a.name.cmp(&b.name));
+            open
+        };
+        if !self.draining.load(Ordering::Relaxed) {
+            candidates.extend(self.local.clone());
+        }
         if let Some(n) = existing
             .iter()
             .find_map(|r| candidates.iter().find(|c| c.address() == r.node))
@@ -216,7 +249,11 @@ impl ClusterHead {
         }
         super::choose(&candidates, dev, name)
             .cloned()
-            .ok_or_else(|| "no media node is connected to this head to run the conference".into())
+            .ok_or_else(|| {
+                "no media node is connected to this head to run the conference (or every one is \
+                 draining)"
+                    .into()
+            })
     }
 
     /// Ends a user's SIP registrations and calls on every node (`DELETE FROM users_auth`).
@@ -337,6 +374,7 @@ impl ClusterHead {
             sip_host,
             sip_port,
             members,
+            draining,
         }) = hello
         else {
             return Err("the first frame was not a hello".into());
@@ -374,6 +412,7 @@ impl ClusterHead {
                 id,
                 node: node.clone(),
                 tx: tx.clone(),
+                draining,
             },
         );
         if replaced.is_some() {
@@ -523,6 +562,12 @@ impl ClusterHead {
             ToHead::Hello { .. } => {
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
             }
+            ToHead::Draining => {
+                if let Some(l) = lock(&self.links).get_mut(node).filter(|l| l.id == link) {
+                    l.draining = true;
+                }
+                info!(node = %node, "cluster: media node draining: no new conference goes there");
+            }
             ToHead::UserHash { id, dev, user } => {
                 let (store, tx) = (self.store.clone(), tx.clone());
                 tokio::spawn(async move {
@@ -644,6 +689,7 @@ mod tests {
                     id: id as u64 + 1,
                     node: node(name, port),
                     tx,
+                    draining: false,
                 },
             );
         }
@@ -686,5 +732,39 @@ mod tests {
                 ToNode::DisconnectUser { dev: 0, user: 5 }
             );
         }
+
+        // Node a drains: no new conference goes there, not even one whose invitations name
+        // it; a conference running there stays.
+        let (tx, _rx) = mpsc::unbounded_channel();
+        head.on_message(2, "a", &tx, ToHead::Draining);
+        assert!(head.draining_nodes().is_empty(), "another link's frame");
+        head.on_message(1, "a", &tx, ToHead::Draining);
+        assert_eq!(head.draining_nodes(), ["a"]);
+        let open = [node("b", 7002), node("head", 7443)];
+        for k in 0..32 {
+            let conf = format!("c{k}");
+            let want = crate::cluster::choose(&open, 0, &conf).unwrap();
+            assert_eq!(&head.place(0, &conf, &[]).unwrap(), want, "{conf}");
+        }
+        assert_ne!(
+            head.place(0, "room", &[row("10.0.0.1:7001")]).unwrap().name,
+            "a"
+        );
+        lock(&head.owners).insert(
+            &(0, "busy".into(), 6),
+            Owner {
+                link: 1,
+                node: "a".into(),
+            },
+        );
+        assert_eq!(head.running(0, "busy").unwrap().name, "a");
+        // The head drains its own media too: b is left; then b drains: nothing is.
+        head.set_draining();
+        for k in 0..8 {
+            assert_eq!(head.place(0, &format!("c{k}"), &[]).unwrap().name, "b");
+        }
+        head.on_message(2, "b", &tx, ToHead::Draining);
+        let e = head.place(0, "c0", &[]).unwrap_err();
+        assert!(e.contains("no media node"), "{e}");
     }
 }

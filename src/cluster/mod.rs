@@ -39,6 +39,11 @@
 //!   leave when the grace ends (their leave and end events are published). A node that closes
 //!   the link (it is shutting down, after hanging up its calls) loses its members at once. The node reconnects (0.5 s, doubling to 5 s) and its hello lists its
 //!   members again.
+//! - **A draining node** (SIGUSR1 or `POST /admin/drain`, see `src/app.rs`) says
+//!   [`ToHead::Draining`] (and says so in later hellos): the head places no new conference
+//!   there. The conferences it runs stay there (a new invitation to one names it), and the
+//!   node exits once its last call has ended. A draining head does the same with its own
+//!   media (`[cluster] local_media`).
 //!
 //! [`head`] is the head's side, [`node`] the node's.
 
@@ -107,7 +112,13 @@ pub enum ToHead {
         sip_host: String,
         sip_port: u16,
         members: Vec<MemberState>,
+        /// The node is draining (see [`ToHead::Draining`]); absent from older nodes.
+        #[serde(default)]
+        draining: bool,
     },
+    /// The node is draining: it keeps the conferences it runs but takes no new one, so the
+    /// head places new conferences elsewhere.
+    Draining,
     /// Asks for the users_auth hash of a user ([`ToNode::UserHash`] answers).
     UserHash { id: u64, dev: DevId, user: UserId },
     /// Asks for the invitation of a user to a conference ([`ToNode::Invitation`] answers).
@@ -316,6 +327,7 @@ mod tests {
             name: "n1".into(),
             sip_host: "media1.example.com".into(),
             sip_port: 7443,
+            draining: false,
             members: vec![MemberState {
                 dev: 0,
                 name: "room".into(),

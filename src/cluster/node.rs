@@ -51,6 +51,8 @@ pub struct NodeLink {
     sip: OnceLock<SipContext>,
     /// The link's outgoing queue while it is up.
     out: Mutex<Option<mpsc::UnboundedSender<ToHead>>>,
+    /// The node is draining ([`NodeLink::set_draining`]); every hello says so.
+    draining: AtomicBool,
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     next_id: AtomicU64,
     /// Set by [`NodeLink::close`]: no more links.
@@ -123,6 +125,7 @@ impl NodeLink {
             pending: Mutex::default(),
             next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             finished: tokio::sync::Notify::new(),
             stats: NodeStats::default(),
         });
@@ -145,6 +148,13 @@ impl NodeLink {
     /// The head's link URL.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The node drains: the head is told now (if the link is up) and in every later hello, and
+    /// places no new conference here.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.send(ToHead::Draining);
     }
 
     fn send(&self, msg: ToHead) -> bool {
@@ -264,6 +274,7 @@ impl NodeLink {
             sip_host: self.node.sip_host.clone(),
             sip_port: self.node.sip_port,
             members,
+            draining: self.draining.load(Ordering::Relaxed),
         };
         let text = serde_json::to_string(&hello).expect("serializable");
         ws.send(Message::Text(text.into()))

@@ -34,7 +34,7 @@
 //! so the browser gets a SIP BYE; a call that ends on the SIP side closes its participant.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -250,6 +250,10 @@ pub struct MediaRuntime {
     pub stats: Arc<RuntimeStats>,
     /// The conferences (owned by the event loop).
     confs: std::sync::Weak<ConfTable>,
+    /// Draining: no new conference starts here ([`crate::draining`]).
+    draining: AtomicBool,
+    /// Notified whenever a call is forgotten (for [`MediaRuntime::idle`]).
+    calls_changed: tokio::sync::Notify,
 }
 
 impl MediaRuntime {
@@ -304,7 +308,39 @@ impl MediaRuntime {
             profiles,
             stats,
             confs: weak_confs,
+            draining: AtomicBool::new(false),
+            calls_changed: tokio::sync::Notify::new(),
         })
+    }
+
+    /// From now on a call to a conference that has no member here is refused (SIP 503).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Calls answered or being answered, not ended.
+    pub fn calls_up(&self) -> usize {
+        self.calls().len()
+    }
+
+    /// Resolves once no call is up.
+    pub async fn idle(&self) {
+        loop {
+            let changed = self.calls_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.calls().is_empty() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Whether conference `name` of `dev` has members here.
+    fn runs_here(&self, dev: DevId, name: &str) -> bool {
+        self.confs
+            .upgrade()
+            .is_some_and(|c| lock(&c).contains_key(&(dev, name.to_string())))
     }
 
     /// The receive counters of every member, present and departed. Locks each conference in
@@ -364,6 +400,7 @@ impl MediaRuntime {
         let ended = matches!(calls.get(&call), Some(CallSlot::EndedPending));
         if ended {
             calls.remove(&call);
+            self.calls_changed.notify_waiters();
         }
         ended
     }
@@ -418,6 +455,7 @@ impl Drop for PendingGuard<'_> {
             Some(CallSlot::Pending | CallSlot::EndedPending)
         ) {
             calls.remove(&self.call);
+            self.runtime.calls_changed.notify_waiters();
         }
     }
 }
@@ -425,6 +463,11 @@ impl Drop for PendingGuard<'_> {
 #[async_trait]
 impl CallHandler for MediaRuntime {
     async fn offer(&self, call: CallInfo, sdp: &str) -> Result<String, MediaError> {
+        if self.draining.load(Ordering::Relaxed) && !self.runs_here(call.dev, &call.conference) {
+            return Err(MediaError::Unavailable(
+                "this server is draining: it starts no new conference".into(),
+            ));
+        }
         let video_bandwidth = offered_video_bandwidth(sdp);
         self.calls().insert(call.id, CallSlot::Pending);
         let _pending = PendingGuard {
@@ -481,6 +524,7 @@ impl CallHandler for MediaRuntime {
                     // Its Leave may have reached the runtime before the Join: leave again.
                     calls.remove(&id);
                     drop(calls);
+                    self.calls_changed.notify_waiters();
                     let _ = self.cmds.send(Cmd::Leave { call: id });
                     return Err(MediaError::Failed(
                         "the call ended while it was answered".into(),
@@ -538,6 +582,7 @@ impl CallHandler for MediaRuntime {
                 }
                 Some(_) => {
                     calls.remove(&call.id);
+                    self.calls_changed.notify_waiters();
                 }
                 None => {}
             }

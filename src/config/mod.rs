@@ -101,6 +101,9 @@ pub struct Config {
     /// `[main] tls_self_signed`: generate a self-signed certificate for every listener that has
     /// no certificate configured (`--tls-self-signed`).
     pub tls_self_signed: bool,
+    /// `[main] drain_timeout`: how long a draining server waits for its last call (`None`: as
+    /// long as it takes).
+    pub drain_timeout: Option<std::time::Duration>,
     /// `[http] metrics_token`: opens /metrics to non-loopback clients presenting it.
     pub metrics_token: Option<String>,
     pub store_backend: StoreBackend,
@@ -522,6 +525,22 @@ pub static KEYS: &[Key] = &[
               --tls-self-signed sets it.",
         set: |c, v| {
             c.tls_self_signed = parse_bool(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        section: "main",
+        name: "drain_timeout",
+        default: "1800",
+        doc: "Seconds a draining server (SIGUSR1 or POST /admin/drain: no new conference \
+              starts here, the running ones go on) waits for its last call to end before it \
+              hangs up the rest and exits. 0: no limit.",
+        set: |c, v| {
+            c.drain_timeout = match v.parse::<u64>() {
+                Ok(0) => None,
+                Ok(s) => Some(std::time::Duration::from_secs(s)),
+                Err(_) => return Err(format!("`{v}` is not a number of seconds")),
+            };
             Ok(())
         },
     },
@@ -1300,6 +1319,7 @@ impl Default for Config {
             http_tls: None,
             http_demo: DemoMode::Auto,
             tls_self_signed: false,
+            drain_timeout: Some(std::time::Duration::from_secs(1800)),
             metrics_token: None,
             store_backend: StoreBackend::Sqlite,
             store_sync: SyncMode::Full,
@@ -1824,6 +1844,23 @@ mod tests {
                 auth_failures: 0
             }
         );
+    }
+
+    #[test]
+    fn drain_timeout_is_seconds_or_none() {
+        use std::time::Duration;
+        let set = |kv: &str| Config::load(None, &[Override::parse(kv).unwrap()]);
+        assert_eq!(
+            Config::default().drain_timeout,
+            Some(Duration::from_secs(1800))
+        );
+        assert_eq!(set("main.drain_timeout=0").unwrap().0.drain_timeout, None);
+        assert_eq!(
+            set("main.drain_timeout=90").unwrap().0.drain_timeout,
+            Some(Duration::from_secs(90))
+        );
+        let e = set("main.drain_timeout=soon").unwrap_err();
+        assert!(e.message.contains("seconds"), "{e}");
     }
 
     #[test]

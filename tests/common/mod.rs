@@ -182,6 +182,13 @@ impl Server {
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
     }
 
+    /// Sends SIGUSR1 (the server starts draining).
+    #[allow(dead_code)]
+    pub fn signal_usr1(&self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-USR1", &pid]).status();
+    }
+
     /// Sends SIGHUP (the TLS listeners reload their certificates).
     #[allow(dead_code)]
     pub fn signal_hup(&self) {
@@ -236,6 +243,33 @@ impl Server {
             .split_once("\r\n\r\n")
             .map_or(text.as_str(), |(_, b)| b)
             .to_string())
+    }
+
+    /// `POST path` (empty body) on the HTTP listener from loopback: the status and the body.
+    #[allow(dead_code)]
+    pub fn http_post(&self, path: &str) -> Result<(u16, String), String> {
+        use std::io::{Read, Write};
+        let Some(addr) = self.http else {
+            return Err("no HTTP listener".into());
+        };
+        let mut text = String::new();
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .and_then(|mut t| {
+                t.set_read_timeout(Some(Duration::from_secs(5)))?;
+                write!(
+                    t,
+                    "POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+                )?;
+                t.read_to_string(&mut text)
+            })
+            .map_err(|e| format!("POST {path} failed: {e}"))?;
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("no status line: {text}"))?;
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        Ok((status, body.to_string()))
     }
 
     /// Waits (at most `limit`) until the server has printed `n` stderr lines containing
