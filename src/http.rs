@@ -131,14 +131,17 @@ async fn healthz(State(ctx): State<Arc<HttpContext>>) -> Response {
     {
         problems.push(format!("cluster: not connected to the head {}", link.url()));
     }
-    // A draining server takes no new work: load balancers should send it none.
+    if !problems.is_empty() {
+        tracing::warn!(problems = %problems.join("; "), "health check failed");
+    }
+    // A draining server takes no new work: load balancers should send it none (it asked for
+    // this itself: nothing to warn about).
     if ctx.draining.is_draining() {
         problems.push("draining: no new conference starts here".into());
     }
     if problems.is_empty() {
         return (StatusCode::OK, "ok\n").into_response();
     }
-    tracing::warn!(problems = %problems.join("; "), "health check failed");
     (
         StatusCode::SERVICE_UNAVAILABLE,
         format!("unhealthy\n{}\n", problems.join("\n")),
@@ -339,8 +342,24 @@ pub async fn serve_tls(
     }
 }
 
-fn authorized(ctx: &HttpContext, peer: SocketAddr, headers: &HeaderMap) -> bool {
-    admin_allowed(ctx.metrics_token.as_deref(), peer, headers)
+/// The 403 to send when `peer` may not see the admin page `what` (metrics, debug pages, admin
+/// endpoints); `None` when it may.
+fn admin_refusal(
+    ctx: &HttpContext,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    what: &str,
+) -> Option<Response> {
+    if admin_allowed(ctx.metrics_token.as_deref(), peer, headers) {
+        return None;
+    }
+    Some(
+        (
+            StatusCode::FORBIDDEN,
+            format!("{what} are served to loopback or with the token\n"),
+        )
+            .into_response(),
+    )
 }
 
 /// Admin pages (`/metrics`, `/debug/conferences`): loopback, or the bearer token (compared in
@@ -365,12 +384,8 @@ async fn metrics(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    if !authorized(&ctx, peer, &headers) {
-        return (
-            StatusCode::FORBIDDEN,
-            "metrics are served to loopback or with the token\n",
-        )
-            .into_response();
+    if let Some(refused) = admin_refusal(&ctx, peer, &headers, "metrics") {
+        return refused;
     }
     let mut body = render(&ctx);
     // Summing the members' receive counters waits for each conference's tick: off the
@@ -399,12 +414,8 @@ async fn admin_drain(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    if !authorized(&ctx, peer, &headers) {
-        return (
-            StatusCode::FORBIDDEN,
-            "admin endpoints are served to loopback or with the token\n",
-        )
-            .into_response();
+    if let Some(refused) = admin_refusal(&ctx, peer, &headers, "admin endpoints") {
+        return refused;
     }
     let calls = ctx.draining.start("POST /admin/drain");
     (
@@ -421,12 +432,8 @@ async fn debug_conferences(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    if !authorized(&ctx, peer, &headers) {
-        return (
-            StatusCode::FORBIDDEN,
-            "debug pages are served to loopback or with the token\n",
-        )
-            .into_response();
+    if let Some(refused) = admin_refusal(&ctx, peer, &headers, "debug pages") {
+        return refused;
     }
     let runtime = ctx.runtime.clone();
     match tokio::task::spawn_blocking(move || runtime.debug_conferences()).await {

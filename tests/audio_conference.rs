@@ -140,9 +140,7 @@ async fn five_peers_then_one_leaves() {
     }
 
     // User 3 (880 Hz) hangs up the way JsSIP does: BYE, then the peer connection closes.
-    let mut left = room.take(3);
-    left.sip.bye(&mut left.session).await;
-    left.peer.close().await;
+    room.take(3).hang_up().await;
     let rows = room.wait_members(&[1, 2, 4, 5]).await;
     check_rows(&rows, &[1, 2, 4, 5]);
     room.assert_hearing(&[440.0, 660.0, 1100.0, 1320.0], "after user 3 left")

@@ -474,9 +474,7 @@ async fn a_draining_node_keeps_its_conference_and_gets_no_new_one() {
         .await;
 
     for user in [1, 2] {
-        let mut m = room.take(user);
-        m.sip.bye(&mut m.session).await;
-        m.peer.close().await;
+        room.take(user).hang_up().await;
     }
     assert!(room.server.wait_exit().success());
     head.wait_log("media node disconnected", 1, Duration::from_secs(5));

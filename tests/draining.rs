@@ -69,9 +69,7 @@ async fn a_draining_server_finishes_its_calls_then_exits() {
 
     // The last call ends: the server exits by itself, cleanly.
     for user in [1, 2] {
-        let mut m = room.take(user);
-        m.sip.bye(&mut m.session).await;
-        m.peer.close().await;
+        room.take(user).hang_up().await;
     }
     room.server.wait_log(
         "drained: the last call has ended",

@@ -228,9 +228,7 @@ async fn events_arrive_in_order_and_delete_hangs_up() {
     room.wait_members(&[1]).await;
 
     // User 1 leaves by itself: the conference ends.
-    let mut last = room.take(1);
-    last.sip.bye(&mut last.session).await;
-    last.peer.close().await;
+    room.take(1).hang_up().await;
     let events = events_until(&mut ws, |e, _| e == "end").await;
     let got = moderation_events(&events);
     assert_eq!(

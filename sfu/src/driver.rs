@@ -247,40 +247,20 @@ pub fn spawn_dedicated(
     opts: DriverOptions,
 ) -> io::Result<(SfuHandle, Events, JoinHandle<()>)> {
     socket.set_nonblocking(true)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let (parts_tx, parts_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (done_tx, done_rx) = oneshot::channel::<()>();
-    std::thread::Builder::new()
-        .name("comet-sfu".into())
-        .spawn(move || {
-            rt.block_on(async move {
-                let socket = match UdpSocket::from_std(socket) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let _ = parts_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let (handle, events, task) = spawn(socket, endpoint, opts);
-                let _ = parts_tx.send(Ok((handle, events)));
-                tokio::select! {
-                    _ = task => {}
-                    // The caller aborted its task (or dropped it): stop.
-                    _ = stop_rx => {}
-                }
-            });
-            let _ = done_tx.send(());
-        })?;
+    let thread = shards::start_thread("comet-sfu".into(), move || async move {
+        let socket = UdpSocket::from_std(socket)?;
+        let (handle, events, task) = spawn(socket, endpoint, opts);
+        let _ = parts_tx.send((handle, events));
+        Ok(async move {
+            let _ = task.await;
+        })
+    })?;
+    // Sent before the thread said it started.
     let (handle, events) = parts_rx
         .recv()
-        .map_err(|_| io::Error::other("the endpoint thread did not start"))??;
-    let task = tokio::spawn(async move {
-        let _stop = stop_tx;
-        let _ = done_rx.await;
-    });
+        .map_err(|_| io::Error::other("the endpoint thread did not start"))?;
+    let task = tokio::spawn(thread.finished());
     Ok((handle, events, task))
 }
 

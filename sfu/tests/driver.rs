@@ -20,9 +20,14 @@ async fn assert_serves(sfu: &driver::SfuHandle, to: std::net::SocketAddr) {
     assert!(a.sdp.contains(&host), "no {host} in {}", a.sdp);
 }
 
-/// Sends 400 datagrams of junk (every first byte, lengths 0..300) to `to` and waits (with a
-/// deadline) until the driver has read them; returns its metrics then.
-async fn send_junk(sfu: &driver::SfuHandle, to: std::net::SocketAddr) -> comet_sfu::Metrics {
+/// Sends 400 datagrams of junk (every first byte, lengths 0..300) to `to`, waits (with a
+/// deadline) until the driver has read them, and checks that every one was dropped and
+/// counted, with no event and nothing sent.
+async fn junk_is_dropped(
+    sfu: &driver::SfuHandle,
+    events: &mut driver::Events,
+    to: std::net::SocketAddr,
+) {
     let junk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut x: u32 = 0x1234_5678;
     for k in 0..400usize {
@@ -45,13 +50,22 @@ async fn send_junk(sfu: &driver::SfuHandle, to: std::net::SocketAddr) -> comet_s
         }
     }
     let end = Instant::now() + Duration::from_secs(10);
-    loop {
+    let m = loop {
         let m = sfu.metrics().await.unwrap();
         if m.datagrams_in >= 398 || Instant::now() > end {
             break m;
         }
         sleep(Duration::from_millis(10)).await;
-    }
+    };
+    // Two of them are empty datagrams; count them or not, everything else arrives.
+    assert!(m.datagrams_in >= 398, "{m:?}");
+    assert_eq!(
+        m.datagrams_in,
+        m.malformed_dropped + m.unknown_dropped,
+        "{m:?}"
+    );
+    assert_eq!((m.datagrams_out, m.participants, m.panics), (0, 0, 0));
+    assert!(events.try_recv().is_err(), "junk produced an event");
 }
 
 #[tokio::test]
@@ -64,16 +78,7 @@ async fn junk_datagrams_over_udp() {
     .await
     .unwrap();
     let to = sfu.local_addr();
-    let m = send_junk(&sfu, to).await;
-    // Two of them are empty datagrams; count them or not, everything else arrives.
-    assert!(m.datagrams_in >= 398, "{m:?}");
-    assert_eq!(
-        m.datagrams_in,
-        m.malformed_dropped + m.unknown_dropped,
-        "{m:?}"
-    );
-    assert_eq!((m.datagrams_out, m.participants, m.panics), (0, 0, 0));
-    assert!(events.try_recv().is_err(), "junk produced an event");
+    junk_is_dropped(&sfu, &mut events, to).await;
 
     // Still serving.
     assert_serves(&sfu, to).await;
@@ -146,15 +151,7 @@ async fn a_sharded_driver_drops_junk_serves_and_stops_with_its_task() {
         .collect();
     let (sfu, mut events, task) =
         driver::spawn_sharded(socket, endpoints, DriverOptions::default()).unwrap();
-    let m = send_junk(&sfu, to).await;
-    assert!(m.datagrams_in >= 398, "{m:?}");
-    assert_eq!(
-        m.datagrams_in,
-        m.malformed_dropped + m.unknown_dropped,
-        "{m:?}"
-    );
-    assert_eq!((m.datagrams_out, m.participants, m.panics), (0, 0, 0));
-    assert!(events.try_recv().is_err(), "junk produced an event");
+    junk_is_dropped(&sfu, &mut events, to).await;
 
     assert_serves(&sfu, to).await;
     assert_serves(&sfu, to).await;

@@ -128,6 +128,13 @@ pub struct Member {
 }
 
 impl Member {
+    /// The member hangs up as JsSIP does: BYE, then its peer connection closes.
+    #[allow(dead_code)]
+    pub async fn hang_up(mut self) {
+        self.sip.bye(&mut self.session).await;
+        self.peer.close().await;
+    }
+
     /// The server hangs this member up: a BYE for its dialog with an RFC 3326 Reason header
     /// (protocol, cause, text), which the test answers as JsSIP does. Returns the Reason.
     pub async fn expect_bye(&mut self) -> String {

@@ -227,27 +227,17 @@ impl Server {
     /// The body of `GET path` on the HTTP listener (from loopback, so admin pages answer), or
     /// what went wrong.
     pub fn http_get(&self, path: &str) -> Result<String, String> {
-        use std::io::{Read, Write};
-        let Some(addr) = self.http else {
-            return Err("no HTTP listener".into());
-        };
-        let mut text = String::new();
-        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-            .and_then(|mut t| {
-                t.set_read_timeout(Some(Duration::from_secs(5)))?;
-                write!(t, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-                t.read_to_string(&mut text)
-            })
-            .map_err(|e| format!("GET {path} failed: {e}"))?;
-        Ok(text
-            .split_once("\r\n\r\n")
-            .map_or(text.as_str(), |(_, b)| b)
-            .to_string())
+        self.http_request("GET", path).map(|(_, body)| body)
     }
 
     /// `POST path` (empty body) on the HTTP listener from loopback: the status and the body.
     #[allow(dead_code)]
     pub fn http_post(&self, path: &str) -> Result<(u16, String), String> {
+        self.http_request("POST", path)
+    }
+
+    /// One HTTP/1.0 request with an empty body: the status and the body.
+    fn http_request(&self, method: &str, path: &str) -> Result<(u16, String), String> {
         use std::io::{Read, Write};
         let Some(addr) = self.http else {
             return Err("no HTTP listener".into());
@@ -258,11 +248,11 @@ impl Server {
                 t.set_read_timeout(Some(Duration::from_secs(5)))?;
                 write!(
                     t,
-                    "POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+                    "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
                 )?;
                 t.read_to_string(&mut text)
             })
-            .map_err(|e| format!("POST {path} failed: {e}"))?;
+            .map_err(|e| format!("{method} {path} failed: {e}"))?;
         let status = text
             .split_whitespace()
             .nth(1)
