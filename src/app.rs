@@ -249,7 +249,7 @@ impl Running {
         let (mut http_line, mut http_ready) = match self.http_addr {
             Some(h) => (
                 format!(
-                    "  HTTP                      {http_scheme}://{h}/   (/api/cometVideoApi.js, /api/features, /metrics, /healthz)\n"
+                    "  HTTP                      {http_scheme}://{h}/   (/api/cometVideoApi.js, /api/features, /metrics, /healthz, /livez)\n"
                 ),
                 format!(" http={h}"),
             ),

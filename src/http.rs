@@ -89,6 +89,7 @@ pub struct Features {
 pub fn router(ctx: Arc<HttpContext>) -> Router {
     let mut r = Router::new()
         .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
         .route("/metrics", get(metrics))
         .route("/debug/conferences", get(debug_conferences))
         .route("/admin/drain", axum::routing::post(admin_drain))
@@ -116,15 +117,7 @@ const STORE_STUCK: std::time::Duration = std::time::Duration::from_secs(10);
 /// `200 ok` when the store answers a read, its writer is not stuck and the WebRTC endpoint
 /// answers; otherwise `503` with one line per problem (for load balancers and supervisors).
 async fn healthz(State(ctx): State<Arc<HttpContext>>) -> Response {
-    let stuck = ctx.engine.store.stats().and_then(|st| st.busy_for());
-    let problems = health_problems(
-        HEALTH_WAIT,
-        ctx.engine.store.setting(0, "healthz"),
-        stuck,
-        ctx.runtime.endpoint_metrics(),
-    )
-    .await;
-    let mut problems = problems;
+    let mut problems = process_problems(&ctx).await;
     // A media node without its head lets nobody in (SIP answers 503).
     if let Some(link) = &ctx.cluster_node
         && !link.stats.up.load(Ordering::Relaxed)
@@ -147,6 +140,35 @@ async fn healthz(State(ctx): State<Arc<HttpContext>>) -> Response {
         format!("unhealthy\n{}\n", problems.join("\n")),
     )
         .into_response()
+}
+
+/// `/livez`: the process itself works (the store and the WebRTC endpoint answer), whatever
+/// it is asked to do: unlike `/healthz` it stays 200 while the server drains or a media node
+/// waits for its head, so a liveness probe does not restart a server that is finishing its
+/// calls.
+async fn livez(State(ctx): State<Arc<HttpContext>>) -> Response {
+    let problems = process_problems(&ctx).await;
+    if problems.is_empty() {
+        return (StatusCode::OK, "ok\n").into_response();
+    }
+    tracing::warn!(problems = %problems.join("; "), "liveness check failed");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("unhealthy\n{}\n", problems.join("\n")),
+    )
+        .into_response()
+}
+
+/// What is wrong with the process: the store's read and write side, the WebRTC endpoint.
+async fn process_problems(ctx: &HttpContext) -> Vec<String> {
+    let stuck = ctx.engine.store.stats().and_then(|st| st.busy_for());
+    health_problems(
+        HEALTH_WAIT,
+        ctx.engine.store.setting(0, "healthz"),
+        stuck,
+        ctx.runtime.endpoint_metrics(),
+    )
+    .await
 }
 
 /// What is wrong, given a store read, how long the store's write transaction has been open
@@ -416,6 +438,15 @@ async fn admin_drain(
 ) -> Response {
     if let Some(refused) = admin_refusal(&ctx, peer, &headers, "admin endpoints") {
         return refused;
+    }
+    // Operators' tools send no Origin; a browser does, and a page from anywhere may make the
+    // browser of someone on this machine POST here (a form needs no preflight).
+    if headers.contains_key(header::ORIGIN) {
+        return (
+            StatusCode::FORBIDDEN,
+            "admin endpoints do not take requests from web pages\n",
+        )
+            .into_response();
     }
     let calls = ctx.draining.start("POST /admin/drain");
     (

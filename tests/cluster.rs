@@ -247,6 +247,8 @@ async fn a_node_without_its_head_lets_nobody_in() {
         health.starts_with("unhealthy") && health.contains("not connected to the head"),
         "{health}"
     );
+    // Still alive: a liveness probe leaves it running until its head is back.
+    assert_eq!(node.http_get("/livez").unwrap(), "ok\n");
     let text = head.metrics(&["comet_cluster_"]);
     common::assert_metric(&text, "comet_cluster_nodes", 0.0);
     assert!(

@@ -38,6 +38,17 @@ async fn a_draining_server_finishes_its_calls_then_exits() {
     room.invite(2).await;
     invite_to(&mut room.db, "other", 3, &hash_of(3), 1, "audio").await;
 
+    // A web page cannot make a local browser drain the server.
+    let (status, body) = room
+        .server
+        .http_request("POST", "/admin/drain", &["Origin: https://evil.example"])
+        .unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert_metric(
+        &room.server.metrics(&["comet_draining"]),
+        "comet_draining",
+        0.0,
+    );
     let (status, body) = room.server.http_post("/admin/drain").unwrap();
     assert_eq!(status, 202, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -46,8 +57,12 @@ async fn a_draining_server_finishes_its_calls_then_exits() {
     room.server
         .wait_log("draining (POST /admin/drain)", 1, Duration::from_secs(5));
     // Load balancers see it, operators too.
-    let health = room.server.http_get("/healthz").unwrap();
+    let (status, health) = room.server.http_request("GET", "/healthz", &[]).unwrap();
+    assert_eq!(status, 503, "{health}");
     assert!(health.contains("draining"), "{health}");
+    // The process is alive: a liveness probe must not restart it.
+    let (status, live) = room.server.http_request("GET", "/livez", &[]).unwrap();
+    assert_eq!((status, live.as_str()), (200, "ok\n"));
     assert_metric(
         &room.server.metrics(&["comet_draining"]),
         "comet_draining",

@@ -103,6 +103,7 @@ async fn metrics_and_health_over_http() {
         }
     };
     assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
+    assert!(get("/livez").await.starts_with("HTTP/1.1 200"));
     let m = get("/metrics").await;
     assert!(m.starts_with("HTTP/1.1 200"), "{m}");
     assert!(

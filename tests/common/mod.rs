@@ -227,17 +227,23 @@ impl Server {
     /// The body of `GET path` on the HTTP listener (from loopback, so admin pages answer), or
     /// what went wrong.
     pub fn http_get(&self, path: &str) -> Result<String, String> {
-        self.http_request("GET", path).map(|(_, body)| body)
+        self.http_request("GET", path, &[]).map(|(_, body)| body)
     }
 
     /// `POST path` (empty body) on the HTTP listener from loopback: the status and the body.
     #[allow(dead_code)]
     pub fn http_post(&self, path: &str) -> Result<(u16, String), String> {
-        self.http_request("POST", path)
+        self.http_request("POST", path, &[])
     }
 
-    /// One HTTP/1.0 request with an empty body: the status and the body.
-    fn http_request(&self, method: &str, path: &str) -> Result<(u16, String), String> {
+    /// One HTTP/1.0 request with an empty body and the `headers` lines: the status and the
+    /// body.
+    pub fn http_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+    ) -> Result<(u16, String), String> {
         use std::io::{Read, Write};
         let Some(addr) = self.http else {
             return Err("no HTTP listener".into());
@@ -246,9 +252,10 @@ impl Server {
         std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
             .and_then(|mut t| {
                 t.set_read_timeout(Some(Duration::from_secs(5)))?;
+                let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
                 write!(
                     t,
-                    "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+                    "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n{extra}\r\n"
                 )?;
                 t.read_to_string(&mut text)
             })
