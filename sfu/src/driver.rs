@@ -332,7 +332,7 @@ pub fn spawn_sharded(
     let mut threads = Vec::with_capacity(count + 1);
     for (i, endpoint) in endpoints.into_iter().enumerate() {
         let (link, queues) = queues(&opts);
-        let (inbox_tx, inbox) = mpsc::channel(shards::INBOX_BATCHES);
+        let (inbox_tx, inbox) = shards::inbox();
         let shard = shards::ShardNet::parts(
             i as u32,
             inbox,
@@ -781,7 +781,7 @@ impl Net {
             Net::Shard(s) => {
                 let mut taken = 0;
                 while taken < max {
-                    let Ok(batch) = s.inbox.try_recv() else {
+                    let Some(batch) = s.inbox.try_recv() else {
                         break;
                     };
                     taken += batch.len();

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio::io::Interest;
@@ -21,9 +21,11 @@ use tokio::sync::{mpsc, oneshot};
 use crate::demux::{self, Kind};
 use crate::{Endpoint, Metrics, RouteChange};
 
-/// Batches of datagrams waiting for one shard at most; more are dropped and counted
-/// ([`Metrics::inbox_dropped`]), as the kernel drops what overflows the socket's buffer.
-pub(super) const INBOX_BATCHES: usize = 1024;
+/// Datagrams waiting for one shard at most (about 4 MiB of media, a third of a second of
+/// 1000 participants' packets); more are dropped and counted ([`Metrics::inbox_dropped`]), as
+/// the kernel drops what overflows the socket's buffer. Counted in datagrams, not in the
+/// reader's batches, whose size follows the load.
+const INBOX_DATAGRAMS: usize = 16384;
 /// Datagrams the reader takes from the socket before handing them on.
 const READ_BATCH: usize = 64;
 /// Largest datagram read (as the unsharded driver reads).
@@ -84,6 +86,67 @@ impl Table {
     }
 }
 
+/// The reader's end of a shard's inbox.
+pub(super) struct InboxTx {
+    tx: mpsc::UnboundedSender<Vec<Datagram>>,
+    waiting: Arc<AtomicUsize>,
+}
+
+/// The shard's end of its inbox.
+pub(crate) struct InboxRx {
+    rx: mpsc::UnboundedReceiver<Vec<Datagram>>,
+    waiting: Arc<AtomicUsize>,
+}
+
+/// A shard's inbox: batches of datagrams, at most [`INBOX_DATAGRAMS`] waiting.
+pub(super) fn inbox() -> (InboxTx, InboxRx) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let waiting = Arc::new(AtomicUsize::new(0));
+    (
+        InboxTx {
+            tx,
+            waiting: waiting.clone(),
+        },
+        InboxRx { rx, waiting },
+    )
+}
+
+impl InboxTx {
+    /// Hands `batch` to the shard, unless that would leave more than [`INBOX_DATAGRAMS`]
+    /// waiting: then the batch comes back (the shard fell behind). A shard that is gone (the
+    /// driver stops) just does not get it. The reader is the only sender, so the check cannot
+    /// race with another.
+    fn offer(&self, batch: Vec<Datagram>) -> Result<(), Vec<Datagram>> {
+        let n = batch.len();
+        if self.waiting.load(Ordering::Acquire) + n > INBOX_DATAGRAMS {
+            return Err(batch);
+        }
+        self.waiting.fetch_add(n, Ordering::AcqRel);
+        if self.tx.send(batch).is_err() {
+            self.waiting.fetch_sub(n, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
+
+impl InboxRx {
+    pub(crate) async fn recv(&mut self) -> Option<Vec<Datagram>> {
+        let batch = self.rx.recv().await?;
+        self.waiting.fetch_sub(batch.len(), Ordering::AcqRel);
+        Some(batch)
+    }
+
+    pub(crate) fn try_recv(&mut self) -> Option<Vec<Datagram>> {
+        let batch = self.rx.try_recv().ok()?;
+        self.waiting.fetch_sub(batch.len(), Ordering::AcqRel);
+        Some(batch)
+    }
+}
+
 /// The routing table, shared by the shards (writers) and the reader.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Routes(Arc<RwLock<Table>>);
@@ -115,7 +178,7 @@ impl ReaderStats {
 /// (registered for writability only, so that incoming datagrams do not wake the shard).
 pub(crate) struct ShardNet {
     index: u32,
-    pub inbox: mpsc::Receiver<Vec<Datagram>>,
+    pub inbox: InboxRx,
     pub out: AsyncFd<std::net::UdpSocket>,
     routes: Routes,
     load: Arc<AtomicU64>,
@@ -124,7 +187,7 @@ pub(crate) struct ShardNet {
 /// A [`ShardNet`] before it is registered with its thread's runtime.
 pub(super) struct ShardParts {
     index: u32,
-    inbox: mpsc::Receiver<Vec<Datagram>>,
+    inbox: InboxRx,
     out: std::net::UdpSocket,
     routes: Routes,
     load: Arc<AtomicU64>,
@@ -133,7 +196,7 @@ pub(super) struct ShardParts {
 impl ShardNet {
     pub(super) fn parts(
         index: u32,
-        inbox: mpsc::Receiver<Vec<Datagram>>,
+        inbox: InboxRx,
         out: std::net::UdpSocket,
         routes: Routes,
         load: Arc<AtomicU64>,
@@ -200,7 +263,7 @@ pub(super) fn register(
 pub(super) async fn read(
     socket: AsyncFd<std::net::UdpSocket>,
     routes: Routes,
-    inboxes: Vec<mpsc::Sender<Vec<Datagram>>>,
+    inboxes: Vec<InboxTx>,
     stats: Arc<ReaderStats>,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -254,7 +317,7 @@ pub(super) async fn read(
                 continue;
             }
             let batch = std::mem::take(batch);
-            if let Err(mpsc::error::TrySendError::Full(b)) = inbox.try_send(batch) {
+            if let Err(b) = inbox.offer(batch) {
                 stats.overflow.fetch_add(b.len() as u64, Ordering::Relaxed);
                 stats.bytes.fetch_add(
                     b.iter().map(|d| d.bytes.len() as u64).sum(),
@@ -343,6 +406,44 @@ mod tests {
         b.extend_from_slice(&[7; 12]);
         b.extend_from_slice(&attrs);
         b
+    }
+
+    fn datagrams(n: usize) -> Vec<Datagram> {
+        (0..n)
+            .map(|_| Datagram {
+                from: "127.0.0.1:5000".parse().unwrap(),
+                bytes: vec![0x80; 40],
+            })
+            .collect()
+    }
+
+    /// A shard that does not keep up gets at most INBOX_DATAGRAMS waiting, whatever the
+    /// batch sizes; what it takes frees room again; a gone shard takes nothing and is not
+    /// counted as behind.
+    #[test]
+    fn an_inbox_holds_a_bounded_number_of_datagrams() {
+        let (tx, mut rx) = inbox();
+        for _ in 0..INBOX_DATAGRAMS / 64 {
+            assert!(tx.offer(datagrams(64)).is_ok());
+        }
+        assert_eq!(
+            tx.offer(datagrams(1)).err().map(|b| b.len()),
+            Some(1),
+            "full"
+        );
+        assert_eq!(rx.try_recv().map(|b| b.len()), Some(64));
+        assert!(tx.offer(datagrams(65)).is_err(), "64 free, not 65");
+        assert!(tx.offer(datagrams(63)).is_ok());
+        assert!(tx.offer(datagrams(1)).is_ok());
+        assert!(tx.offer(datagrams(1)).is_err());
+        drop(rx);
+        let (tx, rx) = inbox();
+        drop(rx);
+        assert!(
+            tx.offer(datagrams(1)).is_ok(),
+            "a gone shard: not a shard behind"
+        );
+        assert_eq!(tx.waiting.load(Ordering::Relaxed), 0);
     }
 
     /// Routes follow the shards' changes; a shard cannot remove another shard's key.
