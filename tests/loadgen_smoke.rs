@@ -10,19 +10,7 @@ use std::process::Command;
 
 #[test]
 fn loadgen_runs_a_small_conference_against_the_server() {
-    let (r, ctx) = run_loadgen(&[
-        "--conferences",
-        "1",
-        "--members",
-        "4",
-        "--talkers",
-        "2",
-        "--video",
-        "--duration",
-        "3",
-        "--settle",
-        "1",
-    ]);
+    let (r, ctx) = run_small("1", "4", &["--video"]);
     assert_eq!(r["target"], "comet", "{ctx}");
     assert_eq!(r["joined"], 4, "every peer joins: {ctx}");
     assert_eq!(r["failed"], 0, "{ctx}");
@@ -74,22 +62,11 @@ fn loadgen_runs_a_small_conference_against_the_server() {
 /// the wrap alike.
 #[test]
 fn rtp_sequence_numbers_wrap_during_the_run() {
-    let (r, ctx) = run_loadgen(&[
-        "--server-set",
-        "media.threads=2",
-        "--conferences",
+    let (r, ctx) = run_small(
         "1",
-        "--members",
         "3",
-        "--talkers",
-        "2",
-        "--duration",
-        "3",
-        "--settle",
-        "1",
-        "--first-seq",
-        "65400",
-    ]);
+        &["--server-set", "media.threads=2", "--first-seq", "65400"],
+    );
     assert_eq!(r["joined"], 3, "{ctx}");
     assert_eq!(r["peers_dead"], 0, "{ctx}");
     // 136 packets after the first one (2.7 s) the numbers wrap: inside the 3 s window, which
@@ -110,19 +87,7 @@ fn rtp_sequence_numbers_wrap_during_the_run() {
 /// conferences; the probes hear the other talkers as with one process.
 #[test]
 fn a_run_against_a_cluster() {
-    let (r, ctx) = run_loadgen(&[
-        "--cluster",
-        "--conferences",
-        "2",
-        "--members",
-        "3",
-        "--talkers",
-        "2",
-        "--duration",
-        "3",
-        "--settle",
-        "1",
-    ]);
+    let (r, ctx) = run_small("2", "3", &["--cluster"]);
     assert_eq!(r["target"], "comet-cluster", "{ctx}");
     assert_eq!(r["joined"], 6, "{ctx}");
     assert_eq!(r["peers_dead"], 0, "{ctx}");
@@ -133,6 +98,25 @@ fn a_run_against_a_cluster() {
         counter("comet_audio_frames_total{kind=\"decoded\"}") >= 280.0,
         "the media node decoded the talkers: {ctx}"
     );
+}
+
+/// [`run_loadgen`] with `conferences` of `members`, two talkers each, a 3 s window a second
+/// after the joins, and `extra` arguments.
+fn run_small(conferences: &str, members: &str, extra: &[&str]) -> (serde_json::Value, String) {
+    let mut args = vec![
+        "--conferences",
+        conferences,
+        "--members",
+        members,
+        "--talkers",
+        "2",
+        "--duration",
+        "3",
+        "--settle",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    run_loadgen(&args)
 }
 
 /// Runs `comet-loadgen run --target comet` against the built server with `args` and the

@@ -112,6 +112,19 @@ struct Member {
     hangup: Hangup,
 }
 
+/// Member `user` of conference (`dev`, `name`) in the locked map, with its conference's remote
+/// side (set when the conference runs on a media node).
+fn member_in<'a>(
+    map: &'a mut HashMap<Key, Conference>,
+    dev: DevId,
+    name: &str,
+    user: UserId,
+) -> Option<(&'a mut Member, &'a mut Option<Remote>)> {
+    let conf = map.get_mut(&(dev, name.to_string()))?;
+    let m = conf.members.get_mut(&user)?;
+    Some((m, &mut conf.remote))
+}
+
 struct Conference {
     members: BTreeMap<UserId, Member>,
     layout: Option<String>,
@@ -299,14 +312,11 @@ impl ConferenceRegistry {
         remote: Remote,
     ) -> bool {
         let mut g = self.lock();
-        let Some(conf) = g.get_mut(&(dev, name.to_string())) else {
-            return false;
-        };
-        let Some(m) = conf.members.get_mut(&user) else {
+        let Some((m, conf_remote)) = member_in(&mut g, dev, name, user) else {
             return false;
         };
         m.hangup = hangup;
-        conf.remote = Some(remote);
+        *conf_remote = Some(remote);
         true
     }
 
@@ -409,15 +419,12 @@ impl ConferenceRegistry {
         change: impl FnOnce(&mut MemberFlags),
     ) -> bool {
         let mut g = self.lock();
-        let Some(conf) = g.get_mut(&(dev, name.to_string())) else {
-            return false;
-        };
-        let Some(m) = conf.members.get_mut(&user) else {
+        let Some((m, remote)) = member_in(&mut g, dev, name, user) else {
             return false;
         };
         change(&mut m.flags);
         let flags = m.flags;
-        if let Some(remote) = &conf.remote {
+        if let Some(remote) = remote {
             remote(RemoteChange::Flags { user, flags });
         }
         self.generation.fetch_add(1, Ordering::AcqRel);

@@ -67,14 +67,22 @@ pub use tempfile_dir::Dir as TempDir;
 const CLUSTER_SECRET: &str = "loadgen-cluster-secret";
 
 /// Starts `bin` with every listener on 127.0.0.1 and ephemeral ports, the memory store (the
-/// store is not what is measured) and `extra` settings; waits for its READY line and returns
-/// the process and that line's `key=address` pairs.
+/// store is not what is measured) and `extra` settings; waits for its READY line (and, with
+/// `linked`, for a media node's log line saying it is connected to its head) and returns the
+/// process and that line's `key=address` pairs.
 fn spawn(
     bin: &Path,
     dir: &TempDir,
     max_talkers: usize,
     extra: &[String],
+    linked: bool,
 ) -> Result<(Child, BTreeMap<String, SocketAddr>)> {
+    // A node logs its link at info; the rest of the server only what goes wrong.
+    let log = if linked {
+        "warn,comet_server::cluster::node=info"
+    } else {
+        "warn"
+    };
     let mut child = Command::new(bin)
         .args([
             "--memory-store",
@@ -94,11 +102,27 @@ fn spawn(
         .args(["--set", &format!("main.password={KEY}")])
         .args(["--set", &format!("media.max_talkers={max_talkers}")])
         .args(extra)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", log)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(if linked {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .with_context(|| format!("start {}", bin.display()))?;
+    // The node's stderr is read as long as it runs (a full pipe would stop it); the line
+    // that says it is linked is reported once.
+    let (linked_tx, linked_rx) = std::sync::mpsc::channel::<()>();
+    if let Some(stderr) = child.stderr.take() {
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("connected to the head") {
+                    let _ = linked_tx.send(());
+                }
+            }
+        });
+    }
     let stdout = child.stdout.take().context("server stdout")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -127,6 +151,11 @@ fn spawn(
                     Some((k.to_string(), v.parse().ok()?))
                 })
                 .collect();
+            if linked && linked_rx.recv_timeout(Duration::from_secs(15)).is_err() {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("the media node did not link to its head within 15 s");
+            }
             return Ok((child, addrs));
         }
     }
@@ -142,8 +171,8 @@ fn addr(addrs: &BTreeMap<String, SocketAddr>, key: &str) -> Result<SocketAddr> {
 impl Server {
     /// Starts `bin` on loopback. With `cluster`, two processes: a head that runs no
     /// conference itself (`[cluster] local_media = false`) and one media node; the users are
-    /// invited on the head and call the node, and both count as the server. `settings`
-    /// (`section.key=value`) go to every process.
+    /// invited on the head and call the node, and both count as the server; returns once the
+    /// node is linked to the head. `settings` (`section.key=value`) go to every process.
     pub fn start(
         bin: &Path,
         max_talkers: usize,
@@ -154,7 +183,7 @@ impl Server {
         let set = |kv: String| ["--set".to_string(), kv];
         let user: Vec<String> = settings.iter().flat_map(|kv| set(kv.clone())).collect();
         if !cluster {
-            let (child, addrs) = spawn(bin, &dir, max_talkers, &user)?;
+            let (child, addrs) = spawn(bin, &dir, max_talkers, &user, false)?;
             return Ok(Server {
                 cometql: addr(&addrs, "cometql")?,
                 sip: addr(&addrs, "sip")?,
@@ -174,7 +203,7 @@ impl Server {
         .into_iter()
         .chain(user.iter().cloned())
         .collect();
-        let (head, head_addrs) = spawn(bin, &head_dir, max_talkers, &head_args)?;
+        let (head, head_addrs) = spawn(bin, &head_dir, max_talkers, &head_args, false)?;
         let head_ready = (head, head_dir);
         let link = addr(&head_addrs, "cluster")?;
         let node_args: Vec<String> = [
@@ -185,7 +214,7 @@ impl Server {
         .into_iter()
         .chain(user)
         .collect();
-        let (child, addrs) = spawn(bin, &dir, max_talkers, &node_args)?;
+        let (child, addrs) = spawn(bin, &dir, max_talkers, &node_args, true)?;
         Ok(Server {
             cometql: addr(&head_addrs, "cometql")?,
             sip: addr(&addrs, "sip")?,
@@ -194,22 +223,6 @@ impl Server {
             head: Some(head_ready),
             _dir: dir,
         })
-    }
-
-    /// Waits (at most 15 s) until the media node is linked to its head (nothing to wait for
-    /// without `--cluster`).
-    pub async fn ready(&self) -> Result<()> {
-        if self.head.is_none() {
-            return Ok(());
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while self.metrics().await.get("comet_cluster_head_up") != Some(&1.0) {
-            if std::time::Instant::now() > deadline {
-                bail!("the media node did not link to its head within 15 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(())
     }
 
     /// The server's processes (the media node first).

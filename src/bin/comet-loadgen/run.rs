@@ -348,7 +348,6 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult> {
                 cfg.cluster,
                 &cfg.server_settings,
             )?;
-            server.ready().await?;
             let idle = procstat::rss_mib(server.pid()).unwrap_or(0.0);
             comet::invite_all(&server, &specs).await?;
             let sip = server.sip;
