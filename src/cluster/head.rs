@@ -134,6 +134,8 @@ pub struct ClusterHead {
     tls: std::sync::OnceLock<std::sync::RwLock<TlsAcceptor>>,
     /// The head itself is draining: its own media takes no new conference.
     draining: std::sync::atomic::AtomicBool,
+    /// Notified when a link is accepted, refused or gone ([`ClusterHead::changed`]).
+    changed: tokio::sync::Notify,
     pub stats: HeadStats,
 }
 
@@ -165,6 +167,7 @@ impl ClusterHead {
             grace_ms: AtomicU64::new(LINK_GRACE.as_millis() as u64),
             tls: std::sync::OnceLock::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
             stats: HeadStats::default(),
         })
     }
@@ -200,6 +203,12 @@ impl ClusterHead {
             .values()
             .find(|l| l.id == id)
             .map(|l| l.node.clone())
+    }
+
+    /// Resolves at the head's next change of links: a node linked, refused or gone (to wait
+    /// for one instead of polling [`ClusterHead::nodes`] or the stats).
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     /// The connected media nodes that are draining, by name.
@@ -296,6 +305,7 @@ impl ClusterHead {
             };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                self.changed.notify_waiters();
                 warn!(%peer, "cluster: {MAX_LINKS} connections are open; a new one was closed");
                 continue;
             };
@@ -321,6 +331,7 @@ impl ClusterHead {
                 };
                 if let Err(why) = linked {
                     head.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    head.changed.notify_waiters();
                     warn!(%peer, "cluster: a media node's connection was refused: {why}");
                 }
             });
@@ -421,6 +432,7 @@ impl ClusterHead {
             info!(node = %name, "cluster: media node reconnected; its older link is replaced");
         }
         self.stats.links.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_waiters();
         info!(node = %name, address = %node.address(), members = members.len(), "cluster: media node connected");
         // The node is the authority on its members: those an older link reported that this
         // hello does not list are gone.
@@ -476,6 +488,7 @@ impl ClusterHead {
                 links.remove(name);
             }
         }
+        self.changed.notify_waiters();
         if clean {
             self.leave_where(|_, o| o.link == id);
         } else {

@@ -377,11 +377,31 @@ mod tests {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::time::Instant;
 
-        async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-            let end = Instant::now() + Duration::from_secs(10);
-            while !ok() {
-                assert!(Instant::now() < end, "timed out waiting until {what}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+        /// Waits (deadline 10 s) until `ok` holds, checking it again at every change: a
+        /// registry event of either side, a hangup on the node, a change of the head's links.
+        async fn wait_until(
+            head: &head::ClusterHead,
+            changed: &tokio::sync::Notify,
+            what: &str,
+            mut ok: impl FnMut() -> bool,
+        ) {
+            let end = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let (ours, heads) = (changed.notified(), head.changed());
+                tokio::pin!(ours, heads);
+                ours.as_mut().enable();
+                heads.as_mut().enable();
+                if ok() {
+                    return;
+                }
+                let woke = tokio::time::timeout_at(end, async {
+                    tokio::select! {
+                        _ = ours => {}
+                        _ = heads => {}
+                    }
+                })
+                .await;
+                assert!(woke.is_ok(), "timed out waiting until {what}");
             }
         }
         const SECRET: &str = "0123456789abcdef-test";
@@ -400,6 +420,19 @@ mod tests {
         store.put_conference_row(0, &row).await.unwrap();
         let head_reg = Arc::new(ConferenceRegistry::new());
         let head = head::ClusterHead::new(SECRET.into(), None, store, head_reg.clone());
+        // Every registry event wakes the waits; the head's are also kept.
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (e2, c2) = (events.clone(), changed.clone());
+        head_reg.set_events(Arc::new(
+            move |e: crate::conference::registry::ConferenceEvent| {
+                e2.lock()
+                    .unwrap()
+                    .push((e.event, e.data["user_id"].as_i64()));
+                c2.notify_waiters();
+            },
+        ));
+
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let _serve = tokio::spawn(head.clone().serve(listener));
@@ -417,7 +450,7 @@ mod tests {
             Arc::new(ConferenceRegistry::new()),
         );
         let t = tokio::spawn(intruder.run());
-        wait_until("the head refused it", || {
+        wait_until(&head, &changed, "the head refused it", || {
             head.stats.refused.load(Ordering::Relaxed) >= 1
         })
         .await;
@@ -437,8 +470,10 @@ mod tests {
             },
             node_reg.clone(),
         );
+        let c2 = changed.clone();
+        node_reg.set_events(Arc::new(move |_| c2.notify_waiters()));
         let hung = Arc::new(AtomicUsize::new(0));
-        let h2 = hung.clone();
+        let (h2, c2) = (hung.clone(), changed.clone());
         node_reg.join(
             0,
             "room",
@@ -447,10 +482,11 @@ mod tests {
             Instant::now(),
             Arc::new(move |_: &str| {
                 h2.fetch_add(1, Ordering::SeqCst);
+                c2.notify_waiters();
             }),
         );
         let task = tokio::spawn(link.clone().run());
-        wait_until("the head lists the hello's member", || {
+        wait_until(&head, &changed, "the head lists the hello's member", || {
             head_reg.members(0, Some("room"), Instant::now()).len() == 1
         })
         .await;
@@ -478,7 +514,7 @@ mod tests {
             Arc::new(|_: &str| {}),
         );
         node_reg.activity(0, "room", 8, true, 60, Instant::now());
-        wait_until("user 8 talks on the head", || {
+        wait_until(&head, &changed, "user 8 talks on the head", || {
             let rows = head_reg.members(0, Some("room"), Instant::now());
             rows.iter()
                 .any(|r| r.user_id == 8 && r.talking && r.energy == 60)
@@ -486,43 +522,38 @@ mod tests {
         .await;
         // The backend's changes on the head reach the node.
         assert!(head_reg.update_flags(0, "room", 8, |f| f.audio = false));
-        wait_until("user 8 muted on the node", || {
+        wait_until(&head, &changed, "user 8 muted on the node", || {
             node_reg.flags(0, "room", 8).is_some_and(|f| !f.audio)
         })
         .await;
         assert!(head_reg.set_layout(0, "room", "grid"));
-        wait_until("the layout on the node", || {
+        wait_until(&head, &changed, "the layout on the node", || {
             node_reg
                 .conference_state(0, "room")
                 .is_some_and(|s| s.layout.as_deref() == Some("grid"))
         })
         .await;
         assert_eq!(head_reg.hangup(0, "room", Some(7), "kick"), 1);
-        wait_until("the node hung user 7 up", || {
+        wait_until(&head, &changed, "the node hung user 7 up", || {
             hung.load(Ordering::SeqCst) == 1
         })
         .await;
         // A leave reported by the node.
         node_reg.leave(0, "room", 8);
-        wait_until("user 8 left on the head", || {
+        wait_until(&head, &changed, "user 8 left on the head", || {
             head_reg.members(0, Some("room"), Instant::now()).len() == 1
         })
         .await;
 
         // The link breaks: the head forgets the node but keeps its members for the grace;
         // lookups fail meanwhile.
-        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let e2 = events.clone();
-        head_reg.set_events(Arc::new(
-            move |e: crate::conference::registry::ConferenceEvent| {
-                e2.lock()
-                    .unwrap()
-                    .push((e.event, e.data["user_id"].as_i64()));
-            },
-        ));
+        events.lock().unwrap().clear();
         head.set_link_grace(Duration::from_secs(30));
         task.abort();
-        wait_until("the head saw the link go", || head.nodes().is_empty()).await;
+        wait_until(&head, &changed, "the head saw the link go", || {
+            head.nodes().is_empty()
+        })
+        .await;
         assert_eq!(head_reg.members(0, None, Instant::now()).len(), 1);
         assert!(link.user_hash(0, 7).await.is_err());
         // It comes back within the grace: the hello lists user 7 (kept, nothing published)
@@ -536,20 +567,25 @@ mod tests {
             Arc::new(|_: &str| {}),
         );
         let task = tokio::spawn(link.clone().run());
-        wait_until("the head lists the node's members again", || {
-            let mut users: Vec<UserId> = head_reg
-                .members(0, Some("room"), Instant::now())
-                .iter()
-                .map(|r| r.user_id)
-                .collect();
-            users.sort();
-            users == [7, 9]
-        })
+        wait_until(
+            &head,
+            &changed,
+            "the head lists the node's members again",
+            || {
+                let mut users: Vec<UserId> = head_reg
+                    .members(0, Some("room"), Instant::now())
+                    .iter()
+                    .map(|r| r.user_id)
+                    .collect();
+                users.sort();
+                users == [7, 9]
+            },
+        )
         .await;
         assert_eq!(*events.lock().unwrap(), [("join", Some(9))]);
         // Hangups reach the node over the new link.
         assert_eq!(head_reg.hangup(0, "room", Some(7), "kick again"), 1);
-        wait_until("the node hung user 7 up again", || {
+        wait_until(&head, &changed, "the node hung user 7 up again", || {
             hung.load(Ordering::SeqCst) == 2
         })
         .await;
@@ -557,9 +593,12 @@ mod tests {
         // A break not mended within the grace: the members leave when it ends.
         head.set_link_grace(Duration::from_millis(300));
         task.abort();
-        wait_until("the head saw the link go", || head.nodes().is_empty()).await;
+        wait_until(&head, &changed, "the head saw the link go", || {
+            head.nodes().is_empty()
+        })
+        .await;
         let broke = Instant::now();
-        wait_until("the members left after the grace", || {
+        wait_until(&head, &changed, "the members left after the grace", || {
             head_reg.members(0, None, Instant::now()).is_empty()
         })
         .await;
@@ -567,12 +606,12 @@ mod tests {
         // A node that closes its link (shutting down) loses its members at once.
         head.set_link_grace(Duration::from_secs(30));
         let _task = tokio::spawn(link.clone().run());
-        wait_until("back", || {
+        wait_until(&head, &changed, "back", || {
             head_reg.members(0, None, Instant::now()).len() == 2
         })
         .await;
         link.close(Duration::from_secs(5)).await;
-        wait_until("dropped at the close", || {
+        wait_until(&head, &changed, "dropped at the close", || {
             head.nodes().is_empty() && head_reg.members(0, None, Instant::now()).is_empty()
         })
         .await;
