@@ -32,6 +32,21 @@ use tokio::sync::Semaphore;
 
 use crate::throttle::{CommandRate, Throttle};
 
+/// The next connection on `listener`. An accept that fails (out of file descriptors and the
+/// like) is logged with `what` (the listener's name) and retried after a short pause instead
+/// of spinning; the other connections keep being served meanwhile.
+pub async fn accept(listener: &tokio::net::TcpListener, what: &str) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(x) => return x,
+            Err(e) => {
+                tracing::warn!(error = %e, "{what}: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// How many connections a listener takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnLimits {

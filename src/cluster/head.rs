@@ -295,14 +295,7 @@ impl ClusterHead {
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_LINKS));
         loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!("cluster listener: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
+            let (stream, peer) = crate::admission::accept(&listener, "cluster listener").await;
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 self.changed.notify_waiters();

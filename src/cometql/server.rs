@@ -29,15 +29,7 @@ pub const WAIT_TIMEOUT: Duration = Duration::from_secs(28_800);
 pub async fn serve(listener: TcpListener, engine: Arc<Engine>, gate: Arc<Gate>) {
     let ids = AtomicU32::new(1);
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of file descriptors and the like: keep serving the others.
-                tracing::warn!("cometql accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (stream, peer) = crate::admission::accept(&listener, "CometQL").await;
         let _ = stream.set_nodelay(true);
         let stream = match gate.admit(peer.ip()) {
             Ok(permit) => Admitted::new(stream, permit),

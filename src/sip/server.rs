@@ -361,18 +361,9 @@ pub async fn serve(listener: TcpListener, ctx: SipContext) -> std::io::Result<()
     let mut tasks = JoinSet::new();
     loop {
         while tasks.try_join_next().is_some() {}
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
+        let (stream, peer) = tokio::select! {
+            a = crate::admission::accept(&listener, "SIP") => a,
             _ = ctx.shared.stop_accepting.notified() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of descriptors and the like: back off briefly instead of spinning.
-                warn!(error = %e, "SIP: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
         };
         let _ = stream.set_nodelay(true);
         let stream = match ctx.gate.admit(peer.ip()) {
