@@ -16,8 +16,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use crate::cluster::head::ClusterHead;
 use crate::cluster::node::NodeLink;
 use crate::conference::runtime::MediaRuntime;
@@ -27,7 +25,6 @@ pub struct Draining {
     runtime: Arc<MediaRuntime>,
     node: Option<Arc<NodeLink>>,
     head: Option<Arc<ClusterHead>>,
-    started: watch::Sender<bool>,
     /// `[main] drain_timeout`; `None`: wait for the last call however long it takes.
     timeout: Option<Duration>,
 }
@@ -35,7 +32,7 @@ pub struct Draining {
 impl std::fmt::Debug for Draining {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Draining")
-            .field("started", &*self.started.borrow())
+            .field("draining", &self.runtime.is_draining())
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -52,7 +49,6 @@ impl Draining {
             runtime,
             node,
             head,
-            started: watch::Sender::new(false),
             timeout,
         }
     }
@@ -61,10 +57,9 @@ impl Draining {
     /// still up.
     pub fn start(&self, why: &str) -> usize {
         let calls = self.runtime.calls_up();
-        if self.started.send_replace(true) {
+        if !self.runtime.start_draining() {
             return calls;
         }
-        self.runtime.start_draining();
         if let Some(node) = &self.node {
             node.set_draining();
         }
@@ -80,17 +75,13 @@ impl Draining {
     }
 
     pub fn is_draining(&self) -> bool {
-        *self.started.borrow()
+        self.runtime.is_draining()
     }
 
     /// Resolves once draining has started and then either the last call has ended or the
     /// drain timeout has passed (the server should shut down then).
     pub async fn done(&self) {
-        let mut started = self.started.subscribe();
-        if started.wait_for(|s| *s).await.is_err() {
-            // Never dropped while `self` lives.
-            return std::future::pending().await;
-        }
+        self.runtime.draining_started().await;
         let idle = self.runtime.idle();
         match self.timeout {
             None => idle.await,

@@ -34,7 +34,7 @@
 //! so the browser gets a SIP BYE; a call that ends on the SIP side closes its participant.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -251,7 +251,7 @@ pub struct MediaRuntime {
     /// The conferences (owned by the event loop).
     confs: std::sync::Weak<ConfTable>,
     /// Draining: no new conference starts here ([`crate::draining`]).
-    draining: AtomicBool,
+    draining: tokio::sync::watch::Sender<bool>,
     /// Notified whenever a call is forgotten (for [`MediaRuntime::idle`]).
     calls_changed: tokio::sync::Notify,
 }
@@ -308,14 +308,26 @@ impl MediaRuntime {
             profiles,
             stats,
             confs: weak_confs,
-            draining: AtomicBool::new(false),
+            draining: tokio::sync::watch::Sender::new(false),
             calls_changed: tokio::sync::Notify::new(),
         })
     }
 
     /// From now on a call to a conference that has no member here is refused (SIP 503).
-    pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
+    /// Returns whether this call started it (false: it was draining already).
+    pub fn start_draining(&self) -> bool {
+        !self.draining.send_replace(true)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// Resolves once draining has started.
+    pub async fn draining_started(&self) {
+        let mut started = self.draining.subscribe();
+        // The sender lives as long as `self`.
+        let _ = started.wait_for(|d| *d).await;
     }
 
     /// Calls answered or being answered, not ended.
@@ -463,7 +475,7 @@ impl Drop for PendingGuard<'_> {
 #[async_trait]
 impl CallHandler for MediaRuntime {
     async fn offer(&self, call: CallInfo, sdp: &str) -> Result<String, MediaError> {
-        if self.draining.load(Ordering::Relaxed) && !self.runs_here(call.dev, &call.conference) {
+        if self.is_draining() && !self.runs_here(call.dev, &call.conference) {
             return Err(MediaError::Unavailable(
                 "this server is draining: it starts no new conference".into(),
             ));
