@@ -698,9 +698,9 @@ enum Batch {
 }
 
 /// Sends what the endpoint has queued and delivers its events; returns when to call
-/// `handle_timeout` next. A shard publishes its routes first (an address learned from a
-/// binding request must be routed before our response lets the peer go on to DTLS) and at
-/// the end.
+/// `handle_timeout` next. A shard publishes its routes first: an address learned from a
+/// binding request must be routed before our response lets the peer go on to DTLS (what the
+/// sends themselves remove, a closed participant's keys, waits for the next flush).
 async fn flush(
     net: &Net,
     ep: &mut Endpoint,
@@ -716,10 +716,7 @@ async fn flush(
                 }
             }
             Output::Event(id, ev) => delivery.deliver(id, ev),
-            Output::Timeout(t) => {
-                net.publish(ep);
-                return t;
-            }
+            Output::Timeout(t) => return t,
         }
     }
 }
